@@ -1,0 +1,204 @@
+"""The `offsite` command: parses arguments, loads the config, calls one action, maps exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from kombu.exceptions import OperationalError
+
+from offsite.config import Config, config_path, load_config
+from offsite.constants import BackupType, RunState
+from offsite.errors import BrokerUnavailable, ConfigError, OffsiteError
+from offsite.records import RedisRunStore, RunRecord, record_as_json
+from offsite.status import format_outcome, format_table
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_WAIT_POLL_S = 1.0
+
+Action = Callable[[argparse.Namespace, Config], int]
+
+
+def masked_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def _store(config: Config) -> RedisRunStore:
+    return RedisRunStore(redis.Redis.from_url(config.broker_url, socket_connect_timeout=5,
+                                              socket_timeout=30))
+
+
+def _bind_app_to(path: Path) -> None:
+    """The Celery app reads its settings from $OFFSITE_CONFIG: point it at our file."""
+    os.environ["OFFSITE_CONFIG"] = str(path.resolve())
+
+
+def cmd_check(args: argparse.Namespace, config: Config) -> int:
+    from offsite.check import check_connections, describe_hosts
+    print(describe_hosts(config))
+    if args.connect:
+        problems = check_connections(config)
+        for line in problems:
+            print(f"problem: {line}", file=sys.stderr)
+        return EXIT_FAILED if problems else EXIT_OK
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace, config: Config) -> int:
+    config.host(args.host)
+    from workers.start import start_host_worker
+    start_host_worker(config, args.host, args.loglevel)
+    return EXIT_OK
+
+
+def cmd_control(args: argparse.Namespace, config: Config) -> int:
+    from workers.start import start_control_worker
+    start_control_worker(config, args.loglevel)
+    return EXIT_OK
+
+
+def cmd_backup(args: argparse.Namespace, config: Config) -> int:
+    backup_type = BackupType(args.type)
+    config.host(args.host)
+    if args.local:
+        from offsite.runner import run_local
+        record = run_local(config, args.host, backup_type)
+        if record.state == RunState.FAILED:
+            _alert_locally(config, record)
+        print(format_outcome(record))
+        return EXIT_OK if record.state in (RunState.SUCCEEDED, RunState.WARNING) else EXIT_FAILED
+    from tasks.dispatch import enqueue_backup
+    store = _store(config)
+    record = enqueue_backup(config, store, args.host, backup_type)
+    print(f"queued {record.run_id} on queue backup.{args.host}")
+    if not args.wait:
+        return EXIT_OK
+    final = _wait_for(store, record.run_id, args.timeout)
+    print(format_outcome(final))
+    return EXIT_OK if final.state in (RunState.SUCCEEDED, RunState.WARNING) else EXIT_FAILED
+
+
+def _alert_locally(config: Config, record: RunRecord) -> None:
+    from offsite.alerts import failure_alert, sink_for
+    try:
+        sink_for(config).send(failure_alert(record))
+    except Exception as exc:  # an alert failure must never hide the backup's own failure
+        logging.getLogger(__name__).error("could not send the alert: %s", exc)
+
+
+def _wait_for(store: RedisRunStore, run_id: str, timeout_s: float | None) -> RunRecord:
+    deadline = time.monotonic() + timeout_s if timeout_s else None
+    while True:
+        record = store.get(run_id)
+        if record is not None and record.is_final:
+            return record
+        if deadline is not None and time.monotonic() > deadline:
+            state = record.state.value if record else "unknown"
+            raise OffsiteError(f"run {run_id} still {state} after {timeout_s:.0f}s; "
+                               f"follow it with `offsite status`", step="wait")
+        time.sleep(_WAIT_POLL_S)
+
+
+def cmd_status(args: argparse.Namespace, config: Config) -> int:
+    if args.host:
+        config.host(args.host)
+    records = _store(config).recent(args.host, args.limit)
+    if args.json:
+        print(json.dumps([record_as_json(record) for record in records], indent=2))
+    else:
+        print(format_table(records))
+    return EXIT_OK
+
+
+def cmd_restore(args: argparse.Namespace, config: Config) -> int:
+    from offsite.duplicity import restore
+    config.host(args.host)
+    restore(config, args.host, Path(args.dest), time=args.time, path=args.path)
+    print(f"restored {args.host} into {args.dest}")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="config file (default $OFFSITE_CONFIG or ./offsite.yaml)")
+    common.add_argument("--loglevel", default="INFO", help=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="offsite", parents=[common],
+                                     description="Scheduled, encrypted, off-site backups.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = sub.add_parser("check", parents=[common], help="validate the config, show next runs")
+    check.add_argument("--connect", action="store_true", help="also reach broker, bucket, SNS")
+    check.set_defaults(action=cmd_check)
+
+    worker = sub.add_parser("worker", parents=[common], help="run HOST's worker (its queue only)")
+    worker.add_argument("host")
+    worker.set_defaults(action=cmd_worker)
+
+    control = sub.add_parser("control", parents=[common], help="run the control worker (alerts)")
+    control.set_defaults(action=cmd_control)
+
+    backup = sub.add_parser("backup", parents=[common], help="back up HOST now")
+    backup.add_argument("host")
+    backup.add_argument("--type", choices=[t.value for t in BackupType], required=True)
+    backup.add_argument("--wait", action="store_true", help="wait for the outcome")
+    backup.add_argument("--timeout", type=float, default=None, help="with --wait: give up after")
+    backup.add_argument("--local", action="store_true", help="run here, without the broker")
+    backup.set_defaults(action=cmd_backup)
+
+    status = sub.add_parser("status", parents=[common], help="recent runs, newest first")
+    status.add_argument("host", nargs="?")
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--limit", type=int, default=20)
+    status.set_defaults(action=cmd_status)
+
+    restore = sub.add_parser("restore", parents=[common], help="restore HOST's backup into DEST")
+    restore.add_argument("host")
+    restore.add_argument("dest")
+    restore.add_argument("--time", help="as of this time (duplicity time format, e.g. 2h, "
+                                        "2026-11-01T00:00:00Z)")
+    restore.add_argument("--path", help="only this path, relative to the host's backup")
+    restore.set_defaults(action=cmd_restore)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=getattr(logging, str(args.loglevel).upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    path = config_path(getattr(args, "config", None))
+    try:
+        config = load_config(path)
+        _bind_app_to(path)
+        return int(args.action(args, config))
+    except ConfigError as error:
+        print(f"offsite: invalid config {error.path}:", file=sys.stderr)
+        for problem in error.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    except OffsiteError as error:
+        print(f"offsite: error: {error.one_line()}", file=sys.stderr)
+        return error.exit_code
+    except (redis.ConnectionError, redis.TimeoutError, OperationalError) as error:
+        broker = BrokerUnavailable(
+            f"cannot reach the broker at {masked_url(config.broker_url)} ({error}): start "
+            "redis-server or fix broker_url / $OFFSITE_BROKER_URL", step=args.command)
+        print(f"offsite: error: {broker.one_line()}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

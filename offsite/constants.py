@@ -1,0 +1,45 @@
+"""Names shared by every process: queues, Redis keys, defaults, run states."""
+from __future__ import annotations
+
+from enum import StrEnum
+
+CONTROL_QUEUE = "offsite.control"
+HOST_QUEUE_PREFIX = "backup."
+
+KEY_PREFIX = "offsite:"
+RUN_KEY = KEY_PREFIX + "run:"             # run:<run_id> -> JSON record
+HOST_RUNS_KEY = KEY_PREFIX + "runs:"      # runs:<host> -> sorted set of run ids by creation time
+ALL_RUNS_KEY = KEY_PREFIX + "runs"        # sorted set of every run id
+LEASE_KEY = KEY_PREFIX + "lease:"         # lease:<host> -> run id holding the host
+REJECTED_KEY = KEY_PREFIX + "rejected"    # list of messages refused by a worker (wrong host)
+
+DEFAULT_CONFIG_PATH = "offsite.yaml"
+DEFAULT_SCRIPT_TIMEOUT_S = 3600
+DEFAULT_UPLOAD_TIMEOUT_S = 12 * 3600
+STDERR_TAIL_LINES = 20
+RUN_RECORD_TTL_S = 400 * 24 * 3600
+SNS_SUBJECT_MAX = 100
+
+
+def host_queue(host: str) -> str:
+    return HOST_QUEUE_PREFIX + host
+
+
+class BackupType(StrEnum):
+    FULL = "full"
+    INCR = "incr"
+
+
+class RunState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    WARNING = "warning"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    EXPIRED = "expired"
+    LOST = "lost"
+
+
+FINAL_STATES = frozenset({RunState.SUCCEEDED, RunState.WARNING, RunState.FAILED,
+                          RunState.SKIPPED, RunState.EXPIRED, RunState.LOST})

@@ -1,0 +1,70 @@
+"""Every error offsite raises on purpose derives from OffsiteError and says host, step and cause."""
+from __future__ import annotations
+
+
+class OffsiteError(Exception):
+    """An error with the host and the step it happened in, and the cause in words."""
+
+    exit_code = 1
+
+    def __init__(self, cause: str, *, host: str | None = None, step: str | None = None) -> None:
+        self.cause = cause
+        self.host = host
+        self.step = step
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        where = " ".join(part for part in (
+            f"host {self.host}" if self.host else "",
+            f"step {self.step}" if self.step else "",
+        ) if part)
+        return f"{where}: {self.cause}" if where else self.cause
+
+
+class ConfigError(OffsiteError):
+    """The configuration is missing or invalid; `problems` holds one line per problem."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str], *, path: str | None = None) -> None:
+        self.problems = problems
+        self.path = path
+        head = f"invalid config {path}" if path else "invalid config"
+        super().__init__(f"{head}: " + "; ".join(problems))
+
+
+class UsageError(OffsiteError):
+    exit_code = 2
+
+
+class UnknownHostError(UsageError):
+    def __init__(self, host: str, known: list[str]) -> None:
+        names = ", ".join(known) or "none"
+        super().__init__(f"unknown host {host!r}: not in the config (configured hosts: {names})",
+                         host=host)
+
+
+class CommandError(OffsiteError):
+    """An external command failed; carries its exit code and the tail of its stderr."""
+
+    def __init__(self, cause: str, *, host: str | None, step: str | None,
+                 exit_code: int | None, stderr_tail: str) -> None:
+        self.returncode = exit_code
+        self.stderr_tail = stderr_tail
+        super().__init__(cause, host=host, step=step)
+
+
+class CommandTimedOut(CommandError):
+    pass
+
+
+class RunConflict(OffsiteError):
+    """The run id was already claimed, or the host is busy with another run."""
+
+
+class BrokerUnavailable(OffsiteError):
+    pass
+
+
+class WrongHostError(OffsiteError):
+    pass

@@ -1,0 +1,158 @@
+"""Run records: what happened to each run, kept in Redis (or in memory for --local runs)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Callable, Iterable, Protocol
+
+import redis
+from pydantic import BaseModel, Field
+
+from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, RUN_KEY,
+                               RUN_RECORD_TTL_S, BackupType, RunState)
+from offsite.errors import OffsiteError
+from offsite.schedules import utcnow
+
+
+class StepRecord(BaseModel):
+    name: str
+    worker: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    duration_s: float | None = None
+
+
+class ErrorRecord(BaseModel):
+    step: str | None
+    exit_code: int | None = None
+    message: str
+    stderr_tail: str = ""
+    failure_class: str = "failed"
+
+
+class RunRecord(BaseModel):
+    run_id: str
+    host: str
+    type: BackupType
+    state: RunState = RunState.QUEUED
+    scheduled_for: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    steps: list[StepRecord] = Field(default_factory=list)
+    bytes_uploaded: int | None = None
+    stats: dict[str, float] | None = None
+    error: ErrorRecord | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def step(self, name: str) -> StepRecord | None:
+        return next((step for step in self.steps if step.name == name), None)
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+
+class RunNotFound(OffsiteError):
+    pass
+
+
+Mutation = Callable[[RunRecord], None]
+
+
+class RunStore(Protocol):
+    def create(self, record: RunRecord) -> bool: ...
+    def get(self, run_id: str) -> RunRecord | None: ...
+    def update(self, run_id: str, mutate: Mutation) -> RunRecord: ...
+    def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]: ...
+
+
+class RedisRunStore:
+    """Records as JSON strings under `offsite:run:<id>`, indexed by creation time per host."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def create(self, record: RunRecord) -> bool:
+        """Store a new record; False (and nothing written) when the run id already exists."""
+        key = RUN_KEY + record.run_id
+        if not self.client.set(key, record.to_json(), nx=True, ex=RUN_RECORD_TTL_S):
+            return False
+        score = record.created_at.timestamp()
+        pipe = self.client.pipeline()
+        pipe.zadd(HOST_RUNS_KEY + record.host, {record.run_id: score})
+        pipe.zadd(ALL_RUNS_KEY, {record.run_id: score})
+        pipe.execute()
+        return True
+
+    def get(self, run_id: str) -> RunRecord | None:
+        raw = self.client.get(RUN_KEY + run_id)
+        return RunRecord.model_validate_json(raw) if raw else None
+
+    def update(self, run_id: str, mutate: Mutation) -> RunRecord:
+        """Apply `mutate` atomically (optimistic WATCH); raises RunNotFound for an unknown id."""
+        key = RUN_KEY + run_id
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    if raw is None:
+                        raise RunNotFound(f"no record for run {run_id}")
+                    record = RunRecord.model_validate_json(raw)
+                    mutate(record)
+                    pipe.multi()
+                    pipe.set(key, record.to_json(), ex=RUN_RECORD_TTL_S)
+                    pipe.execute()
+                    return record
+                except redis.WatchError:
+                    continue
+
+    def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]:
+        index = HOST_RUNS_KEY + host if host else ALL_RUNS_KEY
+        run_ids = self.client.zrevrange(index, 0, limit - 1)
+        return list(self._load(run_ids))
+
+    def _load(self, run_ids: Iterable[bytes | str]) -> Iterable[RunRecord]:
+        keys = [RUN_KEY + (rid.decode() if isinstance(rid, bytes) else rid) for rid in run_ids]
+        for raw in self.client.mget(keys) if keys else []:
+            if raw:
+                yield RunRecord.model_validate_json(raw)
+
+
+class MemoryRunStore:
+    """The same contract in this process only: for `offsite backup --local`."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, str] = {}
+
+    def create(self, record: RunRecord) -> bool:
+        if record.run_id in self.records:
+            return False
+        self.records[record.run_id] = record.to_json()
+        return True
+
+    def get(self, run_id: str) -> RunRecord | None:
+        raw = self.records.get(run_id)
+        return RunRecord.model_validate_json(raw) if raw else None
+
+    def update(self, run_id: str, mutate: Mutation) -> RunRecord:
+        record = self.get(run_id)
+        if record is None:
+            raise RunNotFound(f"no record for run {run_id}")
+        mutate(record)
+        self.records[run_id] = record.to_json()
+        return record
+
+    def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]:
+        records = [RunRecord.model_validate_json(raw) for raw in self.records.values()]
+        chosen = [r for r in records if host is None or r.host == host]
+        return sorted(chosen, key=lambda r: r.created_at, reverse=True)[:limit]
+
+
+def record_as_json(record: RunRecord) -> dict[str, object]:
+    return json.loads(record.to_json())

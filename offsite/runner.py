@@ -1,0 +1,260 @@
+"""One backup run, step by step, without Celery: the tasks and `--local` both call these."""
+from __future__ import annotations
+
+import logging
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable, Iterator
+
+from offsite.config import Config
+from offsite.constants import BackupType, RunState
+from offsite.duplicity import UploadStats, upload
+from offsite.errors import CommandError, CommandTimedOut, OffsiteError, RunConflict
+from offsite.lease import HostLease, MemoryHostLease
+from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, RunStore, StepRecord
+from offsite.schedules import utcnow
+from offsite.scripts import ScriptRun, run_script
+from offsite.staging import empty_host_staging, prepare_host_staging
+
+log = logging.getLogger(__name__)
+
+UPLOAD_STEP = "upload"
+
+
+class StaleRun(OffsiteError):
+    """A step of a run that already ended or lost its lease: it must not run, nor alert."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    config: Config
+    store: RunStore
+    lease: HostLease
+    host: str
+    run_id: str
+    worker: str
+
+
+def new_run_id(host: str, backup_type: BackupType, slot: datetime) -> str:
+    """Derived from the slot, so a slot sent twice is recognised as one run."""
+    return f"{host}-{backup_type.value}-{slot.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def script_step(name: str) -> str:
+    return f"script:{name}"
+
+
+def step_names(config: Config, host: str) -> list[str]:
+    return [script_step(name) for name in config.host(host).scripts] + [UPLOAD_STEP]
+
+
+def queue_run(store: RunStore, host: str, backup_type: BackupType, run_id: str,
+              scheduled_for: datetime | None = None) -> RunRecord:
+    """The record of a run about to be sent; an existing record is returned untouched."""
+    record = RunRecord(run_id=run_id, host=host, type=backup_type, scheduled_for=scheduled_for)
+    if store.create(record):
+        return record
+    existing = store.get(run_id)
+    assert existing is not None
+    return existing
+
+
+def begin_run(ctx: RunContext, backup_type: BackupType,
+              scheduled_for: datetime | None = None) -> bool:
+    """Claim the run and the host and prepare staging; False when the run was already claimed.
+
+    Raises RunConflict (recorded as a failure) when another run holds the host.
+    """
+    queue_run(ctx.store, ctx.host, backup_type, ctx.run_id, scheduled_for)
+    claimed = False
+
+    def claim(record: RunRecord) -> None:
+        nonlocal claimed
+        claimed = record.state == RunState.QUEUED
+        if claimed:
+            record.state = RunState.RUNNING
+            record.started_at = utcnow()
+
+    if ctx.store.get(ctx.run_id).state != RunState.QUEUED:  # type: ignore[union-attr]
+        log.warning("run %s was already claimed; ignoring this message", ctx.run_id)
+        return False
+    if not ctx.lease.acquire(ctx.host, ctx.run_id):
+        holder = ctx.lease.holder(ctx.host)
+        error = RunConflict(f"host is busy with run {holder}", host=ctx.host, step="start")
+        _record_failure(ctx, "start", error)
+        raise error
+    ctx.store.update(ctx.run_id, claim)
+    if not claimed:
+        log.warning("run %s was already claimed; ignoring this message", ctx.run_id)
+        return False
+    try:
+        prepare_host_staging(ctx.config, ctx.host)
+    except OSError as exc:
+        error = OffsiteError(f"cannot prepare staging: {exc}", host=ctx.host, step="start")
+        fail_run(ctx, "start", error)
+        raise error from None
+    return True
+
+
+def _renewer(ctx: RunContext) -> Callable[[], None]:
+    def renew() -> None:
+        if not ctx.lease.renew(ctx.host, ctx.run_id):
+            log.error("run %s lost its lease on host %s", ctx.run_id, ctx.host)
+    return renew
+
+
+def _guard(ctx: RunContext, step: str) -> bool:
+    """True when the step should run; False when it already finished (a redelivery)."""
+    record = ctx.store.get(ctx.run_id)
+    if record is None or record.state != RunState.RUNNING:
+        state = record.state if record else "missing"
+        raise StaleRun(f"run {ctx.run_id} is {state}; step not run", host=ctx.host, step=step)
+    if not ctx.lease.renew(ctx.host, ctx.run_id):
+        raise StaleRun(f"run {ctx.run_id} no longer holds the host lease", host=ctx.host,
+                       step=step)
+    done = record.step(step)
+    return not (done and done.finished_at)
+
+
+def _start_step(ctx: RunContext, step: str) -> None:
+    def mark(record: RunRecord) -> None:
+        record.steps = [s for s in record.steps if s.name != step]
+        record.steps.append(StepRecord(name=step, worker=ctx.worker, started_at=utcnow()))
+    ctx.store.update(ctx.run_id, mark)
+
+
+def _finish_step(record: RunRecord, step: str, exit_code: int | None) -> None:
+    current = record.step(step)
+    if current is None:
+        current = StepRecord(name=step)
+        record.steps.append(current)
+    current.finished_at = utcnow()
+    current.exit_code = exit_code
+    if current.started_at:
+        current.duration_s = (current.finished_at - current.started_at).total_seconds()
+
+
+@contextmanager
+def _recorded_step(ctx: RunContext, step: str) -> Iterator[None]:
+    """Record the step's start; on any error record the failure, free the host, re-raise."""
+    _start_step(ctx, step)
+    try:
+        yield
+    except OffsiteError as error:
+        fail_run(ctx, step, error)
+        raise
+    except Exception as exc:
+        error = OffsiteError(f"unexpected {type(exc).__name__}: {exc}", host=ctx.host, step=step)
+        fail_run(ctx, step, error)
+        raise error from exc
+
+
+def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> None:
+    step = script_step(script)
+    if not _guard(ctx, step):
+        return
+    with _recorded_step(ctx, step):
+        run_script(ctx.config, ScriptRun(ctx.host, ctx.run_id, backup_type.value, script),
+                   on_tick=_renewer(ctx))
+    ctx.store.update(ctx.run_id, lambda record: _finish_step(record, step, 0))
+
+
+def upload_step(ctx: RunContext, backup_type: BackupType) -> UploadStats | None:
+    if not _guard(ctx, UPLOAD_STEP):
+        return None
+    with _recorded_step(ctx, UPLOAD_STEP):
+        stats = upload(ctx.config, ctx.host, backup_type, on_tick=_renewer(ctx))
+
+    def done(record: RunRecord) -> None:
+        _finish_step(record, UPLOAD_STEP, 0)
+        record.bytes_uploaded = stats.bytes_uploaded
+        record.stats = dict(stats.as_dict())
+    ctx.store.update(ctx.run_id, done)
+    return stats
+
+
+def finish_run(ctx: RunContext) -> RunRecord:
+    """Mark success (warning when duplicity counted unreadable files) and free the host."""
+    def finish(record: RunRecord) -> None:
+        if record.state != RunState.RUNNING:
+            raise StaleRun(f"run {ctx.run_id} is {record.state}", host=ctx.host, step="finish")
+        errors = int((record.stats or {}).get("errors", 0))
+        record.state = RunState.WARNING if errors else RunState.SUCCEEDED
+        if errors:
+            record.notes.append(f"duplicity could not read {errors} file(s) in staging")
+        record.finished_at = utcnow()
+    try:
+        return ctx.store.update(ctx.run_id, finish)
+    finally:
+        _end_run(ctx)
+
+
+def failure_class(step: str, error: OffsiteError) -> str:
+    if isinstance(error, RunConflict):
+        return "host_busy"
+    if step.startswith("script:"):
+        if isinstance(error, CommandTimedOut):
+            return "script_timeout"
+        return "disk_full" if "No space left" in _stderr(error) else "script_failed"
+    if step == UPLOAD_STEP:
+        return "disk_full" if "No space left" in _stderr(error) else "upload_failed"
+    return "failed"
+
+
+def _stderr(error: OffsiteError) -> str:
+    return error.stderr_tail if isinstance(error, CommandError) else ""
+
+
+def _record_failure(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
+    exit_code = error.returncode if isinstance(error, CommandError) else None
+
+    def fail(record: RunRecord) -> None:
+        if record.is_final:
+            return
+        if record.step(step):
+            _finish_step(record, step, exit_code)
+        record.state = RunState.FAILED
+        record.finished_at = utcnow()
+        record.error = ErrorRecord(step=step, exit_code=exit_code, message=error.one_line(),
+                                   stderr_tail=_stderr(error),
+                                   failure_class=failure_class(step, error))
+    return ctx.store.update(ctx.run_id, fail)
+
+
+def fail_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
+    """Record the failure with its step, exit code and stderr tail; empty staging; free the host."""
+    log.error("run %s failed at %s: %s", ctx.run_id, step, error.one_line())
+    try:
+        return _record_failure(ctx, step, error)
+    finally:
+        _end_run(ctx)
+
+
+def _end_run(ctx: RunContext) -> None:
+    try:
+        empty_host_staging(ctx.config, ctx.host)
+    finally:
+        ctx.lease.release(ctx.host, ctx.run_id)
+
+
+def run_local(config: Config, host: str, backup_type: BackupType,
+              store: RunStore | None = None, lease: HostLease | None = None) -> RunRecord:
+    """Every step of a run in this process, no broker: the single-machine mode."""
+    config.host(host)
+    ctx = RunContext(config=config, store=store or MemoryRunStore(),
+                     lease=lease or MemoryHostLease(), host=host,
+                     run_id=new_run_id(host, backup_type, utcnow()),
+                     worker=f"local@{socket.gethostname()}")
+    try:
+        if begin_run(ctx, backup_type):
+            for script in config.host(host).scripts:
+                run_script_step(ctx, script, backup_type)
+            upload_step(ctx, backup_type)
+            finish_run(ctx)
+    except OffsiteError:
+        pass  # recorded in the run record by the step that failed
+    record = ctx.store.get(ctx.run_id)
+    assert record is not None
+    return record

@@ -1,0 +1,75 @@
+"""The tasks a host worker runs: start_backup builds the chain of scripts, upload, finish."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from celery import Task, chain
+from celery.exceptions import Ignore, Reject
+
+from offsite.constants import REJECTED_KEY, BackupType, host_queue
+from offsite.runner import (RunContext, StaleRun, begin_run, finish_run, run_script_step,
+                            upload_step)
+from offsite.schedules import utcnow
+from tasks.callbacks import failure_callback
+from workers.app import app
+from workers.context import current_config, host_lease, redis_client, run_store, worker_host
+
+log = logging.getLogger(__name__)
+
+
+def _context(task: Task, host: str, run_id: str) -> RunContext:
+    """The run's context; a message for another host is recorded and rejected, never run."""
+    mine = worker_host()
+    if mine is not None and mine != host:
+        redis_client().rpush(REJECTED_KEY, f"{utcnow().isoformat()} {task.request.hostname} "
+                             f"refused {task.name} for host {host} run {run_id}")
+        log.error("refusing %s for host %s: this worker serves %s", task.name, host, mine)
+        raise Reject(f"message for host {host} reached the worker of {mine}", requeue=False)
+    return RunContext(config=current_config(), store=run_store(), lease=host_lease(), host=host,
+                      run_id=run_id, worker=task.request.hostname or "unknown")
+
+
+@app.task(bind=True, name="tasks.backup.start_backup")
+def start_backup(self: Task, host: str, backup_type: str, run_id: str,
+                 scheduled_for: str | None = None) -> str:
+    ctx = _context(self, host, run_id)
+    kind = BackupType(backup_type)
+    slot = datetime.fromisoformat(scheduled_for) if scheduled_for else None
+    if not begin_run(ctx, kind, slot):
+        return "duplicate"
+    queue = host_queue(host)
+    steps = [run_script.si(host, run_id, name, backup_type).set(queue=queue)
+             for name in ctx.config.host(host).scripts]
+    steps += [upload.si(host, run_id, backup_type).set(queue=queue),
+              finish.si(host, run_id).set(queue=queue)]
+    chain(*steps).on_error(failure_callback(host, run_id)).apply_async()
+    return "started"
+
+
+@app.task(bind=True, name="tasks.backup.run_script")
+def run_script(self: Task, host: str, run_id: str, script: str, backup_type: str) -> None:
+    try:
+        run_script_step(_context(self, host, run_id), script, BackupType(backup_type))
+    except StaleRun as stale:
+        log.warning("%s", stale)
+        raise Ignore() from None
+
+
+@app.task(bind=True, name="tasks.backup.upload")
+def upload(self: Task, host: str, run_id: str, backup_type: str) -> int | None:
+    try:
+        stats = upload_step(_context(self, host, run_id), BackupType(backup_type))
+    except StaleRun as stale:
+        log.warning("%s", stale)
+        raise Ignore() from None
+    return stats.bytes_uploaded if stats else None
+
+
+@app.task(bind=True, name="tasks.backup.finish_run")
+def finish(self: Task, host: str, run_id: str) -> str:
+    try:
+        return finish_run(_context(self, host, run_id)).state.value
+    except StaleRun as stale:
+        log.warning("%s", stale)
+        raise Ignore() from None

@@ -1,0 +1,154 @@
+"""Fixtures on real services: one redis-server and one moto_server per session, a flushed Redis,
+a fresh bucket/topic/queue and a config per test, and offsite processes that are always stopped.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.helpers import (REGION, TEST_AWS_KEY_ID, TEST_AWS_SECRET, AwsResources,
+                           ConfigFactory, ManagedProcess, MotoServer, OffsiteEnv,
+                           ProcessFactory, RedisServer, build_offsite_env, merged_env,
+                           offsite_argv, run_command)
+
+WORKER_READY = " ready."
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The broker URL, with the server running (an earlier test may have stopped it) and empty."""
+    redis_server.start()
+    client = redis_server.client()
+    try:
+        client.flushall()
+    finally:
+        client.close()
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_client(redis_server: RedisServer, redis_url: str) -> Iterator[redis.Redis]:
+    """A client with decode_responses=True on a flushed server."""
+    client = redis_server.client(decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    server = MotoServer(tmp_path_factory.mktemp("moto"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials for boto3 calls made inside the test process, undone after the test."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", TEST_AWS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", TEST_AWS_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+
+
+@pytest.fixture
+def aws(moto: MotoServer, aws_credentials: None) -> Iterator[AwsResources]:
+    resources = AwsResources(moto)
+    try:
+        yield resources
+    finally:
+        resources.close()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, redis_url: str, aws: AwsResources) -> ConfigFactory:
+    return ConfigFactory(tmp_path, redis_url, aws)
+
+
+@pytest.fixture
+def offsite_env(tmp_path: Path) -> OffsiteEnv:
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return build_offsite_env(os.environ, home)
+
+
+RunOffsite = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+@pytest.fixture
+def run_offsite(tmp_path: Path, offsite_env: OffsiteEnv) -> RunOffsite:
+    """run_offsite(*args, config=PATH, timeout=120, env_extra=None) -> CompletedProcess[str].
+
+    env_extra values of None remove a variable. Runs in tmp_path with stdin closed.
+    """
+
+    def run(*args: str, config: Path, timeout: float = 120,
+            env_extra: Mapping[str, str | None] | None = None) -> subprocess.CompletedProcess[str]:
+        return run_command(offsite_argv(config, *args),
+                           env=merged_env(offsite_env, env_extra), cwd=tmp_path, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def processes(tmp_path: Path, offsite_env: OffsiteEnv) -> Iterator[ProcessFactory]:
+    factory = ProcessFactory(tmp_path, offsite_env)
+    try:
+        yield factory
+    finally:
+        factory.stop_all()
+
+
+@pytest.fixture
+def start_process(processes: ProcessFactory) -> Callable[..., ManagedProcess]:
+    """start_process(name, argv, ready_marker=None, *, ready_timeout=30, env_extra=None).
+
+    argv is the full command line; for offsite use helpers.offsite_argv(config, "beat").
+    """
+    return processes.start
+
+
+@pytest.fixture
+def start_worker(processes: ProcessFactory) -> Callable[..., ManagedProcess]:
+    """start_worker(config, host, *extra_args, ready_timeout=30, env_extra=None): log
+    worker-HOST.log; waits for Celery's "<nodename> ready." (the worker must log at INFO)."""
+
+    def start(config: Path, host: str, *extra_args: str, ready_timeout: float = 30.0,
+              env_extra: Mapping[str, str | None] | None = None) -> ManagedProcess:
+        return processes.start(f"worker-{host}", offsite_argv(config, "worker", host, *extra_args),
+                               WORKER_READY, ready_timeout=ready_timeout, env_extra=env_extra)
+
+    return start
+
+
+@pytest.fixture
+def start_control(processes: ProcessFactory) -> Callable[..., ManagedProcess]:
+    """start_control(config, *extra_args, ready_timeout=30, env_extra=None): log control.log."""
+
+    def start(config: Path, *extra_args: str, ready_timeout: float = 30.0,
+              env_extra: Mapping[str, str | None] | None = None) -> ManagedProcess:
+        return processes.start("control", offsite_argv(config, "control", *extra_args),
+                               WORKER_READY, ready_timeout=ready_timeout, env_extra=env_extra)
+
+    return start

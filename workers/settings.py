@@ -1,0 +1,58 @@
+"""Celery settings for hours-long backup tasks on Redis, derived from the offsite config."""
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+from offsite.config import Config
+from offsite.constants import CONTROL_QUEUE, host_queue
+
+_VISIBILITY_MARGIN_S = 3600
+
+
+def longest_run_s(config: Config) -> int:
+    """An upper bound on one run: every script's timeout plus the upload's."""
+    return max(sum(script.timeout for script in host.scripts.values())
+               for host in config.hosts.values()) + config.target.upload_timeout
+
+
+def celery_settings(config: Config) -> dict[str, Any]:
+    """Why these values:
+
+    - early ack + the run ledger: a redelivered message finds its run already claimed, and a
+      killed worker's run is found by the watchdog through its expired lease;
+    - the visibility timeout exceeds the longest run, so Redis never redelivers a message
+      whose task is still running, and every client (workers, beat, Flower) shares it;
+    - prefetch disabled, concurrency 1: one backup at a time per host, nothing waits reserved.
+    """
+    transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S}
+    queues = [Queue(CONTROL_QUEUE)] + [Queue(host_queue(host)) for host in config.hosts]
+    return {
+        "broker_url": config.broker_url,
+        "result_backend": config.broker_url,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        "result_expires": 7 * 86400,
+        "task_acks_late": False,
+        "worker_prefetch_multiplier": 1,
+        "worker_disable_prefetch": True,
+        "worker_concurrency": 1,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "task_track_started": True,
+        "task_queues": queues,
+        "task_default_queue": CONTROL_QUEUE,
+        "task_create_missing_queues": False,
+        "task_routes": {"tasks.control.*": {"queue": CONTROL_QUEUE}},
+        "timezone": "UTC",
+        "enable_utc": True,
+        "worker_hijack_root_logger": True,
+        "worker_redirect_stdouts": False,
+    }

@@ -1,0 +1,31 @@
+"""Starting the Celery workers: a host's worker bound to its own queue, and the control worker."""
+from __future__ import annotations
+
+import os
+import socket
+
+from offsite.config import Config
+from offsite.constants import CONTROL_QUEUE, host_queue
+from workers.app import app
+from workers.context import WORKER_HOST_ENV
+
+
+def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
+    """threads pool, one slot: the main thread keeps answering pings and heartbeats while an
+    upload runs, and children die with the worker (PR_SET_PDEATHSIG in offsite.execute)."""
+    return ["worker", "--queues", queue, "--hostname", nodename, "--pool", "threads",
+            "--concurrency", "1", "--task-events", "--loglevel", loglevel,
+            "--without-mingle", "--without-gossip"]
+
+
+def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None:
+    """Blocks running the worker of `host`; raises UnknownHostError for a host not configured."""
+    config.host(host)
+    os.environ[WORKER_HOST_ENV] = host
+    app.worker_main(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}", loglevel))
+
+
+def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
+    del config
+    os.environ.pop(WORKER_HOST_ENV, None)
+    app.worker_main(_worker_argv(CONTROL_QUEUE, f"control@{socket.gethostname()}", loglevel))
