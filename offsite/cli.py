@@ -62,6 +62,12 @@ def cmd_worker(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_beat(args: argparse.Namespace, config: Config) -> int:
+    from workers.start import start_beat
+    start_beat(config, args.loglevel)
+    return EXIT_OK
+
+
 def cmd_control(args: argparse.Namespace, config: Config) -> int:
     from workers.start import start_control_worker
     start_control_worker(config, args.loglevel)
@@ -145,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", parents=[common], help="run HOST's worker (its queue only)")
     worker.add_argument("host")
     worker.set_defaults(action=cmd_worker)
+
+    beat = sub.add_parser("beat", parents=[common], help="run Celery beat (one per fleet)")
+    beat.set_defaults(action=cmd_beat)
 
     control = sub.add_parser("control", parents=[common], help="run the control worker (alerts)")
     control.set_defaults(action=cmd_control)

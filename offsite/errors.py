@@ -58,10 +58,6 @@ class CommandTimedOut(CommandError):
     pass
 
 
-class RunConflict(OffsiteError):
-    """The run id was already claimed, or the host is busy with another run."""
-
-
 class BrokerUnavailable(OffsiteError):
     pass
 

@@ -37,6 +37,7 @@ class RunRecord(BaseModel):
     type: BackupType
     state: RunState = RunState.QUEUED
     scheduled_for: datetime | None = None
+    late_by_s: float | None = None
     created_at: datetime = Field(default_factory=utcnow)
     started_at: datetime | None = None
     finished_at: datetime | None = None

@@ -11,12 +11,13 @@ from typing import Callable, Iterator
 from offsite.config import Config
 from offsite.constants import BackupType, RunState
 from offsite.duplicity import UploadStats, upload
-from offsite.errors import CommandError, CommandTimedOut, OffsiteError, RunConflict
+from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.lease import HostLease, MemoryHostLease
 from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, RunStore, StepRecord
 from offsite.schedules import utcnow
 from offsite.scripts import ScriptRun, run_script
-from offsite.staging import empty_host_staging, prepare_host_staging
+from offsite.chain_state import promotion_reason
+from offsite.staging import empty_host_staging, host_cache, prepare_host_staging
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,11 @@ def step_names(config: Config, host: str) -> list[str]:
 
 
 def queue_run(store: RunStore, host: str, backup_type: BackupType, run_id: str,
-              scheduled_for: datetime | None = None) -> RunRecord:
+              scheduled_for: datetime | None = None, late_by_s: float | None = None,
+              note: str | None = None) -> RunRecord:
     """The record of a run about to be sent; an existing record is returned untouched."""
-    record = RunRecord(run_id=run_id, host=host, type=backup_type, scheduled_for=scheduled_for)
+    record = RunRecord(run_id=run_id, host=host, type=backup_type, scheduled_for=scheduled_for,
+                       late_by_s=late_by_s, notes=[note] if note else [])
     if store.create(record):
         return record
     existing = store.get(run_id)
@@ -61,41 +64,102 @@ def queue_run(store: RunStore, host: str, backup_type: BackupType, run_id: str,
     return existing
 
 
-def begin_run(ctx: RunContext, backup_type: BackupType,
-              scheduled_for: datetime | None = None) -> bool:
-    """Claim the run and the host and prepare staging; False when the run was already claimed.
+class MustWait(OffsiteError):
+    """A full backup found its host busy: it waits (is retried) instead of being skipped."""
 
-    Raises RunConflict (recorded as a failure) when another run holds the host.
+
+def begin_run(ctx: RunContext, requested: BackupType,
+              scheduled_for: datetime | None = None) -> BackupType | None:
+    """Claim the run and the host, prepare staging, and say which type to run.
+
+    None when the run must not go on: already claimed (a redelivered or doubled message),
+    expired (a newer slot of the same type is queued), or skipped (an incremental that meets
+    a full, or a busy host). Raises MustWait for a full that finds the host busy.
     """
-    queue_run(ctx.store, ctx.host, backup_type, ctx.run_id, scheduled_for)
-    claimed = False
-
-    def claim(record: RunRecord) -> None:
-        nonlocal claimed
-        claimed = record.state == RunState.QUEUED
-        if claimed:
-            record.state = RunState.RUNNING
-            record.started_at = utcnow()
-
-    if ctx.store.get(ctx.run_id).state != RunState.QUEUED:  # type: ignore[union-attr]
-        log.warning("run %s was already claimed; ignoring this message", ctx.run_id)
-        return False
+    record = queue_run(ctx.store, ctx.host, requested, ctx.run_id, scheduled_for)
+    if record.state != RunState.QUEUED:
+        log.warning("run %s is already %s; ignoring this message", ctx.run_id, record.state)
+        return None
+    if reason := _superseded(ctx, record):
+        state = RunState.EXPIRED if reason.startswith("superseded") else RunState.SKIPPED
+        return _settle(ctx, state, reason)
     if not ctx.lease.acquire(ctx.host, ctx.run_id):
         holder = ctx.lease.holder(ctx.host)
-        error = RunConflict(f"host is busy with run {holder}", host=ctx.host, step="start")
-        _record_failure(ctx, "start", error)
-        raise error
-    ctx.store.update(ctx.run_id, claim)
+        if record.type == BackupType.FULL:
+            raise MustWait(f"host busy with run {holder}; the full backup waits",
+                           host=ctx.host, step="start")
+        return _settle(ctx, RunState.SKIPPED, f"skipped: the host is busy with run {holder}")
+    promotion = None
+    if record.type == BackupType.INCR:
+        promotion = promotion_reason(host_cache(ctx.config, ctx.host), ctx.host,
+                                     ctx.config.max_full_interval(ctx.host), utcnow())
+    claimed = False
+
+    def claim(current: RunRecord) -> None:
+        nonlocal claimed
+        claimed = current.state == RunState.QUEUED
+        if claimed:
+            current.state = RunState.RUNNING
+            current.started_at = utcnow()
+            if promotion:
+                current.type = BackupType.FULL
+                current.notes.append(promotion)
+
+    started = ctx.store.update(ctx.run_id, claim)
     if not claimed:
-        log.warning("run %s was already claimed; ignoring this message", ctx.run_id)
-        return False
+        log.warning("run %s was claimed by another message; ignoring this one", ctx.run_id)
+        return None
     try:
         prepare_host_staging(ctx.config, ctx.host)
     except OSError as exc:
         error = OffsiteError(f"cannot prepare staging: {exc}", host=ctx.host, step="start")
         fail_run(ctx, "start", error)
         raise error from None
-    return True
+    return started.type
+
+
+def _superseded(ctx: RunContext, record: RunRecord) -> str | None:
+    """Why a queued run should not start: a newer slot of its type, or a full that covers it."""
+    pending = [other for other in ctx.store.recent(ctx.host, 50)
+               if other.run_id != record.run_id and not other.is_final]
+    if record.scheduled_for is not None:
+        newer = [other for other in pending
+                 if other.type == record.type and other.state == RunState.QUEUED
+                 and other.scheduled_for is not None
+                 and other.scheduled_for > record.scheduled_for]
+        if newer:
+            return (f"superseded by the newer slot {max(newer, key=_slot).run_id}: "
+                    "only the latest waiting slot runs")
+    if record.type == BackupType.INCR:
+        fulls = [other for other in pending if other.type == BackupType.FULL]
+        if fulls:
+            return (f"skipped: full backup {fulls[0].run_id} of this host is "
+                    f"{fulls[0].state.value} and covers this incremental")
+    return None
+
+
+def _slot(record: RunRecord) -> datetime:
+    assert record.scheduled_for is not None
+    return record.scheduled_for
+
+
+def _settle(ctx: RunContext, state: RunState, reason: str) -> None:
+    """End a run that never started (skipped, expired), with the reason in its record."""
+    def settle(record: RunRecord) -> None:
+        if record.state == RunState.QUEUED:
+            record.state = state
+            record.finished_at = utcnow()
+            record.notes.append(reason)
+    ctx.store.update(ctx.run_id, settle)
+    log.warning("run %s %s: %s", ctx.run_id, state.value, reason)
+    return None
+
+
+def note_waiting(ctx: RunContext, reason: str) -> None:
+    def note(record: RunRecord) -> None:
+        if reason not in record.notes:
+            record.notes.append(reason)
+    ctx.store.update(ctx.run_id, note)
 
 
 def _renewer(ctx: RunContext) -> Callable[[], None]:
@@ -192,8 +256,6 @@ def finish_run(ctx: RunContext) -> RunRecord:
 
 
 def failure_class(step: str, error: OffsiteError) -> str:
-    if isinstance(error, RunConflict):
-        return "host_busy"
     if step.startswith("script:"):
         if isinstance(error, CommandTimedOut):
             return "script_timeout"
@@ -248,10 +310,11 @@ def run_local(config: Config, host: str, backup_type: BackupType,
                      run_id=new_run_id(host, backup_type, utcnow()),
                      worker=f"local@{socket.gethostname()}")
     try:
-        if begin_run(ctx, backup_type):
+        effective = begin_run(ctx, backup_type)
+        if effective is not None:
             for script in config.host(host).scripts:
-                run_script_step(ctx, script, backup_type)
-            upload_step(ctx, backup_type)
+                run_script_step(ctx, script, effective)
+            upload_step(ctx, effective)
             finish_run(ctx)
     except OffsiteError:
         pass  # recorded in the run record by the step that failed

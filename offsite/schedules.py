@@ -77,6 +77,28 @@ def next_run(spec: ScheduleSpec, tz: str, after: datetime) -> datetime:
     raise ValueError(f"cron {spec.expression!r} never fires")
 
 
+def due_after(spec: ScheduleSpec, tz: str, last_run_at: datetime) -> datetime:
+    """The slot that became due after the entry last ran: the one a (late) send stands for."""
+    return next_run(spec, tz, last_run_at)
+
+
+def slots_between(spec: ScheduleSpec, tz: str, first: datetime, until: datetime,
+                  limit: int = 1000) -> int:
+    """How many slots fall in [first, until]: the ones a catch-up run collapses."""
+    count, moment = 0, first
+    while moment <= until and count < limit:
+        count += 1
+        moment = next_run(spec, tz, moment)
+    return count
+
+
+def period_s(spec: ScheduleSpec, tz: str, around: datetime) -> float:
+    if isinstance(spec, EverySpec):
+        return float(spec.seconds)
+    first = next_run(spec, tz, around)
+    return (next_run(spec, tz, first) - first).total_seconds()
+
+
 def _matches(schedule: crontab, moment: datetime) -> bool:
     return (moment.month in schedule.month_of_year
             and moment.day in schedule.day_of_month
@@ -97,3 +119,16 @@ def _skip_to_candidate(schedule: crontab, moment: datetime) -> datetime:
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def describe_lateness(spec: ScheduleSpec, tz: str, slot: datetime,
+                      sent_at: datetime) -> tuple[float, str | None]:
+    """Seconds between the slot and its send, and a note when that is late for this schedule."""
+    late_s = max(0.0, (sent_at - slot).total_seconds())
+    if late_s <= min(60.0, period_s(spec, tz, slot) / 2):
+        return late_s, None
+    collapsed = slots_between(spec, tz, slot, sent_at)
+    note = f"ran late by {format_duration(late_s)} (slot {slot.strftime('%Y-%m-%dT%H:%M:%SZ')})"
+    if collapsed > 1:
+        note += f"; {collapsed} missed slots collapsed into this run"
+    return late_s, note

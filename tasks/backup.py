@@ -8,14 +8,16 @@ from celery import Task, chain
 from celery.exceptions import Ignore, Reject
 
 from offsite.constants import REJECTED_KEY, BackupType, host_queue
-from offsite.runner import (RunContext, StaleRun, begin_run, finish_run, run_script_step,
-                            upload_step)
+from offsite.runner import (MustWait, RunContext, StaleRun, begin_run, finish_run,
+                            note_waiting, run_script_step, upload_step)
 from offsite.schedules import utcnow
 from tasks.callbacks import failure_callback
 from workers.app import app
 from workers.context import current_config, host_lease, redis_client, run_store, worker_host
 
 log = logging.getLogger(__name__)
+
+WAIT_RETRY_S = 5
 
 
 def _context(task: Task, host: str, run_id: str) -> RunContext:
@@ -34,14 +36,18 @@ def _context(task: Task, host: str, run_id: str) -> RunContext:
 def start_backup(self: Task, host: str, backup_type: str, run_id: str,
                  scheduled_for: str | None = None) -> str:
     ctx = _context(self, host, run_id)
-    kind = BackupType(backup_type)
     slot = datetime.fromisoformat(scheduled_for) if scheduled_for else None
-    if not begin_run(ctx, kind, slot):
-        return "duplicate"
+    try:
+        effective = begin_run(ctx, BackupType(backup_type), slot)
+    except MustWait as wait:
+        note_waiting(ctx, f"waited: {wait.cause}")
+        raise self.retry(countdown=WAIT_RETRY_S, max_retries=None) from None
+    if effective is None:
+        return "not run"
     queue = host_queue(host)
-    steps = [run_script.si(host, run_id, name, backup_type).set(queue=queue)
+    steps = [run_script.si(host, run_id, name, effective.value).set(queue=queue)
              for name in ctx.config.host(host).scripts]
-    steps += [upload.si(host, run_id, backup_type).set(queue=queue),
+    steps += [upload.si(host, run_id, effective.value).set(queue=queue),
               finish.si(host, run_id).set(queue=queue)]
     chain(*steps).on_error(failure_callback(host, run_id)).apply_async()
     return "started"

@@ -515,8 +515,7 @@ class ManagedProcess:
         self._reap()
         self.starts += 1
         with open(self.log_path, "ab") as log:
-            log.write(f"=== harness: start #{self.starts} of {self.name}: "
-                      f"{' '.join(self.argv)}\n".encode())
+            log.write(f"=== harness: start #{self.starts} of {self.name} ===\n".encode())
             log.flush()
             self._offset = log.tell()
             self._proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd,

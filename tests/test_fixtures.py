@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import stat
 import sys
@@ -159,7 +160,7 @@ wait
 def test_started_process_is_ready_and_its_whole_group_is_stopped(
         start_process: Callable[..., ManagedProcess]) -> None:
     proc = start_process("group", ["bash", "-c", _GROUP_SCRIPT], " ready.")
-    child = int(proc.log_text().split("child ")[1].split()[0])
+    child = int(re.search(r"^child (\d+)$", proc.log_text(), re.M).group(1))  # type: ignore[union-attr]
     assert proc.alive and _pid_alive(child)
 
     started = time.monotonic()

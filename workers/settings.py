@@ -5,8 +5,9 @@ from typing import Any
 
 from kombu import Queue
 
+from beat_schedule import build_beat_schedule
 from offsite.config import Config
-from offsite.constants import CONTROL_QUEUE, host_queue
+from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
 
 _VISIBILITY_MARGIN_S = 3600
 
@@ -15,6 +16,21 @@ def longest_run_s(config: Config) -> int:
     """An upper bound on one run: every script's timeout plus the upload's."""
     return max(sum(script.timeout for script in host.scripts.values())
                for host in config.hosts.values()) + config.target.upload_timeout
+
+
+BEAT_LOOP_S = 5
+BEAT_LOCK_TIMEOUT_S = 30
+
+
+def beat_settings() -> dict[str, Any]:
+    """Beat keeps its state in Redis (RedBeat) under one lock: a standby beat waits on it, and a
+    dead beat's lock expires within BEAT_LOCK_TIMEOUT_S."""
+    return {
+        "beat_scheduler": "workers.beat:SlotScheduler",
+        "redbeat_key_prefix": KEY_PREFIX + "redbeat:",
+        "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
+        "beat_max_loop_interval": BEAT_LOOP_S,
+    }
 
 
 def celery_settings(config: Config) -> dict[str, Any]:
@@ -51,8 +67,10 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "task_default_queue": CONTROL_QUEUE,
         "task_create_missing_queues": False,
         "task_routes": {"tasks.control.*": {"queue": CONTROL_QUEUE}},
-        "timezone": "UTC",
+        "timezone": config.schedule.timezone,
+        "beat_schedule": build_beat_schedule(config),
         "enable_utc": True,
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
+        **beat_settings(),
     }

@@ -29,3 +29,9 @@ def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
     del config
     os.environ.pop(WORKER_HOST_ENV, None)
     app.worker_main(_worker_argv(CONTROL_QUEUE, f"control@{socket.gethostname()}", loglevel))
+
+
+def start_beat(config: Config, loglevel: str = "INFO") -> None:
+    """Blocks running beat; a second beat waits on the lock held in Redis."""
+    del config
+    app.start(["beat", "--loglevel", loglevel])

@@ -1,0 +1,1 @@
+"""Benchmarks that print figures against plain duplicity; run as `python -m bench.<name>`."""
