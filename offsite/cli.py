@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (redis.ConnectionError, redis.TimeoutError, OperationalError) as error:
         broker = BrokerUnavailable(
             f"cannot reach the broker at {masked_url(config.broker_url)} ({error}): start "
-            "redis-server or fix broker_url / $OFFSITE_BROKER_URL", step=args.command)
+            "redis-server or fix broker_url / $OFFSITE_BROKER_URL")
         print(f"offsite: error: {broker.one_line()}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:

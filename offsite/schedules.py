@@ -128,7 +128,8 @@ def describe_lateness(spec: ScheduleSpec, tz: str, slot: datetime,
     if late_s <= min(60.0, period_s(spec, tz, slot) / 2):
         return late_s, None
     collapsed = slots_between(spec, tz, slot, sent_at)
-    note = f"ran late by {format_duration(late_s)} (slot {slot.strftime('%Y-%m-%dT%H:%M:%SZ')})"
+    slot_utc = slot.astimezone(timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')
+    note = f"ran late by {format_duration(late_s)} (slot {slot_utc})"
     if collapsed > 1:
         note += f"; {collapsed} missed slots collapsed into this run"
     return late_s, note

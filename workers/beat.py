@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from datetime import timezone
 from typing import Any
 
 from celery.beat import SchedulingError
@@ -34,7 +35,8 @@ class SlotScheduler(RedBeatScheduler):
         spec = config.host_schedule(host, backup_type)
         last_run_at = entry.last_run_at or now
         slot = due_after(spec, config.schedule.timezone, last_run_at)
-        slot = min(slot, now)
+        # in UTC: the run id and the notes write the slot with a Z suffix
+        slot = min(slot, now).astimezone(timezone.utc)
         try:
             send_slot(config, run_store(), host, backup_type, slot, now)
         except Exception as exc:

@@ -22,11 +22,14 @@ BEAT_LOOP_S = 5
 BEAT_LOCK_TIMEOUT_S = 30
 
 
-def beat_settings() -> dict[str, Any]:
+def beat_settings(config: Config) -> dict[str, Any]:
     """Beat keeps its state in Redis (RedBeat) under one lock: a standby beat waits on it, and a
-    dead beat's lock expires within BEAT_LOCK_TIMEOUT_S."""
+    dead beat's lock expires within BEAT_LOCK_TIMEOUT_S. RedBeat's Redis is named explicitly:
+    its fallback to broker_url and broker_transport_options is deprecated."""
     return {
         "beat_scheduler": "workers.beat:SlotScheduler",
+        "redbeat_redis_url": config.broker_url,
+        "redbeat_redis_options": {},
         "redbeat_key_prefix": KEY_PREFIX + "redbeat:",
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "beat_max_loop_interval": BEAT_LOOP_S,
@@ -72,5 +75,5 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "enable_utc": True,
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
-        **beat_settings(),
+        **beat_settings(config),
     }
