@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS,
                         help="config file (default $OFFSITE_CONFIG or ./offsite.yaml)")
-    common.add_argument("--loglevel", default="INFO", help=argparse.SUPPRESS)
+    common.add_argument("--loglevel", default=argparse.SUPPRESS,
+                        help="log level: DEBUG, INFO (default), WARNING, ERROR")
     parser = argparse.ArgumentParser(prog="offsite", parents=[common],
                                      description="Scheduled, encrypted, off-site backups.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -184,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=getattr(logging, str(args.loglevel).upper(), logging.INFO),
+    args.loglevel = str(getattr(args, "loglevel", "INFO")).upper()
+    logging.basicConfig(level=getattr(logging, args.loglevel, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = config_path(getattr(args, "config", None))
     try:

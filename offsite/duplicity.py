@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -13,7 +15,13 @@ from offsite.errors import CommandError, OffsiteError
 from offsite.execute import run_command
 from offsite.staging import host_cache, host_staging
 
-DUPLICITY = "duplicity"
+
+def _find_duplicity() -> str:
+    """The duplicity installed beside this interpreter (the same virtualenv), else on PATH."""
+    return shutil.which("duplicity", path=os.path.dirname(sys.executable)) or "duplicity"
+
+
+DUPLICITY = _find_duplicity()
 _ACTIONS = {BackupType.FULL: "full", BackupType.INCR: "incremental"}
 _STAT_LINE = re.compile(r"^(\w+) (-?[\d.]+)")
 

@@ -37,7 +37,8 @@ Errors 2
                                               (BackupType.INCR, "incremental")])
 def test_backup_argv_targets_the_host_prefix_with_endpoint(kind: BackupType, action: str) -> None:
     argv = backup_argv(S3_CONFIG, "carcosa", kind, Path("/cache/carcosa"))
-    assert argv == ["duplicity", action, "--archive-dir", "/cache/carcosa", "--name", "carcosa",
+    assert argv[0].endswith("duplicity")
+    assert argv[1:] == [action, "--archive-dir", "/cache/carcosa", "--name", "carcosa",
                     "--s3-endpoint-url", "http://minio:9000", "--s3-region-name", "eu-west-1",
                     "--volsize", "200", "/var/lib/offsite/staging/carcosa",
                     "boto3+s3://bucket/prefix/carcosa"]
@@ -51,7 +52,7 @@ def test_file_target_has_no_s3_flags_and_no_double_slash() -> None:
 
 def test_restore_argv_with_time_and_path() -> None:
     argv = restore_argv(S3_CONFIG, "carcosa", Path("/tmp/out"), Path("/c"), "3D", "pg/dump.sql")
-    assert argv[:2] == ["duplicity", "restore"]
+    assert argv[1] == "restore"
     assert argv[argv.index("--time") + 1] == "3D"
     assert argv[argv.index("--path-to-restore") + 1] == "pg/dump.sql"
     assert argv[-2:] == ["boto3+s3://bucket/prefix/carcosa", "/tmp/out"]
