@@ -35,6 +35,21 @@ def sns_subject(text: str) -> str:
     return clean if len(clean) <= SNS_SUBJECT_MAX else clean[:SNS_SUBJECT_MAX - 3] + "..."
 
 
+def _subject(host: str, kind: str, what: str) -> str:
+    return sns_subject(f"offsite: {host} {kind} backup {what.replace('_', ' ')}")
+
+
+def condition_alert(host: str, kind: str, failure: str, text: str) -> Alert:
+    return Alert(subject=_subject(host, kind, failure),
+                 message=f"{text}\nnext: run `offsite status {host}`",
+                 attributes={"host": host, "type": kind, "class": failure})
+
+
+def recovery_alert(host: str, kind: str, failure: str, text: str) -> Alert:
+    return Alert(subject=_subject(host, kind, f"recovered from {failure}"), message=text,
+                 attributes={"host": host, "type": kind, "class": "recovered"})
+
+
 def failure_alert(record: RunRecord) -> Alert:
     error = record.error
     failure = error.failure_class if error else "failed"
@@ -52,7 +67,7 @@ def failure_alert(record: RunRecord) -> Alert:
         lines += ["stderr (last lines):", error.stderr_tail]
     lines.append(f"next: run `offsite status {record.host}` for the run history")
     return Alert(
-        subject=sns_subject(f"offsite: {record.host} {record.type.value} backup {failure}"),
+        subject=_subject(record.host, record.type.value, failure),
         message="\n".join(lines),
         attributes={"host": record.host, "type": record.type.value, "class": failure})
 

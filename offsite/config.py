@@ -94,6 +94,9 @@ class TargetConfig(StrictModel):
     upload_timeout: Duration = Field(DEFAULT_UPLOAD_TIMEOUT_S,
                                      description="kill duplicity after this long")
     volsize: int = Field(200, gt=0, description="duplicity volume size in MiB")
+    retries: int = Field(3, ge=1, description="tries of a failing backend operation (network, "
+                                             "5xx) before the upload fails")
+    retry_delay: Duration = Field(10, description="wait between those tries")
 
     def host_url(self, host: str) -> str:
         return f"{self.url}/{host}"
@@ -131,6 +134,9 @@ class WatchdogConfig(StrictModel):
     start_grace: Duration = Field(900, description="a slot not started by then is missed")
     lease_ttl: Duration = Field(60, description="a run whose lease is not renewed is lost")
     worker_timeout: Duration = Field(300, description="a silent host worker is reported down")
+    stale_after: Duration | None = Field(
+        None, description="alert when a host had no successful backup for this long; "
+                          "default: twice its incremental interval")
 
 
 class Config(StrictModel):
@@ -166,6 +172,11 @@ class Config(StrictModel):
     def host_schedule(self, name: str, backup_type: BackupType) -> ScheduleSpec:
         own = getattr(self.host(name).schedule, backup_type.value)
         return own if own is not None else getattr(self.schedule, backup_type.value)
+
+    def max_run_s(self, name: str) -> int:
+        """The longest a run of the host may take: every script's timeout plus the upload's."""
+        scripts = self.host(name).scripts.values()
+        return sum(script.timeout for script in scripts) + self.target.upload_timeout
 
     def max_full_interval(self, name: str) -> int:
         own = self.host(name).schedule.max_full_interval

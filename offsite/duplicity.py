@@ -65,6 +65,8 @@ def common_flags(config: Config, host: str, archive_dir: Path) -> list[str]:
 def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir: Path) -> list[str]:
     return [DUPLICITY, _ACTIONS[backup_type], *common_flags(config, host, archive_dir),
             "--volsize", str(config.target.volsize),
+            "--num-retries", str(config.target.retries),
+            "--backend-retry-delay", str(config.target.retry_delay),
             str(host_staging(config, host)), config.target.host_url(host)]
 
 

@@ -54,7 +54,7 @@ def describe_env(env: Mapping[str, str], base: Mapping[str, str]) -> str:
 def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step: str,
                 env: Mapping[str, str] | None = None, cwd: Path | None = None,
                 check: bool = True, capture_stdout: bool = True,
-                on_tick: Callable[[], None] | None = None, tick_s: float = 5.0) -> CommandResult:
+                on_tick: Callable[[], None] | None = None, tick_s: float = 1.0) -> CommandResult:
     """Run argv in its own process group and wait at most timeout_s.
 
     On timeout the whole group is killed (TERM, then KILL) and CommandTimedOut is raised;

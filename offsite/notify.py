@@ -1,37 +1,93 @@
-"""Deliver a failed run's alert exactly once, and note it in the run record."""
+"""Failed runs become alerts: once per run, and once per streak of identical failures."""
 from __future__ import annotations
 
+import json
 import logging
+from datetime import datetime
 
 import redis
 
-from offsite.alerts import AlertSink, failure_alert
+from offsite.alerts import condition_alert, failure_alert, recovery_alert
 from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, BackupType, RunState
+from offsite.outbox import AlertOutbox
 from offsite.records import ErrorRecord, RunRecord, RunStore
-from offsite.schedules import utcnow
 
 log = logging.getLogger(__name__)
 
-ALERTED_KEY = KEY_PREFIX + "alerted:"
+REPORTED_KEY = KEY_PREFIX + "reported:"   # reported:<run_id>: the failure was handled
+STREAK_KEY = KEY_PREFIX + "streak:"       # streak:<host> -> JSON of the current failure streak
+SUMMARY_EVERY_S = 24 * 3600
 
 
-def alert_failed_run(store: RunStore, client: redis.Redis, sink: AlertSink, host: str,
-                     run_id: str) -> bool:
-    """Send the run's failure alert unless it was sent already; True when sent now.
+def failure_signature(record: RunRecord) -> str:
+    error = record.error
+    return f"{record.type.value}|{error.failure_class if error else '?'}|{error.step if error else '?'}"
 
-    Raises whatever the sink raises, so the caller retries; the marker is only set after
-    a successful send, so a retry never loses the alert.
+
+def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox, host: str,
+                      run_id: str, now: datetime) -> str:
+    """Queue the run's alert, or fold it into the host's streak of identical failures.
+
+    Returns "alerted", "summarised" or "duplicate" (this run was already reported).
     """
-    key = ALERTED_KEY + run_id
-    if client.exists(key):
-        log.info("alert for run %s was already sent", run_id)
-        return False
+    if not client.set(REPORTED_KEY + run_id, now.isoformat(), nx=True, ex=RUN_RECORD_TTL_S):
+        return "duplicate"
     record = store.get(run_id) or _unknown_run(host, run_id)
-    sink.send(failure_alert(record))
-    client.set(key, utcnow().isoformat(), ex=RUN_RECORD_TTL_S)
+    signature = failure_signature(record)
+    raw = client.get(STREAK_KEY + host)
+    streak = json.loads(raw) if raw else None
+    if streak and streak["signature"] == signature:
+        streak.update(count=streak["count"] + 1, last_at=now.isoformat(), last_run_id=run_id)
+        client.set(STREAK_KEY + host, json.dumps(streak))
+        _note(store, run_id, f"alert held back: same failure as {streak['first_run_id']} "
+                             f"({streak['count']} in a row)")
+        return "summarised"
+    client.set(STREAK_KEY + host, json.dumps({
+        "signature": signature, "count": 1, "first_at": now.isoformat(),
+        "last_at": now.isoformat(), "first_run_id": run_id, "last_run_id": run_id,
+        "summarised_at": now.isoformat()}))
+    outbox.add(f"run:{run_id}", failure_alert(record), now)
+    _note(store, run_id, "alert queued")
+    return "alerted"
+
+
+def review_streak(store: RunStore, client: redis.Redis, outbox: AlertOutbox, host: str,
+                  now: datetime) -> None:
+    """Clear the host's streak after a success (with a recovery message), or send the daily
+    summary of failures held back."""
+    raw = client.get(STREAK_KEY + host)
+    if not raw:
+        return
+    streak = json.loads(raw)
+    last_failure = datetime.fromisoformat(streak["last_at"])
+    recovered = next((r for r in store.recent(host, 20)
+                      if r.state in (RunState.SUCCEEDED, RunState.WARNING)
+                      and r.finished_at and r.finished_at > last_failure), None)
+    if recovered is not None:
+        client.delete(STREAK_KEY + host)
+        kind, failure, _ = streak["signature"].split("|")
+        outbox.add(f"recovered:{host}:{now.timestamp():.0f}", recovery_alert(
+            host, kind, failure,
+            f"Run {recovered.run_id} of host {host} succeeded after {streak['count']} "
+            f"identical failure(s) ({streak['signature']}), the first at {streak['first_at']}, "
+            f"the last at {streak['last_at']}."), now)
+        return
+    held_back = streak["count"] - 1
+    since_summary = (now - datetime.fromisoformat(streak["summarised_at"])).total_seconds()
+    if held_back > 0 and since_summary >= SUMMARY_EVERY_S:
+        streak["summarised_at"] = now.isoformat()
+        client.set(STREAK_KEY + host, json.dumps(streak))
+        kind, failure, step = streak["signature"].split("|")
+        outbox.add(f"summary:{host}:{now.timestamp():.0f}", condition_alert(
+            host, kind, failure,
+            f"Host {host} is still failing: {streak['count']} identical failures ({failure} "
+            f"at {step}) since {streak['first_at']}; the last at {streak['last_at']} "
+            f"(run {streak['last_run_id']})."), now)
+
+
+def _note(store: RunStore, run_id: str, text: str) -> None:
     if store.get(run_id) is not None:
-        store.update(run_id, lambda r: r.notes.append(f"alert sent at {utcnow().isoformat()}"))
-    return True
+        store.update(run_id, lambda record: record.notes.append(text))
 
 
 def _unknown_run(host: str, run_id: str) -> RunRecord:

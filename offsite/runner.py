@@ -131,7 +131,11 @@ def _superseded(ctx: RunContext, record: RunRecord) -> str | None:
             return (f"superseded by the newer slot {max(newer, key=_slot).run_id}: "
                     "only the latest waiting slot runs")
     if record.type == BackupType.INCR:
-        fulls = [other for other in pending if other.type == BackupType.FULL]
+        # a running full covers it only while it holds the host: a dead one's record may stay
+        # `running` until the watchdog settles it
+        holder = ctx.lease.holder(ctx.host)
+        fulls = [other for other in pending if other.type == BackupType.FULL
+                 and (other.state == RunState.QUEUED or other.run_id == holder)]
         if fulls:
             return (f"skipped: full backup {fulls[0].run_id} of this host is "
                     f"{fulls[0].state.value} and covers this incremental")

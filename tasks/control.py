@@ -1,17 +1,68 @@
-"""Tasks of the control worker (queue offsite.control): the alerts; it holds the alert keys."""
+"""The control worker (queue offsite.control): failure alerts and the watchdog. The alert keys
+live on this node only."""
 from __future__ import annotations
 
-from botocore.exceptions import BotoCoreError, ClientError
+import logging
+import threading
+from functools import lru_cache
 
-from offsite.alerts import sink_for
-from offsite.notify import alert_failed_run
+from offsite.alerts import AlertSink, sink_for
+from offsite.notify import report_failed_run
+from offsite.outbox import AlertOutbox
+from offsite.records import RunRecord
+from offsite.schedules import utcnow
+from offsite.watchdog import Watchdog
+from tasks.dispatch import enqueue_backup
 from workers.app import app
-from workers.context import current_config, redis_client, run_store
+from workers.context import current_config, host_lease, redis_client, run_store
+
+log = logging.getLogger(__name__)
+
+PING_TIMEOUT_S = 1.0
 
 
-@app.task(name="tasks.control.notify_failure", autoretry_for=(BotoCoreError, ClientError),
-          retry_backoff=5, retry_backoff_max=600, retry_jitter=True, max_retries=None)
-def notify_failure(failed_task_id: str, *, host: str, run_id: str) -> bool:
-    """Errback of every backup chain; retried with backoff until the alert is delivered."""
+@lru_cache(maxsize=1)
+def alert_sink() -> AlertSink:
+    return sink_for(current_config())
+
+
+def outbox() -> AlertOutbox:
+    return AlertOutbox(redis_client())
+
+
+@app.task(name="tasks.control.notify_failure")
+def notify_failure(failed_task_id: str, *, host: str, run_id: str) -> str:
+    """Errback of every backup chain: store the alert, then try to deliver it now; what cannot
+    be delivered stays in the outbox for the watchdog to retry."""
     del failed_task_id
-    return alert_failed_run(run_store(), redis_client(), sink_for(current_config()), host, run_id)
+    now = utcnow()
+    outcome = report_failed_run(run_store(), redis_client(), outbox(), host, run_id, now)
+    outbox().deliver_due(alert_sink(), now)
+    return outcome
+
+
+def _answering_hosts() -> set[str]:
+    replies = app.control.ping(timeout=PING_TIMEOUT_S) or []
+    return {node.split("@", 1)[0] for reply in replies for node in reply}
+
+
+def _rerun(lost: RunRecord, rerun_id: str) -> None:
+    enqueue_backup(current_config(), run_store(), lost.host, lost.type, run_id=rerun_id,
+                   scheduled_for=lost.scheduled_for, note=f"re-run of lost run {lost.run_id}")
+
+
+def watchdog() -> Watchdog:
+    return Watchdog(config=current_config(), store=run_store(), client=redis_client(),
+                    lease=host_lease(), outbox=outbox(), sink=alert_sink(),
+                    ping=_answering_hosts, redispatch=_rerun)
+
+
+def run_watchdog(stop: threading.Event) -> None:
+    """Tick until stopped; a failing tick (Redis away, a bug) is logged and the next one runs."""
+    every = current_config().watchdog.every
+    dog = watchdog()
+    while not stop.wait(every):
+        try:
+            dog.tick(utcnow())
+        except Exception:
+            log.exception("watchdog tick failed; retrying in %ss", every)

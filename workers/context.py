@@ -5,6 +5,8 @@ import os
 from functools import lru_cache
 
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from offsite.config import Config, config_path, load_config
 from offsite.lease import RedisHostLease
@@ -25,9 +27,12 @@ def worker_host() -> str | None:
 
 @lru_cache(maxsize=1)
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(current_config().broker_url, socket_timeout=30,
-                                socket_connect_timeout=10, health_check_interval=30,
-                                retry_on_timeout=True)
+    """Rides out a Redis restart of about a minute before an operation fails."""
+    return redis.Redis.from_url(
+        current_config().broker_url, socket_timeout=30, socket_connect_timeout=5,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=15),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 def run_store() -> RedisRunStore:

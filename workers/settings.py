@@ -13,9 +13,7 @@ _VISIBILITY_MARGIN_S = 3600
 
 
 def longest_run_s(config: Config) -> int:
-    """An upper bound on one run: every script's timeout plus the upload's."""
-    return max(sum(script.timeout for script in host.scripts.values())
-               for host in config.hosts.values()) + config.target.upload_timeout
+    return max(config.max_run_s(host) for host in config.hosts)
 
 
 BEAT_LOOP_S = 5
@@ -54,6 +52,10 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
+        "task_publish_retry_policy": {"max_retries": 30, "interval_start": 0,
+                                      "interval_step": 1, "interval_max": 5},
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 30,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

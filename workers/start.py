@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+
+from celery.signals import worker_ready, worker_shutting_down
 
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, host_queue
@@ -26,8 +29,17 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
 
 
 def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
+    """Blocks running the control worker; its watchdog thread lives as long as the worker."""
     del config
     os.environ.pop(WORKER_HOST_ENV, None)
+    stop = threading.Event()
+
+    def start_watchdog(**_: object) -> None:
+        from tasks.control import run_watchdog
+        threading.Thread(target=run_watchdog, args=(stop,), name="watchdog", daemon=True).start()
+
+    worker_ready.connect(start_watchdog, weak=False)
+    worker_shutting_down.connect(lambda **_: stop.set(), weak=False)
     app.worker_main(_worker_argv(CONTROL_QUEUE, f"control@{socket.gethostname()}", loglevel))
 
 

@@ -1,0 +1,285 @@
+"""Every failure reaches a person exactly once: failure classes, the alert outbox, the watchdog,
+killed workers and a restarted Redis. Faults are injected for real."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from tests.faults import SwitchableProxy, mount_tiny_filesystem, unmount
+from tests.helpers import describe, offsite_argv, wait_until
+from tests.test_backup_flow import backup, record_of, same_tree
+
+FAST_WATCHDOG = {"every": "1s", "start_grace": "2s", "lease_ttl": "3s",
+                 "worker_timeout": "1h", "stale_after": "1h"}
+
+
+def records(run_offsite: Any, config: Path, host: str | None = None) -> list[dict[str, Any]]:
+    args = ("status", host, "--json") if host else ("status", "--json")
+    result = run_offsite(*args, "--limit", "100", config=config)
+    assert result.returncode == 0, describe(result)
+    return list(json.loads(result.stdout))
+
+
+def only_alert(aws: Any, timeout: float = 30) -> dict[str, Any]:
+    aws.alerts(1, timeout=timeout)
+    alerts = aws.alerts(2, timeout=3)
+    assert len(alerts) == 1, [a["Subject"] for a in alerts]
+    return alerts[0]
+
+
+def attributes(alert: dict[str, Any]) -> dict[str, str]:
+    return {name: value["Value"] for name, value in alert["MessageAttributes"].items()}
+
+
+def assert_alert_fields(alert: dict[str, Any], host: str, kind: str, failure: str,
+                        run_id: str) -> None:
+    assert attributes(alert) == {"host": host, "type": kind, "class": failure}
+    subject = alert["Subject"]
+    assert host in subject and kind in subject and failure.replace("_", " ") in subject
+    for field in (f"run id: {run_id}", "failed step:", "exit code:", "duration:",
+                  f"offsite status {host}"):
+        assert field in alert["Message"], alert["Message"]
+
+
+@pytest.fixture
+def proxy(moto: Any) -> Iterator[SwitchableProxy]:
+    switch = SwitchableProxy(moto.port)
+    switch.up()
+    try:
+        yield switch
+    finally:
+        switch.down()
+
+
+def test_script_failure_alert_has_subject_attributes_and_fields(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        aws: Any) -> None:
+    config = make_config({"carcosa": {"scripts": {
+        "pg": {"bash": "echo 'FATAL: role does not exist' >&2; exit 2"}}}})
+    start_worker(config, "carcosa")
+    start_control(config)
+    record = backup(run_offsite, config, "carcosa", "incr", expect_rc=1)
+    alert = only_alert(aws)
+    assert_alert_fields(alert, "carcosa", record["type"], "script_failed", record["run_id"])
+    assert "exit code: 2" in alert["Message"]
+    assert "FATAL: role does not exist" in alert["Message"]
+
+
+def test_missing_bucket_fails_the_upload_without_retries(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        aws: Any) -> None:
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "echo x > x"}}}},
+                         target={"url": "boto3+s3://offsite-no-such-bucket",
+                                 "endpoint_url": aws.endpoint_url, "region": "eu-west-1",
+                                 "retries": 3, "retry_delay": "5s"})
+    start_worker(config, "carcosa")
+    start_control(config)
+    record = backup(run_offsite, config, "carcosa", "full", expect_rc=1)
+    upload = next(step for step in record["steps"] if step["name"] == "upload")
+    assert upload["duration_s"] < 10, "a missing bucket must not be retried"
+    assert record["error"]["exit_code"] == 50
+    assert "does not exist" in record["error"]["message"]
+    alert = only_alert(aws)
+    assert_alert_fields(alert, "carcosa", "full", "upload_failed", record["run_id"])
+    assert "duplicity exit 50" in alert["Message"]
+
+
+def test_unreachable_endpoint_is_retried_then_fails(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        aws: Any, proxy: SwitchableProxy) -> None:
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "echo x > x"}}}},
+                         target={"url": f"boto3+s3://{aws.bucket}", "endpoint_url": proxy.url,
+                                 "region": "eu-west-1", "retries": 2, "retry_delay": "2s"})
+    start_worker(config, "carcosa")
+    start_control(config)
+    proxy.down()
+    record = backup(run_offsite, config, "carcosa", "full", expect_rc=1)
+    upload = next(step for step in record["steps"] if step["name"] == "upload")
+    assert upload["duration_s"] >= 2, "the backend must be retried before the upload fails"
+    assert record["error"]["exit_code"] == 50
+    alert = only_alert(aws)
+    assert_alert_fields(alert, "carcosa", "full", "upload_failed", record["run_id"])
+
+
+def test_staging_disk_full_is_its_own_class(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        aws: Any, tmp_path: Path) -> None:
+    staging = tmp_path / "staging"
+    if not mount_tiny_filesystem(staging, 512):
+        pytest.skip("this machine does not allow mounting a tmpfs (needs root)")
+    try:
+        config = make_config({"carcosa": {"scripts": {
+            "big": {"bash": "head -c 2000000 /dev/zero > big.bin"}}}})
+        start_worker(config, "carcosa")
+        start_control(config)
+        record = backup(run_offsite, config, "carcosa", "full", expect_rc=1)
+        assert record["error"]["failure_class"] == "disk_full"
+        assert "No space left on device" in record["error"]["stderr_tail"]
+        alert = only_alert(aws)
+        assert_alert_fields(alert, "carcosa", "full", "disk_full", record["run_id"])
+    finally:
+        unmount(staging)
+
+
+def test_alert_survives_sns_outage_and_arrives_once(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        aws: Any, proxy: SwitchableProxy, redis_client: redis.Redis) -> None:
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "exit 9"}}}},
+                         alerts={"sns_topic_arn": aws.topic_arn, "endpoint_url": proxy.url,
+                                 "region": "eu-west-1"},
+                         watchdog=FAST_WATCHDOG)
+    start_worker(config, "carcosa")
+    control = start_control(config)
+    proxy.down()
+    record = backup(run_offsite, config, "carcosa", "full", expect_rc=1)
+    wait_until(lambda: "not delivered" in control.log_text(), timeout=20,
+               what="a failed delivery attempt")
+    assert aws.alerts(1, timeout=3) == []
+    assert redis_client.zcard("offsite:alerts:pending") == 1
+    proxy.up()
+    alert = only_alert(aws, timeout=40)
+    assert record["run_id"] in alert["Message"]
+    wait_until(lambda: redis_client.zcard("offsite:alerts:pending") == 0, timeout=10,
+               what="the outbox to empty")
+
+
+def test_repeated_identical_failures_alert_once_then_recover(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        aws: Any, tmp_path: Path) -> None:
+    healthy = tmp_path / "healthy"
+    config = make_config({"carcosa": {"scripts": {
+        "s": {"bash": f"test -e {healthy} || {{ echo broken >&2; exit 4; }}"}}}},
+        watchdog=FAST_WATCHDOG)
+    start_worker(config, "carcosa")
+    start_control(config)
+    failed = [backup(run_offsite, config, "carcosa", "incr", expect_rc=1) for _ in range(3)]
+    first = only_alert(aws)
+    assert failed[0]["run_id"] in first["Message"]
+    later = record_of(run_offsite, config, "carcosa", failed[2]["run_id"])
+    wait_until(lambda: any("held back" in note for note in record_of(
+        run_offsite, config, "carcosa", failed[2]["run_id"])["notes"]), timeout=10,
+        what="the third failure to be summarised")
+    assert later["state"] == "failed"
+    healthy.touch()
+    backup(run_offsite, config, "carcosa", "incr")
+    alerts = aws.alerts(2, timeout=20)
+    assert len(alerts) == 2, [a["Subject"] for a in alerts]
+    recovery = alerts[1]
+    assert attributes(recovery)["class"] == "recovered"
+    assert "3 identical failure(s)" in recovery["Message"]
+
+
+def test_worker_killed_during_upload_is_lost_once_and_rerun(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        aws: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(6):
+        (data / f"part{index}.bin").write_bytes(os.urandom(20_000_000))
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                         watchdog=FAST_WATCHDOG,
+                         target={"url": f"boto3+s3://{aws.bucket}",
+                                 "endpoint_url": aws.endpoint_url, "region": "eu-west-1",
+                                 "volsize": 5})
+    worker = start_worker(config, "carcosa")
+    start_control(config)
+    queued = run_offsite("backup", "carcosa", "--type", "full", config=config)
+    assert queued.returncode == 0, describe(queued)
+    run_id = queued.stdout.split()[1]
+    wait_until(lambda: any(step["name"] == "upload" for step in record_of(
+        run_offsite, config, "carcosa", run_id)["steps"]), timeout=60, what="the upload")
+    time.sleep(1.5)
+    worker.kill(signal.SIGKILL)
+
+    alert = only_alert(aws, timeout=30)
+    lost = record_of(run_offsite, config, "carcosa", run_id)
+    assert lost["state"] == "lost"
+    assert lost["error"]["step"] == "upload"
+    assert_alert_fields(alert, "carcosa", "full", "run_lost", run_id)
+
+    worker.restart()
+    rerun_id = run_id + "-rerun"
+    wait_until(lambda: record_of(run_offsite, config, "carcosa", rerun_id)["state"]
+               not in ("queued", "running"), timeout=120, what="the re-run to finish")
+    assert record_of(run_offsite, config, "carcosa", rerun_id)["state"] == "succeeded"
+    runs = [r["run_id"] for r in records(run_offsite, config, "carcosa")]
+    assert sorted(runs) == sorted([run_id, rerun_id]), runs
+    time.sleep(4)  # a few more watchdog ticks: nothing more is re-run or alerted
+    assert len(records(run_offsite, config, "carcosa")) == 2
+    alerts = aws.alerts(2, timeout=2)
+    assert [attributes(a)["class"] for a in alerts] == ["run_lost", "recovered"]
+
+    restored = tmp_path / "restored"
+    result = run_offsite("restore", "carcosa", str(restored), config=config, timeout=180)
+    assert result.returncode == 0, describe(result)
+    assert same_tree(restored / "files", data)
+
+
+def test_missed_slot_alerts_once_and_recovers_when_the_worker_starts(
+        make_config: Any, start_process: Any, start_control: Any, start_worker: Any,
+        run_offsite: Any, aws: Any, tmp_path: Path) -> None:
+    config = make_config({"ghost": {"scripts": {"s": {"bash": "echo hi > hi"}},
+                                    "schedule": {"incr": {"every": "3s"},
+                                                 "full": "0 0 1 1 *"}}},
+                         watchdog=FAST_WATCHDOG,
+                         target={"url": f"file://{tmp_path}/target"})
+    start_control(config)
+    start_process("beat", offsite_argv(config, "beat"), "Acquired lock")
+    alerts = aws.alerts(1, timeout=30)
+    missed = [a for a in alerts if attributes(a)["class"] == "backup_missed"]
+    assert len(missed) == 1, [a["Subject"] for a in alerts]
+    assert attributes(missed[0])["host"] == "ghost"
+    assert "offsite worker ghost" in missed[0]["Message"]
+
+    start_worker(config, "ghost")
+    alerts = aws.alerts(2, timeout=40)
+    recovered = [a for a in alerts if attributes(a)["class"] == "recovered"]
+    assert len(recovered) == 1, [a["Subject"] for a in alerts]
+    assert "missed" in recovered[0]["Subject"]
+    time.sleep(3)
+    assert len([a for a in aws.alerts(3, timeout=1)
+                if attributes(a)["class"] == "backup_missed"]) == 1
+
+
+def test_silent_worker_is_reported_down_then_back(
+        make_config: Any, start_worker: Any, start_control: Any, aws: Any) -> None:
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "true"}}}},
+                         watchdog={**FAST_WATCHDOG, "worker_timeout": "3s"})
+    worker = start_worker(config, "carcosa")
+    start_control(config)
+    time.sleep(3)
+    assert aws.alerts(1, timeout=1) == []
+    worker.kill(signal.SIGKILL)
+    down = only_alert(aws, timeout=30)
+    assert attributes(down) == {"host": "carcosa", "type": "any", "class": "worker_down"}
+    worker.restart()
+    alerts = aws.alerts(2, timeout=30)
+    assert attributes(alerts[1])["class"] == "recovered"
+
+
+def test_redis_restart_during_a_run_is_survived(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        redis_server: Any, tmp_path: Path) -> None:
+    started = tmp_path / "started"
+    config = make_config({"carcosa": {"scripts": {
+        "slow": {"bash": f"touch {started}; sleep 6; echo done > out.txt"}}}},
+        watchdog={**FAST_WATCHDOG, "lease_ttl": "20s"},
+        target={"url": f"file://{tmp_path}/target"})
+    start_worker(config, "carcosa")
+    start_control(config)
+    queued = run_offsite("backup", "carcosa", "--type", "full", config=config)
+    run_id = queued.stdout.split()[1]
+    wait_until(started.exists, timeout=30, what="the script to start")
+    redis_server.restart(save=True, down_for=2.0)
+    wait_until(lambda: record_of(run_offsite, config, "carcosa", run_id)["state"]
+               not in ("queued", "running"), timeout=90, what="the run to end")
+    assert record_of(run_offsite, config, "carcosa", run_id)["state"] == "succeeded"
+    second = backup(run_offsite, config, "carcosa", "incr")
+    assert second["state"] == "succeeded", "workers must reconnect after the restart"
