@@ -23,7 +23,7 @@ from offsite.lease import HostLease
 from offsite.notify import report_failed_run, review_streak
 from offsite.outbox import AlertOutbox
 from offsite.records import ErrorRecord, RunRecord, RunStore
-from offsite.schedules import ScheduleSpec, next_run, period_s
+from offsite.schedules import EverySpec, ScheduleSpec, next_run, period_s
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,10 @@ class Watchdog:
 
 
 def latest_slot(spec: ScheduleSpec, tz: str, at: datetime) -> datetime | None:
-    """The last slot at or before `at` (for an interval: the start of the current interval)."""
+    """The last slot at or before `at`; for an interval, one interval before `at` (a run must
+    have started since then)."""
+    if isinstance(spec, EverySpec):
+        return at - timedelta(seconds=spec.seconds)
     period = period_s(spec, tz, at)
     start = at - timedelta(seconds=2 * period)
     moment, latest = next_run(spec, tz, start), None

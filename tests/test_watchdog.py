@@ -1,0 +1,108 @@
+"""The watchdog's judgement on a controlled clock, against real Redis and real SNS (moto)."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from offsite.alerts import SnsSink
+from offsite.config import Config, parse_config
+from offsite.constants import BackupType, RunState
+from offsite.lease import RedisHostLease
+from offsite.outbox import AlertOutbox
+from offsite.records import RedisRunStore, RunRecord
+from offsite.schedules import CronSpec, EverySpec
+from offsite.watchdog import Watchdog, latest_slot
+
+T0 = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)  # a Monday
+
+
+@pytest.mark.parametrize(("spec", "at", "expected"), [
+    (CronSpec("0 4 * * 1"), datetime(2026, 12, 7, 5, 0, tzinfo=timezone.utc),
+     datetime(2026, 12, 7, 4, 0, tzinfo=timezone.utc)),
+    (CronSpec("0 4 * * 1"), datetime(2026, 12, 7, 3, 59, tzinfo=timezone.utc),
+     datetime(2026, 11, 30, 4, 0, tzinfo=timezone.utc)),
+    (CronSpec("0 0 1 * *"), datetime(2026, 12, 15, tzinfo=timezone.utc),
+     datetime(2026, 12, 1, tzinfo=timezone.utc)),
+    (EverySpec(600), datetime(2026, 12, 7, 5, 0, tzinfo=timezone.utc),
+     datetime(2026, 12, 7, 4, 50, tzinfo=timezone.utc)),
+])
+def test_latest_slot(spec: Any, at: datetime, expected: datetime) -> None:
+    assert latest_slot(spec, "UTC", at) == expected
+
+
+@pytest.fixture
+def config(aws: Any, redis_url: str) -> Config:
+    return parse_config({
+        "broker_url": redis_url,
+        "target": {"url": "file:///nowhere", "upload_timeout": "1h"},
+        "alerts": {"sns_topic_arn": aws.topic_arn, "endpoint_url": aws.endpoint_url,
+                   "region": "eu-west-1"},
+        "schedule": {"full": "0 0 1 * *", "incr": "0 4 * * 1"},
+        "watchdog": {"start_grace": "15m", "lease_ttl": "60s", "worker_timeout": "5m"},
+        "hosts": {"carcosa": {"scripts": {"s": {"bash": "true", "timeout": "1h"}}}},
+    })
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    connection = redis.Redis.from_url(redis_url)
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def dog(config: Config, client: redis.Redis, aws_credentials: None) -> Watchdog:
+    reruns: list[str] = []
+    return Watchdog(config=config, store=RedisRunStore(client), client=client,
+                    lease=RedisHostLease(client, config.watchdog.lease_ttl),
+                    outbox=AlertOutbox(client), sink=SnsSink(config),
+                    ping=lambda: {"carcosa"},
+                    redispatch=lambda lost, rerun_id: reruns.append(rerun_id))
+
+
+def classes(aws: Any, expected: int, *, ignore: tuple[str, ...] = ()) -> list[str]:
+    found = [a["MessageAttributes"]["class"]["Value"] for a in aws.alerts(expected, timeout=5)]
+    return [name for name in found if name not in ignore]
+
+
+def test_run_past_its_maximum_duration_alerts_once_and_clears(dog: Watchdog, aws: Any) -> None:
+    store, lease = dog.store, dog.lease
+    record = RunRecord(run_id="carcosa-full-x", host="carcosa", type=BackupType.FULL,
+                       state=RunState.RUNNING, started_at=T0, created_at=T0)
+    store.create(record)
+    assert lease.acquire("carcosa", record.run_id)
+    dog.tick(T0 + timedelta(hours=1))
+    assert classes(aws, 1) == []
+    dog.tick(T0 + timedelta(hours=2, minutes=1))
+    dog.tick(T0 + timedelta(hours=2, minutes=3))
+    assert classes(aws, 2, ignore=("backup_missed",)) == ["run_overdue"]
+
+    def finish(current: RunRecord) -> None:
+        current.state = RunState.SUCCEEDED
+        current.finished_at = T0 + timedelta(hours=3)
+    store.update(record.run_id, finish)
+    dog.tick(T0 + timedelta(hours=3, minutes=1))
+    assert classes(aws, 3, ignore=("backup_missed",)) == ["run_overdue", "recovered"]
+
+
+def test_host_without_success_goes_stale(dog: Watchdog, aws: Any) -> None:
+    dog.tick(T0)
+    stale_after = timedelta(days=14)  # twice the weekly incremental interval
+    dog.tick(T0 + stale_after - timedelta(hours=1))
+    assert "backup_stale" not in classes(aws, 1)
+    dog.tick(T0 + stale_after + timedelta(hours=1))
+    assert "backup_stale" in classes(aws, 1)
+
+
+def test_missed_monday_slot_is_reported(dog: Watchdog, aws: Any) -> None:
+    dog.tick(T0)                                    # watching starts before the 04:00 slot
+    dog.tick(T0 + timedelta(hours=1, minutes=10))   # 04:10: within the grace period
+    assert "backup_missed" not in classes(aws, 1)
+    dog.tick(T0 + timedelta(hours=1, minutes=20))   # 04:20: the slot did not start
+    alerts = aws.alerts(1, timeout=5)
+    missed = [a for a in alerts if a["MessageAttributes"]["class"]["Value"] == "backup_missed"]
+    assert len(missed) == 1
+    assert "2026-12-07T04:00:00+00:00" in missed[0]["Message"]
