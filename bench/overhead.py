@@ -21,7 +21,6 @@ import shlex
 import shutil
 import signal
 import socket
-import statistics
 import string
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from statistics import median
 from typing import Callable, Sequence
 
 import redis
@@ -389,13 +389,17 @@ def run_plain(config: Config, host: str, backup_type: BackupType, env: dict[str,
               log_dir: Path) -> PlainResult:
     """duplicity with offsite's own command line and environment, waited for directly."""
     argv = backup_argv(config, host, backup_type, host_cache(config, host))
-    child_env_ = duplicity_env(config, PASSPHRASE, env)
     out_path, err_path = log_dir / "plain.out", log_dir / "plain.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         started = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                env=child_env_)
-        _, status, usage = os.wait4(proc.pid, 0)
+                                env=duplicity_env(config, PASSPHRASE, env))
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own peak RSS
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
         seconds = time.monotonic() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
@@ -438,8 +442,10 @@ def measure(setup: Setup, phase: str, host: str, backup_type: BackupType, bytes_
         offsite_result = offsite()
         plain_result = plain()
     sample = Sample(phase, offsite_result, plain_result, bytes_changed)
-    print(f"  {phase:<12} offsite {offsite_result.end_to_end_s:6.2f} s   "
-          f"duplicity {plain_result.seconds:6.2f} s", flush=True)
+    first = "duplicity" if plain_first else "offsite"
+    print(f"  {phase:<12} offsite {offsite_result.end_to_end_s:6.2f} s "
+          f"(upload step {offsite_result.upload_s:6.2f} s)   duplicity {plain_result.seconds:6.2f}"
+          f" s   ({first} first)", flush=True)
     return sample
 
 
@@ -496,10 +502,6 @@ def run_benchmark(args: argparse.Namespace, work: Path, stack: ExitStack) -> lis
 # --------------------------------------------------------------------------- the report
 
 
-def _median(values: Sequence[float]) -> float:
-    return statistics.median(values)
-
-
 def _by_phase(samples: list[Sample]) -> dict[str, list[Sample]]:
     phases: dict[str, list[Sample]] = {}
     for sample in samples:
@@ -513,15 +515,17 @@ def format_table(samples: list[Sample]) -> str:
               f"{'up dup MB':>9} {'up/chg off':>10} {'up/chg dup':>10}")
     lines = [header, "-" * len(header)]
     for phase, group in _by_phase(samples).items():
-        e2e = _median([s.offsite.end_to_end_s for s in group])
-        upload = _median([s.offsite.upload_s for s in group])
-        script = _median([s.offsite.script_s for s in group])
-        dup = _median([s.plain.seconds for s in group])
-        changed = _median([s.bytes_changed for s in group])
-        up_off = _median([s.offsite.bytes_uploaded for s in group])
-        up_dup = _median([s.plain.bytes_uploaded for s in group])
+        e2e = median([s.offsite.end_to_end_s for s in group])
+        upload = median([s.offsite.upload_s for s in group])
+        script = median([s.offsite.script_s for s in group])
+        dup = median([s.plain.seconds for s in group])
+        e2e_ratio = median([s.offsite.end_to_end_s / s.plain.seconds for s in group])
+        upload_ratio = median([s.offsite.upload_s / s.plain.seconds for s in group])
+        changed = median([s.bytes_changed for s in group])
+        up_off = median([s.offsite.bytes_uploaded for s in group])
+        up_dup = median([s.plain.bytes_uploaded for s in group])
         lines.append(f"{phase:<12} {e2e:9.2f} {upload:8.2f} {script:8.2f} {dup:8.2f} "
-                     f"{e2e / dup:7.3f} {upload / dup:7.3f} {changed / MB:10.3f} "
+                     f"{e2e_ratio:7.3f} {upload_ratio:7.3f} {changed / MB:10.3f} "
                      f"{up_off / MB:9.3f} {up_dup / MB:9.3f} {up_off / changed:10.3f} "
                      f"{up_dup / changed:10.3f}")
     return "\n".join(lines)
@@ -534,12 +538,12 @@ def format_fixed_cost(samples: list[Sample]) -> str:
     for phase, group in _by_phase(samples).items():
         if "1 file" not in phase:
             continue
-        cost = _median([s.offsite.end_to_end_s - s.plain.seconds for s in group])
+        cost = median([s.offsite.end_to_end_s - s.plain.seconds for s in group])
         costs.append(cost)
-        cli = _median([s.offsite.end_to_end_s - s.offsite.run_s for s in group])
-        queue = _median([s.offsite.queue_s for s in group])
-        script = _median([s.offsite.script_s for s in group])
-        upload_extra = _median([s.offsite.upload_s - s.plain.seconds for s in group])
+        cli = median([s.offsite.end_to_end_s - s.offsite.run_s for s in group])
+        queue = median([s.offsite.queue_s for s in group])
+        script = median([s.offsite.script_s for s in group])
+        upload_extra = median([s.offsite.upload_s - s.plain.seconds for s in group])
         rest = cost - cli - queue - script - upload_extra
         lines.append(f"  {phase:<12} +{cost:.2f} s = CLI start, dispatch and --wait poll {cli:.2f}"
                      f" + queue {queue:.2f} + script {script:.2f} + upload step beyond duplicity "
@@ -552,8 +556,8 @@ def format_fixed_cost(samples: list[Sample]) -> str:
 
 def format_full_goal(samples: list[Sample]) -> str:
     group = [s for s in samples if s.phase.startswith("full") and "1 file" not in s.phase]
-    e2e = _median([s.offsite.end_to_end_s / s.plain.seconds for s in group])
-    upload = _median([s.offsite.upload_s / s.plain.seconds for s in group])
+    e2e = median([s.offsite.end_to_end_s / s.plain.seconds for s in group])
+    upload = median([s.offsite.upload_s / s.plain.seconds for s in group])
     verdict = "met" if e2e <= 1.05 else "missed"
     return (f"full: offsite end-to-end / plain duplicity = {e2e:.3f} (goal <= 1.05: {verdict}); "
             f"upload step alone / plain duplicity = {upload:.3f}")
@@ -590,10 +594,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the ExitStack: every started process is stopped
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.repeat < 1 or args.size_mb <= 0:
         build_parser().error("--repeat and --size-mb must be positive")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     work = Path(tempfile.mkdtemp(prefix="offsite-bench-"))
     try:
         with ExitStack() as stack:

@@ -21,7 +21,7 @@ from offsite.records import RedisRunStore, RunRecord, record_as_json
 from offsite.status import format_outcome, format_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_WAIT_POLL_S = 1.0
+_WAIT_POLL_S = 0.2
 
 Action = Callable[[argparse.Namespace, Config], int]
 

@@ -60,7 +60,3 @@ class CommandTimedOut(CommandError):
 
 class BrokerUnavailable(OffsiteError):
     pass
-
-
-class WrongHostError(OffsiteError):
-    pass

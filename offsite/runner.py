@@ -47,10 +47,6 @@ def script_step(name: str) -> str:
     return f"script:{name}"
 
 
-def step_names(config: Config, host: str) -> list[str]:
-    return [script_step(name) for name in config.host(host).scripts] + [UPLOAD_STEP]
-
-
 def queue_run(store: RunStore, host: str, backup_type: BackupType, run_id: str,
               scheduled_for: datetime | None = None, late_by_s: float | None = None,
               note: str | None = None) -> RunRecord:
