@@ -14,6 +14,7 @@ from offsite.constants import BackupType
 from offsite.errors import CommandError, OffsiteError
 from offsite.execute import run_command
 from offsite.staging import host_cache, host_staging
+from offsite.target import probe_bucket
 
 
 def _find_duplicity() -> str:
@@ -155,6 +156,10 @@ def upload(config: Config, host: str, backup_type: BackupType,
     """duplicity full/incremental of the host's staging dir; raises CommandError on failure."""
     argv = backup_argv(config, host, backup_type, host_cache(config, host))
     env = duplicity_env(config, read_passphrase(config, host), dict(os.environ))
+    problem = probe_bucket(config)
+    if problem is not None and problem[1]:
+        raise CommandError(f"{problem[0]} (not retried)", host=host, step="upload",
+                           exit_code=None, stderr_tail="")
     try:
         result = run_command(argv, timeout_s=config.target.upload_timeout, host=host,
                              step="upload", env=env, on_tick=on_tick)

@@ -194,14 +194,18 @@ class RedisServer:
 class MotoServer:
     """moto_server (S3, SNS, SQS, ... in one process) on a loopback port."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(self, directory: Path, port: int | None = None,
+                 env: Mapping[str, str] | None = None) -> None:
         self.port = port or free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
+        directory.mkdir(parents=True, exist_ok=True)
         self.log_path = directory / "moto.log"
+        self.extra_env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.port)],

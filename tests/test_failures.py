@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from tests.faults import SwitchableProxy, mount_tiny_filesystem, unmount
-from tests.helpers import describe, offsite_argv, wait_until
+from tests.helpers import MotoServer, describe, offsite_argv, wait_until
 from tests.test_backup_flow import backup, record_of, same_tree
 
 FAST_WATCHDOG = {"every": "1s", "start_grace": "2s", "lease_ttl": "3s",
@@ -83,12 +83,43 @@ def test_missing_bucket_fails_the_upload_without_retries(
     start_control(config)
     record = backup(run_offsite, config, "carcosa", "full", expect_rc=1)
     upload = next(step for step in record["steps"] if step["name"] == "upload")
-    assert upload["duration_s"] < 10, "a missing bucket must not be retried"
-    assert record["error"]["exit_code"] == 50
+    assert upload["duration_s"] < 5, "a missing bucket must not be retried"
     assert "does not exist" in record["error"]["message"]
+    assert "not retried" in record["error"]["message"]
     alert = only_alert(aws)
     assert_alert_fields(alert, "carcosa", "full", "upload_failed", record["run_id"])
-    assert "duplicity exit 50" in alert["Message"]
+    assert "offsite-no-such-bucket" in alert["Message"]
+    check = run_offsite("check", "--connect", config=config)
+    assert check.returncode == 1
+    assert "does not exist" in check.stderr
+
+
+def test_bad_credentials_fail_the_upload_without_retries(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        aws: Any, tmp_path: Path) -> None:
+    strict = MotoServer(tmp_path / "strict-moto", env={"INITIAL_NO_AUTH_ACTION_COUNT": "1"})
+    strict.start()
+    try:
+        s3 = strict.client("s3")
+        try:
+            s3.create_bucket(Bucket="strict-bucket",
+                             CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        finally:
+            s3.close()
+        config = make_config({"carcosa": {"scripts": {"s": {"bash": "echo x > x"}}}},
+                             target={"url": "boto3+s3://strict-bucket",
+                                     "endpoint_url": strict.endpoint_url,
+                                     "region": "eu-west-1", "retries": 3, "retry_delay": "5s"})
+        start_worker(config, "carcosa")
+        start_control(config)
+        record = backup(run_offsite, config, "carcosa", "full", expect_rc=1)
+        upload = next(step for step in record["steps"] if step["name"] == "upload")
+        assert upload["duration_s"] < 5, "bad credentials must not be retried"
+        assert "access denied" in record["error"]["message"]
+        alert = only_alert(aws)
+        assert_alert_fields(alert, "carcosa", "full", "upload_failed", record["run_id"])
+    finally:
+        strict.stop()
 
 
 def test_unreachable_endpoint_is_retried_then_fails(
