@@ -1,4 +1,4 @@
-"""beat_schedule.build_beat_schedule: config in, Celery `beat_schedule` dict out, pinned as a table."""
+"""beat_schedule.build_beat_schedule: config in, Celery `beat_schedule` out, pinned as a table."""
 from __future__ import annotations
 
 import json

@@ -314,3 +314,27 @@ def test_redis_restart_during_a_run_is_survived(
     assert record_of(run_offsite, config, "carcosa", run_id)["state"] == "succeeded"
     second = backup(run_offsite, config, "carcosa", "incr")
     assert second["state"] == "succeeded", "workers must reconnect after the restart"
+
+
+def test_beat_and_workers_ride_out_a_redis_restart_without_doubling_slots(
+        make_config: Any, start_process: Any, start_worker: Any, start_control: Any,
+        run_offsite: Any, redis_server: Any, tmp_path: Path) -> None:
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "echo x > x"}},
+                                      "schedule": {"incr": {"every": "2s"},
+                                                   "full": "0 0 1 1 *"}}},
+                         watchdog={**FAST_WATCHDOG, "lease_ttl": "20s"},
+                         target={"url": f"file://{tmp_path}/target"})
+    start_worker(config, "carcosa")
+    start_control(config)
+    beat = start_process("beat", offsite_argv(config, "beat"), "Acquired lock")
+    wait_until(lambda: len(records(run_offsite, config)) >= 2, timeout=30, what="first runs")
+    redis_server.restart(save=True, down_for=3.0)
+    before = len(records(run_offsite, config))
+    wait_until(lambda: len([r for r in records(run_offsite, config)
+                            if r["state"] == "succeeded"]) >= before + 2,
+               timeout=60, what="runs after the restart")
+    assert beat.alive, "beat must reconnect, not exit"
+    runs = records(run_offsite, config)
+    slots = [r["scheduled_for"] for r in runs]
+    assert len(slots) == len(set(slots)), "a slot was scheduled twice"
+    assert not {r["state"] for r in runs} & {"failed", "lost"}, runs

@@ -6,7 +6,9 @@ import socket
 from datetime import timezone
 from typing import Any
 
+import redis
 from celery.beat import SchedulingError
+from redis.exceptions import LockNotOwnedError
 from redbeat import RedBeatScheduler
 from redbeat.schedulers import RedBeatSchedulerEntry
 
@@ -16,6 +18,8 @@ from tasks.dispatch import send_slot
 from workers.context import current_config, run_store
 
 log = logging.getLogger(__name__)
+
+OUTAGE_RETRY_S = 2.0
 
 
 class SlotScheduler(RedBeatScheduler):
@@ -42,6 +46,20 @@ class SlotScheduler(RedBeatScheduler):
         except Exception as exc:
             raise SchedulingError(f"could not send {entry.name}: {exc}") from exc
         return self.reserve(entry) if advance else entry
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        """A Redis outage pauses beat instead of ending it; slots due meanwhile are sent once
+        when it returns (they collapse like any catch-up)."""
+        try:
+            return float(super().tick(*args, **kwargs))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("beat: Redis unreachable (%s); retrying in %ss", exc, OUTAGE_RETRY_S)
+            return OUTAGE_RETRY_S
+        except LockNotOwnedError:
+            if self.lock is not None and self.lock.acquire(blocking=False):
+                log.warning("beat: lock expired during an outage and was taken again")
+                return 0.0
+            raise
 
     @property
     def info(self) -> str:

@@ -22,12 +22,13 @@ BEAT_LOCK_TIMEOUT_S = 30
 
 def beat_settings(config: Config) -> dict[str, Any]:
     """Beat keeps its state in Redis (RedBeat) under one lock: a standby beat waits on it, and a
-    dead beat's lock expires within BEAT_LOCK_TIMEOUT_S. RedBeat's Redis is named explicitly:
-    its fallback to broker_url and broker_transport_options is deprecated."""
+    dead beat's lock expires within BEAT_LOCK_TIMEOUT_S. RedBeat's Redis is named explicitly
+    (its fallback to broker_url and broker_transport_options is deprecated), and it retries a
+    lost connection for ever (retry_period -1, backoff up to 30 s) instead of exiting."""
     return {
         "beat_scheduler": "workers.beat:SlotScheduler",
         "redbeat_redis_url": config.broker_url,
-        "redbeat_redis_options": {},
+        "redbeat_redis_options": {"retry_period": -1},
         "redbeat_key_prefix": KEY_PREFIX + "redbeat:",
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "beat_max_loop_interval": BEAT_LOOP_S,
