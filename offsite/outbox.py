@@ -10,7 +10,7 @@ import json
 import logging
 from dataclasses import asdict
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -47,7 +47,8 @@ class AlertOutbox:
     def deliver_due(self, sink: AlertSink, now: datetime) -> int:
         """Try every alert whose time has come; returns how many were delivered."""
         delivered = 0
-        for raw_key in self.client.zrangebyscore(PENDING_KEY, 0, now.timestamp()):
+        due = cast("list[bytes]", self.client.zrangebyscore(PENDING_KEY, 0, now.timestamp()))
+        for raw_key in due:
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
             if self._deliver(key, sink, now):
                 delivered += 1

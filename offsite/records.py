@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol, cast
 
 import redis
 from pydantic import BaseModel, Field
@@ -101,7 +101,7 @@ class RedisRunStore:
             while True:
                 try:
                     pipe.watch(key)
-                    raw = pipe.get(key)
+                    raw = cast("bytes | None", pipe.get(key))
                     if raw is None:
                         raise RunNotFound(f"no record for run {run_id}")
                     record = RunRecord.model_validate_json(raw)
@@ -115,7 +115,7 @@ class RedisRunStore:
 
     def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]:
         index = HOST_RUNS_KEY + host if host else ALL_RUNS_KEY
-        run_ids = self.client.zrevrange(index, 0, limit - 1)
+        run_ids = cast("list[bytes]", self.client.zrevrange(index, 0, limit - 1))
         return list(self._load(run_ids))
 
     def _load(self, run_ids: Iterable[bytes | str]) -> Iterable[RunRecord]:

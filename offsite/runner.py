@@ -14,6 +14,7 @@ from offsite.duplicity import UploadStats, upload
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.lease import HostLease, MemoryHostLease
 from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, RunStore, StepRecord
+from offsite.durations import format_duration
 from offsite.schedules import utcnow
 from offsite.scripts import ScriptRun, run_script
 from offsite.chain_state import promotion_reason
@@ -78,13 +79,15 @@ def begin_run(ctx: RunContext, requested: BackupType,
         return None
     if reason := _superseded(ctx, record):
         state = RunState.EXPIRED if reason.startswith("superseded") else RunState.SKIPPED
-        return _settle(ctx, state, reason)
+        _settle(ctx, state, reason)
+        return None
     if not ctx.lease.acquire(ctx.host, ctx.run_id):
         holder = ctx.lease.holder(ctx.host)
         if record.type == BackupType.FULL:
             raise MustWait(f"host busy with run {holder}; the full backup waits",
                            host=ctx.host, step="start")
-        return _settle(ctx, RunState.SKIPPED, f"skipped: the host is busy with run {holder}")
+        _settle(ctx, RunState.SKIPPED, f"skipped: the host is busy with run {holder}")
+        return None
     promotion = None
     if record.type == BackupType.INCR:
         promotion = promotion_reason(host_cache(ctx.config, ctx.host), ctx.host,
@@ -97,6 +100,8 @@ def begin_run(ctx: RunContext, requested: BackupType,
         if claimed:
             current.state = RunState.RUNNING
             current.started_at = utcnow()
+            if note := _queue_wait_note(current, ctx.config.watchdog.start_grace):
+                current.notes.append(note)
             if promotion:
                 current.type = BackupType.FULL
                 current.notes.append(promotion)
@@ -112,6 +117,17 @@ def begin_run(ctx: RunContext, requested: BackupType,
         fail_run(ctx, "start", error)
         raise error from None
     return started.type
+
+
+def _queue_wait_note(record: RunRecord, grace_s: int) -> str | None:
+    """A note when a scheduled run started long after it was sent (its host was down)."""
+    if record.scheduled_for is None or record.started_at is None:
+        return None
+    waited = (record.started_at - record.scheduled_for).total_seconds() - (record.late_by_s or 0)
+    if waited <= grace_s:
+        return None
+    return (f"started {format_duration(waited)} after it was sent: it waited in the queue "
+            "(was the host's worker down?)")
 
 
 def _superseded(ctx: RunContext, record: RunRecord) -> str | None:
@@ -152,7 +168,6 @@ def _settle(ctx: RunContext, state: RunState, reason: str) -> None:
             record.notes.append(reason)
     ctx.store.update(ctx.run_id, settle)
     log.warning("run %s %s: %s", ctx.run_id, state.value, reason)
-    return None
 
 
 def note_waiting(ctx: RunContext, reason: str) -> None:
@@ -210,9 +225,10 @@ def _recorded_step(ctx: RunContext, step: str) -> Iterator[None]:
         fail_run(ctx, step, error)
         raise
     except Exception as exc:
-        error = OffsiteError(f"unexpected {type(exc).__name__}: {exc}", host=ctx.host, step=step)
-        fail_run(ctx, step, error)
-        raise error from exc
+        wrapped = OffsiteError(f"unexpected {type(exc).__name__}: {exc}", host=ctx.host,
+                               step=step)
+        fail_run(ctx, step, wrapped)
+        raise wrapped from exc
 
 
 def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> None:

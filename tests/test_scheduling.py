@@ -433,7 +433,8 @@ def test_slots_queued_while_the_host_was_off_run_once_the_rest_expire(
         make_config: Any, tmp_path: Path, start_process: StartProcess, start_worker: Any,
         run_offsite: Any, redis_client: redis.Redis) -> None:
     config = file_config(make_config, tmp_path, {"carcosa": {"scripts": script()}},
-                         schedule={"full": {"every": "2s"}, "incr": {"every": "2s"}})
+                         schedule={"full": {"every": "2s"}, "incr": {"every": "2s"}},
+                         watchdog={"start_grace": "1s"})
     store = RedisRunStore(redis_client)
     beat = start_beat(start_process, config)
     wait_until(lambda: len([r for r in store.recent("carcosa", 500) if r.type.value == "full"])
@@ -450,6 +451,8 @@ def test_slots_queued_while_the_host_was_off_run_once_the_rest_expire(
         assert len(mine) >= 4
         *older, newest = mine
         assert newest["state"] == winner_state, newest
+        if winner_state == "succeeded":
+            assert any("waited in the queue" in note for note in newest["notes"]), newest
         for record in older:
             assert record["state"] == "expired", record
             assert not record["steps"]
