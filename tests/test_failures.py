@@ -72,24 +72,33 @@ def test_script_failure_alert_has_subject_attributes_and_fields(
     assert "FATAL: role does not exist" in alert["Message"]
 
 
-def test_missing_bucket_fails_the_upload_without_retries(
-        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
-        aws: Any) -> None:
+def failed_upload(make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+                  endpoint_url: str, bucket: str, retries: int, retry_delay: str) -> dict[str, Any]:
+    """The record of a full whose upload failed, with one host worker and the control worker."""
     config = make_config({"carcosa": {"scripts": {"s": {"bash": "echo x > x"}}}},
-                         target={"url": "boto3+s3://offsite-no-such-bucket",
-                                 "endpoint_url": aws.endpoint_url, "region": "eu-west-1",
-                                 "retries": 3, "retry_delay": "5s"})
+                         target={"url": f"boto3+s3://{bucket}", "endpoint_url": endpoint_url,
+                                 "region": "eu-west-1", "retries": retries,
+                                 "retry_delay": retry_delay})
     start_worker(config, "carcosa")
     start_control(config)
     record = backup(run_offsite, config, "carcosa", "full", expect_rc=1)
-    upload = next(step for step in record["steps"] if step["name"] == "upload")
-    assert upload["duration_s"] < 5, "a missing bucket must not be retried"
+    record["upload_s"] = next(s for s in record["steps"] if s["name"] == "upload")["duration_s"]
+    record["config"] = config
+    return record
+
+
+def test_missing_bucket_fails_the_upload_without_retries(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
+        aws: Any) -> None:
+    record = failed_upload(make_config, start_worker, start_control, run_offsite,
+                           aws.endpoint_url, "offsite-no-such-bucket", 3, "5s")
+    assert record["upload_s"] < 5, "a missing bucket must not be retried"
     assert "does not exist" in record["error"]["message"]
     assert "not retried" in record["error"]["message"]
     alert = only_alert(aws)
     assert_alert_fields(alert, "carcosa", "full", "upload_failed", record["run_id"])
     assert "offsite-no-such-bucket" in alert["Message"]
-    check = run_offsite("check", "--connect", config=config)
+    check = run_offsite("check", "--connect", config=record["config"])
     assert check.returncode == 1
     assert "does not exist" in check.stderr
 
@@ -106,15 +115,9 @@ def test_bad_credentials_fail_the_upload_without_retries(
                              CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
         finally:
             s3.close()
-        config = make_config({"carcosa": {"scripts": {"s": {"bash": "echo x > x"}}}},
-                             target={"url": "boto3+s3://strict-bucket",
-                                     "endpoint_url": strict.endpoint_url,
-                                     "region": "eu-west-1", "retries": 3, "retry_delay": "5s"})
-        start_worker(config, "carcosa")
-        start_control(config)
-        record = backup(run_offsite, config, "carcosa", "full", expect_rc=1)
-        upload = next(step for step in record["steps"] if step["name"] == "upload")
-        assert upload["duration_s"] < 5, "bad credentials must not be retried"
+        record = failed_upload(make_config, start_worker, start_control, run_offsite,
+                               strict.endpoint_url, "strict-bucket", 3, "5s")
+        assert record["upload_s"] < 5, "bad credentials must not be retried"
         assert "access denied" in record["error"]["message"]
         alert = only_alert(aws)
         assert_alert_fields(alert, "carcosa", "full", "upload_failed", record["run_id"])
@@ -125,15 +128,10 @@ def test_bad_credentials_fail_the_upload_without_retries(
 def test_unreachable_endpoint_is_retried_then_fails(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
         aws: Any, proxy: SwitchableProxy) -> None:
-    config = make_config({"carcosa": {"scripts": {"s": {"bash": "echo x > x"}}}},
-                         target={"url": f"boto3+s3://{aws.bucket}", "endpoint_url": proxy.url,
-                                 "region": "eu-west-1", "retries": 2, "retry_delay": "2s"})
-    start_worker(config, "carcosa")
-    start_control(config)
     proxy.down()
-    record = backup(run_offsite, config, "carcosa", "full", expect_rc=1)
-    upload = next(step for step in record["steps"] if step["name"] == "upload")
-    assert upload["duration_s"] >= 2, "the backend must be retried before the upload fails"
+    record = failed_upload(make_config, start_worker, start_control, run_offsite,
+                           proxy.url, aws.bucket, 2, "2s")
+    assert record["upload_s"] >= 2, "the backend must be retried before the upload fails"
     assert record["error"]["exit_code"] == 50
     alert = only_alert(aws)
     assert_alert_fields(alert, "carcosa", "full", "upload_failed", record["run_id"])
