@@ -12,7 +12,8 @@ from offsite.config import Config, parse_config
 from offsite.constants import BackupType, RunState
 from offsite.lease import RedisHostLease
 from offsite.outbox import AlertOutbox
-from offsite.records import RedisRunStore, RunRecord
+from offsite.notify import report_failed_run
+from offsite.records import ErrorRecord, RedisRunStore, RunRecord
 from offsite.schedules import CronSpec, EverySpec
 from offsite.watchdog import Watchdog, latest_slot
 
@@ -106,3 +107,26 @@ def test_missed_monday_slot_is_reported(dog: Watchdog, aws: Any) -> None:
     missed = [a for a in alerts if a["MessageAttributes"]["class"]["Value"] == "backup_missed"]
     assert len(missed) == 1
     assert "2026-12-07T04:00:00+00:00" in missed[0]["Message"]
+
+
+def test_identical_failures_are_held_back_and_summarised_daily(dog: Watchdog, aws: Any) -> None:
+    outcomes = []
+    for index in range(3):
+        run_id = f"carcosa-incr-{index}"
+        dog.store.create(RunRecord(
+            run_id=run_id, host="carcosa", type=BackupType.INCR, state=RunState.FAILED,
+            created_at=T0, error=ErrorRecord(step="script:s", exit_code=1, message="boom",
+                                             failure_class="script_failed")))
+        outcomes.append(report_failed_run(dog.store, dog.client, dog.outbox, "carcosa", run_id,
+                                          T0 + timedelta(minutes=index)))
+    assert outcomes == ["alerted", "summarised", "summarised"]
+    assert report_failed_run(dog.store, dog.client, dog.outbox, "carcosa", "carcosa-incr-2",
+                             T0) == "duplicate"
+    dog.tick(T0 + timedelta(hours=1))
+    assert classes(aws, 2, ignore=("backup_missed",)) == ["script_failed"]
+    dog.tick(T0 + timedelta(hours=25))
+    alerts = [a for a in aws.alerts(2, timeout=5)
+              if a["MessageAttributes"]["class"]["Value"] == "script_failed"]
+    assert len(alerts) == 2
+    assert "3 identical failures" in alerts[1]["Message"]
+    assert "still failing" in alerts[1]["Message"]
