@@ -178,8 +178,16 @@ def note_waiting(ctx: RunContext, reason: str) -> None:
 
 
 def _renewer(ctx: RunContext) -> Callable[[], None]:
+    """Renews the lease while a command runs. A renewal that cannot reach Redis is logged, not
+    raised: killing a healthy upload over a broker blip would lose work, and a lease that does
+    expire is turned into `lost` + one re-run by the watchdog."""
     def renew() -> None:
-        if not ctx.lease.renew(ctx.host, ctx.run_id):
+        try:
+            renewed = ctx.lease.renew(ctx.host, ctx.run_id)
+        except Exception as exc:  # the lease's store is unreachable: see above
+            log.warning("run %s: cannot renew the host lease: %s", ctx.run_id, exc)
+            return
+        if not renewed:
             log.error("run %s lost its lease on host %s", ctx.run_id, ctx.host)
     return renew
 
