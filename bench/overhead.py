@@ -38,7 +38,7 @@ import yaml
 
 from offsite.config import Config, load_config
 from offsite.constants import BackupType
-from offsite.duplicity import backup_argv, duplicity_env, parse_stats
+from offsite.duplicity import backup_argv, duplicity_env, parse_stats, upload_tempdir
 from offsite.staging import host_cache
 
 VENV_BIN = Path(sys.executable).parent
@@ -388,7 +388,9 @@ def run_offsite(config_path: Path, host: str, backup_type: BackupType,
 def run_plain(config: Config, host: str, backup_type: BackupType, env: dict[str, str],
               log_dir: Path) -> PlainResult:
     """duplicity with offsite's own command line and environment, waited for directly."""
-    argv = backup_argv(config, host, backup_type, host_cache(config, host))
+    archive_dir = host_cache(config, host)
+    upload_tempdir(archive_dir).mkdir(exist_ok=True)
+    argv = backup_argv(config, host, backup_type, archive_dir)
     out_path, err_path = log_dir / "plain.out", log_dir / "plain.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         started = time.monotonic()

@@ -63,8 +63,15 @@ def common_flags(config: Config, host: str, archive_dir: Path) -> list[str]:
     return flags
 
 
+def upload_tempdir(archive_dir: Path) -> Path:
+    """Where duplicity builds volumes during an upload: beside its cache, not in /tmp, so the
+    leftovers of a killed upload are found and removed by the next one."""
+    return archive_dir / "upload-tmp"
+
+
 def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir: Path) -> list[str]:
     return [DUPLICITY, _ACTIONS[backup_type], *common_flags(config, host, archive_dir),
+            "--tempdir", str(upload_tempdir(archive_dir)),
             "--volsize", str(config.target.volsize),
             "--num-retries", str(config.target.retries),
             "--backend-retry-delay", str(config.target.retry_delay),
@@ -154,8 +161,11 @@ def _last_error_line(stderr_tail: str) -> str:
 def upload(config: Config, host: str, backup_type: BackupType,
            on_tick: Callable[[], None] | None = None) -> UploadStats:
     """duplicity full/incremental of the host's staging dir; raises CommandError on failure."""
-    argv = backup_argv(config, host, backup_type, host_cache(config, host))
+    archive_dir = host_cache(config, host)
+    argv = backup_argv(config, host, backup_type, archive_dir)
     env = duplicity_env(config, read_passphrase(config, host), dict(os.environ))
+    shutil.rmtree(upload_tempdir(archive_dir), ignore_errors=True)
+    upload_tempdir(archive_dir).mkdir(mode=0o700)
     problem = probe_bucket(config)
     if problem is not None and problem[1]:
         raise CommandError(f"{problem[0]} (not retried)", host=host, step="upload",

@@ -233,6 +233,8 @@ def test_worker_killed_during_upload_is_lost_once_and_rerun(
     assert lost["error"]["step"] == "upload"
     assert_alert_fields(alert, "carcosa", "full", "run_lost", run_id)
 
+    leftovers = tmp_path / "cache" / "carcosa" / "upload-tmp"
+    assert any(leftovers.iterdir()), "the killed duplicity leaves its temporary volumes"
     worker.restart()
     rerun_id = run_id + "-rerun"
     wait_until(lambda: record_of(run_offsite, config, "carcosa", rerun_id)["state"]
@@ -240,6 +242,7 @@ def test_worker_killed_during_upload_is_lost_once_and_rerun(
     assert record_of(run_offsite, config, "carcosa", rerun_id)["state"] == "succeeded"
     runs = [r["run_id"] for r in records(run_offsite, config, "carcosa")]
     assert sorted(runs) == sorted([run_id, rerun_id]), runs
+    assert not any(leftovers.iterdir()), "the re-run must clear the killed upload's leftovers"
     time.sleep(4)  # a few more watchdog ticks: nothing more is re-run or alerted
     assert len(records(run_offsite, config, "carcosa")) == 2
     alerts = aws.alerts(2, timeout=2)
