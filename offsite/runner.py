@@ -4,21 +4,20 @@ from __future__ import annotations
 import logging
 import socket
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterator
 
+from offsite.admission import admit
 from offsite.config import Config
 from offsite.constants import BackupType, RunState
 from offsite.duplicity import UploadStats, upload
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.lease import HostLease, MemoryHostLease
 from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, RunStore, StepRecord
-from offsite.durations import format_duration
+from offsite.run_context import RunContext, new_run_id
 from offsite.schedules import utcnow
 from offsite.scripts import ScriptRun, run_script
-from offsite.chain_state import promotion_reason
-from offsite.staging import empty_host_staging, host_cache, prepare_host_staging
+from offsite.staging import empty_host_staging, prepare_host_staging
 
 log = logging.getLogger(__name__)
 
@@ -29,86 +28,15 @@ class StaleRun(OffsiteError):
     """A step of a run that already ended or lost its lease: it must not run, nor alert."""
 
 
-@dataclass(frozen=True)
-class RunContext:
-    config: Config
-    store: RunStore
-    lease: HostLease
-    host: str
-    run_id: str
-    worker: str
-
-
-def new_run_id(host: str, backup_type: BackupType, slot: datetime) -> str:
-    """Derived from the slot, so a slot sent twice is recognised as one run."""
-    return f"{host}-{backup_type.value}-{slot.strftime('%Y%m%dT%H%M%SZ')}"
-
-
 def script_step(name: str) -> str:
     return f"script:{name}"
 
 
-def queue_run(store: RunStore, host: str, backup_type: BackupType, run_id: str,
-              scheduled_for: datetime | None = None, late_by_s: float | None = None,
-              note: str | None = None) -> RunRecord:
-    """The record of a run about to be sent; an existing record is returned untouched."""
-    record = RunRecord(run_id=run_id, host=host, type=backup_type, scheduled_for=scheduled_for,
-                       late_by_s=late_by_s, notes=[note] if note else [])
-    if store.create(record):
-        return record
-    existing = store.get(run_id)
-    assert existing is not None
-    return existing
-
-
-class MustWait(OffsiteError):
-    """A full backup found its host busy: it waits (is retried) instead of being skipped."""
-
-
 def begin_run(ctx: RunContext, requested: BackupType,
               scheduled_for: datetime | None = None) -> BackupType | None:
-    """Claim the run and the host, prepare staging, and say which type to run.
-
-    None when the run must not go on: already claimed (a redelivered or doubled message),
-    expired (a newer slot of the same type is queued), or skipped (an incremental that meets
-    a full, or a busy host). Raises MustWait for a full that finds the host busy.
-    """
-    record = queue_run(ctx.store, ctx.host, requested, ctx.run_id, scheduled_for)
-    if record.state != RunState.QUEUED:
-        log.warning("run %s is already %s; ignoring this message", ctx.run_id, record.state)
-        return None
-    if reason := _superseded(ctx, record):
-        state = RunState.EXPIRED if reason.startswith("superseded") else RunState.SKIPPED
-        _settle(ctx, state, reason)
-        return None
-    if not ctx.lease.acquire(ctx.host, ctx.run_id):
-        holder = ctx.lease.holder(ctx.host)
-        if record.type == BackupType.FULL:
-            raise MustWait(f"host busy with run {holder}; the full backup waits",
-                           host=ctx.host, step="start")
-        _settle(ctx, RunState.SKIPPED, f"skipped: the host is busy with run {holder}")
-        return None
-    promotion = None
-    if record.type == BackupType.INCR:
-        promotion = promotion_reason(host_cache(ctx.config, ctx.host), ctx.host,
-                                     ctx.config.max_full_interval(ctx.host), utcnow())
-    claimed = False
-
-    def claim(current: RunRecord) -> None:
-        nonlocal claimed
-        claimed = current.state == RunState.QUEUED
-        if claimed:
-            current.state = RunState.RUNNING
-            current.started_at = utcnow()
-            if note := _queue_wait_note(current, ctx.config.watchdog.start_grace):
-                current.notes.append(note)
-            if promotion:
-                current.type = BackupType.FULL
-                current.notes.append(promotion)
-
-    started = ctx.store.update(ctx.run_id, claim)
-    if not claimed:
-        log.warning("run %s was claimed by another message; ignoring this one", ctx.run_id)
+    """Admit the run (see offsite.admission) and prepare its staging folder."""
+    effective = admit(ctx, requested, scheduled_for)
+    if effective is None:
         return None
     try:
         prepare_host_staging(ctx.config, ctx.host)
@@ -116,65 +44,7 @@ def begin_run(ctx: RunContext, requested: BackupType,
         error = OffsiteError(f"cannot prepare staging: {exc}", host=ctx.host, step="start")
         fail_run(ctx, "start", error)
         raise error from None
-    return started.type
-
-
-def _queue_wait_note(record: RunRecord, grace_s: int) -> str | None:
-    """A note when a scheduled run started long after it was sent (its host was down)."""
-    if record.scheduled_for is None or record.started_at is None:
-        return None
-    waited = (record.started_at - record.scheduled_for).total_seconds() - (record.late_by_s or 0)
-    if waited <= grace_s:
-        return None
-    return (f"started {format_duration(waited)} after it was sent: it waited in the queue "
-            "(was the host's worker down?)")
-
-
-def _superseded(ctx: RunContext, record: RunRecord) -> str | None:
-    """Why a queued run should not start: a newer slot of its type, or a full that covers it."""
-    pending = [other for other in ctx.store.recent(ctx.host, 50)
-               if other.run_id != record.run_id and not other.is_final]
-    if record.scheduled_for is not None:
-        newer = [other for other in pending
-                 if other.type == record.type and other.state == RunState.QUEUED
-                 and other.scheduled_for is not None
-                 and other.scheduled_for > record.scheduled_for]
-        if newer:
-            return (f"superseded by the newer slot {max(newer, key=_slot).run_id}: "
-                    "only the latest waiting slot runs")
-    if record.type == BackupType.INCR:
-        # a running full covers it only while it holds the host: a dead one's record may stay
-        # `running` until the watchdog settles it
-        holder = ctx.lease.holder(ctx.host)
-        fulls = [other for other in pending if other.type == BackupType.FULL
-                 and (other.state == RunState.QUEUED or other.run_id == holder)]
-        if fulls:
-            return (f"skipped: full backup {fulls[0].run_id} of this host is "
-                    f"{fulls[0].state.value} and covers this incremental")
-    return None
-
-
-def _slot(record: RunRecord) -> datetime:
-    assert record.scheduled_for is not None
-    return record.scheduled_for
-
-
-def _settle(ctx: RunContext, state: RunState, reason: str) -> None:
-    """End a run that never started (skipped, expired), with the reason in its record."""
-    def settle(record: RunRecord) -> None:
-        if record.state == RunState.QUEUED:
-            record.state = state
-            record.finished_at = utcnow()
-            record.notes.append(reason)
-    ctx.store.update(ctx.run_id, settle)
-    log.warning("run %s %s: %s", ctx.run_id, state.value, reason)
-
-
-def note_waiting(ctx: RunContext, reason: str) -> None:
-    def note(record: RunRecord) -> None:
-        if reason not in record.notes:
-            record.notes.append(reason)
-    ctx.store.update(ctx.run_id, note)
+    return effective
 
 
 def _renewer(ctx: RunContext) -> Callable[[], None]:

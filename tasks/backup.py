@@ -8,8 +8,9 @@ from celery import Task, chain
 from celery.exceptions import Ignore, Reject
 
 from offsite.constants import REJECTED_KEY, BackupType, host_queue
-from offsite.runner import (MustWait, RunContext, StaleRun, begin_run, finish_run,
-                            note_waiting, run_script_step, upload_step)
+from offsite.admission import MustWait, note_waiting
+from offsite.run_context import RunContext
+from offsite.runner import StaleRun, begin_run, finish_run, run_script_step, upload_step
 from offsite.schedules import utcnow
 from tasks.callbacks import failure_callback
 from workers.app import app

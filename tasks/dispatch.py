@@ -6,7 +6,7 @@ from datetime import datetime
 from offsite.config import Config
 from offsite.constants import BackupType, RunState, host_queue
 from offsite.records import RunRecord, RunStore
-from offsite.runner import new_run_id, queue_run
+from offsite.run_context import new_run_id, queue_run
 from offsite.schedules import describe_lateness, utcnow
 from tasks.backup import start_backup
 from tasks.callbacks import failure_callback
