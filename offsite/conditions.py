@@ -38,5 +38,13 @@ class Conditions:
         self.outbox.add(f"clear:{key}:{now.timestamp():.0f}", recovery, now)
         return True
 
+    def update(self, key: str, active: bool, alert: Alert, recovery: Alert,
+               now: datetime) -> None:
+        """Raise or clear the condition to match what was just observed."""
+        if active:
+            self.raise_(key, alert, now)
+        else:
+            self.clear(key, recovery, now)
+
     def is_active(self, key: str) -> bool:
         return bool(self.client.hexists(CONDITIONS_KEY, key))

@@ -137,24 +137,23 @@ class Watchdog:
         for kind in BackupType:
             spec = self.config.host_schedule(host, kind)
             slot = latest_slot(spec, zone, now - grace)
-            key = f"missed:{host}:{kind.value}"
             if slot is None or slot < since:
                 continue
             covering = {kind, BackupType.FULL}
             started = [r for r in records if r.type in covering and r.state in _STARTED
                        and (r.started_at or r.finished_at or r.created_at) >= slot
                        - timedelta(seconds=1)]
-            if started:
-                self.conditions.clear(key, recovery_alert(
+            self.conditions.update(
+                f"missed:{host}:{kind.value}", not started,
+                condition_alert(
                     host, kind.value, "backup_missed",
-                    f"Host {host} is backing up again: run {started[0].run_id} "
-                    f"{started[0].state.value}."), now)
-                continue
-            self.conditions.raise_(key, condition_alert(
-                host, kind.value, "backup_missed",
-                f"The {kind.value} backup of host {host} due at {slot.isoformat()} did not "
-                f"start within {format_duration(grace.total_seconds())}: is `offsite worker "
-                f"{host}` running and is `offsite beat` running?"), now)
+                    f"The {kind.value} backup of host {host} due at {slot.isoformat()} did "
+                    f"not start within {format_duration(grace.total_seconds())}: is `offsite "
+                    f"worker {host}` running and is `offsite beat` running?"),
+                recovery_alert(
+                    host, kind.value, "backup_missed",
+                    f"Host {host} is backing up again: run "
+                    f"{started[0].run_id if started else '?'} started."), now)
 
     def check_stale(self, host: str, records: list[RunRecord], since: datetime,
                     now: datetime) -> None:
@@ -163,15 +162,13 @@ class Watchdog:
         successes = [r.finished_at for r in records
                      if r.state in (RunState.SUCCEEDED, RunState.WARNING) and r.finished_at]
         last = max([since, *successes])
-        key = f"stale:{host}"
-        if (now - last).total_seconds() > stale_after:
-            self.conditions.raise_(key, condition_alert(
-                host, "any", "backup_stale",
-                f"Host {host} has had no successful backup since {last.isoformat()} "
-                f"(more than {format_duration(stale_after)})."), now)
-        elif successes:
-            self.conditions.clear(key, recovery_alert(
-                host, "any", "backup_stale", f"Host {host} has a successful backup again."), now)
+        self.conditions.update(
+            f"stale:{host}", (now - last).total_seconds() > stale_after,
+            condition_alert(host, "any", "backup_stale",
+                            f"Host {host} has had no successful backup since "
+                            f"{last.isoformat()} (more than {format_duration(stale_after)})."),
+            recovery_alert(host, "any", "backup_stale",
+                           f"Host {host} has a successful backup again."), now)
 
     def check_workers(self, since: datetime, now: datetime) -> None:
         answered = self.ping()
@@ -182,16 +179,13 @@ class Watchdog:
             raw = self.client.hget(LAST_SEEN_KEY, host)
             seen = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw) \
                 if raw else since
-            key = f"worker_down:{host}"
-            if (now - seen).total_seconds() > timeout:
-                self.conditions.raise_(key, condition_alert(
-                    host, "any", "worker_down",
-                    f"The worker of host {host} has not answered a ping since "
-                    f"{seen.isoformat()}: start `offsite worker {host}` on that host."), now)
-            elif host in answered:
-                self.conditions.clear(key, recovery_alert(
-                    host, "any", "worker_down", f"The worker of host {host} answers again."),
-                    now)
+            self.conditions.update(
+                f"worker_down:{host}", (now - seen).total_seconds() > timeout,
+                condition_alert(host, "any", "worker_down",
+                                f"The worker of host {host} has not answered a ping since "
+                                f"{seen.isoformat()}: start `offsite worker {host}` there."),
+                recovery_alert(host, "any", "worker_down",
+                               f"The worker of host {host} answers again."), now)
 
 
 def latest_slot(spec: ScheduleSpec, tz: str, at: datetime) -> datetime | None:
