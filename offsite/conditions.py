@@ -19,24 +19,34 @@ class Conditions:
         self.client = client
         self.outbox = outbox
 
-    def active(self) -> dict[str, dict[str, str]]:
-        return {(key.decode() if isinstance(key, bytes) else key): json.loads(value)
-                for key, value in self.client.hgetall(CONDITIONS_KEY).items()}
-
     def raise_(self, key: str, alert: Alert, now: datetime) -> bool:
         """Alert when the condition is new; True then."""
-        state = json.dumps({"since": now.isoformat(), "subject": alert.subject})
-        if not self.client.hsetnx(CONDITIONS_KEY, key, state):
-            return False
-        self.outbox.add(f"raise:{key}:{now.timestamp():.0f}", alert, now)
-        return True
+        return self._switch(key, True, f"raise:{key}:{now.timestamp():.0f}", alert, now)
 
     def clear(self, key: str, recovery: Alert, now: datetime) -> bool:
         """Send the recovery message when the condition was active; True then."""
-        if not self.client.hdel(CONDITIONS_KEY, key):
-            return False
-        self.outbox.add(f"clear:{key}:{now.timestamp():.0f}", recovery, now)
-        return True
+        return self._switch(key, False, f"clear:{key}:{now.timestamp():.0f}", recovery, now)
+
+    def _switch(self, key: str, active: bool, alert_key: str, alert: Alert,
+                now: datetime) -> bool:
+        """Flip the condition and queue its message in one transaction."""
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(CONDITIONS_KEY)
+                    if bool(pipe.hexists(CONDITIONS_KEY, key)) == active:
+                        return False
+                    pipe.multi()
+                    if active:
+                        pipe.hset(CONDITIONS_KEY, key, json.dumps(
+                            {"since": now.isoformat(), "subject": alert.subject}))
+                    else:
+                        pipe.hdel(CONDITIONS_KEY, key)
+                    self.outbox.stage(pipe, alert_key, alert, now)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def update(self, key: str, active: bool, alert: Alert, recovery: Alert,
                now: datetime) -> None:

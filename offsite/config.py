@@ -192,7 +192,7 @@ def load_config(path: Path) -> Config:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError([f"file not found: create it or pass --config FILE"],
+        raise ConfigError(["file not found: create it or pass --config FILE"],
                           path=str(path)) from None
     except OSError as exc:
         raise ConfigError([f"cannot read: {exc.strerror}"], path=str(path)) from None

@@ -12,7 +12,7 @@ from typing import Callable
 from offsite.config import Config
 from offsite.constants import BackupType
 from offsite.errors import CommandError, OffsiteError
-from offsite.execute import run_command
+from offsite.execute import CommandResult, run_command
 from offsite.staging import host_cache, host_staging
 from offsite.target import probe_bucket
 
@@ -162,19 +162,15 @@ def upload(config: Config, host: str, backup_type: BackupType,
            on_tick: Callable[[], None] | None = None) -> UploadStats:
     """duplicity full/incremental of the host's staging dir; raises CommandError on failure."""
     archive_dir = host_cache(config, host)
-    argv = backup_argv(config, host, backup_type, archive_dir)
-    env = duplicity_env(config, read_passphrase(config, host), dict(os.environ))
-    shutil.rmtree(upload_tempdir(archive_dir), ignore_errors=True)
-    upload_tempdir(archive_dir).mkdir(mode=0o700)
+    tempdir = upload_tempdir(archive_dir)
+    shutil.rmtree(tempdir, ignore_errors=True)
+    tempdir.mkdir(mode=0o700)
     problem = probe_bucket(config)
     if problem is not None and problem[1]:
         raise CommandError(f"{problem[0]} (not retried)", host=host, step="upload",
                            exit_code=None, stderr_tail="")
-    try:
-        result = run_command(argv, timeout_s=config.target.upload_timeout, host=host,
-                             step="upload", env=env, on_tick=on_tick)
-    except CommandError as error:
-        raise explain(error) from None
+    result = _run_duplicity(config, host, "upload",
+                            backup_argv(config, host, backup_type, archive_dir), on_tick)
     try:
         return parse_stats(result.stdout)
     except ValueError:
@@ -190,10 +186,17 @@ def restore(config: Config, host: str, dest: Path, time: str | None = None,
                            host=host, step="restore")
     if dest.exists():
         dest.rmdir()
-    argv = restore_argv(config, host, dest, host_cache(config, host), time, path)
+    _run_duplicity(config, host, "restore",
+                   restore_argv(config, host, dest, host_cache(config, host), time, path))
+
+
+def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
+                   on_tick: Callable[[], None] | None = None) -> CommandResult:
+    """Run duplicity with the passphrase and upload keys in its environment only; a failure
+    says what its exit code means."""
     env = duplicity_env(config, read_passphrase(config, host), dict(os.environ))
     try:
-        run_command(argv, timeout_s=config.target.upload_timeout, host=host, step="restore",
-                    env=env)
+        return run_command(argv, timeout_s=config.target.upload_timeout, host=host, step=step,
+                           env=env, on_tick=on_tick)
     except CommandError as error:
         raise explain(error) from None

@@ -28,25 +28,44 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
                       run_id: str, now: datetime) -> str:
     """Queue the run's alert, or fold it into the host's streak of identical failures.
 
-    Returns "alerted", "summarised" or "duplicate" (this run was already reported).
+    Returns "alerted", "summarised" or "duplicate" (this run was already reported). The
+    "reported" mark, the streak and the alert are written in one transaction, so a crash in
+    between can neither lose the alert nor count a failure twice.
     """
-    if not client.set(REPORTED_KEY + run_id, now.isoformat(), nx=True, ex=RUN_RECORD_TTL_S):
+    reported, streak_key = REPORTED_KEY + run_id, STREAK_KEY + host
+    if client.exists(reported):
         return "duplicate"
     record = store.get(run_id) or _unknown_run(host, run_id)
     signature = failure_signature(record)
-    raw = client.get(STREAK_KEY + host)
-    streak = json.loads(raw) if raw else None
-    if streak and streak["signature"] == signature:
-        streak.update(count=streak["count"] + 1, last_at=now.isoformat(), last_run_id=run_id)
-        client.set(STREAK_KEY + host, json.dumps(streak))
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(reported, streak_key)
+                if pipe.exists(reported):
+                    return "duplicate"
+                raw = pipe.get(streak_key)
+                streak = json.loads(raw) if raw else None
+                repeated = bool(streak and streak["signature"] == signature)
+                if streak and repeated:
+                    streak.update(count=streak["count"] + 1, last_at=now.isoformat(),
+                                  last_run_id=run_id)
+                else:
+                    streak = {"signature": signature, "count": 1, "first_at": now.isoformat(),
+                              "last_at": now.isoformat(), "first_run_id": run_id,
+                              "last_run_id": run_id, "summarised_at": now.isoformat()}
+                pipe.multi()
+                pipe.set(reported, now.isoformat(), ex=RUN_RECORD_TTL_S)
+                pipe.set(streak_key, json.dumps(streak))
+                if not repeated:
+                    outbox.stage(pipe, f"run:{run_id}", failure_alert(record), now)
+                pipe.execute()
+                break
+            except redis.WatchError:
+                continue
+    if repeated:
         _note(store, run_id, f"alert held back: same failure as {streak['first_run_id']} "
                              f"({streak['count']} in a row)")
         return "summarised"
-    client.set(STREAK_KEY + host, json.dumps({
-        "signature": signature, "count": 1, "first_at": now.isoformat(),
-        "last_at": now.isoformat(), "first_run_id": run_id, "last_run_id": run_id,
-        "summarised_at": now.isoformat()}))
-    outbox.add(f"run:{run_id}", failure_alert(record), now)
     _note(store, run_id, "alert queued")
     return "alerted"
 

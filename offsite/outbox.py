@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import redis
+from redis.client import Pipeline
 
 from offsite.alerts import Alert, AlertSink
 from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S
@@ -29,20 +30,19 @@ class AlertOutbox:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
-    def add(self, key: str, alert: Alert, now: datetime) -> bool:
-        """Store the alert for delivery; False when an alert with this key already exists."""
+    def add(self, key: str, alert: Alert, now: datetime) -> None:
+        """Store the alert for delivery; an alert already stored under this key is kept."""
+        with self.client.pipeline() as pipe:
+            self.stage(pipe, key, alert, now)
+            pipe.execute()
+
+    @staticmethod
+    def stage(pipe: Pipeline, key: str, alert: Alert, now: datetime) -> None:
+        """Queue the alert's writes in `pipe`, so they commit together with the state that
+        calls for the alert (a condition, a failure streak): never one without the other."""
         entry = {"alert": asdict(alert), "attempts": 0, "sent_at": None, "error": None}
-        if not self.client.set(ALERT_KEY + key, json.dumps(entry), nx=True,
-                               ex=RUN_RECORD_TTL_S):
-            return False
-        self.client.zadd(PENDING_KEY, {key: now.timestamp()})
-        return True
-
-    def was_added(self, key: str) -> bool:
-        return bool(self.client.exists(ALERT_KEY + key))
-
-    def pending(self) -> int:
-        return int(self.client.zcard(PENDING_KEY))
+        pipe.set(ALERT_KEY + key, json.dumps(entry), nx=True, ex=RUN_RECORD_TTL_S)
+        pipe.zadd(PENDING_KEY, {key: now.timestamp()}, nx=True)
 
     def deliver_due(self, sink: AlertSink, now: datetime) -> int:
         """Try every alert whose time has come; returns how many were delivered."""

@@ -12,11 +12,11 @@ from offsite.config import Config
 from offsite.constants import BackupType, RunState
 from offsite.duplicity import UploadStats, upload
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
-from offsite.lease import HostLease, MemoryHostLease
-from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, RunStore, StepRecord
+from offsite.lease import MemoryHostLease
+from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, StepRecord
 from offsite.run_context import RunContext, new_run_id
 from offsite.schedules import utcnow
-from offsite.scripts import ScriptRun, run_script
+from offsite.scripts import ScriptRun, run_script, script_step
 from offsite.staging import empty_host_staging, prepare_host_staging
 
 log = logging.getLogger(__name__)
@@ -26,10 +26,6 @@ UPLOAD_STEP = "upload"
 
 class StaleRun(OffsiteError):
     """A step of a run that already ended or lost its lease: it must not run, nor alert."""
-
-
-def script_step(name: str) -> str:
-    return f"script:{name}"
 
 
 def begin_run(ctx: RunContext, requested: BackupType,
@@ -150,7 +146,7 @@ def finish_run(ctx: RunContext) -> RunRecord:
 
 
 def failure_class(step: str, error: OffsiteError) -> str:
-    if step.startswith("script:"):
+    if step.startswith(script_step("")):
         if isinstance(error, CommandTimedOut):
             return "script_timeout"
         return "disk_full" if "No space left" in _stderr(error) else "script_failed"
@@ -195,12 +191,10 @@ def _end_run(ctx: RunContext) -> None:
         ctx.lease.release(ctx.host, ctx.run_id)
 
 
-def run_local(config: Config, host: str, backup_type: BackupType,
-              store: RunStore | None = None, lease: HostLease | None = None) -> RunRecord:
+def run_local(config: Config, host: str, backup_type: BackupType) -> RunRecord:
     """Every step of a run in this process, no broker: the single-machine mode."""
     config.host(host)
-    ctx = RunContext(config=config, store=store or MemoryRunStore(),
-                     lease=lease or MemoryHostLease(), host=host,
+    ctx = RunContext(config=config, store=MemoryRunStore(), lease=MemoryHostLease(), host=host,
                      run_id=new_run_id(host, backup_type, utcnow()),
                      worker=f"local@{socket.gethostname()}")
     try:

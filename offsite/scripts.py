@@ -43,11 +43,16 @@ def script_env(run: ScriptRun) -> dict[str, str]:
     return env
 
 
+def script_step(name: str) -> str:
+    """The step name of a script in run records and errors."""
+    return f"script:{name}"
+
+
 def run_script(config: Config, run: ScriptRun,
                on_tick: Callable[[], None] | None = None) -> CommandResult:
     """Run one configured script in its staging folder; raises CommandError on failure or timeout."""
     script: ScriptConfig = config.host(run.host).scripts[run.name]
     argv = SCRIPT_KINDS[script.kind](script.code)
-    return run_command(argv, timeout_s=script.timeout, host=run.host, step=f"script:{run.name}",
+    return run_command(argv, timeout_s=script.timeout, host=run.host, step=script_step(run.name),
                        env=script_env(run), cwd=script_staging(config, run.host, run.name),
                        capture_stdout=False, on_tick=on_tick)

@@ -53,8 +53,10 @@ class Watchdog:
     def tick(self, now: datetime) -> None:
         since = self._since(now)
         records = self.store.recent(None, _RECENT)
-        self.find_lost_runs(records, now)
+        if self.find_lost_runs(records, now):
+            records = self.store.recent(None, _RECENT)
         self.report_unreported_failures(records, now)
+        self.rerun_lost_runs(records)
         for host in self.config.hosts:
             own = [record for record in records if record.host == host]
             self.check_overdue(host, own, now)
@@ -70,22 +72,13 @@ class Watchdog:
         raw = self.client.get(SINCE_KEY)
         return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
 
-    def find_lost_runs(self, records: list[RunRecord], now: datetime) -> None:
-        for record in records:
-            if record.state != RunState.RUNNING:
-                continue
-            if self.lease.holder(record.host) == record.run_id:
-                continue
-            lost = self._mark_lost(record, now)
-            if lost is None:
-                continue
-            report_failed_run(self.store, self.client, self.outbox, lost.host, lost.run_id, now)
-            if not lost.run_id.endswith(RERUN_SUFFIX):
-                rerun_id = lost.run_id + RERUN_SUFFIX
-                self.redispatch(lost, rerun_id)
-                log.warning("run %s lost; re-run queued as %s", lost.run_id, rerun_id)
+    def find_lost_runs(self, records: list[RunRecord], now: datetime) -> bool:
+        """Mark running runs whose lease is gone as lost; True when any was."""
+        suspects = [record for record in records if record.state == RunState.RUNNING
+                    and self.lease.holder(record.host) != record.run_id]
+        return any([self._mark_lost(record, now) for record in suspects])
 
-    def _mark_lost(self, record: RunRecord, now: datetime) -> RunRecord | None:
+    def _mark_lost(self, record: RunRecord, now: datetime) -> bool:
         step = next((s.name for s in reversed(record.steps) if not s.finished_at), None)
         changed = False
 
@@ -102,8 +95,8 @@ class Watchdog:
                          f"{step or 'the run'}: killed, crashed or cut off from Redis"))
             if not current.run_id.endswith(RERUN_SUFFIX):
                 current.notes.append(f"re-run queued as {current.run_id}{RERUN_SUFFIX}")
-        updated = self.store.update(record.run_id, mark)
-        return updated if changed else None
+        self.store.update(record.run_id, mark)
+        return changed
 
     def report_unreported_failures(self, records: list[RunRecord], now: datetime) -> None:
         """Failures whose errback never came (a lost message, a control worker that was down)."""
@@ -111,6 +104,17 @@ class Watchdog:
             if record.state in (RunState.FAILED, RunState.LOST):
                 report_failed_run(self.store, self.client, self.outbox, record.host,
                                   record.run_id, now)
+
+    def rerun_lost_runs(self, records: list[RunRecord]) -> None:
+        """One re-run per lost run (a re-run is not re-run again); derived from the records on
+        every tick, so a control worker that died mid-tick still queues it next time."""
+        for record in records:
+            rerun_id = record.run_id + RERUN_SUFFIX
+            if record.state != RunState.LOST or record.run_id.endswith(RERUN_SUFFIX) \
+                    or self.store.get(rerun_id) is not None:
+                continue
+            self.redispatch(record, rerun_id)
+            log.warning("run %s lost; re-run queued as %s", record.run_id, rerun_id)
 
     def check_overdue(self, host: str, records: list[RunRecord], now: datetime) -> None:
         limit = timedelta(seconds=self.config.max_run_s(host))

@@ -35,9 +35,9 @@ def notify_failure(failed_task_id: str, *, host: str, run_id: str) -> str:
     """Errback of every backup chain: store the alert, then try to deliver it now; what cannot
     be delivered stays in the outbox for the watchdog to retry."""
     del failed_task_id
-    now = utcnow()
-    outcome = report_failed_run(run_store(), redis_client(), outbox(), host, run_id, now)
-    outbox().deliver_due(alert_sink(), now)
+    now, alerts = utcnow(), outbox()
+    outcome = report_failed_run(run_store(), redis_client(), alerts, host, run_id, now)
+    alerts.deliver_due(alert_sink(), now)
     return outcome
 
 
