@@ -1,19 +1,17 @@
 """Whether a queued run may start, and as what: the rules that keep one backup per slot and
-one at a time per host (duplicates, expiry, a full covering an incremental, a busy host,
-promotion of an incremental to a full)."""
+one at a time per host (duplicates, expiry, a full covering an incremental, a busy host).
+Whether an incremental has a chain to continue is the target's to say: offsite.chain_check."""
 from __future__ import annotations
 
 import logging
 from datetime import datetime
 
-from offsite.chain_state import promotion_reason
 from offsite.constants import BackupType, RunState
 from offsite.durations import format_duration
 from offsite.errors import OffsiteError
 from offsite.records import RunRecord
 from offsite.run_context import RunContext, queue_run
 from offsite.schedules import utcnow
-from offsite.staging import host_cache
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +43,6 @@ def admit(ctx: RunContext, requested: BackupType,
                            host=ctx.host, step="start")
         _settle(ctx, RunState.SKIPPED, f"skipped: the host is busy with run {holder}")
         return None
-    promotion = None
-    if record.type == BackupType.INCR:
-        promotion = promotion_reason(host_cache(ctx.config, ctx.host), ctx.host,
-                                     ctx.config.max_full_interval(ctx.host), utcnow())
     claimed = False
 
     def claim(current: RunRecord) -> None:
@@ -59,9 +53,6 @@ def admit(ctx: RunContext, requested: BackupType,
             current.started_at = utcnow()
             if note := _queue_wait_note(current, ctx.config.watchdog.start_grace):
                 current.notes.append(note)
-            if promotion:
-                current.type = BackupType.FULL
-                current.notes.append(promotion)
 
     started = ctx.store.update(ctx.run_id, claim)
     if not claimed:

@@ -128,9 +128,9 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
-    from offsite.duplicity import restore
+    from offsite.restore import restore_host
     config.host(args.host)
-    restore(config, args.host, Path(args.dest), time=args.time, path=args.path)
+    restore_host(config, args.host, Path(args.dest), time=args.time, path=args.path)
     print(f"restored {args.host} into {args.dest}")
     return EXIT_OK
 

@@ -77,6 +77,9 @@ class HostSchedule(StrictModel):
     incr: Schedule | None = Field(None, description="when incrementals run (overrides the fleet)")
     max_full_interval: Duration | None = Field(
         None, description="an incremental is promoted to full when the last full is older")
+    promote_to_full: bool | None = Field(
+        None, description="promote an incremental to full when the target holds no usable "
+                          "chain (else the run fails with class chain_missing)")
 
 
 class HostConfig(StrictModel):
@@ -127,6 +130,9 @@ class ScheduleConfig(StrictModel):
     full: Schedule = Field(CronSpec("0 0 1 * *"), description="default full schedule")
     incr: Schedule = Field(CronSpec("0 4 * * 1"), description="default incremental schedule")
     max_full_interval: Duration = Field(35 * 86400, description="promote an incr to full after")
+    promote_to_full: bool = Field(
+        True, description="promote an incremental to full when the target holds no usable "
+                          "chain (else the run fails with class chain_missing)")
 
 
 class WatchdogConfig(StrictModel):
@@ -177,6 +183,10 @@ class Config(StrictModel):
         """The longest a run of the host may take: every script's timeout plus the upload's."""
         scripts = self.host(name).scripts.values()
         return sum(script.timeout for script in scripts) + self.target.upload_timeout
+
+    def promote_to_full(self, name: str) -> bool:
+        own = self.host(name).schedule.promote_to_full
+        return own if own is not None else self.schedule.promote_to_full
 
     def max_full_interval(self, name: str) -> int:
         own = self.host(name).schedule.max_full_interval

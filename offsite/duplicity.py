@@ -11,7 +11,8 @@ from typing import Callable
 
 from offsite.config import Config
 from offsite.constants import BackupType
-from offsite.errors import CommandError, OffsiteError
+from offsite.duplicity_errors import describe_failure, read_log_tail
+from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.execute import CommandResult, run_command
 from offsite.staging import host_cache, host_staging
 from offsite.target import probe_bucket
@@ -25,19 +26,6 @@ def _find_duplicity() -> str:
 DUPLICITY = _find_duplicity()
 _ACTIONS = {BackupType.FULL: "full", BackupType.INCR: "incremental"}
 _STAT_LINE = re.compile(r"^(\w+) (-?[\d.]+)")
-
-EXIT_MEANINGS = {
-    3: "the source hostname changed (another machine wrote this chain)",
-    11: "the restore destination is not empty",
-    17: "no full backup chain exists yet for an incremental",
-    19: "the path is not in the backup",
-    23: "bad usage, or another duplicity holds the archive lock",
-    30: "duplicity crashed (unhandled error)",
-    31: "gpg failed: wrong passphrase or missing key",
-    42: "the source path changed since the last backup",
-    50: "the storage backend failed: missing bucket, bad credentials or unreachable endpoint",
-}
-
 
 @dataclass(frozen=True)
 class UploadStats:
@@ -54,8 +42,14 @@ class UploadStats:
         return asdict(self)
 
 
-def common_flags(config: Config, host: str, archive_dir: Path) -> list[str]:
-    flags = ["--archive-dir", str(archive_dir), "--name", host]
+def log_path(archive_dir: Path, step: str) -> Path:
+    """duplicity's machine-readable log of the latest `step` run with this cache."""
+    return archive_dir / f"{step}.log"
+
+
+def common_flags(config: Config, host: str, archive_dir: Path, step: str) -> list[str]:
+    flags = ["--archive-dir", str(archive_dir), "--name", host,
+             "--log-timestamp", "--log-file", str(log_path(archive_dir, step))]
     if config.target.endpoint_url:
         flags += ["--s3-endpoint-url", config.target.endpoint_url]
     if config.target.region:
@@ -70,7 +64,7 @@ def upload_tempdir(archive_dir: Path) -> Path:
 
 
 def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir: Path) -> list[str]:
-    return [DUPLICITY, _ACTIONS[backup_type], *common_flags(config, host, archive_dir),
+    return [DUPLICITY, _ACTIONS[backup_type], *common_flags(config, host, archive_dir, "upload"),
             "--tempdir", str(upload_tempdir(archive_dir)),
             "--volsize", str(config.target.volsize),
             "--num-retries", str(config.target.retries),
@@ -80,7 +74,7 @@ def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir:
 
 def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
                  time: str | None = None, path: str | None = None) -> list[str]:
-    flags = common_flags(config, host, archive_dir)
+    flags = common_flags(config, host, archive_dir, "restore")
     if time:
         flags += ["--time", time]
     if path:
@@ -141,21 +135,14 @@ def parse_stats(stdout: str) -> UploadStats:
                        errors=whole("Errors"), elapsed_s=values.get("ElapsedTime", 0.0))
 
 
-def explain(error: CommandError) -> CommandError:
-    """The same error with what duplicity's exit code means and its own last error line."""
-    meaning = EXIT_MEANINGS.get(error.returncode or -1)
-    if meaning is None:
-        return error
-    detail = _last_error_line(error.stderr_tail)
-    cause = f"duplicity exit {error.returncode}: {meaning}" + (f" ({detail})" if detail else "")
+def explain(error: CommandError, log_path: Path) -> CommandError:
+    """The same error, headed by the real cause read from duplicity's log and stderr."""
+    failure = describe_failure(error.returncode, read_log_tail(log_path), error.stderr_tail)
+    cause = f"duplicity exit {error.returncode}: {failure.headline}"
+    if failure.detail and failure.detail not in failure.headline:
+        cause += f" ({failure.detail})"
     return CommandError(cause, host=error.host, step=error.step, exit_code=error.returncode,
                         stderr_tail=error.stderr_tail)
-
-
-def _last_error_line(stderr_tail: str) -> str:
-    lines = [line.strip() for line in stderr_tail.splitlines() if line.strip()]
-    errors = [line for line in lines if "Error" in line or "Exception" in line]
-    return (errors or lines or [""])[-1][:300]
 
 
 def upload(config: Config, host: str, backup_type: BackupType,
@@ -178,25 +165,25 @@ def upload(config: Config, host: str, backup_type: BackupType,
                            step="upload", exit_code=0, stderr_tail=result.stderr_tail) from None
 
 
-def restore(config: Config, host: str, dest: Path, time: str | None = None,
-            path: str | None = None) -> None:
-    """Restore the host's backup (as of `time`, optionally one `path`) into `dest`."""
-    if dest.exists() and any(dest.iterdir()):
-        raise OffsiteError(f"restore destination {dest} is not empty: choose a new folder",
-                           host=host, step="restore")
-    if dest.exists():
-        dest.rmdir()
-    _run_duplicity(config, host, "restore",
-                   restore_argv(config, host, dest, host_cache(config, host), time, path))
+def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
+                time: str | None = None, path: str | None = None) -> CommandResult:
+    """duplicity restore into dest (which must not exist); raises CommandError naming the
+    cause."""
+    return _run_duplicity(config, host, "restore",
+                          restore_argv(config, host, dest, archive_dir, time, path))
 
 
 def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
                    on_tick: Callable[[], None] | None = None) -> CommandResult:
     """Run duplicity with the passphrase and upload keys in its environment only; a failure
-    says what its exit code means."""
+    is explained from duplicity's own log (see offsite.duplicity_errors)."""
     env = duplicity_env(config, read_passphrase(config, host), dict(os.environ))
+    log_file = Path(argv[argv.index("--log-file") + 1])
+    log_file.unlink(missing_ok=True)
     try:
         return run_command(argv, timeout_s=config.target.upload_timeout, host=host, step=step,
                            env=env, on_tick=on_tick)
     except CommandError as error:
-        raise explain(error) from None
+        if isinstance(error, CommandTimedOut):
+            raise
+        raise explain(error, log_file) from None

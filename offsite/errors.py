@@ -6,6 +6,7 @@ class OffsiteError(Exception):
     """An error with the host and the step it happened in, and the cause in words."""
 
     exit_code = 1
+    failure_class: str | None = None   # the alert class, when the error type decides it
 
     def __init__(self, cause: str, *, host: str | None = None, step: str | None = None) -> None:
         self.cause = cause

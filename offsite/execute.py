@@ -54,12 +54,14 @@ def describe_env(env: Mapping[str, str], base: Mapping[str, str]) -> str:
 def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step: str,
                 env: Mapping[str, str] | None = None, cwd: Path | None = None,
                 check: bool = True, capture_stdout: bool = True,
-                on_tick: Callable[[], None] | None = None, tick_s: float = 1.0) -> CommandResult:
+                on_tick: Callable[[], None] | None = None, tick_s: float = 1.0,
+                stdin_data: bytes | None = None) -> CommandResult:
     """Run argv in its own process group and wait at most timeout_s.
 
     On timeout the whole group is killed (TERM, then KILL) and CommandTimedOut is raised;
     a non-zero exit raises CommandError when `check` is set. `on_tick` is called every
-    `tick_s` while the child runs (the host lease is renewed there). stderr goes to a
+    `tick_s` while the child runs (the host lease is renewed there). `stdin_data` (a
+    passphrase for gpg: at most a pipe buffer) is written to the child's stdin. stderr goes to a
     temporary file so a chatty child can never block on a full pipe.
     """
     full_env = dict(env) if env is not None else dict(os.environ)
@@ -68,13 +70,20 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
     with tempfile.TemporaryFile() as stderr_file, tempfile.TemporaryFile() as stdout_file:
         try:
             child = subprocess.Popen(
-                list(argv), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
+                list(argv), cwd=cwd, env=full_env,
+                stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
                 stdout=stdout_file if capture_stdout else subprocess.DEVNULL,
                 stderr=stderr_file, start_new_session=True,
                 preexec_fn=_die_with_parent)
         except OSError as exc:
             raise CommandError(f"cannot start {argv[0]}: {exc.strerror}", host=host, step=step,
                                exit_code=None, stderr_tail="") from None
+        if stdin_data is not None and child.stdin is not None:
+            try:
+                child.stdin.write(stdin_data)
+                child.stdin.close()
+            except BrokenPipeError:
+                pass  # the child exited without reading: its exit code says why
         exit_code = _wait(child, timeout_s, on_tick, tick_s)
         elapsed = time.monotonic() - started
         stderr_tail = _tail(stderr_file)

@@ -43,6 +43,7 @@ class RunRecord(BaseModel):
     finished_at: datetime | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     bytes_uploaded: int | None = None
+    backup_set: str | None = None   # time of the set confirmed in the target (UTC)
     stats: dict[str, float] | None = None
     error: ErrorRecord | None = None
     notes: list[str] = Field(default_factory=list)

@@ -8,16 +8,20 @@ from datetime import datetime
 from typing import Callable, Iterator
 
 from offsite.admission import admit
+from offsite.catalog import Catalog, format_stamp, read_catalog
+from offsite.chain_check import ChainPlan, check_target_before, confirm_uploaded
 from offsite.config import Config
 from offsite.constants import BackupType, RunState
-from offsite.duplicity import UploadStats, upload
+from offsite.duplicity import upload
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.lease import MemoryHostLease
 from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, StepRecord
 from offsite.run_context import RunContext, new_run_id
 from offsite.schedules import utcnow
 from offsite.scripts import ScriptRun, run_script, script_step
+from offsite.shutdown import stopping
 from offsite.staging import empty_host_staging, prepare_host_staging
+from offsite.target import TargetUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +34,30 @@ class StaleRun(OffsiteError):
 
 def begin_run(ctx: RunContext, requested: BackupType,
               scheduled_for: datetime | None = None) -> BackupType | None:
-    """Admit the run (see offsite.admission) and prepare its staging folder."""
+    """Admit the run (see offsite.admission), decide its type from what the target holds (see
+    offsite.chain_check) and prepare its staging folder; a failure here is recorded at step
+    `start`, before any dump script runs."""
     effective = admit(ctx, requested, scheduled_for)
     if effective is None:
         return None
     try:
+        plan = check_target_before(ctx.config, ctx.host, effective, utcnow())
+        if plan.backup_type != effective or plan.notes:
+            ctx.store.update(ctx.run_id, lambda record: _apply_plan(record, plan))
         prepare_host_staging(ctx.config, ctx.host)
-    except OSError as exc:
-        error = OffsiteError(f"cannot prepare staging: {exc}", host=ctx.host, step="start")
+    except OffsiteError as error:
         fail_run(ctx, "start", error)
-        raise error from None
-    return effective
+        raise
+    except OSError as exc:
+        problem = OffsiteError(f"cannot prepare staging: {exc}", host=ctx.host, step="start")
+        fail_run(ctx, "start", problem)
+        raise problem from None
+    return plan.backup_type
+
+
+def _apply_plan(record: RunRecord, plan: ChainPlan) -> None:
+    record.type = plan.backup_type
+    record.notes.extend(note for note in plan.notes if note not in record.notes)
 
 
 def _renewer(ctx: RunContext) -> Callable[[], None]:
@@ -96,7 +113,10 @@ def _recorded_step(ctx: RunContext, step: str) -> Iterator[None]:
     try:
         yield
     except OffsiteError as error:
-        fail_run(ctx, step, error)
+        if stopping():
+            stop_run(ctx, step, error)
+        else:
+            fail_run(ctx, step, error)
         raise
     except Exception as exc:
         wrapped = OffsiteError(f"unexpected {type(exc).__name__}: {exc}", host=ctx.host,
@@ -115,18 +135,35 @@ def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> No
     ctx.store.update(ctx.run_id, lambda record: _finish_step(record, step, 0))
 
 
-def upload_step(ctx: RunContext, backup_type: BackupType) -> UploadStats | None:
+def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
+    """Upload, confirm the new set in the target, and finish the run in the same breath: the
+    moment the set is confirmed the run is durably over, so a worker stopped right after
+    (SIGTERM lets the current task end) never leaves a finished backup looking lost."""
     if not _guard(ctx, UPLOAD_STEP):
         return None
     with _recorded_step(ctx, UPLOAD_STEP):
+        before = _catalog_or_none(ctx)
         stats = upload(ctx.config, ctx.host, backup_type, on_tick=_renewer(ctx))
+        written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
+                                   ctx.host)
 
     def done(record: RunRecord) -> None:
         _finish_step(record, UPLOAD_STEP, 0)
         record.bytes_uploaded = stats.bytes_uploaded
         record.stats = dict(stats.as_dict())
+        record.backup_set = format_stamp(written.time)
     ctx.store.update(ctx.run_id, done)
-    return stats
+    return finish_run(ctx)
+
+
+def _catalog_or_none(ctx: RunContext) -> Catalog | None:
+    """The target before the upload; None when it cannot be listed now (duplicity retries an
+    unreachable endpoint itself, and the check after the upload must then succeed)."""
+    try:
+        return read_catalog(ctx.config, ctx.host)
+    except TargetUnreadable as exc:
+        log.warning("run %s: cannot list the target before the upload: %s", ctx.run_id, exc)
+        return None
 
 
 def finish_run(ctx: RunContext) -> RunRecord:
@@ -134,18 +171,32 @@ def finish_run(ctx: RunContext) -> RunRecord:
     def finish(record: RunRecord) -> None:
         if record.state != RunState.RUNNING:
             raise StaleRun(f"run {ctx.run_id} is {record.state}", host=ctx.host, step="finish")
-        errors = int((record.stats or {}).get("errors", 0))
-        record.state = RunState.WARNING if errors else RunState.SUCCEEDED
-        if errors:
-            record.notes.append(f"duplicity could not read {errors} file(s) in staging")
-        record.finished_at = utcnow()
+        complete_record(record, utcnow())
     try:
         return ctx.store.update(ctx.run_id, finish)
     finally:
         _end_run(ctx)
 
 
+def upload_confirmed(record: RunRecord) -> bool:
+    """Whether the run's set was confirmed in the target: the evidence that it succeeded."""
+    upload = record.step(UPLOAD_STEP)
+    return bool(upload and upload.finished_at and upload.exit_code == 0 and record.backup_set)
+
+
+def complete_record(record: RunRecord, now: datetime) -> None:
+    """A confirmed upload's outcome: succeeded, or warning when duplicity counted files it
+    could not read."""
+    errors = int((record.stats or {}).get("errors", 0))
+    record.state = RunState.WARNING if errors else RunState.SUCCEEDED
+    if errors:
+        record.notes.append(f"duplicity could not read {errors} file(s) in staging")
+    record.finished_at = now
+
+
 def failure_class(step: str, error: OffsiteError) -> str:
+    if error.failure_class:
+        return error.failure_class
     if step.startswith(script_step("")):
         if isinstance(error, CommandTimedOut):
             return "script_timeout"
@@ -184,6 +235,28 @@ def fail_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
         _end_run(ctx)
 
 
+def stop_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
+    """The worker is being stopped and the step's command died with it: the run is lost with
+    the step named (the watchdog alerts once and queues its re-run), not a failure."""
+    log.warning("run %s stopped at %s by the worker's shutdown: %s", ctx.run_id, step,
+                error.one_line())
+
+    def lose(record: RunRecord) -> None:
+        if record.is_final:
+            return
+        if record.step(step):
+            _finish_step(record, step, None)
+        record.state = RunState.LOST
+        record.finished_at = utcnow()
+        record.error = ErrorRecord(step=step, failure_class="run_lost",
+                                   message=f"the worker was stopped during {step} before the "
+                                           "backup was confirmed in the target")
+    try:
+        return ctx.store.update(ctx.run_id, lose)
+    finally:
+        _end_run(ctx)
+
+
 def _end_run(ctx: RunContext) -> None:
     try:
         empty_host_staging(ctx.config, ctx.host)
@@ -203,7 +276,6 @@ def run_local(config: Config, host: str, backup_type: BackupType) -> RunRecord:
             for script in config.host(host).scripts:
                 run_script_step(ctx, script, effective)
             upload_step(ctx, effective)
-            finish_run(ctx)
     except OffsiteError:
         pass  # recorded in the run record by the step that failed
     record = ctx.store.get(ctx.run_id)

@@ -3,6 +3,8 @@ is it worth retrying?"""
 from __future__ import annotations
 
 import os
+from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -10,6 +12,22 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from offsite.config import Config
+from offsite.errors import OffsiteError
+
+MAX_OBJECTS = 200_000  # a host prefix holding more is refused rather than listed without end
+
+
+class TargetUnreadable(OffsiteError):
+    """The target could not be listed or read (missing bucket, no access, unreachable)."""
+
+    failure_class = "target_unreadable"
+
+
+@dataclass(frozen=True)
+class TargetObject:
+    name: str
+    size: int
+    storage_class: str = "STANDARD"
 
 _PERMANENT = {"403": "access denied: check DUPLICITY_AWS_ACCESS_KEY_ID / "
                      "DUPLICITY_AWS_SECRET_ACCESS_KEY and the bucket policy",
@@ -51,3 +69,95 @@ def probe_bucket(config: Config) -> tuple[str, bool] | None:
     finally:
         client.close()
     return None
+
+
+def host_prefix(config: Config, host: str) -> str:
+    """The key prefix of the host's objects in the bucket (`[path/]host/`)."""
+    rest = config.target.host_url(host).split("://", 1)[1]
+    return rest.split("/", 1)[1].strip("/") + "/"
+
+
+def file_host_dir(config: Config, host: str) -> Path | None:
+    url = config.target.host_url(host)
+    return Path(url.removeprefix("file://")) if url.startswith("file://") else None
+
+
+def list_host_objects(config: Config, host: str) -> list[TargetObject]:
+    """Every object directly under the host's prefix (name, size, storage class); raises
+    TargetUnreadable with the cause and what to do."""
+    folder = file_host_dir(config, host)
+    if folder is not None:
+        try:
+            entries = [TargetObject(entry.name, entry.stat().st_size)
+                       for entry in os.scandir(folder) if entry.is_file()]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise TargetUnreadable(f"cannot list {folder}: {exc.strerror}", host=host,
+                                   step="catalog") from None
+        if len(entries) > MAX_OBJECTS:
+            raise TargetUnreadable(f"{folder} holds more than {MAX_OBJECTS} objects",
+                                   host=host, step="catalog")
+        return entries
+    bucket, prefix = bucket_name(config), host_prefix(config, host)
+    client = upload_s3_client(config)
+    objects: list[TargetObject] = []
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/")
+        for page in pages:
+            for item in page.get("Contents", []):
+                objects.append(TargetObject(item["Key"][len(prefix):], int(item["Size"]),
+                                            item.get("StorageClass") or "STANDARD"))
+            if len(objects) > MAX_OBJECTS:
+                raise TargetUnreadable(f"s3://{bucket}/{prefix} holds more than {MAX_OBJECTS} "
+                                       "objects", host=host, step="catalog")
+    except ClientError as exc:
+        raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {_client_problem(exc)}",
+                               host=host, step="catalog") from None
+    except BotoCoreError as exc:
+        raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: unreachable ({exc})",
+                               host=host, step="catalog") from None
+    finally:
+        client.close()
+    return objects
+
+
+def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> bytes:
+    """One object of the host (a manifest), at most max_bytes; raises TargetUnreadable."""
+    folder = file_host_dir(config, host)
+    try:
+        if folder is not None:
+            with open(folder / name, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+        else:
+            client = upload_s3_client(config)
+            try:
+                body = client.get_object(Bucket=bucket_name(config),
+                                         Key=host_prefix(config, host) + name)["Body"]
+                data = body.read(max_bytes + 1)
+            finally:
+                client.close()
+    except ClientError as exc:
+        raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
+                               step="catalog") from None
+    except (BotoCoreError, OSError) as exc:
+        raise TargetUnreadable(f"cannot read {name}: {exc}", host=host, step="catalog") from None
+    if len(data) > max_bytes:
+        raise TargetUnreadable(f"{name} is larger than {max_bytes} bytes", host=host,
+                               step="catalog")
+    return data
+
+
+def _client_problem(exc: ClientError) -> str:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    if code == "InvalidObjectState":
+        return ("the object is archived (Glacier): request its restoration (S3 RestoreObject) "
+                "and try again when it is thawed")
+    if status in _PERMANENT:
+        return _PERMANENT[status]
+    if code == "NoSuchBucket":
+        return _PERMANENT["404"]
+    return f"{code or status}: {error.get('Message', '')}".strip()

@@ -23,6 +23,7 @@ from offsite.lease import HostLease
 from offsite.notify import report_failed_run, review_streak
 from offsite.outbox import AlertOutbox
 from offsite.records import ErrorRecord, RunRecord, RunStore
+from offsite.runner import complete_record, upload_confirmed
 from offsite.schedules import EverySpec, ScheduleSpec, next_run, period_s
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,11 @@ class Watchdog:
             if current.state != RunState.RUNNING or self.lease.holder(current.host) == current.run_id:
                 return
             changed = True
+            if upload_confirmed(current):
+                complete_record(current, now)
+                current.notes.append("finished by the watchdog: the worker stopped after the "
+                                     "upload was confirmed in the target")
+                return
             current.state = RunState.LOST
             current.finished_at = now
             current.error = ErrorRecord(

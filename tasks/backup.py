@@ -1,4 +1,5 @@
-"""The tasks a host worker runs: start_backup builds the chain of scripts, upload, finish."""
+"""The tasks a host worker runs: start_backup builds the chain of scripts, then upload (which
+confirms the set in the target and finishes the run)."""
 from __future__ import annotations
 
 import logging
@@ -10,7 +11,7 @@ from celery.exceptions import Ignore, Reject
 from offsite.constants import REJECTED_KEY, BackupType, host_queue
 from offsite.admission import MustWait, note_waiting
 from offsite.run_context import RunContext
-from offsite.runner import StaleRun, begin_run, finish_run, run_script_step, upload_step
+from offsite.runner import StaleRun, begin_run, run_script_step, upload_step
 from offsite.schedules import utcnow
 from tasks.callbacks import failure_callback
 from workers.app import app
@@ -48,8 +49,7 @@ def start_backup(self: Task, host: str, backup_type: str, run_id: str,
     queue = host_queue(host)
     steps = [run_script.si(host, run_id, name, effective.value).set(queue=queue)
              for name in ctx.config.host(host).scripts]
-    steps += [upload.si(host, run_id, effective.value).set(queue=queue),
-              finish.si(host, run_id).set(queue=queue)]
+    steps.append(upload.si(host, run_id, effective.value).set(queue=queue))
     chain(*steps).on_error(failure_callback(host, run_id)).apply_async()
     return "started"
 
@@ -64,19 +64,10 @@ def run_script(self: Task, host: str, run_id: str, script: str, backup_type: str
 
 
 @app.task(bind=True, name="tasks.backup.upload")
-def upload(self: Task, host: str, run_id: str, backup_type: str) -> int | None:
+def upload(self: Task, host: str, run_id: str, backup_type: str) -> str | None:
     try:
-        stats = upload_step(_context(self, host, run_id), BackupType(backup_type))
+        record = upload_step(_context(self, host, run_id), BackupType(backup_type))
     except StaleRun as stale:
         log.warning("%s", stale)
         raise Ignore() from None
-    return stats.bytes_uploaded if stats else None
-
-
-@app.task(bind=True, name="tasks.backup.finish_run")
-def finish(self: Task, host: str, run_id: str) -> str:
-    try:
-        return finish_run(_context(self, host, run_id)).state.value
-    except StaleRun as stale:
-        log.warning("%s", stale)
-        raise Ignore() from None
+    return record.state.value if record else None

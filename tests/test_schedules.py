@@ -1,12 +1,10 @@
-"""offsite.schedules and offsite.chain_state: next slots, lateness, promotion to full. Pure."""
+"""offsite.schedules: next slots, lateness. Pure."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
-from offsite.chain_state import last_full_time, promotion_reason
 from offsite.schedules import (CronSpec, EverySpec, describe_lateness, due_after, next_run,
                                parse_schedule_spec, slots_between)
 
@@ -180,75 +178,3 @@ def test_describe_says_what_the_schedule_is() -> None:
     assert CronSpec("0 4 * * 1").describe() == "0 4 * * 1"
     assert EverySpec(6 * 3600).describe() == "every 6h"
     assert EverySpec(3).describe() == "every 3s"
-
-
-# ------------------------------------------------------------------ promotion_reason
-
-
-def cache_with(tmp_path: Path, *names: str) -> Path:
-    """A host's duplicity archive dir (`<archive>/<name>/...`) holding the given files."""
-    folder = tmp_path / "archive" / "carcosa"
-    folder.mkdir(parents=True)
-    for name in names:
-        (folder / name).write_text("manifest")
-    return tmp_path / "archive"
-
-
-NOW = at("2026-12-07T04:00:00")
-FIVE_WEEKS = 35 * DAY
-
-
-def test_no_cache_at_all_means_no_chain(tmp_path: Path) -> None:
-    reason = promotion_reason(tmp_path / "missing", "carcosa", FIVE_WEEKS, NOW)
-    assert reason == "promoted to full: the host has no full backup chain yet"
-
-
-def test_an_empty_cache_means_no_chain(tmp_path: Path) -> None:
-    archive = cache_with(tmp_path)
-    assert "no full backup chain" in str(promotion_reason(archive, "carcosa", FIVE_WEEKS, NOW))
-
-
-def test_only_an_unfinished_full_means_no_chain(tmp_path: Path) -> None:
-    archive = cache_with(tmp_path, "duplicity-full.20261201T000000Z.manifest.part",
-                         "duplicity-full-signatures.20261201T000000Z.sigtar.part")
-    assert last_full_time(archive, "carcosa") is None
-    assert "no full backup chain" in str(promotion_reason(archive, "carcosa", FIVE_WEEKS, NOW))
-
-
-def test_a_recent_full_keeps_the_incremental(tmp_path: Path) -> None:
-    archive = cache_with(tmp_path, "duplicity-full.20261201T000000Z.manifest",
-                         "duplicity-full-signatures.20261201T000000Z.sigtar.gz",
-                         "duplicity-inc.20261201T000000Z.to.20261206T040000Z.manifest")
-    assert last_full_time(archive, "carcosa") == at("2026-12-01T00:00:00")
-    assert promotion_reason(archive, "carcosa", FIVE_WEEKS, NOW) is None
-
-
-def test_a_full_older_than_the_interval_promotes_with_its_age(tmp_path: Path) -> None:
-    archive = cache_with(tmp_path, "duplicity-full.20261020T040000Z.manifest",
-                         "duplicity-inc.20261020T040000Z.to.20261206T040000Z.manifest")
-
-    reason = promotion_reason(archive, "carcosa", FIVE_WEEKS, NOW)
-
-    assert reason == ("promoted to full: the last full is 48d old "
-                      "(max_full_interval 35d)")
-
-
-def test_the_newest_full_counts_not_the_oldest(tmp_path: Path) -> None:
-    archive = cache_with(tmp_path, "duplicity-full.20260101T000000Z.manifest",
-                         "duplicity-full.20261205T000000Z.manifest.gpg",
-                         "duplicity-full.20261101T000000Z.manifest")
-    assert last_full_time(archive, "carcosa") == at("2026-12-05T00:00:00")
-    assert promotion_reason(archive, "carcosa", FIVE_WEEKS, NOW) is None
-
-
-def test_the_interval_boundary_in_seconds(tmp_path: Path) -> None:
-    archive = cache_with(tmp_path, "duplicity-full.20261207T035958Z.manifest")
-    assert promotion_reason(archive, "carcosa", 2, NOW) is None          # exactly 2 s old
-    reason = promotion_reason(archive, "carcosa", 1, NOW)
-    assert reason == "promoted to full: the last full is 2s old (max_full_interval 1s)"
-
-
-def test_another_hosts_chain_does_not_count(tmp_path: Path) -> None:
-    archive = cache_with(tmp_path, "duplicity-full.20261201T000000Z.manifest")
-    assert "no full backup chain" in str(promotion_reason(archive, "nyarlathotep",
-                                                          FIVE_WEEKS, NOW))

@@ -1,6 +1,7 @@
 """Starting the Celery workers: a host's worker bound to its own queue, and the control worker."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -10,7 +11,11 @@ from celery.signals import worker_ready, worker_shutting_down
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, host_queue
 from workers.app import app
-from workers.context import WORKER_HOST_ENV
+from offsite.shutdown import request_stop
+from offsite.staging import empty_host_staging, host_staging
+from workers.context import WORKER_HOST_ENV, host_lease
+
+log = logging.getLogger(__name__)
 
 
 def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
@@ -25,7 +30,20 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
     """Blocks running the worker of `host`; raises UnknownHostError for a host not configured."""
     config.host(host)
     os.environ[WORKER_HOST_ENV] = host
+    worker_ready.connect(lambda **_: _clear_leftover_staging(config, host), weak=False)
+    worker_shutting_down.connect(lambda **_: request_stop(), weak=False)
     app.worker_main(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}", loglevel))
+
+
+def _clear_leftover_staging(config: Config, host: str) -> None:
+    """A dump left in staging by a run that was stopped is removed when the worker starts again
+    (unless a run still holds the host)."""
+    try:
+        if host_lease().holder(host) is None and host_staging(config, host).exists():
+            empty_host_staging(config, host)
+            log.warning("removed the staging folder a stopped run left for host %s", host)
+    except Exception as exc:  # Redis away at start-up: the next run empties staging anyway
+        log.warning("could not check for a stopped run's staging folder: %s", exc)
 
 
 def start_control_worker(config: Config, loglevel: str = "INFO") -> None:

@@ -1,0 +1,114 @@
+"""Whether a run's backup really is in the target: the chain an incremental builds on (checked
+before it runs) and the set an upload wrote (checked after duplicity exits 0).
+
+The local duplicity cache is only a cache: an incremental built on a chain the target no
+longer holds would upload, report success and restore nothing. So the target decides; the
+cache is only compared with it, to say in the record when duplicity resyncs it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from offsite.catalog import BackupSet, Catalog, format_stamp, read_catalog
+from offsite.chain_state import last_full_time
+from offsite.config import Config
+from offsite.constants import BackupType
+from offsite.durations import format_duration
+from offsite.errors import OffsiteError
+from offsite.keycheck import check_key_opens
+from offsite.staging import host_cache
+
+
+class ChainMissing(OffsiteError):
+    """An incremental has no complete chain to build on and may not be promoted to full."""
+
+    failure_class = "chain_missing"
+
+
+class UploadUnconfirmed(OffsiteError):
+    """duplicity exited 0 but the target does not show the set it should have written."""
+
+    failure_class = "upload_unconfirmed"
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    backup_type: BackupType
+    notes: tuple[str, ...] = ()
+    builds_on: BackupSet | None = None   # the set an incremental continues
+
+
+def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | None, *,
+             max_full_interval_s: int, allow_promotion: bool, now: datetime,
+             host: str) -> ChainPlan:
+    """The type to run and why, from what the target holds (see the module docstring)."""
+    if requested == BackupType.FULL:
+        return ChainPlan(BackupType.FULL)
+    chain = catalog.newest_chain
+    reason: str | None = None
+    if chain is None:
+        reason = f"the target {catalog.location} holds no complete backup chain"
+    elif broken := catalog.broken_after(chain):
+        reason = (f"the newest chain in the target {catalog.location} is broken: the set of "
+                  f"{format_stamp(broken[0].time)} does not continue it (a set before it is "
+                  "missing)")
+    elif (age := (now - chain.start).total_seconds()) > max_full_interval_s:
+        return _promote(f"the last full is {format_duration(age)} old (max_full_interval "
+                        f"{format_duration(max_full_interval_s)})", allow_promotion, host)
+    if reason is not None:
+        return _promote(reason, allow_promotion, host)
+    assert chain is not None
+    notes: tuple[str, ...] = ()
+    if cache_full != chain.start:
+        cached = f"a chain from {format_stamp(cache_full)}" if cache_full else "no chain"
+        notes = (f"the local cache held {cached}, the target a chain from "
+                 f"{format_stamp(chain.start)}: duplicity resynced the cache from the target",)
+    return ChainPlan(BackupType.INCR, notes, chain.last)
+
+
+def check_target_before(config: Config, host: str, requested: BackupType,
+                        now: datetime) -> ChainPlan:
+    """Plan an admitted run from the target, and for an incremental prove that this node's key
+    opens the chain it continues; raises ChainMissing, KeyDoesNotOpen or TargetUnreadable."""
+    if requested == BackupType.FULL:
+        return ChainPlan(BackupType.FULL)
+    plan = plan_run(requested, read_catalog(config, host), last_full_time(
+        host_cache(config, host), host), max_full_interval_s=config.max_full_interval(host),
+        allow_promotion=config.promote_to_full(host), now=now, host=host)
+    if plan.builds_on is not None and plan.builds_on.manifest is not None:
+        check_key_opens(config, host, plan.builds_on.manifest)
+    return plan
+
+
+def _promote(reason: str, allow_promotion: bool, host: str) -> ChainPlan:
+    if not allow_promotion:
+        raise ChainMissing(f"cannot run an incremental: {reason}; promotion to full is off "
+                           "(schedule.promote_to_full): run a full backup", host=host,
+                           step="start")
+    return ChainPlan(BackupType.FULL, (f"promoted to full: {reason}",))
+
+
+def set_keys(catalog: Catalog | None) -> set[tuple[str, datetime]]:
+    """Identities of the complete sets in the catalog, to tell a new set from an old one."""
+    if catalog is None:
+        return set()
+    return {(backup_set.kind, backup_set.time)
+            for chain in catalog.chains for backup_set in chain.sets}
+
+
+def confirm_uploaded(before: Catalog | None, after: Catalog, backup_type: BackupType,
+                     host: str) -> BackupSet:
+    """The set this upload wrote: the newest chain must end with a complete set of the run's
+    type that was not there before; raises UploadUnconfirmed otherwise."""
+    kind = "full" if backup_type == BackupType.FULL else "incr"
+    chain = after.newest_chain
+    newest = chain.last if chain else None
+    if newest is None or newest.kind != kind or (newest.kind, newest.time) in set_keys(before):
+        found = (f"its newest complete set is the {newest.kind} of {format_stamp(newest.time)}"
+                 if newest else "it holds no complete chain")
+        raise UploadUnconfirmed(
+            f"duplicity exited 0 but the target {after.location} shows no new complete {kind} "
+            f"set ({found}): the backup is not counted; check the bucket and run a full",
+            host=host, step="upload")
+    return newest

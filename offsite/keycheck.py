@@ -1,0 +1,55 @@
+"""Does this node's key open the host's backup? Checked before an incremental's dump scripts
+run: with the local cache in place duplicity never decrypts anything of the chain, so a
+changed passphrase would silently write increments that no single passphrase restores."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from offsite.config import Config
+from offsite.duplicity import read_passphrase
+from offsite.duplicity_errors import describe_failure
+from offsite.errors import OffsiteError
+from offsite.execute import run_command
+from offsite.staging import host_cache
+from offsite.target import fetch_host_object
+
+MANIFEST_MAX_BYTES = 16 * 1024 * 1024
+GPG_TIMEOUT_S = 120
+
+
+class KeyDoesNotOpen(OffsiteError):
+    """This node's passphrase or key does not decrypt the host's newest backup set."""
+
+    failure_class = "encryption_failed"
+
+
+def check_key_opens(config: Config, host: str, manifest_name: str, step: str = "start") -> None:
+    """Decrypt the manifest (a small object) with this node's passphrase, in a throwaway gpg
+    home; raises KeyDoesNotOpen naming the set, TargetUnreadable when it cannot be fetched."""
+    if not manifest_name.endswith(".gpg"):
+        return
+    passphrase = read_passphrase(config, host)
+    data = fetch_host_object(config, host, manifest_name, MANIFEST_MAX_BYTES)
+    with tempfile.TemporaryDirectory(prefix="keycheck-", dir=host_cache(config, host)) as private:
+        home = Path(private) / "gnupg"
+        home.mkdir(mode=0o700)
+        encrypted = Path(private) / "manifest.gpg"
+        encrypted.write_bytes(data)
+        try:
+            result = run_command(
+                ["gpg", "--batch", "--no-tty", "--quiet", "--homedir", str(home),
+                 "--pinentry-mode", "loopback", "--passphrase-fd", "0", "--no-symkey-cache",
+                 "--yes", "--output", os.devnull, "--decrypt", str(encrypted)],
+                timeout_s=GPG_TIMEOUT_S, host=host, step=step, check=False,
+                capture_stdout=False, stdin_data=passphrase.encode() + b"\n")
+        finally:
+            # the agent gpg started for this throwaway home must not outlive the check
+            run_command(["gpgconf", "--homedir", str(home), "--kill", "all"], timeout_s=30,
+                        host=host, step=step, check=False, capture_stdout=False)
+    if result.exit_code != 0:
+        failure = describe_failure(result.exit_code, "", result.stderr_tail)
+        raise KeyDoesNotOpen(f"{failure.headline}: it does not open {manifest_name}, the "
+                             "newest set of the chain this incremental would continue",
+                             host=host, step=step)

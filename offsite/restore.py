@@ -1,0 +1,74 @@
+"""`offsite restore`: a backup of the host, as of a time the target really covers, into a new
+folder. A time before the oldest backup is refused (duplicity would silently answer with a
+later one), a time string duplicity cannot read is refused before it runs."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from offsite.catalog import Catalog, format_stamp, read_catalog
+from offsite.config import Config
+from offsite.duplicity import run_restore
+from offsite.errors import OffsiteError
+from offsite.staging import host_cache
+
+MAX_TIME_TEXT = 64
+
+
+class RestoreRefused(OffsiteError):
+    """The restore cannot give what was asked: bad destination, bad time, no such backup."""
+
+
+def parse_backup_time(text: str, now: datetime, host: str | None = None) -> datetime:
+    """A `--time` as duplicity reads it (ISO 8601, a date, an age like 3D2h, epoch seconds);
+    raises RestoreRefused naming the accepted forms."""
+    from duplicity import dup_time  # duplicity's own parser: the same reading as the restore
+    if len(text) > MAX_TIME_TEXT or not text.strip() or not text.isprintable():
+        raise RestoreRefused(f"bad --time {text[:MAX_TIME_TEXT]!r}: use an ISO 8601 time "
+                             "(2026-11-01T00:00:00Z), a date (2026-11-01) or an age (3D, 12h)",
+                             host=host, step="restore")
+    dup_time.setcurtime(int(now.timestamp()))
+    try:
+        seconds = dup_time.genstrtotime(text.strip())
+    except Exception:  # duplicity raises TimeException, and ValueError/TypeError on odd input
+        raise RestoreRefused(f"bad --time {text!r}: use an ISO 8601 time "
+                             "(2026-11-01T00:00:00Z), a date (2026-11-01) or an age (3D, 12h)",
+                             host=host, step="restore") from None
+    return datetime.fromtimestamp(int(seconds), timezone.utc)
+
+
+def check_time_covered(catalog: Catalog, at: datetime | None, host: str) -> None:
+    """Refuse a restore the target cannot answer truthfully."""
+    oldest = catalog.oldest_time
+    if oldest is None:
+        raise RestoreRefused(f"no backup yet: {catalog.location} holds no complete backup of "
+                             "this host", host=host, step="restore")
+    if at is not None and at < oldest:
+        raise RestoreRefused(f"no backup at or before {format_stamp(at)}: the oldest backup of "
+                             f"{host} is from {format_stamp(oldest)}", host=host, step="restore")
+
+
+def check_destination(dest: Path, host: str) -> None:
+    """dest must be a new or empty folder in an existing one."""
+    if dest.exists() and not dest.is_dir():
+        raise RestoreRefused(f"restore destination {dest} is a file, not a folder: choose a "
+                             "new folder", host=host, step="restore")
+    if dest.is_dir():
+        if any(dest.iterdir()):
+            raise RestoreRefused(f"restore destination {dest} is not empty: choose a new folder",
+                                 host=host, step="restore")
+    if not dest.parent.is_dir():
+        raise RestoreRefused(f"the folder {dest.parent} does not exist: create it first",
+                             host=host, step="restore")
+
+
+def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
+                 path: str | None = None) -> None:
+    """Restore `host` as of `time` (default: the latest backup), optionally one `path`."""
+    at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
+    check_destination(dest, host)
+    check_time_covered(read_catalog(config, host), at, host)
+    if dest.is_dir():
+        dest.rmdir()  # duplicity creates the folder itself
+    stamp = str(int(at.timestamp())) if at else None
+    run_restore(config, host, dest, host_cache(config, host), stamp, path)
