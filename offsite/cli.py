@@ -21,6 +21,7 @@ from offsite.records import RedisRunStore, RunRecord, record_as_json
 from offsite.status import format_outcome, format_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_SERVICES = frozenset({"worker", "control", "beat"})
 _WAIT_POLL_S = 0.2
 
 Action = Callable[[argparse.Namespace, Config], int]
@@ -140,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--config", default=argparse.SUPPRESS,
                         help="config file (default $OFFSITE_CONFIG or ./offsite.yaml)")
     common.add_argument("--loglevel", default=argparse.SUPPRESS,
-                        help="log level: DEBUG, INFO (default), WARNING, ERROR")
+                        help="log level: DEBUG, INFO (default for worker, control, beat), "
+                             "WARNING (default for the other commands), ERROR")
     parser = argparse.ArgumentParser(prog="offsite", parents=[common],
                                      description="Scheduled, encrypted, off-site backups.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -185,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    args.loglevel = str(getattr(args, "loglevel", "INFO")).upper()
+    # services log what they do; one-shot commands print their outcome and only warnings
+    default_level = "INFO" if args.command in _SERVICES else "WARNING"
+    args.loglevel = str(getattr(args, "loglevel", default_level)).upper()
     logging.basicConfig(level=getattr(logging, args.loglevel, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     path = config_path(getattr(args, "config", None))

@@ -110,6 +110,7 @@ def describe_failure(exit_code: int | None, log_text: str, stderr_tail: str) -> 
 
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.splitlines()
-             if line.strip() and not line.strip().startswith("=====")]
+             if line.strip() and not line.strip().startswith("=====")
+             and not line.strip().endswith("see log below:")]
     errors = [line for line in lines if "Error" in line or "error" in line]
     return (errors or lines or [""])[-1][:300]

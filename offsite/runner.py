@@ -26,6 +26,7 @@ from offsite.target import TargetUnreadable
 log = logging.getLogger(__name__)
 
 UPLOAD_STEP = "upload"
+_KILLED_GRACE_S = 3.0
 
 
 class StaleRun(OffsiteError):
@@ -113,7 +114,7 @@ def _recorded_step(ctx: RunContext, step: str) -> Iterator[None]:
     try:
         yield
     except OffsiteError as error:
-        if stopping():
+        if stopping(_KILLED_GRACE_S if _killed_by_signal(error) else 0.0):
             stop_run(ctx, step, error)
         else:
             fail_run(ctx, step, error)
@@ -123,6 +124,11 @@ def _recorded_step(ctx: RunContext, step: str) -> Iterator[None]:
                                step=step)
         fail_run(ctx, step, wrapped)
         raise wrapped from exc
+
+
+def _killed_by_signal(error: OffsiteError) -> bool:
+    return (isinstance(error, CommandError) and not isinstance(error, CommandTimedOut)
+            and error.returncode is not None and error.returncode < 0)
 
 
 def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> None:

@@ -12,5 +12,7 @@ def request_stop() -> None:
     _stopping.set()
 
 
-def stopping() -> bool:
-    return _stopping.is_set()
+def stopping(grace_s: float = 0.0) -> bool:
+    """Whether a stop was requested, waiting up to grace_s for one: a signal sent to a whole
+    process tree can kill the child before the worker's own handler has run."""
+    return _stopping.wait(grace_s) if grace_s > 0 else _stopping.is_set()
