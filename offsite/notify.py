@@ -1,4 +1,4 @@
-"""Failed runs become alerts: once per run, and once per streak of identical failures."""
+"""Failed runs become alerts: once per run, and once per problem until the host succeeds again."""
 from __future__ import annotations
 
 import json
@@ -20,23 +20,29 @@ SUMMARY_EVERY_S = 24 * 3600
 
 
 def failure_signature(record: RunRecord) -> str:
+    """What makes two failures "the same problem": the class and the step, not the run type
+    (a full and an incremental failing in the same script are one problem)."""
     error = record.error
-    return f"{record.type.value}|{error.failure_class if error else '?'}|{error.step if error else '?'}"
+    return f"{error.failure_class if error else '?'}|{error.step if error else '?'}"
 
 
 def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox, host: str,
                       run_id: str, now: datetime) -> str:
-    """Queue the run's alert, or fold it into the host's streak of identical failures.
+    """Queue the run's alert, or hold it back when the same problem was already alerted since
+    the host's last success.
 
-    Returns "alerted", "summarised" or "duplicate" (this run was already reported). The
-    "reported" mark, the streak and the alert are written in one transaction, so a crash in
-    between can neither lose the alert nor count a failure twice.
+    The host's streak counts every failure since its last success (whatever the problem), and
+    remembers which problems were alerted. Returns "alerted", "summarised" or "duplicate"
+    (this run was already reported). The "reported" mark, the streak and the alert are written
+    in one transaction, so a crash in between can neither lose the alert nor count a failure
+    twice.
     """
     reported, streak_key = REPORTED_KEY + run_id, STREAK_KEY + host
     if client.exists(reported):
         return "duplicate"
     record = store.get(run_id) or _unknown_run(host, run_id)
     signature = failure_signature(record)
+    failed_at = (record.finished_at or now).isoformat()
     with client.pipeline() as pipe:
         while True:
             try:
@@ -44,15 +50,16 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
                 if pipe.exists(reported):
                     return "duplicate"
                 raw = pipe.get(streak_key)
-                streak = json.loads(raw) if raw else None
-                repeated = bool(streak and streak["signature"] == signature)
-                if streak and repeated:
-                    streak.update(count=streak["count"] + 1, last_at=now.isoformat(),
-                                  last_run_id=run_id)
+                streak = json.loads(raw) if raw else {
+                    "count": 0, "held": 0, "first_at": failed_at, "first_run_id": run_id,
+                    "alerted": {}, "summarised_at": now.isoformat()}
+                repeated = signature in streak["alerted"]
+                streak.update(count=streak["count"] + 1, last_at=failed_at, last_run_id=run_id,
+                              last_signature=signature)
+                if repeated:
+                    streak["held"] += 1
                 else:
-                    streak = {"signature": signature, "count": 1, "first_at": now.isoformat(),
-                              "last_at": now.isoformat(), "first_run_id": run_id,
-                              "last_run_id": run_id, "summarised_at": now.isoformat()}
+                    streak["alerted"][signature] = run_id
                 pipe.multi()
                 pipe.set(reported, now.isoformat(), ex=RUN_RECORD_TTL_S)
                 pipe.set(streak_key, json.dumps(streak))
@@ -63,8 +70,8 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
             except redis.WatchError:
                 continue
     if repeated:
-        _note(store, run_id, f"alert held back: same failure as {streak['first_run_id']} "
-                             f"({streak['count']} in a row)")
+        _note(store, run_id, f"alert held back: same problem as {streak['alerted'][signature]} "
+                             f"({streak['count']} failures since the last success)")
         return "summarised"
     _note(store, run_id, "alert queued")
     return "alerted"
@@ -72,8 +79,8 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
 
 def review_streak(store: RunStore, client: redis.Redis, outbox: AlertOutbox, host: str,
                   now: datetime) -> None:
-    """Clear the host's streak after a success (with a recovery message), or send the daily
-    summary of failures held back."""
+    """Clear the host's streak after a success (with a recovery message counting every
+    failure since the last success), or send the daily summary of failures held back."""
     raw = client.get(STREAK_KEY + host)
     if not raw:
         return
@@ -82,26 +89,26 @@ def review_streak(store: RunStore, client: redis.Redis, outbox: AlertOutbox, hos
     recovered = next((r for r in store.recent(host, 20)
                       if r.state in (RunState.SUCCEEDED, RunState.WARNING)
                       and r.finished_at and r.finished_at > last_failure), None)
+    failure, step = streak["last_signature"].split("|")
     if recovered is not None:
         client.delete(STREAK_KEY + host)
-        kind, failure, _ = streak["signature"].split("|")
         outbox.add(f"recovered:{host}:{now.timestamp():.0f}", recovery_alert(
-            host, kind, failure,
+            host, recovered.type.value, failure,
             f"Run {recovered.run_id} of host {host} succeeded after {streak['count']} "
-            f"identical failure(s) ({streak['signature']}), the first at {streak['first_at']}, "
-            f"the last at {streak['last_at']}."), now)
+            f"failure(s) since the last success, the first at {streak['first_at']} (run "
+            f"{streak['first_run_id']}), the last at {streak['last_at']}; "
+            f"{len(streak['alerted'])} alerted, {streak['held']} held back as repeats."), now)
         return
-    held_back = streak["count"] - 1
     since_summary = (now - datetime.fromisoformat(streak["summarised_at"])).total_seconds()
-    if held_back > 0 and since_summary >= SUMMARY_EVERY_S:
+    if streak["held"] > 0 and since_summary >= SUMMARY_EVERY_S:
         streak["summarised_at"] = now.isoformat()
         client.set(STREAK_KEY + host, json.dumps(streak))
-        kind, failure, step = streak["signature"].split("|")
         outbox.add(f"summary:{host}:{now.timestamp():.0f}", condition_alert(
-            host, kind, failure,
-            f"Host {host} is still failing: {streak['count']} identical failures ({failure} "
-            f"at {step}) since {streak['first_at']}; the last at {streak['last_at']} "
-            f"(run {streak['last_run_id']})."), now)
+            host, "any", failure,
+            f"Host {host} is still failing: {streak['count']} failures since the last "
+            f"success, the first at {streak['first_at']}; the last at {streak['last_at']} "
+            f"(run {streak['last_run_id']}: {failure} at {step}); {streak['held']} alert(s) "
+            "held back as repeats of a problem already reported."), now)
 
 
 def _note(store: RunStore, run_id: str, text: str) -> None:

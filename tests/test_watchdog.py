@@ -13,7 +13,7 @@ from offsite.constants import BackupType, RunState
 from offsite.lease import RedisHostLease
 from offsite.outbox import AlertOutbox
 from offsite.notify import report_failed_run
-from offsite.records import ErrorRecord, RedisRunStore, RunRecord
+from offsite.records import ErrorRecord, RedisRunStore, RunRecord, StepRecord
 from offsite.schedules import CronSpec, EverySpec
 from offsite.watchdog import Watchdog, latest_slot
 
@@ -128,5 +128,64 @@ def test_identical_failures_are_held_back_and_summarised_daily(dog: Watchdog, aw
     alerts = [a for a in aws.alerts(2, timeout=5)
               if a["MessageAttributes"]["class"]["Value"] == "script_failed"]
     assert len(alerts) == 2
-    assert "3 identical failures" in alerts[1]["Message"]
+    assert "3 failures since the last success" in alerts[1]["Message"]
+    assert "2 alert(s) held back" in alerts[1]["Message"]
     assert "still failing" in alerts[1]["Message"]
+
+
+def _failed(dog: Watchdog, run_id: str, kind: BackupType, failure: str, step: str,
+            at: datetime) -> str:
+    dog.store.create(RunRecord(
+        run_id=run_id, host="carcosa", type=kind, state=RunState.FAILED, created_at=at,
+        finished_at=at, error=ErrorRecord(step=step, exit_code=1, message="boom",
+                                          failure_class=failure)))
+    return report_failed_run(dog.store, dog.client, dog.outbox, "carcosa", run_id, at)
+
+
+def test_repeats_are_held_from_the_first_alert_and_recovery_counts_every_failure(
+        dog: Watchdog, aws: Any) -> None:
+    sequence = [(BackupType.FULL, "script_failed", "script:s"),
+                (BackupType.INCR, "script_failed", "script:s"),    # same problem, other type
+                (BackupType.INCR, "upload_failed", "upload"),      # a second problem
+                (BackupType.FULL, "script_failed", "script:s"),
+                (BackupType.INCR, "upload_failed", "upload"),
+                (BackupType.INCR, "script_failed", "script:s")]
+    outcomes = [_failed(dog, f"carcosa-{kind.value}-{index}", kind, failure, step,
+                        T0 + timedelta(minutes=index))
+                for index, (kind, failure, step) in enumerate(sequence)]
+    assert outcomes == ["alerted", "summarised", "alerted", "summarised", "summarised",
+                        "summarised"]
+    dog.store.create(RunRecord(run_id="carcosa-incr-ok", host="carcosa", type=BackupType.INCR,
+                               state=RunState.SUCCEEDED, created_at=T0,
+                               finished_at=T0 + timedelta(minutes=10)))
+    dog.tick(T0 + timedelta(minutes=11))
+    alerts = [a for a in aws.alerts(3, timeout=5)
+              if a["MessageAttributes"]["class"]["Value"] != "backup_missed"]
+    assert [a["MessageAttributes"]["class"]["Value"] for a in alerts] == [
+        "script_failed", "upload_failed", "recovered"]
+    recovery = alerts[-1]["Message"]
+    assert "after 6 failure(s) since the last success" in recovery
+    assert f"the first at {T0.isoformat()}" in recovery
+    assert "2 alerted, 4 held back" in recovery
+
+
+def test_a_run_whose_upload_was_confirmed_is_finished_not_lost(dog: Watchdog, aws: Any) -> None:
+    confirmed = RunRecord(
+        run_id="carcosa-full-20261207T030000Z", host="carcosa", type=BackupType.FULL,
+        state=RunState.RUNNING, created_at=T0, started_at=T0, backup_set="2026-12-07T03:00:05Z",
+        steps=[StepRecord(name="upload", started_at=T0, finished_at=T0 + timedelta(minutes=1),
+                          exit_code=0)])
+    unconfirmed = RunRecord(
+        run_id="carcosa-incr-20261207T030000Z", host="carcosa", type=BackupType.INCR,
+        state=RunState.RUNNING, created_at=T0, started_at=T0,
+        steps=[StepRecord(name="upload", started_at=T0)])
+    for record in (confirmed, unconfirmed):
+        dog.store.create(record)
+    dog.tick(T0 + timedelta(minutes=2))    # neither holds the lease: their worker stopped
+    finished = dog.store.get(confirmed.run_id)
+    assert finished is not None and finished.state == RunState.SUCCEEDED
+    assert any("finished by the watchdog" in note for note in finished.notes)
+    lost = dog.store.get(unconfirmed.run_id)
+    assert lost is not None and lost.state == RunState.LOST
+    assert lost.error is not None and lost.error.step == "upload"
+    assert classes(aws, 1, ignore=("backup_missed",)) == ["run_lost"]
