@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime
+from typing import Any
 
 import redis
 
@@ -50,7 +51,7 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
                 if pipe.exists(reported):
                     return "duplicate"
                 raw = pipe.get(streak_key)
-                streak = json.loads(raw) if raw else {
+                streak: dict[str, Any] = json.loads(raw) if raw else {
                     "count": 0, "held": 0, "first_at": failed_at, "first_run_id": run_id,
                     "alerted": {}, "summarised_at": now.isoformat()}
                 repeated = signature in streak["alerted"]
