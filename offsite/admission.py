@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from offsite.constants import BackupType, RunState
+from offsite.constants import BackupType, RunState, RunType
 from offsite.durations import format_duration
 from offsite.errors import OffsiteError
 from offsite.records import RunRecord
@@ -20,13 +20,13 @@ class MustWait(OffsiteError):
     """A full backup found its host busy: it waits (is retried) instead of being skipped."""
 
 
-def admit(ctx: RunContext, requested: BackupType,
-          scheduled_for: datetime | None = None) -> BackupType | None:
+def admit(ctx: RunContext, requested: RunType,
+          scheduled_for: datetime | None = None) -> RunType | None:
     """Claim the run and the host, and say which type to run.
 
     None when the run must not go on: already claimed (a redelivered or doubled message),
     expired (a newer slot of the same type is queued), or skipped (an incremental that meets
-    a full, or a busy host). Raises MustWait for a full that finds the host busy.
+    a full, or a busy host). Raises MustWait for a full or a verify that finds the host busy.
     """
     record = queue_run(ctx.store, ctx.host, requested, ctx.run_id, scheduled_for)
     if record.state != RunState.QUEUED:
@@ -38,8 +38,8 @@ def admit(ctx: RunContext, requested: BackupType,
         return None
     if not ctx.lease.acquire(ctx.host, ctx.run_id):
         holder = ctx.lease.holder(ctx.host)
-        if record.type == BackupType.FULL:
-            raise MustWait(f"host busy with run {holder}; the full backup waits",
+        if record.type != RunType.INCR:
+            raise MustWait(f"host busy with run {holder}; the {record.type.value} run waits",
                            host=ctx.host, step="start")
         _settle(ctx, RunState.SKIPPED, f"skipped: the host is busy with run {holder}")
         return None

@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                                         "2026-11-01T00:00:00Z)")
     restore.add_argument("--path", help="only this path, relative to the host's backup")
     restore.set_defaults(action=cmd_restore)
+
+    from offsite import cli_proof
+    cli_proof.register(sub, common)
     return parser
 
 

@@ -82,11 +82,19 @@ class HostSchedule(StrictModel):
                           "chain (else the run fails with class chain_missing)")
 
 
+class HostVerify(StrictModel):
+    schedule: Schedule | None = Field(None, description="when this host's restore drills run "
+                                                        "(overrides verify.schedule)")
+    on: str | None = Field(None, description="where this host's drills run: control, or the "
+                                            "name of a host whose worker runs them")
+
+
 class HostConfig(StrictModel):
     scripts: dict[Name, ScriptConfig] = Field(
         description="dump scripts, run in this order, each in its own staging folder",
         min_length=1)
     schedule: HostSchedule = Field(default_factory=HostSchedule)
+    verify: HostVerify = Field(default_factory=HostVerify)
 
 
 class TargetConfig(StrictModel):
@@ -145,6 +153,13 @@ class WatchdogConfig(StrictModel):
                           "default: twice its incremental interval")
 
 
+class VerifyConfig(StrictModel):
+    schedule: Schedule | None = Field(None, description="when restore drills run, e.g. "
+                                                        "{every: 7d}; none by default")
+    on: str = Field("control", description="where drills run: control (the control node, "
+                                           "which then needs the key) or a host's name")
+
+
 class Config(StrictModel):
     broker_url: str = Field("redis://localhost:6379/0", description="Redis URL")
     staging_root: Path = Field(Path("/var/lib/offsite/staging"),
@@ -156,12 +171,22 @@ class Config(StrictModel):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    verify: VerifyConfig = Field(default_factory=VerifyConfig)
     hosts: dict[Name, HostConfig] = Field(min_length=1, description="the hosts backed up")
 
     @model_validator(mode="after")
     def _staging_and_cache_apart(self) -> Config:
         if self.cache_root is not None and self.cache_root == self.staging_root:
             raise ValueError("cache_root must not be staging_root (staging is emptied per run)")
+        return self
+
+    @model_validator(mode="after")
+    def _drill_nodes_exist(self) -> Config:
+        for name, host in self.hosts.items():
+            on = host.verify.on or self.verify.on
+            if on != "control" and on not in self.hosts:
+                raise ValueError(f"hosts.{name}: verify.on {on!r} is neither 'control' nor a "
+                                 "configured host")
         return self
 
     @property
@@ -178,6 +203,14 @@ class Config(StrictModel):
     def host_schedule(self, name: str, backup_type: BackupType) -> ScheduleSpec:
         own = getattr(self.host(name).schedule, backup_type.value)
         return own if own is not None else getattr(self.schedule, backup_type.value)
+
+    def verify_schedule(self, name: str) -> ScheduleSpec | None:
+        own = self.host(name).verify.schedule
+        return own if own is not None else self.verify.schedule
+
+    def verify_on(self, name: str) -> str:
+        """Where the host's drills run: "control" or a host name."""
+        return self.host(name).verify.on or self.verify.on
 
     def max_run_s(self, name: str) -> int:
         """The longest a run of the host may take: every script's timeout plus the upload's."""

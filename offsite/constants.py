@@ -30,6 +30,13 @@ class BackupType(StrEnum):
     INCR = "incr"
 
 
+class RunType(StrEnum):
+    """What a run in the ledger does: a backup of either type, or a restore drill."""
+    FULL = "full"
+    INCR = "incr"
+    VERIFY = "verify"
+
+
 class RunState(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"

@@ -166,11 +166,12 @@ def upload(config: Config, host: str, backup_type: BackupType,
 
 
 def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
-                time: str | None = None, path: str | None = None) -> CommandResult:
+                time: str | None = None, path: str | None = None, *, step: str = "restore",
+                on_tick: Callable[[], None] | None = None) -> CommandResult:
     """duplicity restore into dest (which must not exist); raises CommandError naming the
     cause."""
-    return _run_duplicity(config, host, "restore",
-                          restore_argv(config, host, dest, archive_dir, time, path))
+    return _run_duplicity(config, host, step,
+                          restore_argv(config, host, dest, archive_dir, time, path), on_tick)
 
 
 def _run_duplicity(config: Config, host: str, step: str, argv: list[str],

@@ -9,7 +9,7 @@ import redis
 from pydantic import BaseModel, Field
 
 from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, RUN_KEY,
-                               RUN_RECORD_TTL_S, BackupType, RunState)
+                               RUN_RECORD_TTL_S, RunState, RunType)
 from offsite.errors import OffsiteError
 from offsite.schedules import utcnow
 
@@ -31,10 +31,26 @@ class ErrorRecord(BaseModel):
     failure_class: str = "failed"
 
 
+class ManifestRecord(BaseModel):
+    """The digest manifest staged into the backup (offsite.manifest)."""
+    files: int
+    bytes: int
+    sha256: str
+
+
+class VerifyRecord(BaseModel):
+    """What a verify run compared (offsite.verify)."""
+    backup_set: str
+    files_checked: int = 0
+    bytes_read: int = 0
+    mismatch_count: int = 0
+    mismatches: list[str] = Field(default_factory=list)
+
+
 class RunRecord(BaseModel):
     run_id: str
     host: str
-    type: BackupType
+    type: RunType
     state: RunState = RunState.QUEUED
     scheduled_for: datetime | None = None
     late_by_s: float | None = None
@@ -45,6 +61,8 @@ class RunRecord(BaseModel):
     bytes_uploaded: int | None = None
     backup_set: str | None = None   # time of the set confirmed in the target (UTC)
     stats: dict[str, float] | None = None
+    manifest: ManifestRecord | None = None
+    verify: VerifyRecord | None = None
     error: ErrorRecord | None = None
     notes: list[str] = Field(default_factory=list)
 

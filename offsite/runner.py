@@ -11,16 +11,17 @@ from offsite.admission import admit
 from offsite.catalog import Catalog, format_stamp, read_catalog
 from offsite.chain_check import ChainPlan, check_target_before, confirm_uploaded
 from offsite.config import Config
-from offsite.constants import BackupType, RunState
+from offsite.constants import BackupType, RunState, RunType
 from offsite.duplicity import upload
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.lease import MemoryHostLease
-from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, StepRecord
+from offsite.manifest import write_manifest
+from offsite.records import ErrorRecord, ManifestRecord, MemoryRunStore, RunRecord, StepRecord
 from offsite.run_context import RunContext, new_run_id
 from offsite.schedules import utcnow
 from offsite.scripts import ScriptRun, run_script, script_step
 from offsite.shutdown import stopping
-from offsite.staging import empty_host_staging, prepare_host_staging
+from offsite.staging import empty_host_staging, host_staging, prepare_host_staging
 from offsite.target import TargetUnreadable
 
 log = logging.getLogger(__name__)
@@ -38,9 +39,10 @@ def begin_run(ctx: RunContext, requested: BackupType,
     """Admit the run (see offsite.admission), decide its type from what the target holds (see
     offsite.chain_check) and prepare its staging folder; a failure here is recorded at step
     `start`, before any dump script runs."""
-    effective = admit(ctx, requested, scheduled_for)
-    if effective is None:
+    admitted = admit(ctx, RunType(requested.value), scheduled_for)
+    if admitted is None:
         return None
+    effective = BackupType(admitted.value)
     try:
         plan = check_target_before(ctx.config, ctx.host, effective, utcnow())
         if plan.backup_type != effective or plan.notes:
@@ -57,11 +59,11 @@ def begin_run(ctx: RunContext, requested: BackupType,
 
 
 def _apply_plan(record: RunRecord, plan: ChainPlan) -> None:
-    record.type = plan.backup_type
+    record.type = RunType(plan.backup_type.value)
     record.notes.extend(note for note in plan.notes if note not in record.notes)
 
 
-def _renewer(ctx: RunContext) -> Callable[[], None]:
+def lease_renewer(ctx: RunContext) -> Callable[[], None]:
     """Renews the lease while a command runs. A renewal that cannot reach Redis is logged, not
     raised: killing a healthy upload over a broker blip would lose work, and a lease that does
     expire is turned into `lost` + one re-run by the watchdog."""
@@ -96,7 +98,7 @@ def _start_step(ctx: RunContext, step: str) -> None:
     ctx.store.update(ctx.run_id, mark)
 
 
-def _finish_step(record: RunRecord, step: str, exit_code: int | None) -> None:
+def finish_step(record: RunRecord, step: str, exit_code: int | None) -> None:
     current = record.step(step)
     if current is None:
         current = StepRecord(name=step)
@@ -108,7 +110,7 @@ def _finish_step(record: RunRecord, step: str, exit_code: int | None) -> None:
 
 
 @contextmanager
-def _recorded_step(ctx: RunContext, step: str) -> Iterator[None]:
+def recorded_step(ctx: RunContext, step: str) -> Iterator[None]:
     """Record the step's start; on any error record the failure, free the host, re-raise."""
     _start_step(ctx, step)
     try:
@@ -135,29 +137,33 @@ def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> No
     step = script_step(script)
     if not _guard(ctx, step):
         return
-    with _recorded_step(ctx, step):
+    with recorded_step(ctx, step):
         run_script(ctx.config, ScriptRun(ctx.host, ctx.run_id, backup_type.value, script),
-                   on_tick=_renewer(ctx))
-    ctx.store.update(ctx.run_id, lambda record: _finish_step(record, step, 0))
+                   on_tick=lease_renewer(ctx))
+    ctx.store.update(ctx.run_id, lambda record: finish_step(record, step, 0))
 
 
 def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
-    """Upload, confirm the new set in the target, and finish the run in the same breath: the
+    """Write the digest manifest (offsite.manifest) into staging, upload, confirm the new set in
+    the target, and finish the run in the same breath: the
     moment the set is confirmed the run is durably over, so a worker stopped right after
     (SIGTERM lets the current task end) never leaves a finished backup looking lost."""
     if not _guard(ctx, UPLOAD_STEP):
         return None
-    with _recorded_step(ctx, UPLOAD_STEP):
+    with recorded_step(ctx, UPLOAD_STEP):
+        summary = write_manifest(host_staging(ctx.config, ctx.host))
         before = _catalog_or_none(ctx)
-        stats = upload(ctx.config, ctx.host, backup_type, on_tick=_renewer(ctx))
+        stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx))
         written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
                                    ctx.host)
 
     def done(record: RunRecord) -> None:
-        _finish_step(record, UPLOAD_STEP, 0)
+        finish_step(record, UPLOAD_STEP, 0)
         record.bytes_uploaded = stats.bytes_uploaded
         record.stats = dict(stats.as_dict())
         record.backup_set = format_stamp(written.time)
+        record.manifest = ManifestRecord(files=summary.files, bytes=summary.bytes,
+                                         sha256=summary.sha256)
     ctx.store.update(ctx.run_id, done)
     return finish_run(ctx)
 
@@ -181,7 +187,7 @@ def finish_run(ctx: RunContext) -> RunRecord:
     try:
         return ctx.store.update(ctx.run_id, finish)
     finally:
-        _end_run(ctx)
+        end_run(ctx)
 
 
 def upload_confirmed(record: RunRecord) -> bool:
@@ -201,6 +207,8 @@ def complete_record(record: RunRecord, now: datetime) -> None:
 
 
 def failure_class(step: str, error: OffsiteError) -> str:
+    if step == "verify":
+        return "verify_failed"   # whatever stopped it, the backup is not proven restorable
     if error.failure_class:
         return error.failure_class
     if step.startswith(script_step("")):
@@ -223,7 +231,7 @@ def _record_failure(ctx: RunContext, step: str, error: OffsiteError) -> RunRecor
         if record.is_final:
             return
         if record.step(step):
-            _finish_step(record, step, exit_code)
+            finish_step(record, step, exit_code)
         record.state = RunState.FAILED
         record.finished_at = utcnow()
         record.error = ErrorRecord(step=step, exit_code=exit_code, message=error.one_line(),
@@ -238,7 +246,7 @@ def fail_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
     try:
         return _record_failure(ctx, step, error)
     finally:
-        _end_run(ctx)
+        end_run(ctx)
 
 
 def stop_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
@@ -251,7 +259,7 @@ def stop_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
         if record.is_final:
             return
         if record.step(step):
-            _finish_step(record, step, None)
+            finish_step(record, step, None)
         record.state = RunState.LOST
         record.finished_at = utcnow()
         record.error = ErrorRecord(step=step, failure_class="run_lost",
@@ -260,10 +268,10 @@ def stop_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
     try:
         return ctx.store.update(ctx.run_id, lose)
     finally:
-        _end_run(ctx)
+        end_run(ctx)
 
 
-def _end_run(ctx: RunContext) -> None:
+def end_run(ctx: RunContext) -> None:
     try:
         empty_host_staging(ctx.config, ctx.host)
     finally:

@@ -12,7 +12,8 @@ from offsite.outbox import AlertOutbox
 from offsite.records import RunRecord
 from offsite.schedules import utcnow
 from offsite.watchdog import Watchdog
-from tasks.dispatch import enqueue_backup
+from offsite.constants import BackupType, RunType
+from tasks.dispatch import enqueue_backup, enqueue_verify
 from workers.app import app
 from workers.context import current_config, host_lease, redis_client, run_store
 
@@ -47,8 +48,13 @@ def _answering_hosts() -> set[str]:
 
 
 def _rerun(lost: RunRecord, rerun_id: str) -> None:
-    enqueue_backup(current_config(), run_store(), lost.host, lost.type, run_id=rerun_id,
-                   scheduled_for=lost.scheduled_for, note=f"re-run of lost run {lost.run_id}")
+    note = f"re-run of lost run {lost.run_id}"
+    if lost.type == RunType.VERIFY:
+        enqueue_verify(current_config(), run_store(), lost.host, run_id=rerun_id,
+                       scheduled_for=lost.scheduled_for, note=note)
+    else:
+        enqueue_backup(current_config(), run_store(), lost.host, BackupType(lost.type.value),
+                       run_id=rerun_id, scheduled_for=lost.scheduled_for, note=note)
 
 
 def watchdog() -> Watchdog:

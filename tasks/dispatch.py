@@ -4,12 +4,13 @@ from __future__ import annotations
 from datetime import datetime
 
 from offsite.config import Config
-from offsite.constants import BackupType, RunState, host_queue
+from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
 from offsite.records import RunRecord, RunStore
 from offsite.run_context import new_run_id, queue_run
 from offsite.schedules import describe_lateness, utcnow
 from tasks.backup import start_backup
 from tasks.callbacks import failure_callback
+from tasks.verify import verify_backup
 
 
 def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: BackupType,
@@ -26,6 +27,27 @@ def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: Back
             args=(host, backup_type.value, run_id),
             kwargs={"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
             queue=host_queue(host), link_error=failure_callback(host, run_id))
+    return record
+
+
+def verify_queue(config: Config, host: str) -> str:
+    on = config.verify_on(host)
+    return CONTROL_QUEUE if on == "control" else host_queue(on)
+
+
+def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | None = None,
+                   run_id: str | None = None, scheduled_for: datetime | None = None,
+                   note: str | None = None) -> RunRecord:
+    """Queue a verify of the host where `verify.on` says it runs; the record first."""
+    config.host(host)
+    run_id = run_id or new_run_id(host, RunType.VERIFY, utcnow())
+    record = queue_run(store, host, RunType.VERIFY, run_id, scheduled_for, note=note)
+    if record.state == RunState.QUEUED:
+        verify_backup.apply_async(
+            args=(host, run_id),
+            kwargs={"at": at.isoformat() if at else None,
+                    "scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
+            queue=verify_queue(config, host), link_error=failure_callback(host, run_id))
     return record
 
 

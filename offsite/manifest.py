@@ -1,0 +1,126 @@
+"""The digest manifest inside every backup: each staged file's path, size and SHA-256, written
+to `.offsite/manifest.jsonl` at the staging root before the upload, so it is encrypted with the
+data and restored with it. `offsite verify` compares a restore against it: proof that the target
+alone (plus the key) gives back exactly what was staged.
+
+One JSON object per line, so neither writing nor reading holds the whole list in memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+MANIFEST_DIR = ".offsite"
+MANIFEST_NAME = "manifest.jsonl"
+FORMAT = 1
+_CHUNK = 1024 * 1024
+MAX_LINE_BYTES = 64 * 1024   # a manifest line longer than this is not ours
+
+
+@dataclass(frozen=True)
+class ManifestSummary:
+    files: int
+    bytes: int
+    sha256: str   # of the manifest file itself: recorded in the run, so it cannot be swapped
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    kind: str            # "file" or "symlink"
+    size: int = 0
+    sha256: str | None = None
+    target: str | None = None
+
+
+def manifest_path(root: Path) -> Path:
+    return root / MANIFEST_DIR / MANIFEST_NAME
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def walk(root: Path) -> Iterator[Entry]:
+    """Every regular file and symlink under root (not the manifest's own folder), sorted, with
+    what identifies its content. Other kinds (sockets, fifos) duplicity skips too."""
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        if here == root:
+            dirs[:] = [d for d in dirs if d != MANIFEST_DIR]
+        dirs.sort()
+        for link in sorted(d for d in dirs if (here / d).is_symlink()):
+            yield Entry(str((here / link).relative_to(root)), "symlink",
+                        target=os.readlink(here / link))
+        for name in sorted(files):
+            path = here / name
+            relative = str(path.relative_to(root))
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                yield Entry(relative, "symlink", target=os.readlink(path))
+            elif stat.S_ISREG(info.st_mode):
+                yield Entry(relative, "file", info.st_size, file_digest(path))
+
+
+def write_manifest(root: Path, source: Path | None = None) -> ManifestSummary:
+    """Hash every file under `source` (default: root) into root's manifest; returns its count,
+    total size and own digest."""
+    target = manifest_path(root)
+    target.parent.mkdir(mode=0o700, exist_ok=True)
+    files = total = 0
+    digest = hashlib.sha256()
+    with open(target, "w", encoding="utf-8") as handle:
+        header = json.dumps({"offsite_manifest": FORMAT}) + "\n"
+        handle.write(header)
+        digest.update(header.encode())
+        for entry in walk(source or root):
+            record: dict[str, object] = {"path": entry.path, "kind": entry.kind}
+            if entry.kind == "file":
+                record.update(size=entry.size, sha256=entry.sha256)
+                files += 1
+                total += entry.size
+            else:
+                record["target"] = entry.target
+            line = json.dumps(record, ensure_ascii=False) + "\n"
+            handle.write(line)
+            digest.update(line.encode())
+    return ManifestSummary(files, total, digest.hexdigest())
+
+
+class ManifestUnreadable(ValueError):
+    """The restored manifest is missing, truncated or not ours."""
+
+
+def read_manifest(path: Path) -> Iterator[Entry]:
+    """The entries of a manifest; raises ManifestUnreadable on anything that is not one."""
+    try:
+        handle = open(path, "rb")
+    except FileNotFoundError:
+        raise ManifestUnreadable("the backup holds no .offsite/manifest.jsonl") from None
+    with handle:
+        header = handle.readline(MAX_LINE_BYTES)
+        try:
+            if json.loads(header).get("offsite_manifest") != FORMAT:
+                raise ManifestUnreadable("unknown manifest format")
+        except (ValueError, AttributeError):
+            raise ManifestUnreadable("the manifest's first line is not an offsite header") from None
+        for number, raw in enumerate(iter(lambda: handle.readline(MAX_LINE_BYTES), b""), 2):
+            try:
+                item = json.loads(raw)
+                yield Entry(str(item["path"]), str(item["kind"]), int(item.get("size", 0)),
+                            item.get("sha256"), item.get("target"))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                raise ManifestUnreadable(f"manifest line {number} is not an entry") from None
+
+
+def manifest_digest(path: Path) -> str:
+    return file_digest(path)

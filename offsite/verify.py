@@ -1,0 +1,118 @@
+"""Proof that a backup restores from the target alone: restore the set at T into a private
+temporary folder with an empty, throwaway duplicity cache (as after losing the host), then
+compare every restored file with the digest manifest written at backup time."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+from offsite.catalog import BackupSet, Catalog, format_stamp, read_catalog
+from offsite.config import Config
+from offsite.duplicity import run_restore
+from offsite.errors import OffsiteError
+from offsite.manifest import (Entry, ManifestUnreadable, file_digest, manifest_path,
+                              read_manifest, walk)
+from offsite.restore import check_time_covered
+
+MAX_LISTED_MISMATCHES = 20
+VERIFY_STEP = "verify"
+
+
+class VerifyFailed(OffsiteError):
+    """The restore did not give back what the manifest recorded (or could not be made)."""
+
+    failure_class = "verify_failed"
+
+
+@dataclass
+class VerifyOutcome:
+    backup_set: str
+    files_checked: int = 0
+    bytes_read: int = 0
+    mismatch_count: int = 0
+    mismatches: list[str] = field(default_factory=list)
+
+    def add(self, problem: str) -> None:
+        self.mismatch_count += 1
+        if len(self.mismatches) < MAX_LISTED_MISMATCHES:
+            self.mismatches.append(problem[:300])
+
+    def as_dict(self) -> dict[str, object]:
+        return {"backup_set": self.backup_set, "files_checked": self.files_checked,
+                "bytes_read": self.bytes_read, "mismatch_count": self.mismatch_count,
+                "mismatches": list(self.mismatches)}
+
+
+def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
+    """The newest complete set at or before `at` (default: the newest), the one a restore as of
+    `at` gives; callers check first that the target covers `at`."""
+    candidates = [backup_set for chain in catalog.chains for backup_set in chain.sets
+                  if at is None or backup_set.time <= at]
+    return max(candidates, key=lambda backup_set: backup_set.time)
+
+
+def compare(restored: Path, outcome: VerifyOutcome) -> None:
+    """Every manifest entry must be restored identically, and nothing else restored."""
+    try:
+        expected: dict[str, Entry] = {entry.path: entry
+                                      for entry in read_manifest(manifest_path(restored))}
+    except ManifestUnreadable as problem:
+        outcome.add(f"manifest: {problem}")
+        return
+    for found in walk_restored(restored, outcome):
+        wanted = expected.pop(found.path, None)
+        if wanted is None:
+            outcome.add(f"extra: {found.path} is in the restore but not in the manifest")
+        elif wanted.kind != found.kind:
+            outcome.add(f"different: {found.path} is a {found.kind}, the manifest says "
+                        f"{wanted.kind}")
+        elif found.kind == "symlink" and found.target != wanted.target:
+            outcome.add(f"different: {found.path} links to {found.target}, the manifest says "
+                        f"{wanted.target}")
+        elif found.kind == "file" and found.size != wanted.size:
+            outcome.add(f"different: {found.path} has {found.size} bytes, the manifest says "
+                        f"{wanted.size}")
+        elif found.kind == "file" and found.sha256 != wanted.sha256:
+            outcome.add(f"different: {found.path} has another SHA-256 than the manifest")
+    for missing in sorted(expected):
+        outcome.add(f"missing: {missing} is in the manifest but not in the restore")
+
+
+def walk_restored(restored: Path, outcome: VerifyOutcome) -> list[Entry]:
+    entries = list(walk(restored))
+    for entry in entries:
+        if entry.kind == "file":
+            outcome.files_checked += 1
+            outcome.bytes_read += entry.size
+    return entries
+
+
+def verify_backup(config: Config, host: str, at: datetime | None,
+                  on_tick: Callable[[], None] | None = None) -> VerifyOutcome:
+    """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
+    the set cannot be restored at all, RestoreRefused when the target does not cover `at`."""
+    catalog = read_catalog(config, host)
+    check_time_covered(catalog, at, host)
+    chosen = set_at(catalog, at)
+    outcome = VerifyOutcome(backup_set=format_stamp(chosen.time))
+    workspace = config.cache_dir / "verify-tmp"
+    workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700
+    try:
+        dest, throwaway_cache = private / "restore", private / "cache"
+        throwaway_cache.mkdir(mode=0o700)
+        try:
+            run_restore(config, host, dest, throwaway_cache,
+                        str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
+                        on_tick=on_tick)
+        except OffsiteError as error:
+            raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
+                               f"{error.cause}", host=host, step=VERIFY_STEP) from None
+        compare(dest, outcome)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+    return outcome
