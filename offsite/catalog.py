@@ -47,6 +47,7 @@ class BackupSet:
     manifest: str | None = None        # the manifest's object name once written
     signatures: bool = False
     archived: list[str] = field(default_factory=list)   # volume names in GLACIER/DEEP_ARCHIVE
+    objects: list[str] = field(default_factory=list)    # every object of the set
 
     @property
     def complete(self) -> bool:
@@ -119,27 +120,22 @@ def build_catalog(location: str, objects: Iterable[TargetObject]) -> Catalog:
 
     for obj in objects:
         match = _NAME.match(obj.name)
-        if match is None:
-            continue
-        if ".part" in match["suffix"]:
-            continue  # a local cache's unfinished manifest: not a set in the target
-        if match["full"]:
-            backup_set = get("full", parse_stamp(match["full"]), None)
-            if match["full_vol"]:
-                _add_volume(backup_set, int(match["full_vol"]), obj)
-            else:
-                backup_set.manifest = obj.name
-        elif match["full_sig"]:
-            get("full", parse_stamp(match["full_sig"]), None).signatures = True
+        if match is None or ".part" in match["suffix"]:
+            continue  # not duplicity's, or a local cache's unfinished manifest
+        if match["full"] or match["full_sig"]:
+            backup_set = get("full", parse_stamp(match["full"] or match["full_sig"]), None)
         elif match["inc_to"]:
             backup_set = get("incr", parse_stamp(match["inc_to"]), parse_stamp(match["inc_from"]))
-            if match["inc_vol"]:
-                _add_volume(backup_set, int(match["inc_vol"]), obj)
-            else:
-                backup_set.manifest = obj.name
         else:
-            get("incr", parse_stamp(match["sig_to"]),
-                parse_stamp(match["sig_from"])).signatures = True
+            backup_set = get("incr", parse_stamp(match["sig_to"]), parse_stamp(match["sig_from"]))
+        backup_set.objects.append(obj.name)
+        volume = match["full_vol"] or match["inc_vol"]
+        if volume:
+            _add_volume(backup_set, int(volume), obj)
+        elif match["full_sig"] or match["sig_to"]:
+            backup_set.signatures = True
+        else:
+            backup_set.manifest = obj.name
     complete = [s for s in sets.values() if s.complete]
     unfinished = sorted((s for s in sets.values() if not s.complete), key=lambda s: s.time)
     chains = [Chain(full) for full in sorted((s for s in complete if s.kind == "full"),

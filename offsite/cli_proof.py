@@ -1,4 +1,4 @@
-"""The commands that prove and show what the target holds: `verify` and `list`."""
+"""The commands that prove, show and trim what the target holds: `verify`, `list`, `prune`."""
 from __future__ import annotations
 
 import argparse
@@ -72,6 +72,31 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def cmd_prune(args: argparse.Namespace, config: Config) -> int:
+    from offsite import cli
+    from offsite.lease import RedisHostLease
+    from offsite.prune_run import prune_host
+    hosts = [args.host] if args.host else [h for h in config.hosts
+                                           if config.keep_full_chains(h) is not None]
+    for host in hosts:
+        config.host(host)
+    store = cli._store(config)
+    lease = RedisHostLease(store.client, config.watchdog.lease_ttl)
+    failed = False
+    for host in hosts:
+        outcome = prune_host(config, store, lease, host, apply=args.apply)
+        if outcome.record is not None and outcome.record.state != RunState.SUCCEEDED:
+            failed = True
+            print(f"{host}: {outcome.record.state.value}: {'; '.join(outcome.record.notes)}")
+            continue
+        print(f"{host}: {'pruned' if args.apply else 'plan (nothing deleted without --apply)'}")
+        for line in outcome.plan.describe():
+            print(f"  {line}")
+    if not hosts:
+        print("no host has retention.keep_full_chains set: nothing to prune")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     verify = sub.add_parser("verify", parents=[common],
                             help="prove HOST's backup restores from the target alone")
@@ -87,3 +112,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     listing.add_argument("host")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(action=cmd_list)
+
+    prune = sub.add_parser("prune", parents=[common],
+                           help="delete chains beyond retention (dry run without --apply)")
+    prune.add_argument("host", nargs="?")
+    prune.add_argument("--apply", action="store_true", help="delete (default: print the plan)")
+    prune.set_defaults(action=cmd_prune)

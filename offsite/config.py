@@ -15,7 +15,7 @@ from offsite.constants import (DEFAULT_CONFIG_PATH, DEFAULT_SCRIPT_TIMEOUT_S,
                                DEFAULT_UPLOAD_TIMEOUT_S, BackupType)
 from offsite.durations import parse_duration
 from offsite.errors import ConfigError, UnknownHostError
-from offsite.schedules import CronSpec, ScheduleSpec, parse_schedule_spec
+from offsite.schedules import CronSpec, EverySpec, ScheduleSpec, parse_schedule_spec
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -89,12 +89,18 @@ class HostVerify(StrictModel):
                                             "name of a host whose worker runs them")
 
 
+class HostRetention(StrictModel):
+    keep_full_chains: int | None = Field(None, ge=1, le=1000,
+                                         description="complete chains this host keeps")
+
+
 class HostConfig(StrictModel):
     scripts: dict[Name, ScriptConfig] = Field(
         description="dump scripts, run in this order, each in its own staging folder",
         min_length=1)
     schedule: HostSchedule = Field(default_factory=HostSchedule)
     verify: HostVerify = Field(default_factory=HostVerify)
+    retention: HostRetention = Field(default_factory=HostRetention)
 
 
 class TargetConfig(StrictModel):
@@ -160,6 +166,13 @@ class VerifyConfig(StrictModel):
                                            "which then needs the key) or a host's name")
 
 
+class RetentionConfig(StrictModel):
+    keep_full_chains: int | None = Field(
+        None, ge=1, le=1000, description="complete chains each host keeps; none: keep all")
+    schedule: Schedule = Field(EverySpec(86400), description="when the control node prunes "
+                                                              "(hosts with keep_full_chains)")
+
+
 class Config(StrictModel):
     broker_url: str = Field("redis://localhost:6379/0", description="Redis URL")
     staging_root: Path = Field(Path("/var/lib/offsite/staging"),
@@ -172,6 +185,7 @@ class Config(StrictModel):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     hosts: dict[Name, HostConfig] = Field(min_length=1, description="the hosts backed up")
 
     @model_validator(mode="after")
@@ -207,6 +221,10 @@ class Config(StrictModel):
     def verify_schedule(self, name: str) -> ScheduleSpec | None:
         own = self.host(name).verify.schedule
         return own if own is not None else self.verify.schedule
+
+    def keep_full_chains(self, name: str) -> int | None:
+        own = self.host(name).retention.keep_full_chains
+        return own if own is not None else self.retention.keep_full_chains
 
     def verify_on(self, name: str) -> str:
         """Where the host's drills run: "control" or a host name."""

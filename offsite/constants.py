@@ -31,10 +31,11 @@ class BackupType(StrEnum):
 
 
 class RunType(StrEnum):
-    """What a run in the ledger does: a backup of either type, or a restore drill."""
+    """What a run in the ledger does: a backup of either type, a restore drill, a prune."""
     FULL = "full"
     INCR = "incr"
     VERIFY = "verify"
+    PRUNE = "prune"
 
 
 class RunState(StrEnum):
