@@ -60,3 +60,7 @@ class CommandTimedOut(CommandError):
 
 class BrokerUnavailable(OffsiteError):
     pass
+
+
+class PassphraseError(OffsiteError):
+    """The encryption passphrase is missing, unreadable or empty on this machine."""

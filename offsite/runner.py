@@ -11,8 +11,9 @@ from offsite.admission import admit
 from offsite.config import Config
 from offsite.constants import BackupType, RunState
 from offsite.duplicity import UploadStats, upload
-from offsite.errors import CommandError, CommandTimedOut, OffsiteError
+from offsite.errors import CommandError, CommandTimedOut, OffsiteError, PassphraseError
 from offsite.lease import MemoryHostLease
+from offsite.passphrase import read_passphrase
 from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, StepRecord
 from offsite.run_context import RunContext, new_run_id
 from offsite.schedules import utcnow
@@ -30,10 +31,17 @@ class StaleRun(OffsiteError):
 
 def begin_run(ctx: RunContext, requested: BackupType,
               scheduled_for: datetime | None = None) -> BackupType | None:
-    """Admit the run (see offsite.admission) and prepare its staging folder."""
+    """Admit the run (see offsite.admission), check the passphrase can be read (before any
+    script dumps data that could not be encrypted) and prepare its staging folder."""
     effective = admit(ctx, requested, scheduled_for)
     if effective is None:
         return None
+    try:
+        read_passphrase(ctx.config, ctx.host)
+    except PassphraseError as unreadable:
+        start_error = PassphraseError(unreadable.cause, host=ctx.host, step="start")
+        fail_run(ctx, "start", start_error)
+        raise start_error from None
     try:
         prepare_host_staging(ctx.config, ctx.host)
     except OSError as exc:
@@ -146,6 +154,8 @@ def finish_run(ctx: RunContext) -> RunRecord:
 
 
 def failure_class(step: str, error: OffsiteError) -> str:
+    if isinstance(error, PassphraseError):
+        return "encryption_failed"
     if step.startswith(script_step("")):
         if isinstance(error, CommandTimedOut):
             return "script_timeout"

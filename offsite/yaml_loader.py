@@ -1,0 +1,112 @@
+"""Reading the config's YAML safely: size, nesting and alias expansion bounded, duplicate keys
+refused (a second `carcosa:` would otherwise silently replace the first host)."""
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 32
+MAX_VALUES = 200_000  # strings, numbers, lists and mappings, counting every alias expansion
+
+
+class YamlProblem(ValueError):
+    """The text is not a config offsite will read; the message names where and why."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses nesting deeper than MAX_DEPTH (its recursion would
+    otherwise end in a RecursionError, or take the constructor's memory with it)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:  # type: ignore[override]
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise YamlProblem(f"nested deeper than {MAX_DEPTH} levels at line {mark.line + 1}")
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+
+def decode_config_bytes(raw: bytes) -> str:
+    """The file's text; raises YamlProblem for an oversized or non-UTF-8 file."""
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise YamlProblem(f"the file is larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB: "
+                          "that is not a config")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise YamlProblem(f"not UTF-8 text (byte {exc.start}): is this the config file?") from None
+
+
+def load_yaml(text: str) -> Any:
+    """The one YAML document in `text` as plain data.
+
+    Raises YamlProblem for duplicate keys, deep nesting or an alias bomb, and yaml.YAMLError
+    for syntax errors."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicate_keys(node, [], set())
+        _count_values(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _key_text(node: Node) -> str | None:
+    return str(node.value) if isinstance(node, ScalarNode) else None
+
+
+def _refuse_duplicate_keys(node: Node, path: list[str], seen: set[int]) -> None:
+    """Walk the node graph once (an alias is the same node object, so `seen` keeps an alias
+    bomb from being walked exponentially) and refuse a key given twice in one mapping."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    if isinstance(node, MappingNode):
+        first_line: dict[tuple[str, str], int] = {}
+        for key_node, value_node in node.value:
+            key = _key_text(key_node)
+            if key is None or key_node.tag == "tag:yaml.org,2002:merge":
+                _refuse_duplicate_keys(value_node, path, seen)
+                continue
+            line = key_node.start_mark.line + 1
+            where = ".".join([*path, key])
+            if (key_node.tag, key) in first_line:
+                raise YamlProblem(
+                    f"At '{where}': duplicate key {key!r} at line {line} (first at line "
+                    f"{first_line[(key_node.tag, key)]}): YAML keeps only the last one, so "
+                    "remove or rename one of them")
+            first_line[(key_node.tag, key)] = line
+            _refuse_duplicate_keys(value_node, [*path, key], seen)
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, [*path, str(index)], seen)
+
+
+def _count_values(root: Node) -> None:
+    """Count the values the document expands to (aliases included) and stop at MAX_VALUES:
+    a few lines of nested aliases ("billion laughs") expand to billions."""
+    count = 0
+    pending = [root]
+    while pending:
+        node = pending.pop()
+        count += 1
+        if count > MAX_VALUES:
+            raise YamlProblem(f"the document expands to more than {MAX_VALUES} values "
+                              "(nested aliases?): that is not a config")
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                pending += (key_node, value_node)
+        elif isinstance(node, SequenceNode):
+            pending += node.value
