@@ -237,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # the last resort: one line, the traceback only at DEBUG
         logging.getLogger(__name__).debug("internal error", exc_info=True)
-        print(f"offsite: internal error: {type(exc).__name__}: {str(exc)[:500]}; run with "
+        cause = " ".join(str(exc).split())[:500]  # one line, whatever the exception says
+        print(f"offsite: internal error: {type(exc).__name__}: {cause}; run with "
               "--loglevel DEBUG for the traceback", file=sys.stderr)
         return EXIT_FAILED
 

@@ -63,12 +63,13 @@ def check_passphrase(config: Config) -> PassphraseFindings:
     except PassphraseError as error:
         findings.problems.append(error.cause)
     path = config.encryption.passphrase_file
-    if os.environ.get("PASSPHRASE") or path is None:
+    if findings.problems or os.environ.get("PASSPHRASE") or path is None:
         return findings
     try:
         mode = stat.S_IMODE(path.stat().st_mode)
-    except OSError:
-        return findings  # already a problem above
+    except OSError as exc:  # removed since it was read
+        findings.problems.append(f"cannot stat passphrase file {path}: {exc.strerror}")
+        return findings
     if mode & 0o077:
         findings.warnings.append(
             f"passphrase file {path} is readable or writable by group or others (mode "
