@@ -5,34 +5,57 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 MAX_DEPTH = 32
-MAX_VALUES = 200_000  # strings, numbers, lists and mappings, counting every alias expansion
+MAX_VALUES = 300_000  # strings, numbers, lists and mappings, counting every alias expansion
 
 
 class YamlProblem(ValueError):
     """The text is not a config offsite will read; the message names where and why."""
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader whose composer refuses nesting deeper than MAX_DEPTH (its recursion would
-    otherwise end in a RecursionError, or take the constructor's memory with it)."""
+class _Bounds:
+    """Mixed into a loader before yaml's Composer: counts the nodes as they are composed and
+    refuses nesting deeper than MAX_DEPTH, so a hostile file stops early instead of costing
+    minutes and gigabytes (the composer is recursive and keeps every node)."""
 
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
+    _depth = 0
+    _nodes = 0
 
-    def compose_node(self, parent: Node | None, index: Any) -> Node | None:  # type: ignore[override]
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         self._depth += 1
+        self._nodes += 1
         try:
-            if self._depth > MAX_DEPTH:
-                mark = self.peek_event().start_mark
-                raise YamlProblem(f"nested deeper than {MAX_DEPTH} levels at line {mark.line + 1}")
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            if self._depth > MAX_DEPTH or self._nodes > MAX_VALUES:
+                mark = self.peek_event().start_mark  # type: ignore[attr-defined]
+                what = (f"nested deeper than {MAX_DEPTH} levels" if self._depth > MAX_DEPTH
+                        else f"more than {MAX_VALUES} values")
+                raise YamlProblem(f"{what} at line {mark.line + 1}: that is not a config")
+            return super().compose_node(parent, index)  # type: ignore[misc, no-any-return]
         finally:
             self._depth -= 1
+
+
+if getattr(yaml, "__with_libyaml__", False):
+    from yaml._yaml import CParser
+
+    class _BoundedLoader(_Bounds, Composer, CParser, SafeConstructor, Resolver):  # type: ignore[misc]
+        """libyaml scans and parses (fast, and it refuses runaway nesting itself); yaml's own
+        Composer builds the nodes, so _Bounds sees each one."""
+
+        def __init__(self, stream: str) -> None:
+            CParser.__init__(self, stream)
+            Composer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+else:  # pragma: no cover - PyYAML wheels ship libyaml
+    class _BoundedLoader(_Bounds, yaml.SafeLoader):  # type: ignore[no-redef]
+        pass
 
 
 def decode_config_bytes(raw: bytes) -> str:

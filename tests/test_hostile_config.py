@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -14,6 +15,7 @@ import yaml
 
 from offsite.cli import main
 from tests.conftest import RunOffsite
+from tests.helpers import OffsiteEnv, offsite_argv, run_command
 
 Data = dict[str, Any]
 DROP = object()
@@ -319,7 +321,8 @@ CASES = [
     Case("tab-indent", "YAML syntax error", text=b"hosts:\n\tcarcosa: {}\n"),
     Case("unclosed-bracket", "YAML syntax error at line", text=b"hosts: [unclosed\n"),
     Case("billion-laughs", "expands to more than", text=BILLION_LAUGHS.encode()),
-    Case("deep-lists", "nested deeper than 32 levels", text=b"a: " + b"[" * 50_000),
+    Case("deep-lists", "nested deeper than 32 levels", text=b"a: " + b"[" * 500),
+    Case("deep-lists-50k", "exceeded maximum nesting depth", text=b"a: " + b"[" * 50_000),
     Case("deep-mappings", "nested deeper than 32 levels",
          text=b"a: " + b"{a: " * 5_000 + b"1" + b"}" * 5_000 + b"\n"),
     Case("recursive-alias", "expands to more than", text=b"a: &a [*a, *a]\n"),
@@ -438,8 +441,9 @@ def test_yaml_merge_keys_still_work(tmp_path: Path, clean_env: None,
 
 EXECUTABLE_CASES = ["duplicate-host", "every-half-second", "timeout-list", "staging-system-dir-/",
                     "target-s3-no-bucket", "target-boto3-space", "broker-garbage",
-                    "billion-laughs", "deep-lists", "binary-garbage", "empty-file", "five-mib",
-                    "cache-inside-staging", "nul-byte", "script-bash-70k"]
+                    "billion-laughs", "deep-lists", "deep-lists-50k", "binary-garbage",
+                    "empty-file", "five-mib", "cache-inside-staging", "nul-byte",
+                    "script-bash-70k"]
 
 
 @pytest.mark.parametrize("case", [case for case in CASES if case.id in EXECUTABLE_CASES],
@@ -457,3 +461,40 @@ def test_hostile_config_through_the_offsite_command(case: Case, tmp_path: Path,
 
 def test_the_executable_sample_covers_what_it_names() -> None:
     assert {case.id for case in CASES} >= set(EXECUTABLE_CASES)
+
+
+MEASURE_CHILD = """
+import resource, subprocess, sys, time
+started = time.monotonic()
+done = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(done.returncode, round(time.monotonic() - started, 1), round(peak_mib), sep="\\t")
+sys.stderr.write(done.stderr)
+"""
+
+BIG_INPUTS = {
+    "billion-laughs": BILLION_LAUGHS,
+    "flat-list-under-4mib": "x: [" + ",".join(["a"] * 1_400_000) + "]\n",
+    "85k-hosts-4mib": "hosts:\n" + "".join(f"  h{i}: {{scripts: {{s: {{bash: 'echo {i}'}}}}}}\n"
+                                           for i in range(85_000)),
+}
+
+
+@pytest.mark.parametrize("name", BIG_INPUTS)
+def test_big_or_explosive_yaml_is_refused_in_bounded_time_and_memory(
+        name: str, tmp_path: Path, offsite_env: OffsiteEnv) -> None:
+    """Peak RSS of the real `offsite check`, measured by a parent of its own (so no other
+    child of the test session counts); the wall bound is generous for a loaded machine."""
+    path = tmp_path / "offsite.yaml"
+    path.write_text(BIG_INPUTS[name])
+    assert path.stat().st_size <= 4 * 1024 * 1024
+
+    result = run_command([sys.executable, "-c", MEASURE_CHILD, *offsite_argv(path, "check")],
+                         env=offsite_env, cwd=tmp_path, timeout=180)
+
+    code, wall_s, peak_mib = result.stdout.split()
+    assert int(code) == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "values" in result.stderr, result.stderr
+    assert int(peak_mib) < 400, f"peak RSS {peak_mib} MiB"
+    assert float(wall_s) < 90, f"took {wall_s}s"
