@@ -15,7 +15,7 @@ from offsite.constants import (DEFAULT_CONFIG_PATH, DEFAULT_SCRIPT_TIMEOUT_S,
                                DEFAULT_UPLOAD_TIMEOUT_S, BackupType)
 from offsite.config_rules import (ConfigProblems, PathProblem, check_absolute_path,
                                   check_broker_url, check_http_url, check_target_url, overlap,
-                                  system_dir_problem, walk_strings)
+                                  scan_data, system_dir_problem)
 from offsite.durations import format_duration, parse_duration
 from offsite.errors import ConfigError, UnknownHostError
 from offsite.schedules import CronSpec, EverySpec, ScheduleSpec, parse_schedule_spec
@@ -299,8 +299,8 @@ def parse_config(data: Any, *, source: str | None = None) -> Config:
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise ConfigError([f"the top level must be a mapping of settings (this file is {kind})"],
                           path=source)
-    if nul_problems := walk_strings(data):
-        raise ConfigError([problem.line() for problem in nul_problems], path=source)
+    if data_problems := scan_data(data):
+        raise ConfigError([problem.line() for problem in data_problems], path=source)
     data = dict(data)
     from_env = os.environ.get("OFFSITE_BROKER_URL")
     if from_env:

@@ -141,8 +141,9 @@ def _masked(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
-def walk_strings(data: Any, path: tuple[str, ...] = ()) -> list[PathProblem]:
-    """NUL characters in any string or key: no path, URL or command may carry one."""
+def scan_data(data: Any, path: tuple[str, ...] = ()) -> list[PathProblem]:
+    """NUL characters in any string or key (no path, URL or command may carry one), and keys
+    YAML read as booleans (a host called `no` or `on`)."""
     problems: list[PathProblem] = []
     if isinstance(data, str):
         if "\x00" in data:
@@ -153,8 +154,13 @@ def walk_strings(data: Any, path: tuple[str, ...] = ()) -> list[PathProblem]:
                 problems.append(PathProblem(".".join(path) or "(top level)",
                                             "a key contains a NUL character"))
                 continue
-            problems += walk_strings(value, (*path, str(key)[:80]))
+            if isinstance(key, bool):
+                problems.append(PathProblem(".".join((*path, str(key).lower())), (
+                    "this key is a boolean: YAML reads an unquoted yes/no/on/off/true/false "
+                    "as one; quote the name")))
+                continue
+            problems += scan_data(value, (*path, str(key)[:80]))
     elif isinstance(data, list):
         for index, item in enumerate(data):
-            problems += walk_strings(item, (*path, str(index)))
+            problems += scan_data(item, (*path, str(index)))
     return problems

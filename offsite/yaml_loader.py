@@ -79,42 +79,42 @@ def load_yaml(text: str) -> Any:
         node = loader.get_single_node()
         if node is None:
             return None
-        _refuse_duplicate_keys(node, [], set())
         _count_values(node)
+        _refuse_duplicate_keys(loader, node, [], set())
         return loader.construct_document(node)
     finally:
         loader.dispose()
 
 
-def _key_text(node: Node) -> str | None:
-    return str(node.value) if isinstance(node, ScalarNode) else None
-
-
-def _refuse_duplicate_keys(node: Node, path: list[str], seen: set[int]) -> None:
+def _refuse_duplicate_keys(loader: SafeConstructor, node: Node, path: list[str],
+                           seen: set[int]) -> None:
     """Walk the node graph once (an alias is the same node object, so `seen` keeps an alias
-    bomb from being walked exponentially) and refuse a key given twice in one mapping."""
+    bomb from being walked exponentially) and refuse a key given twice in one mapping. Keys
+    are compared as YAML builds them: `carcosa` and "carcosa" are one key, as are `yes`, `on`
+    and `true`."""
     if id(node) in seen:
         return
     seen.add(id(node))
     if isinstance(node, MappingNode):
-        first_line: dict[tuple[str, str], int] = {}
+        first_line: dict[Any, int] = {}
         for key_node, value_node in node.value:
-            key = _key_text(key_node)
-            if key is None or key_node.tag == "tag:yaml.org,2002:merge":
-                _refuse_duplicate_keys(value_node, path, seen)
+            if not isinstance(key_node, ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                _refuse_duplicate_keys(loader, value_node, path, seen)
                 continue
+            key = loader.construct_object(key_node)
+            text = str(key_node.value)
             line = key_node.start_mark.line + 1
-            where = ".".join([*path, key])
-            if (key_node.tag, key) in first_line:
+            where = ".".join([*path, text])
+            if key in first_line:
                 raise YamlProblem(
-                    f"At '{where}': duplicate key {key!r} at line {line} (first at line "
-                    f"{first_line[(key_node.tag, key)]}): YAML keeps only the last one, so "
-                    "remove or rename one of them")
-            first_line[(key_node.tag, key)] = line
-            _refuse_duplicate_keys(value_node, [*path, key], seen)
+                    f"At '{where}': duplicate key {text!r} at line {line} (first at line "
+                    f"{first_line[key]}): YAML keeps only the last one, so remove or rename "
+                    "one of them")
+            first_line[key] = line
+            _refuse_duplicate_keys(loader, value_node, [*path, text], seen)
     elif isinstance(node, SequenceNode):
         for index, item in enumerate(node.value):
-            _refuse_duplicate_keys(item, [*path, str(index)], seen)
+            _refuse_duplicate_keys(loader, item, [*path, str(index)], seen)
 
 
 def _count_values(root: Node) -> None:

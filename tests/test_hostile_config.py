@@ -309,6 +309,15 @@ CASES = [
                "hosts: {h: {scripts: {s: {bash: a}}}}\n").encode()),
     Case("duplicate-in-flow", "At 'hosts.h.scripts.s.bash': duplicate key",
          text=(VALID_HEAD + "hosts: {h: {scripts: {s: {bash: a, bash: b}}}}\n").encode()),
+    Case("duplicate-quoted-and-plain", "At 'hosts.carcosa': duplicate key 'carcosa' at line 5",
+         text=(VALID_HEAD + "hosts:\n  carcosa: {scripts: {pg: {bash: a}}}\n"
+               "  \"carcosa\": {scripts: {files: {bash: b}}}\n").encode()),
+    Case("duplicate-yes-and-true", "At 'hosts.true': duplicate key 'true' at line 5",
+         text=(VALID_HEAD + "hosts:\n  yes: {scripts: {pg: {bash: a}}}\n"
+               "  true: {scripts: {files: {bash: b}}}\n").encode()),
+    Case("host-named-no", "At 'hosts.false': this key is a boolean: YAML reads an unquoted "
+         "yes/no", text=(VALID_HEAD + "hosts:\n  no: {scripts: {pg: {bash: a}}}\n"
+                                  ).encode()),
     Case("empty-file", "the top level must be a mapping of settings (this file is empty)",
          text=b""),
     Case("only-comments", "(this file is empty)", text=b"# nothing here\n"),
