@@ -4,8 +4,12 @@ from __future__ import annotations
 import redis
 
 from offsite.alerts import SnsSink
+from offsite.catalog import read_catalog
 from offsite.config import Config
 from offsite.constants import BackupType
+from offsite.errors import OffsiteError, PassphraseError
+from offsite.keycheck import check_key_opens
+from offsite.passphrase import read_passphrase
 from offsite.schedules import next_run, utcnow
 from offsite.target import probe_bucket
 
@@ -33,9 +37,29 @@ def check_connections(config: Config) -> list[str]:
         problems.append(f"broker unreachable: {exc}")
     if (bucket_problem := probe_bucket(config)) is not None:
         problems.append(bucket_problem[0])
+    else:
+        problems += key_problems(config)
     if config.alerts.sns_topic_arn:
         try:
             SnsSink(config).client.get_topic_attributes(TopicArn=config.alerts.sns_topic_arn)
         except Exception as exc:  # any failure to reach the topic is the finding
             problems.append(f"SNS topic not reachable: {exc}")
+    return problems
+
+
+def key_problems(config: Config) -> list[str]:
+    """Whether this node's passphrase opens each host's newest backup set (when it has one):
+    a changed passphrase is found here, not at the next restore."""
+    try:
+        read_passphrase(config, None)
+    except PassphraseError:
+        return []   # reported by the passphrase check itself
+    problems = []
+    for host in config.hosts:
+        try:
+            chain = read_catalog(config, host).newest_chain
+            if chain is not None and chain.last.manifest is not None:
+                check_key_opens(config, host, chain.last.manifest, step="check")
+        except OffsiteError as error:
+            problems.append(error.one_line())
     return problems

@@ -16,13 +16,17 @@ from kombu.exceptions import OperationalError
 
 from offsite.config import Config, config_path, load_config
 from offsite.constants import BackupType, RunState
-from offsite.errors import BrokerUnavailable, ConfigError, OffsiteError
+from offsite.durations import parse_duration
+from offsite.errors import BrokerUnavailable, ConfigError, OffsiteError, UsageError
 from offsite.records import RedisRunStore, RunRecord, record_as_json
 from offsite.status import format_outcome, format_table
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _SERVICES = frozenset({"worker", "control", "beat"})
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a command killed by SIGPIPE
 _WAIT_POLL_S = 0.2
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_STATUS_LIMIT = 1000
 
 Action = Callable[[argparse.Namespace, Config], int]
 
@@ -47,13 +51,17 @@ def _bind_app_to(path: Path) -> None:
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
     from offsite.check import check_connections, describe_hosts
+    from offsite.passphrase import check_passphrase
     print(describe_hosts(config))
+    findings = check_passphrase(config)
+    problems = [f"passphrase: {problem}" for problem in findings.problems]
+    for warning in findings.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.connect:
-        problems = check_connections(config)
-        for line in problems:
-            print(f"problem: {line}", file=sys.stderr)
-        return EXIT_FAILED if problems else EXIT_OK
-    return EXIT_OK
+        problems += check_connections(config)
+    for line in problems:
+        print(f"problem: {line}", file=sys.stderr)
+    return EXIT_FAILED if problems else EXIT_OK
 
 
 def cmd_worker(args: argparse.Namespace, config: Config) -> int:
@@ -136,13 +144,36 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     return EXIT_OK
 
 
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a log level: use one of "
+                                         f"{', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _status_limit(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_STATUS_LIMIT:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number of runs from 1 to "
+                                         f"{MAX_STATUS_LIMIT}")
+    return int(text)
+
+
+def _wait_timeout(text: str) -> int:
+    """Seconds, written as in the config (15s, 10m, 1h30m) or as a plain number of seconds."""
+    try:
+        return parse_duration(int(text) if text.strip().isdigit() else text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", default=argparse.SUPPRESS,
                         help="config file (default $OFFSITE_CONFIG or ./offsite.yaml)")
-    common.add_argument("--loglevel", default=argparse.SUPPRESS,
-                        help="log level: DEBUG, INFO (default for worker, control, beat), "
-                             "WARNING (default for the other commands), ERROR")
+    common.add_argument("--loglevel", default=argparse.SUPPRESS, type=_log_level,
+                        help=f"log level: {', '.join(LOG_LEVELS)} (default INFO for worker, "
+                             "control and beat, WARNING for the other commands)")
     parser = argparse.ArgumentParser(prog="offsite", parents=[common],
                                      description="Scheduled, encrypted, off-site backups.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -165,14 +196,16 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("host")
     backup.add_argument("--type", choices=[t.value for t in BackupType], required=True)
     backup.add_argument("--wait", action="store_true", help="wait for the outcome")
-    backup.add_argument("--timeout", type=float, default=None, help="with --wait: give up after")
+    backup.add_argument("--timeout", type=_wait_timeout, default=None,
+                        help="with --wait: give up after this long (90s, 15m, 2h)")
     backup.add_argument("--local", action="store_true", help="run here, without the broker")
     backup.set_defaults(action=cmd_backup)
 
     status = sub.add_parser("status", parents=[common], help="recent runs, newest first")
     status.add_argument("host", nargs="?")
     status.add_argument("--json", action="store_true")
-    status.add_argument("--limit", type=int, default=20)
+    status.add_argument("--limit", type=_status_limit, default=20,
+                        help=f"how many runs (1 to {MAX_STATUS_LIMIT}, default 20)")
     status.set_defaults(action=cmd_status)
 
     restore = sub.add_parser("restore", parents=[common], help="restore HOST's backup into DEST")
@@ -189,13 +222,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)  # usage errors: argparse exits 2
     # services log what they do; one-shot commands print their outcome and only warnings
-    default_level = "INFO" if args.command in _SERVICES else "WARNING"
-    args.loglevel = str(getattr(args, "loglevel", default_level)).upper()
-    logging.basicConfig(level=getattr(logging, args.loglevel, logging.INFO),
+    args.loglevel = getattr(args, "loglevel", "INFO" if args.command in _SERVICES else "WARNING")
+    logging.basicConfig(level=getattr(logging, args.loglevel),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code = _run(args)
+        sys.stdout.flush()  # a closed pipe is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # `offsite check | head -1`: the reader left; say nothing more, anywhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last resort: one line, the traceback only at DEBUG
+        logging.getLogger(__name__).debug("internal error", exc_info=True)
+        cause = " ".join(str(exc).split())[:500]  # one line, whatever the exception says
+        print(f"offsite: internal error: {type(exc).__name__}: {cause}; run with "
+              "--loglevel DEBUG for the traceback", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Load the config, run the action, and turn offsite's own errors into one line each."""
     path = config_path(getattr(args, "config", None))
+    config: Config | None = None
     try:
         config = load_config(path)
         _bind_app_to(path)
@@ -208,14 +261,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OffsiteError as error:
         print(f"offsite: error: {error.one_line()}", file=sys.stderr)
         return error.exit_code
-    except (redis.ConnectionError, redis.TimeoutError, OperationalError) as error:
+    except (redis.RedisError, OperationalError) as error:
+        where = masked_url(config.broker_url) if config else "the broker"
         broker = BrokerUnavailable(
-            f"cannot reach the broker at {masked_url(config.broker_url)} ({error}): start "
+            f"cannot reach the broker at {where} ({error}): start "
             "redis-server or fix broker_url / $OFFSITE_BROKER_URL")
         print(f"offsite: error: {broker.one_line()}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        return 130
+    except OSError as error:
+        if isinstance(error, BrokenPipeError):
+            raise
+        where = f" {error.filename}" if error.filename else ""
+        print(f"offsite: error:{where}: {error.strerror or error}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

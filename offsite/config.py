@@ -13,9 +13,19 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 
 from offsite.constants import (DEFAULT_CONFIG_PATH, DEFAULT_SCRIPT_TIMEOUT_S,
                                DEFAULT_UPLOAD_TIMEOUT_S, BackupType)
-from offsite.durations import parse_duration
+from offsite.config_rules import (ConfigProblems, PathProblem, check_absolute_path,
+                                  check_broker_url, check_http_url, check_target_url, overlap,
+                                  scan_data, system_dir_problem)
+from offsite.durations import format_duration, parse_duration
 from offsite.errors import ConfigError, UnknownHostError
 from offsite.schedules import CronSpec, EverySpec, ScheduleSpec, parse_schedule_spec
+from offsite.yaml_loader import MAX_CONFIG_BYTES, YamlProblem, decode_config_bytes, load_yaml
+
+MAX_HOSTS = 10_000
+MAX_SCRIPTS_PER_HOST = 100
+MAX_SCRIPT_BYTES = 64 * 1024
+MAX_TEXT_CHARS = 64 * 1024
+DEFAULT_MIN_INTERVAL_S = 60
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -36,24 +46,55 @@ def _check_timezone(value: str) -> str:
     return value
 
 
-def _check_target_url(value: str) -> str:
-    if not re.match(r"^(file|boto3\+s3|s3)://.+", value):
-        raise ValueError(f"target url {value!r} must start with file://, boto3+s3:// or s3://")
-    return value.rstrip("/")
+def _check_script_code(value: str) -> str:
+    if len(value.encode("utf-8", "surrogatepass")) > MAX_SCRIPT_BYTES:
+        raise ValueError(f"script code is longer than {MAX_SCRIPT_BYTES // 1024} KiB: put it in "
+                         "a file on the host and call that file")
+    if not value.strip():
+        raise ValueError("script code is empty")
+    return value
+
+
+def _check_data_root(value: Path) -> Path:
+    path = check_absolute_path(value)
+    if (problem := system_dir_problem(path)) is not None:
+        raise ValueError(problem)
+    return path
+
+
+def _check_region(value: str) -> str:
+    if not re.fullmatch(r"[a-z0-9-]{1,40}", value):
+        raise ValueError(f"{value[:60]!r} is not a region name like eu-west-1")
+    return value
+
+
+def _check_topic_arn(value: str) -> str:
+    if not re.fullmatch(r"arn:[a-z-]{1,20}:sns:[a-z0-9-]{0,40}:[0-9]{0,12}:[A-Za-z0-9_.-]{1,256}",
+                        value):
+        raise ValueError(f"{value[:80]!r} is not an SNS topic ARN "
+                         "(arn:aws:sns:REGION:ACCOUNT:NAME)")
+    return value
 
 
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 Name = Annotated[str, AfterValidator(_check_name)]
 Schedule = Annotated[Any, PlainValidator(parse_schedule_spec)]
+DataRoot = Annotated[Path, AfterValidator(_check_data_root)]
+AbsolutePath = Annotated[Path, AfterValidator(check_absolute_path)]
+HttpUrl = Annotated[str, AfterValidator(check_http_url)]
+Region = Annotated[str, AfterValidator(_check_region)]
+ScriptCode = Annotated[str, AfterValidator(_check_script_code)]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=MAX_TEXT_CHARS)
 
 
 class ScriptConfig(StrictModel):
-    bash: str | None = Field(None, description="bash code, run as `bash -e -o pipefail -c`")
-    python: str | None = Field(None, description="Python code, run with the worker's interpreter")
+    bash: ScriptCode | None = Field(None, description="bash code, run as "
+                                    "`bash -e -o pipefail -c` (at most 64 KiB)")
+    python: ScriptCode | None = Field(None, description="Python code, run with the worker's "
+                                      "interpreter (at most 64 KiB)")
     timeout: Duration = Field(DEFAULT_SCRIPT_TIMEOUT_S,
                               description="kill the script's process group after this long")
 
@@ -97,22 +138,26 @@ class HostRetention(StrictModel):
 class HostConfig(StrictModel):
     scripts: dict[Name, ScriptConfig] = Field(
         description="dump scripts, run in this order, each in its own staging folder",
-        min_length=1)
+        min_length=1, max_length=MAX_SCRIPTS_PER_HOST)
     schedule: HostSchedule = Field(default_factory=HostSchedule)
     verify: HostVerify = Field(default_factory=HostVerify)
     retention: HostRetention = Field(default_factory=HostRetention)
 
 
 class TargetConfig(StrictModel):
-    url: Annotated[str, AfterValidator(_check_target_url)] = Field(
-        description="duplicity URL; the host name is appended")
-    endpoint_url: str | None = Field(None, description="S3-compatible endpoint (MinIO, Garage)")
-    region: str | None = Field(None, description="S3 region name")
+    url: Annotated[str, AfterValidator(check_target_url)] = Field(
+        description="duplicity URL with a bucket or an absolute folder; the host name is "
+                    "appended")
+    endpoint_url: HttpUrl | None = Field(None, description="S3-compatible endpoint (MinIO, "
+                                         "Garage)")
+    region: Region | None = Field(None, description="S3 region name")
     upload_timeout: Duration = Field(DEFAULT_UPLOAD_TIMEOUT_S,
                                      description="kill duplicity after this long")
-    volsize: int = Field(200, gt=0, description="duplicity volume size in MiB")
-    retries: int = Field(3, ge=1, description="tries of a failing backend operation (network, "
-                                             "5xx) before the upload fails")
+    volsize: int = Field(200, gt=0, le=10240, strict=True,
+                         description="duplicity volume size in MiB")
+    retries: int = Field(3, ge=1, le=100, strict=True,
+                         description="tries of a failing backend operation (network, 5xx) "
+                                     "before the upload fails")
     retry_delay: Duration = Field(10, description="wait between those tries")
 
     def host_url(self, host: str) -> str:
@@ -121,14 +166,16 @@ class TargetConfig(StrictModel):
 
 class EncryptionConfig(StrictModel):
     mode: Literal["symmetric"] = Field("symmetric", description="gpg symmetric encryption")
-    passphrase_file: Path | None = Field(
-        None, description="file holding the passphrase on the host; else env PASSPHRASE")
+    passphrase_file: AbsolutePath | None = Field(
+        None, description="file holding the passphrase on the host (absolute path, mode 0600); "
+                          "else env PASSPHRASE")
 
 
 class AlertsConfig(StrictModel):
-    sns_topic_arn: str | None = Field(None, description="SNS topic alerts are published to")
-    region: str | None = Field(None, description="SNS region; default: the topic ARN's region")
-    endpoint_url: str | None = Field(None, description="SNS endpoint for non-AWS services")
+    sns_topic_arn: Annotated[str, AfterValidator(_check_topic_arn)] | None = Field(
+        None, description="SNS topic alerts are published to")
+    region: Region | None = Field(None, description="SNS region; default: the topic ARN's region")
+    endpoint_url: HttpUrl | None = Field(None, description="SNS endpoint for non-AWS services")
 
     @property
     def sns_region(self) -> str | None:
@@ -147,6 +194,8 @@ class ScheduleConfig(StrictModel):
     promote_to_full: bool = Field(
         True, description="promote an incremental to full when the target holds no usable "
                           "chain (else the run fails with class chain_missing)")
+    min_interval: Duration = Field(DEFAULT_MIN_INTERVAL_S, description="the shortest "
+                                   "`{every: D}` allowed anywhere (default 1m)")
 
 
 class WatchdogConfig(StrictModel):
@@ -174,11 +223,12 @@ class RetentionConfig(StrictModel):
 
 
 class Config(StrictModel):
-    broker_url: str = Field("redis://localhost:6379/0", description="Redis URL")
-    staging_root: Path = Field(Path("/var/lib/offsite/staging"),
-                               description="scripts write here; one folder per host")
-    cache_root: Path | None = Field(None, description="duplicity archive dirs; default "
-                                    "<staging_root>/../cache")
+    broker_url: Annotated[str, AfterValidator(check_broker_url)] = Field(
+        "redis://localhost:6379/0", description="redis:// or rediss:// URL")
+    staging_root: DataRoot = Field(Path("/var/lib/offsite/staging"),
+                                   description="scripts write here; one folder per host")
+    cache_root: DataRoot | None = Field(None, description="duplicity archive dirs; default "
+                                        "<staging_root>/../cache")
     target: TargetConfig
     encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
@@ -186,22 +236,60 @@ class Config(StrictModel):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
-    hosts: dict[Name, HostConfig] = Field(min_length=1, description="the hosts backed up")
+    hosts: dict[Name, HostConfig] = Field(min_length=1, max_length=MAX_HOSTS,
+                                          description="the hosts backed up")
 
     @model_validator(mode="after")
-    def _staging_and_cache_apart(self) -> Config:
-        if self.cache_root is not None and self.cache_root == self.staging_root:
-            raise ValueError("cache_root must not be staging_root (staging is emptied per run)")
+    def _cross_field_rules(self) -> Config:
+        problems = (self._folder_problems() + self._interval_problems()
+                    + self._drill_node_problems())
+        if problems:
+            raise ConfigProblems(problems)
         return self
 
-    @model_validator(mode="after")
-    def _drill_nodes_exist(self) -> Config:
+    def _drill_node_problems(self) -> list[PathProblem]:
+        """A drill runs on the control node or on a configured host's worker."""
+        problems = []
         for name, host in self.hosts.items():
             on = host.verify.on or self.verify.on
             if on != "control" and on not in self.hosts:
-                raise ValueError(f"hosts.{name}: verify.on {on!r} is neither 'control' nor a "
-                                 "configured host")
-        return self
+                where = f"hosts.{name}.verify.on" if host.verify.on else "verify.on"
+                problems.append(PathProblem(where, f"{on[:64]!r} is neither 'control' nor a "
+                                            "configured host"))
+        return problems
+
+    def _folder_problems(self) -> list[PathProblem]:
+        """Staging is uploaded and emptied on every run: the cache inside it would be backed
+        up and deleted (every incremental a full), staging inside the cache likewise."""
+        problems: list[PathProblem] = []
+        cache_key = "cache_root" if self.cache_root else "cache_root (default <staging_root>/../cache)"
+        if overlap(self.staging_root, self.cache_dir):
+            problems.append(PathProblem(cache_key, f"{self.cache_dir} and staging_root "
+                                        f"{self.staging_root} overlap: keep them apart, "
+                                        "neither inside the other"))
+        elif (problem := system_dir_problem(self.cache_dir)) is not None:
+            problems.append(PathProblem(cache_key, problem))
+        secret = self.encryption.passphrase_file
+        for key, folder in (("staging_root", self.staging_root), ("cache_root", self.cache_dir)):
+            if secret is not None and overlap(secret, folder):
+                problems.append(PathProblem("encryption.passphrase_file",
+                                            f"{secret} is inside {key} {folder}: it would be "
+                                            "backed up or deleted; keep it elsewhere"))
+        return problems
+
+    def _interval_problems(self) -> list[PathProblem]:
+        floor = self.schedule.min_interval
+        specs = [(f"schedule.{kind}", getattr(self.schedule, kind)) for kind in ("full", "incr")]
+        specs += [("verify.schedule", self.verify.schedule),
+                  ("retention.schedule", self.retention.schedule)]
+        for host, host_config in self.hosts.items():
+            specs += [(f"hosts.{host}.schedule.{kind}", getattr(host_config.schedule, kind))
+                      for kind in ("full", "incr")]
+            specs.append((f"hosts.{host}.verify.schedule", host_config.verify.schedule))
+        return [PathProblem(where, f"every {format_duration(spec.seconds)} is shorter than "
+                            f"schedule.min_interval ({format_duration(floor)}); raise the "
+                            "interval, or lower schedule.min_interval if you mean it")
+                for where, spec in specs if isinstance(spec, EverySpec) and spec.seconds < floor]
 
     @property
     def cache_dir(self) -> Path:
@@ -251,14 +339,20 @@ def config_path(explicit: str | None) -> Path:
 def load_config(path: Path) -> Config:
     """Read and validate the file; raises ConfigError listing every problem with its path."""
     try:
-        text = path.read_text()
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(["file not found: create it or pass --config FILE"],
                           path=str(path)) from None
-    except OSError as exc:
-        raise ConfigError([f"cannot read: {exc.strerror}"], path=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(["is a folder, not a file: pass --config FILE"], path=str(path)) from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"cannot read: {getattr(exc, 'strerror', None) or exc}"],
+                          path=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(decode_config_bytes(raw))
+    except YamlProblem as exc:
+        raise ConfigError([str(exc)], path=str(path)) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -269,22 +363,35 @@ def load_config(path: Path) -> Config:
 
 def parse_config(data: Any, *, source: str | None = None) -> Config:
     if not isinstance(data, dict):
-        raise ConfigError(["the top level must be a mapping of settings"], path=source)
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError([f"the top level must be a mapping of settings (this file is {kind})"],
+                          path=source)
+    if data_problems := scan_data(data):
+        raise ConfigError([problem.line() for problem in data_problems], path=source)
     data = dict(data)
-    if broker := os.environ.get("OFFSITE_BROKER_URL"):
-        data["broker_url"] = broker
+    from_env = os.environ.get("OFFSITE_BROKER_URL")
+    if from_env:
+        data["broker_url"] = from_env
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors()], path=source) from None
+        problems = [line for error in exc.errors() for line in _describe(error)]
+        if from_env:
+            problems = [line.replace("At 'broker_url':", "At 'broker_url' (from "
+                                     "$OFFSITE_BROKER_URL):") for line in problems]
+        raise ConfigError(problems, path=source) from None
 
 
-def _describe(error: Any) -> str:
-    where = ".".join(str(part) for part in error["loc"])
+def _describe(error: Any) -> list[str]:
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigProblems):
+        return [problem.line() for problem in cause.problems]
+    where = ".".join(str(part)[:80] for part in error["loc"]
+                     if not str(part).startswith("function-") and part != "[key]")
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         message = "unknown key (check its spelling and indentation)"
     elif error["type"] == "missing":
         message = "required but missing"
     message = message.removeprefix("Value error, ")
-    return f"At '{where}': {message}" if where else message
+    return [f"At '{where}': {message}" if where else message]

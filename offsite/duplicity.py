@@ -14,6 +14,7 @@ from offsite.constants import BackupType
 from offsite.duplicity_errors import describe_failure, read_log_tail
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.execute import CommandResult, run_command
+from offsite.passphrase import read_passphrase
 from offsite.staging import host_cache, host_staging
 from offsite.target import probe_bucket
 
@@ -80,24 +81,6 @@ def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
     if path:
         flags += ["--path-to-restore", path]
     return [DUPLICITY, "restore", *flags, config.target.host_url(host), str(dest)]
-
-
-def read_passphrase(config: Config, host: str | None) -> str:
-    """The encryption passphrase from env PASSPHRASE or encryption.passphrase_file on this host."""
-    if passphrase := os.environ.get("PASSPHRASE"):
-        return passphrase
-    path = config.encryption.passphrase_file
-    if path is None:
-        raise OffsiteError("no passphrase: set PASSPHRASE or encryption.passphrase_file",
-                           host=host, step="encryption")
-    try:
-        passphrase = path.read_text().strip()
-    except OSError as exc:
-        raise OffsiteError(f"cannot read passphrase file {path}: {exc.strerror}",
-                           host=host, step="encryption") from None
-    if not passphrase:
-        raise OffsiteError(f"passphrase file {path} is empty", host=host, step="encryption")
-    return passphrase
 
 
 def duplicity_env(config: Config, passphrase: str, base: dict[str, str]) -> dict[str, str]:

@@ -61,3 +61,9 @@ class CommandTimedOut(CommandError):
 
 class BrokerUnavailable(OffsiteError):
     pass
+
+
+class PassphraseError(OffsiteError):
+    """The encryption passphrase is missing, unreadable or empty on this machine."""
+
+    failure_class = "encryption_failed"

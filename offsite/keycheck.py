@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 from offsite.config import Config
-from offsite.duplicity import read_passphrase
 from offsite.duplicity_errors import describe_failure
 from offsite.errors import OffsiteError
 from offsite.execute import run_command
+from offsite.passphrase import read_passphrase
 from offsite.staging import host_cache
 from offsite.target import fetch_host_object
 

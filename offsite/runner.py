@@ -16,6 +16,7 @@ from offsite.duplicity import upload
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.lease import MemoryHostLease
 from offsite.manifest import write_manifest
+from offsite.passphrase import read_passphrase
 from offsite.records import ErrorRecord, ManifestRecord, MemoryRunStore, RunRecord, StepRecord
 from offsite.run_context import RunContext, new_run_id
 from offsite.schedules import utcnow
@@ -36,14 +37,15 @@ class StaleRun(OffsiteError):
 
 def begin_run(ctx: RunContext, requested: BackupType,
               scheduled_for: datetime | None = None) -> BackupType | None:
-    """Admit the run (see offsite.admission), decide its type from what the target holds (see
-    offsite.chain_check) and prepare its staging folder; a failure here is recorded at step
-    `start`, before any dump script runs."""
+    """Admit the run (see offsite.admission), check that the passphrase can be read, decide
+    the run's type from what the target holds (see offsite.chain_check) and prepare its staging
+    folder; a failure here is recorded at step `start`, before any dump script runs."""
     admitted = admit(ctx, RunType(requested.value), scheduled_for)
     if admitted is None:
         return None
     effective = BackupType(admitted.value)
     try:
+        read_passphrase(ctx.config, ctx.host, step="start")
         plan = check_target_before(ctx.config, ctx.host, effective, utcnow())
         if plan.backup_type != effective or plan.notes:
             ctx.store.update(ctx.run_id, lambda record: _apply_plan(record, plan))

@@ -40,17 +40,25 @@ class EverySpec:
 ScheduleSpec = CronSpec | EverySpec
 
 
+MAX_CRON_CHARS = 200
+
+
 def parse_schedule_spec(value: Any) -> ScheduleSpec:
-    """A cron string (5 fields) or a mapping `{every: DURATION}`; raises ValueError otherwise."""
+    """A cron string (5 fields) or a mapping `{every: DURATION}`; raises ValueError otherwise,
+    also for a cron that can never fire (`0 0 31 2 *`)."""
     if isinstance(value, (CronSpec, EverySpec)):
         return value
     if isinstance(value, dict):
         if set(value) != {"every"}:
-            raise ValueError("an interval schedule is written {every: 6h}; "
-                             f"unexpected keys {sorted(set(value) - {'every'})}")
+            unexpected = sorted(str(key)[:40] for key in set(value) - {"every"})
+            raise ValueError(f"an interval schedule is written {{every: 6h}}; "
+                             f"unexpected keys {unexpected}")
         return EverySpec(parse_duration(value["every"]))
     if not isinstance(value, str):
         raise ValueError('expected a cron string like "0 4 * * 1" or {every: 6h}')
+    if len(value) > MAX_CRON_CHARS or not value.isascii() or not value.isprintable():
+        raise ValueError(f"cron {value[:40]!r} must be at most {MAX_CRON_CHARS} printable "
+                         "ASCII characters")
     spec = CronSpec(" ".join(value.split()))
     if len(spec.fields()) != 5:
         raise ValueError(f"cron {value!r} must have 5 fields (minute hour day month weekday)")
@@ -58,6 +66,10 @@ def parse_schedule_spec(value: Any) -> ScheduleSpec:
         spec.to_crontab("UTC")
     except Exception as exc:  # celery raises ValueError or its own ParseException
         raise ValueError(f"cron {value!r} is invalid: {exc}") from None
+    try:
+        next_run(spec, "UTC", datetime(2000, 1, 1, tzinfo=timezone.utc))
+    except ValueError:
+        raise ValueError(f"cron {value!r} never fires (no such day)") from None
     return spec
 
 

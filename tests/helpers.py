@@ -347,7 +347,8 @@ class ConfigFactory:
     """make_config(hosts, **overrides) -> Path of an offsite YAML config in tmp_path.
 
     overrides replace top-level keys; an override of None removes the key (its default applies).
-    The passphrase file ends with a newline, as one written by `echo` would.
+    The passphrase file ends with a newline, as one written by `echo` would. Tests schedule runs
+    seconds apart, so `schedule.min_interval` is 1s unless an overriding `schedule` sets it.
     """
 
     def __init__(self, tmp_path: Path, broker_url: str, aws: AwsResources) -> None:
@@ -371,6 +372,7 @@ class ConfigFactory:
             "encryption": {"mode": "symmetric", "passphrase_file": self.passphrase_file},
             "alerts": {"sns_topic_arn": self.aws.topic_arn,
                        "endpoint_url": self.aws.endpoint_url, "region": REGION},
+            "schedule": {"min_interval": "1s"},
         }
 
     def __call__(self, hosts: Mapping[str, Any], *, filename: str = "offsite.yaml",
@@ -380,6 +382,8 @@ class ConfigFactory:
         for key, value in overrides.items():
             if value is None:
                 data.pop(key, None)
+            elif key == "schedule" and isinstance(value, Mapping):
+                data[key] = {"min_interval": "1s", **value}
             else:
                 data[key] = value
         self.last = _plain(data)

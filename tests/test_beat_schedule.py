@@ -30,7 +30,7 @@ def fleet(**schedule: Any) -> Config:
         },
     }
     if schedule:
-        data["schedule"] = schedule
+        data["schedule"] = {"min_interval": "1s", **schedule}  # second-scale intervals allowed
     return parse_config(data)
 
 

@@ -17,6 +17,8 @@ from workers.context import WORKER_HOST_ENV, host_lease
 
 log = logging.getLogger(__name__)
 
+log = logging.getLogger(__name__)
+
 
 def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
     """threads pool, one slot: the main thread keeps answering pings and heartbeats while an
@@ -26,10 +28,22 @@ def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
             "--without-mingle", "--without-gossip"]
 
 
+def _report_passphrase(config: Config, host: str) -> None:
+    """At start, say in the worker's log what `offsite check` says about the passphrase: runs
+    would fail at their start step without it."""
+    from offsite.passphrase import check_passphrase
+    findings = check_passphrase(config)
+    for problem in findings.problems:
+        log.error("host %s: %s: every run will fail at its start step", host, problem)
+    for warning in findings.warnings:
+        log.warning("host %s: %s", host, warning)
+
+
 def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None:
     """Blocks running the worker of `host`; raises UnknownHostError for a host not configured."""
     config.host(host)
     os.environ[WORKER_HOST_ENV] = host
+    worker_ready.connect(lambda **_: _report_passphrase(config, host), weak=False)
     worker_ready.connect(lambda **_: _clear_leftover_staging(config, host), weak=False)
     worker_shutting_down.connect(lambda **_: request_stop(), weak=False)
     app.worker_main(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}", loglevel))
