@@ -9,31 +9,36 @@ from pathlib import Path
 from offsite.catalog import Catalog, format_stamp, read_catalog
 from offsite.config import Config
 from offsite.duplicity import run_restore
-from offsite.errors import OffsiteError
+from offsite.errors import OffsiteError, UsageError
 from offsite.staging import host_cache
 
 MAX_TIME_TEXT = 64
 
 
 class RestoreRefused(OffsiteError):
-    """The restore cannot give what was asked: bad destination, bad time, no such backup."""
+    """The target cannot give what was asked: no backup yet, none as old as the time asked."""
+
+
+class BadRestoreRequest(UsageError):
+    """The request itself is wrong (exit 2): a time string duplicity cannot read, a destination
+    that is a file or not empty."""
 
 
 def parse_backup_time(text: str, now: datetime, host: str | None = None) -> datetime:
     """A `--time` as duplicity reads it (ISO 8601, a date, an age like 3D2h, epoch seconds);
-    raises RestoreRefused naming the accepted forms."""
+    raises BadRestoreRequest naming the accepted forms."""
     from duplicity import dup_time  # duplicity's own parser: the same reading as the restore
     if len(text) > MAX_TIME_TEXT or not text.strip() or not text.isprintable():
-        raise RestoreRefused(f"bad --time {text[:MAX_TIME_TEXT]!r}: use an ISO 8601 time "
-                             "(2026-11-01T00:00:00Z), a date (2026-11-01) or an age (3D, 12h)",
-                             host=host, step="restore")
+        raise BadRestoreRequest(f"bad --time {text[:MAX_TIME_TEXT]!r}: use an ISO 8601 "
+                                "time (2026-11-01T00:00:00Z), a date (2026-11-01) or an age "
+                                "(3D, 12h)", host=host, step="restore")
     dup_time.setcurtime(int(now.timestamp()))
     try:
         seconds = dup_time.genstrtotime(text.strip())
     except Exception:  # duplicity raises TimeException, and ValueError/TypeError on odd input
-        raise RestoreRefused(f"bad --time {text!r}: use an ISO 8601 time "
-                             "(2026-11-01T00:00:00Z), a date (2026-11-01) or an age (3D, 12h)",
-                             host=host, step="restore") from None
+        raise BadRestoreRequest(f"bad --time {text!r}: use an ISO 8601 time "
+                                "(2026-11-01T00:00:00Z), a date (2026-11-01) or an age (3D, 12h)",
+                                host=host, step="restore") from None
     return datetime.fromtimestamp(int(seconds), timezone.utc)
 
 
@@ -51,15 +56,15 @@ def check_time_covered(catalog: Catalog, at: datetime | None, host: str) -> None
 def check_destination(dest: Path, host: str) -> None:
     """dest must be a new or empty folder in an existing one."""
     if dest.exists() and not dest.is_dir():
-        raise RestoreRefused(f"restore destination {dest} is a file, not a folder: choose a "
-                             "new folder", host=host, step="restore")
+        raise BadRestoreRequest(f"restore destination {dest} exists and is not a folder: "
+                                "choose a new folder", host=host, step="restore")
     if dest.is_dir():
         if any(dest.iterdir()):
-            raise RestoreRefused(f"restore destination {dest} is not empty: choose a new folder",
-                                 host=host, step="restore")
+            raise BadRestoreRequest(f"restore destination {dest} is not empty: choose a new "
+                                    "folder", host=host, step="restore")
     if not dest.parent.is_dir():
-        raise RestoreRefused(f"the folder {dest.parent} does not exist: create it first",
-                             host=host, step="restore")
+        raise BadRestoreRequest(f"the folder {dest.parent} does not exist: create it first",
+                                host=host, step="restore")
 
 
 def restore_host(config: Config, host: str, dest: Path, time: str | None = None,

@@ -293,6 +293,6 @@ def test_restore_into_non_empty_folder_is_refused(make_config: Any, run_offsite:
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
     result = run_offsite("restore", "carcosa", str(dest), config=config)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "not empty" in result.stderr
     assert (dest / "keep.txt").read_text() == "mine"

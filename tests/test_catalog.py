@@ -12,7 +12,8 @@ from offsite.chain_check import ChainMissing, UploadUnconfirmed, confirm_uploade
 from offsite.chain_state import last_full_time
 from offsite.constants import BackupType
 from offsite.duplicity_errors import describe_failure, error_records
-from offsite.restore import RestoreRefused, check_time_covered, parse_backup_time
+from offsite.restore import (BadRestoreRequest, RestoreRefused, check_time_covered,
+                             parse_backup_time)
 from offsite.target import TargetObject
 
 T1, T2, T3, T4 = "20261101T000000Z", "20261108T000000Z", "20261115T000000Z", "20261122T000000Z"
@@ -168,7 +169,7 @@ def test_backup_times_are_read_as_duplicity_reads_them() -> None:
 
 @pytest.mark.parametrize("text", ["garbage", "", " ", "x" * 1000, "2026-13-45", "\x00", "-1"])
 def test_bad_backup_times_are_refused_naming_the_forms(text: str) -> None:
-    with pytest.raises(RestoreRefused) as caught:
+    with pytest.raises(BadRestoreRequest) as caught:
         parse_backup_time(text, NOW)
     assert "bad --time" in caught.value.cause and "ISO 8601" in caught.value.cause
 

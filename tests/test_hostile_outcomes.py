@@ -140,14 +140,15 @@ def test_restore_times_the_target_cannot_answer_are_refused_in_one_line(
 
     for bad in ("garbage", "2026-13-45", "x" * 500):
         refused = restore(run_offsite, config, tmp_path / "bad", "--time", bad)
-        assert refused.returncode == 1, describe(refused)
+        assert refused.returncode == 2, describe(refused)
         assert "bad --time" in refused.stderr and "lock" not in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
 
     into_file = tmp_path / "a-file"
     into_file.write_text("mine")
     refused = restore(run_offsite, config, into_file)
-    assert refused.returncode == 1 and "is a file" in refused.stderr, describe(refused)
+    assert refused.returncode == 2, describe(refused)
+    assert "exists and is not a folder" in refused.stderr
     assert into_file.read_text() == "mine"
 
 
