@@ -17,6 +17,7 @@ from kombu.exceptions import OperationalError
 from offsite.config import Config, config_path, load_config
 from offsite.constants import BackupType, RunState
 from offsite.errors import BrokerUnavailable, ConfigError, OffsiteError
+from offsite.logbounds import bound_handlers
 from offsite.records import RedisRunStore, RunRecord, record_as_json
 from offsite.status import format_outcome, format_table
 
@@ -188,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.loglevel = str(getattr(args, "loglevel", "INFO")).upper()
     logging.basicConfig(level=getattr(logging, args.loglevel, logging.INFO),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bound_handlers()
     path = config_path(getattr(args, "config", None))
     try:
         config = load_config(path)

@@ -1,10 +1,21 @@
-"""Where a host's scripts write: `<staging_root>/<host>/<script>/`, the same path on every run."""
+"""Where a host's scripts write: `<staging_root>/<host>/<script>/`, the same path on every run.
+The staging and cache trees are private to the worker's user (0700), fixed when found looser."""
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
 from offsite.config import Config
+
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """`path` (and missing parents) created as 0700; an existing `path` made 0700."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    if path.stat().st_mode & 0o777 != PRIVATE_DIR_MODE:
+        path.chmod(PRIVATE_DIR_MODE)
+    return path
 
 
 def host_staging(config: Config, host: str) -> Path:
@@ -17,12 +28,13 @@ def script_staging(config: Config, host: str, script: str) -> Path:
 
 def prepare_host_staging(config: Config, host: str) -> Path:
     """An empty staging folder for the host, with one empty folder per script."""
+    private_dir(config.staging_root)
     root = host_staging(config, host)
     empty_host_staging(config, host)
-    root.mkdir(parents=True, exist_ok=True)
-    root.chmod(0o700)
+    private_dir(root)
     for script in config.host(host).scripts:
-        (root / script).mkdir()
+        (root / script).mkdir(mode=PRIVATE_DIR_MODE)
+        (root / script).chmod(PRIVATE_DIR_MODE)
     return root
 
 
@@ -34,6 +46,5 @@ def empty_host_staging(config: Config, host: str) -> None:
 
 def host_cache(config: Config, host: str) -> Path:
     """duplicity's archive dir for the host: kept between runs so incrementals need no download."""
-    path = config.cache_dir / host
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    private_dir(config.cache_dir)
+    return private_dir(config.cache_dir / host)
