@@ -364,3 +364,52 @@ def test_a_malformed_script_user_is_a_config_error(
     result = run_offsite("check", config=config)
     assert result.returncode == 2, describe(result)
     assert "user" in result.stderr and "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------------- item 6: log lines
+
+
+def test_a_huge_value_in_a_message_gives_bounded_log_lines(
+        make_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess],
+        redis_url: str) -> None:
+    from celery import Celery
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "true"}}}})
+    worker = start_worker(config, "carcosa")
+    huge_host = "h" * (2 * MiB)
+    rogue = Celery(broker=redis_url)
+    rogue.conf.task_serializer = "json"
+    try:
+        rogue.send_task("tasks.backup.start_backup", args=(huge_host, "full", "x-full-1"),
+                        queue="backup.carcosa")
+        sentinel = rogue.send_task("tasks.backup.start_backup",
+                                   args=("hali", "full", "hali-full-2"), queue="backup.carcosa")
+    finally:
+        rogue.close()
+    # one task at a time: once the second message is taken, the first one has been handled
+    wait_until(lambda: sentinel.id in worker.log_text(), 60, "the worker to take the sentinel")
+    log_bytes = worker.log_path.stat().st_size
+    assert log_bytes < 256 * KiB, log_bytes
+    assert "h" * 20 * KiB not in worker.log_text()
+
+
+def test_log_filter_cuts_messages_and_tracebacks(tmp_path: Path) -> None:
+    import logging
+    from offsite.logbounds import bound_handlers
+    path = tmp_path / "log"
+    logger = logging.getLogger("offsite.test-hostile")
+    handler = logging.FileHandler(path)
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        bound_handlers(logger)
+        logger.error("value %s", "v" * (5 * MiB))
+        try:
+            raise ValueError("e" * (5 * MiB))
+        except ValueError:
+            logger.exception("failed with %d", 1)
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    text = path.read_text()
+    assert len(text.encode()) < 64 * KiB
+    assert text.count(CUT_MARKER) == 2 and "failed with 1" in text
