@@ -34,8 +34,9 @@ class Alert:
         attributes far below the 256 KiB the service takes in all."""
         object.__setattr__(self, "subject", sns_subject(self.subject))
         object.__setattr__(self, "message", head_bytes(self.message, ALERT_MESSAGE_MAX_BYTES))
+        limit = ALERT_ATTRIBUTE_MAX_BYTES
         object.__setattr__(self, "attributes", {
-            head_bytes(name, ALERT_ATTRIBUTE_MAX_BYTES): head_bytes(value, ALERT_ATTRIBUTE_MAX_BYTES)
+            head_bytes(name, limit): head_bytes(value, limit)
             for name, value in list(self.attributes.items())[:_ALERT_ATTRIBUTES_MAX]})
 
 

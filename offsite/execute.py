@@ -71,13 +71,15 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
                 env: Mapping[str, str] | None = None, cwd: Path | None = None,
                 check: bool = True, capture_stdout: bool = True,
                 on_tick: Callable[[], None] | None = None, tick_s: float = 1.0,
-                run_as: RunAs | None = None) -> CommandResult:
+                run_as: RunAs | None = None,
+                stdout_max_bytes: int = STDOUT_TAIL_MAX_BYTES) -> CommandResult:
     """Run argv in its own process group, under umask 077, and wait at most timeout_s.
 
     On timeout the whole group is killed (TERM, then KILL) and CommandTimedOut is raised;
     a non-zero exit raises CommandError when `check` is set. `on_tick` is called every
     `tick_s` while the child runs (the host lease is renewed there). stdout and stderr are
-    read from pipes into bounded buffers (the last 64 KiB and 8 KiB), so neither a chatty
+    read from pipes into bounded buffers (the last `stdout_max_bytes`, default 64 KiB, and
+    8 KiB), so neither a chatty
     child nor one huge line costs memory. Whatever the command leaves running is ended
     when it ends, whatever its outcome (see offsite.reaper).
     """
@@ -98,7 +100,7 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
         raise CommandError(f"cannot start {argv[0]}: {reason}", host=host, step=step,
                            exit_code=None, stderr_tail="") from None
     command_started(child.pid)
-    output = _Output(child.stdout, child.stderr)
+    output = _Output(child.stdout, child.stderr, stdout_max_bytes)
     try:
         exit_code = _supervise(child, output, timeout_s, on_tick, tick_s, children_before)
     finally:
@@ -119,8 +121,9 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
 class _Output:
     """The child's pipes, read without blocking into bounded buffers."""
 
-    def __init__(self, stdout: IO[bytes] | None, stderr: IO[bytes] | None) -> None:
-        self.stdout = TailBuffer(STDOUT_TAIL_MAX_BYTES)
+    def __init__(self, stdout: IO[bytes] | None, stderr: IO[bytes] | None,
+                 stdout_max_bytes: int) -> None:
+        self.stdout = TailBuffer(stdout_max_bytes)
         self.stderr = TailBuffer(STDERR_TAIL_MAX_BYTES)
         self._streams = [stream for stream in (stdout, stderr) if stream is not None]
         self._selector = selectors.DefaultSelector()

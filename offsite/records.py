@@ -71,13 +71,12 @@ class RunRecord(BaseModel):
     def to_json(self) -> str:
         """The record as stored: notes bounded in number and length, the whole within
         RECORD_MAX_BYTES (notes are dropped, then the error's texts shortened, to fit)."""
-        self.notes = bounded_notes(self.notes)
-        text = self.model_dump_json()
+        bounded = self.model_copy(update={"notes": bounded_notes(self.notes)})
+        text = bounded.model_dump_json()
         if len(text.encode()) <= RECORD_MAX_BYTES:
             return text
-        bounded = self.model_copy(deep=True)
-        bounded.notes = bounded.notes[:1] + [f"{len(bounded.notes) - 1} more notes dropped "
-                                             "to keep the record small"]
+        bounded = bounded.model_copy(deep=True)
+        bounded.notes = bounded.notes[:1] + [f"[{len(bounded.notes) - 1} notes dropped]"]
         if bounded.error is not None:
             bounded.error.message = head_bytes(bounded.error.message, 1024)
             bounded.error.stderr_tail = tail_bytes(bounded.error.stderr_tail, 1024)

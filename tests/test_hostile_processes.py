@@ -9,8 +9,8 @@ import pwd
 import random
 import shutil
 import subprocess
+import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -118,7 +118,7 @@ def test_statistics_after_a_flood_of_stdout_are_still_parsed() -> None:
              "-------------------------------------------------\n")
     code = (f"import sys\nfor _ in range(200): sys.stdout.write('n' * 100000 + '\\n')\n"
             f"sys.stdout.write({stats!r})\n")
-    result = run_command([os.sys.executable, "-c", code], timeout_s=60, host=None, step="s")
+    result = run_command([sys.executable, "-c", code], timeout_s=60, host=None, step="s")
     assert len(result.stdout.encode()) <= 64 * KiB
     parsed = parse_stats(result.stdout)
     assert (parsed.source_files, parsed.bytes_uploaded, parsed.errors) == (3, 512, 0)
