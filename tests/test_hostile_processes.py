@@ -83,6 +83,9 @@ def test_one_200mb_line_on_stderr_keeps_memory_records_results_alerts_and_logs_b
     wait_until(results_written, 30, "the failed tasks' Celery results")
     sizes = {key: redis_client.strlen(key) for key in redis_client.scan_iter("celery-task-meta-*")}
     assert max(sizes.values()) <= 16 * KiB, sizes
+    # nothing else in Redis (the alert outbox, indexes, events) holds the flood either
+    usage = {key: redis_client.memory_usage(key) or 0 for key in redis_client.scan_iter("*")}
+    assert max(usage.values()) <= 128 * KiB, {k: v for k, v in usage.items() if v > 128 * KiB}
 
     for process in (worker, control):
         assert peak_rss_bytes(process.pid) < 300 * MiB, (process.name, peak_rss_bytes(process.pid))
@@ -200,7 +203,7 @@ def test_dumps_staging_and_cache_are_private(
 
     lines = report.read_text().split("\n")
     assert lines[0] == "0077"
-    modes = dict(reversed(line.split(" ", 1)) for line in lines[1:] if line)
+    modes = {name: mode for mode, name in (line.split(" ", 1) for line in lines[1:] if line)}
     assert modes == {"dump.sql": "600", "sub": "700", "sub/more": "600", ".": "700",
                      "..": "700", "../..": "700"}, modes
     for directory in (staging, cache, cache / "carcosa"):
@@ -208,6 +211,21 @@ def test_dumps_staging_and_cache_are_private(
     cached = _modes(cache / "carcosa")
     assert len(cached) > 2, cached
     assert not {name: oct(mode) for name, mode in cached.items() if mode & 0o077}
+
+
+def test_a_shared_staging_root_is_not_made_private_but_its_host_folder_is(
+        make_config: Callable[..., Path], run_offsite: Callable[..., Any], tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    report = tmp_path / "modes"
+    config = make_config({"carcosa": {"scripts": {"db": {
+        "bash": f"echo x > dump.sql; stat -c '%a' . .. > {report}"}}}}, staging_root=shared)
+    result = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config)
+    assert result.returncode == 0, describe(result)
+    assert shared.stat().st_mode & 0o7777 == 0o1777
+    assert report.read_text().split() == ["700", "700"]
+    assert "left as it is" in result.stderr
 
 
 # --------------------------------------------------------------------------- item 15: leftovers
