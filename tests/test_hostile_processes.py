@@ -114,6 +114,25 @@ def test_one_huge_stderr_line_gives_a_short_headline() -> None:
     assert CUT_MARKER in str(caught.value)
 
 
+@pytest.mark.parametrize("what,script", [
+    ("invalid UTF-8", f"head -c {5 * MiB} /dev/urandom >&2; exit 1"),
+    ("NUL bytes", f"head -c {5 * MiB} /dev/zero >&2; exit 1"),
+    ("carriage returns", "for i in $(seq 1 20000); do printf 'progress %d\\r' $i >&2; done; exit 1"),
+    ("a million short lines", "seq 1 1000000 >&2; exit 1"),
+    ("stderr closed early", "exec 2>&-; sleep 0.2; exit 1"),
+    ("a leftover that keeps writing", "( while :; do echo spam >&2; done ) & sleep 0.3; exit 1"),
+    ("a stopped leftover", "sleep 1000 & kill -STOP $!; exit 1"),
+])
+def test_hostile_stderr_gives_a_bounded_error(what: str, script: str) -> None:
+    with pytest.raises(CommandError) as caught:
+        run_command(["bash", "-c", script], timeout_s=60, host="h", step="s")
+    error = caught.value
+    assert error.returncode == 1, what
+    assert len(error.stderr_tail.encode()) <= 8 * KiB, what
+    assert len(str(error).encode()) <= 2 * KiB + 512, what
+    assert json.loads(json.dumps(error.stderr_tail)) == error.stderr_tail, what
+
+
 def test_statistics_after_a_flood_of_stdout_are_still_parsed() -> None:
     stats = ("--------------[ Backup Statistics ]--------------\n"
              "SourceFiles 3\nSourceFileSize 1000 (1000 bytes)\nNewFiles 3\n"
