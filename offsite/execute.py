@@ -78,10 +78,10 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
     On timeout the whole group is killed (TERM, then KILL) and CommandTimedOut is raised;
     a non-zero exit raises CommandError when `check` is set. `on_tick` is called every
     `tick_s` while the child runs (the host lease is renewed there). stdout and stderr are
-    read from pipes into bounded buffers (the last `stdout_max_bytes`, default 64 KiB, and
-    8 KiB), so neither a chatty
-    child nor one huge line costs memory. Whatever the command leaves running is ended
-    when it ends, whatever its outcome (see offsite.reaper).
+    read from pipes into bounded buffers (the last `stdout_max_bytes`, default 64 KiB, and the
+    last 8 KiB), so neither a chatty child nor one huge line costs memory. Whatever the
+    command leaves running is ended when it ends, whatever its outcome (see offsite.reaper).
+    `run_as` runs it as another user (a script's `user:`; the worker must be root).
     """
     full_env = dict(env) if env is not None else dict(os.environ)
     log.info("running %s (step %s) %s", " ".join(argv), step, describe_env(full_env, os.environ))
