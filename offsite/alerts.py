@@ -9,6 +9,8 @@ from typing import Callable, Protocol
 import boto3
 from botocore.config import Config as BotoConfig
 
+from offsite.bounded import (ALERT_ATTRIBUTE_MAX_BYTES, ALERT_MESSAGE_MAX_BYTES, head_bytes,
+                             tail_bytes)
 from offsite.config import Config
 from offsite.constants import SNS_SUBJECT_MAX
 from offsite.durations import format_duration
@@ -16,12 +18,26 @@ from offsite.records import RunRecord
 
 log = logging.getLogger(__name__)
 
+_ALERT_ATTRIBUTES_MAX = 10          # SNS takes at most 10 message attributes
+_ALERT_ERROR_MAX_BYTES = 2048
+_ALERT_STDERR_MAX_BYTES = 4096
+
 
 @dataclass(frozen=True)
 class Alert:
     subject: str
     message: str
     attributes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Within SNS limits whatever went into it: subject 100 characters, message and
+        attributes far below the 256 KiB the service takes in all."""
+        object.__setattr__(self, "subject", sns_subject(self.subject))
+        object.__setattr__(self, "message", head_bytes(self.message, ALERT_MESSAGE_MAX_BYTES))
+        limit = ALERT_ATTRIBUTE_MAX_BYTES
+        object.__setattr__(self, "attributes", {
+            head_bytes(name, limit): head_bytes(value, limit)
+            for name, value in list(self.attributes.items())[:_ALERT_ATTRIBUTES_MAX]})
 
 
 class AlertSink(Protocol):
@@ -58,13 +74,13 @@ def failure_alert(record: RunRecord) -> Alert:
         f"run id: {record.run_id}",
         f"failed step: {error.step if error else 'unknown'}",
         f"exit code: {error.exit_code if error and error.exit_code is not None else 'none'}",
-        f"error: {error.message if error else 'unknown'}",
+        f"error: {head_bytes(error.message, _ALERT_ERROR_MAX_BYTES) if error else 'unknown'}",
     ]
     if record.started_at and record.finished_at:
         elapsed = (record.finished_at - record.started_at).total_seconds()
         lines.append(f"duration: {format_duration(elapsed)}")
     if error and error.stderr_tail:
-        lines += ["stderr (last lines):", error.stderr_tail]
+        lines += ["stderr (last lines):", tail_bytes(error.stderr_tail, _ALERT_STDERR_MAX_BYTES)]
     lines.append(f"next: run `offsite status {record.host}` for the run history")
     return Alert(
         subject=_subject(record.host, record.type.value, failure),

@@ -17,7 +17,8 @@ from kombu.exceptions import OperationalError
 from offsite.config import Config, config_path, load_config
 from offsite.constants import BackupType, RunState
 from offsite.durations import parse_duration
-from offsite.errors import BrokerUnavailable, ConfigError, OffsiteError, UsageError
+from offsite.errors import BrokerUnavailable, ConfigError, OffsiteError
+from offsite.logbounds import bound_handlers
 from offsite.records import RedisRunStore, RunRecord, record_as_json
 from offsite.status import format_outcome, format_table
 
@@ -227,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.loglevel = getattr(args, "loglevel", "INFO" if args.command in _SERVICES else "WARNING")
     logging.basicConfig(level=getattr(logging, args.loglevel),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bound_handlers()
     try:
         code = _run(args)
         sys.stdout.flush()  # a closed pipe is found here, not at interpreter exit

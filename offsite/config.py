@@ -97,6 +97,9 @@ class ScriptConfig(StrictModel):
                                       "interpreter (at most 64 KiB)")
     timeout: Duration = Field(DEFAULT_SCRIPT_TIMEOUT_S,
                               description="kill the script's process group after this long")
+    user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
+                             description="run the script as this system user (the worker must "
+                             "run as root); checked on the worker when the script runs")
 
     @model_validator(mode="after")
     def _one_kind(self) -> ScriptConfig:

@@ -12,7 +12,7 @@ from typing import Callable
 from offsite.config import Config
 from offsite.constants import BackupType
 from offsite.duplicity_errors import describe_failure, read_log_tail
-from offsite.errors import CommandError, CommandTimedOut, OffsiteError
+from offsite.errors import CommandError, CommandTimedOut
 from offsite.execute import CommandResult, run_command
 from offsite.passphrase import read_passphrase
 from offsite.staging import host_cache, host_staging

@@ -1,15 +1,22 @@
 """Every error offsite raises on purpose derives from OffsiteError and says host, step and cause."""
 from __future__ import annotations
 
+from offsite.bounded import ERROR_CAUSE_MAX_BYTES, STDERR_TAIL_MAX_BYTES, head_bytes, tail_bytes
+
+_WHERE_MAX_BYTES = 512
+
 
 class OffsiteError(Exception):
-    """An error with the host and the step it happened in, and the cause in words."""
+    """An error with the host and the step it happened in, and the cause in words.
+
+    The cause is bounded (ERROR_CAUSE_MAX_BYTES): it travels into Celery results, task events,
+    logs and run records, whatever text a child or a message put into it."""
 
     exit_code = 1
     failure_class: str | None = None   # the alert class, when the error type decides it
 
     def __init__(self, cause: str, *, host: str | None = None, step: str | None = None) -> None:
-        self.cause = cause
+        self.cause = head_bytes(cause, ERROR_CAUSE_MAX_BYTES)
         self.host = host
         self.step = step
         super().__init__(self.one_line())
@@ -19,7 +26,8 @@ class OffsiteError(Exception):
             f"host {self.host}" if self.host else "",
             f"step {self.step}" if self.step else "",
         ) if part)
-        return f"{where}: {self.cause}" if where else self.cause
+        line = f"{where}: {self.cause}" if where else self.cause
+        return head_bytes(line, ERROR_CAUSE_MAX_BYTES + _WHERE_MAX_BYTES)
 
 
 class ConfigError(OffsiteError):
@@ -51,7 +59,7 @@ class CommandError(OffsiteError):
     def __init__(self, cause: str, *, host: str | None, step: str | None,
                  exit_code: int | None, stderr_tail: str) -> None:
         self.returncode = exit_code
-        self.stderr_tail = stderr_tail
+        self.stderr_tail = tail_bytes(stderr_tail, STDERR_TAIL_MAX_BYTES)
         super().__init__(cause, host=host, step=step)
 
 

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Callable, Iterable, Protocol, cast
 
 import redis
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from offsite.bounded import (NOTE_MAX_BYTES, NOTES_MAX, RECORD_MAX_BYTES, RECORD_TEXT_MAX_BYTES,
+                             head_bytes, tail_bytes)
 
 from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, RUN_KEY,
                                RUN_RECORD_TTL_S, RunState, RunType)
@@ -29,6 +33,16 @@ class ErrorRecord(BaseModel):
     message: str
     stderr_tail: str = ""
     failure_class: str = "failed"
+
+    @field_validator("message")
+    @classmethod
+    def _bounded_message(cls, value: str) -> str:
+        return head_bytes(value, RECORD_TEXT_MAX_BYTES)
+
+    @field_validator("stderr_tail")
+    @classmethod
+    def _bounded_tail(cls, value: str) -> str:
+        return tail_bytes(value, RECORD_TEXT_MAX_BYTES)
 
 
 class ManifestRecord(BaseModel):
@@ -74,7 +88,34 @@ class RunRecord(BaseModel):
         return next((step for step in self.steps if step.name == name), None)
 
     def to_json(self) -> str:
-        return self.model_dump_json()
+        """The record as stored: notes bounded in number and length, the whole within
+        RECORD_MAX_BYTES (notes are dropped, then the error's texts shortened, to fit)."""
+        bounded = self.model_copy(update={"notes": bounded_notes(self.notes)})
+        text = bounded.model_dump_json()
+        if len(text.encode()) <= RECORD_MAX_BYTES:
+            return text
+        bounded = bounded.model_copy(deep=True)
+        bounded.notes = bounded.notes[:1] + [f"[{len(bounded.notes) - 1} notes dropped]"]
+        if bounded.error is not None:
+            bounded.error.message = head_bytes(bounded.error.message, 1024)
+            bounded.error.stderr_tail = tail_bytes(bounded.error.stderr_tail, 1024)
+        return bounded.model_dump_json()
+
+
+def bounded_notes(notes: list[str]) -> list[str]:
+    """At most NOTES_MAX notes of at most NOTE_MAX_BYTES each: the first ones (why the run is
+    what it is) and the latest, with one note saying how many were dropped between."""
+    short = [head_bytes(note, NOTE_MAX_BYTES) for note in notes]
+    if len(short) <= NOTES_MAX:
+        return short
+    first, last = NOTES_MAX // 2, NOTES_MAX // 2 - 1
+    middle = short[first:-last]
+    dropped = sum(int(match.group(1)) if (match := _DROPPED_NOTES.fullmatch(note)) else 1
+                  for note in middle)
+    return short[:first] + [f"[{dropped} notes dropped]"] + short[-last:]
+
+
+_DROPPED_NOTES = re.compile(r"\[(\d+) notes dropped\]")
 
 
 class RunNotFound(OffsiteError):

@@ -1,14 +1,23 @@
-"""Script kinds (bash, python): how each is turned into a command, in one explicit registry."""
+"""Script kinds (bash, python): how each is turned into a command, in one explicit registry,
+and what a script is given: its staging folder, an allow-listed environment, its user."""
 from __future__ import annotations
 
 import os
+import pwd
 import sys
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Callable, Mapping, Protocol
 
 from offsite.config import Config, ScriptConfig
-from offsite.execute import CommandResult, run_command
+from offsite.errors import OffsiteError
+from offsite.execute import CommandResult, RunAs, run_command
 from offsite.staging import script_staging
+
+# The worker's variables a script sees; nothing else (no broker URL, config path, passphrase,
+# AWS_*, DUPLICITY_*, ALERT_* or anything added later) ever reaches it.
+PASSED_ENV = frozenset({"PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "SHELL", "TMPDIR"})
+PASSED_ENV_PREFIXES = ("LC_",)
+RUN_ENV = ("OFFSITE_HOST", "OFFSITE_RUN_ID", "OFFSITE_BACKUP_TYPE", "OFFSITE_SCRIPT")
 
 
 class ScriptKind(Protocol):
@@ -34,12 +43,18 @@ class ScriptRun:
     name: str
 
 
-def script_env(run: ScriptRun) -> dict[str, str]:
-    """The worker's environment without offsite's own secrets, plus the run's identity."""
-    env = {name: value for name, value in os.environ.items()
-           if name not in {"PASSPHRASE"} and not name.startswith(("DUPLICITY_AWS_", "ALERT_AWS_"))}
-    env.update(OFFSITE_HOST=run.host, OFFSITE_RUN_ID=run.run_id,
-               OFFSITE_BACKUP_TYPE=run.backup_type, OFFSITE_SCRIPT=run.name)
+def script_env(run: ScriptRun, base: Mapping[str, str] | None = None,
+               user: pwd.struct_passwd | None = None) -> dict[str, str]:
+    """The allow-listed part of the worker's environment plus the run's identity; with a
+    `user:`, that user's HOME, USER, LOGNAME and SHELL."""
+    source = os.environ if base is None else base
+    env = {name: value for name, value in source.items()
+           if name in PASSED_ENV or name.startswith(PASSED_ENV_PREFIXES)}
+    env.setdefault("PATH", os.defpath)
+    if user is not None:
+        env.update(HOME=user.pw_dir, USER=user.pw_name, LOGNAME=user.pw_name,
+                   SHELL=user.pw_shell or "/bin/sh")
+    env.update(zip(RUN_ENV, (run.host, run.run_id, run.backup_type, run.name)))
     return env
 
 
@@ -48,11 +63,33 @@ def script_step(name: str) -> str:
     return f"script:{name}"
 
 
+def script_user(script: ScriptConfig, run: ScriptRun) -> pwd.struct_passwd | None:
+    """The system user a script runs as (its `user:`), checked here, on the worker."""
+    if script.user is None:
+        return None
+    step = script_step(run.name)
+    try:
+        user = pwd.getpwnam(script.user)
+    except KeyError:
+        raise OffsiteError(f"user {script.user!r} does not exist on this machine: create it "
+                           "or remove `user:` from the script", host=run.host, step=step) from None
+    if user.pw_uid != os.geteuid() and os.geteuid() != 0:
+        raise OffsiteError(f"`user: {script.user}` needs the worker to run as root (it runs as "
+                           f"uid {os.geteuid()})", host=run.host, step=step)
+    return user
+
+
 def run_script(config: Config, run: ScriptRun,
                on_tick: Callable[[], None] | None = None) -> CommandResult:
     """Run one configured script in its staging folder; raises CommandError on failure or timeout."""
     script: ScriptConfig = config.host(run.host).scripts[run.name]
+    user = script_user(script, run)
+    folder = script_staging(config, run.host, run.name)
+    run_as = None
+    if user is not None:
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        run_as = RunAs(user.pw_uid, user.pw_gid, os.getgrouplist(user.pw_name, user.pw_gid))
     argv = SCRIPT_KINDS[script.kind](script.code)
     return run_command(argv, timeout_s=script.timeout, host=run.host, step=script_step(run.name),
-                       env=script_env(run), cwd=script_staging(config, run.host, run.name),
-                       capture_stdout=False, on_tick=on_tick)
+                       env=script_env(run, user=user), cwd=folder,
+                       capture_stdout=False, on_tick=on_tick, run_as=run_as)

@@ -14,8 +14,7 @@ from offsite.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.config import Config
 from offsite.duplicity import run_restore
 from offsite.errors import OffsiteError
-from offsite.manifest import (Entry, ManifestUnreadable, file_digest, manifest_path,
-                              read_manifest, walk)
+from offsite.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
 from offsite.restore import check_time_covered
 
 MAX_LISTED_MISMATCHES = 20

@@ -9,6 +9,7 @@ import pytest
 
 from offsite.errors import CommandError, CommandTimedOut
 from offsite.execute import describe_env, run_command
+from tests.helpers import wait_until
 
 
 def test_failure_carries_exit_code_and_stderr_tail() -> None:
@@ -31,10 +32,7 @@ def test_timeout_kills_the_whole_process_group(tmp_path: Path) -> None:
         run_command(["bash", "-c", script], timeout_s=1, host="h", step="s")
     assert time.monotonic() - started < 10
     child = int(pidfile.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(child):
-        time.sleep(0.1)
-    assert not _alive(child), "the grandchild survived the timeout"
+    wait_until(lambda: not _alive(child), 10, "the grandchild to be gone after the timeout")
 
 
 def _alive(pid: int) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.helpers import VENV_BIN, describe, merged_env, run_command
 from tests.test_backup_flow import backup, record_of
-from tests.test_failures import attributes, only_alert, records
+from tests.test_failures import attributes, only_alert
 
 
 def tree(root: Path) -> Path:

@@ -6,10 +6,12 @@ import os
 import socket
 import threading
 
-from celery.signals import worker_ready, worker_shutting_down
+from celery.signals import (after_setup_logger, after_setup_task_logger, worker_ready,
+                            worker_shutting_down)
 
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, host_queue
+from offsite.logbounds import bound_celery_logging
 from workers.app import app
 from offsite.shutdown import request_stop
 from offsite.staging import empty_host_staging, host_staging
@@ -18,6 +20,10 @@ from workers.context import WORKER_HOST_ENV, host_lease
 log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
+
+# Every line the worker, control or beat logs is bounded, whatever a task or a child put in it.
+after_setup_logger.connect(bound_celery_logging, weak=False)
+after_setup_task_logger.connect(bound_celery_logging, weak=False)
 
 
 def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
