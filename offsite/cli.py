@@ -142,7 +142,7 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     if dest.exists() and not dest.is_dir():
         raise UsageError(f"restore destination {dest} exists and is not a folder: choose a "
                          "new folder", host=args.host, step="restore")
-    restore(config, args.host, Path(args.dest), time=args.time, path=args.path)
+    restore(config, args.host, dest, time=args.time, path=args.path)
     print(f"restored {args.host} into {args.dest}")
     return EXIT_OK
 

@@ -149,7 +149,8 @@ CASES = [
     Case("every-extra-key", INCR + ": an interval schedule is written",
          at("schedule.incr", {"every": "1h", "at": 4})),
     Case("every-empty-mapping", INCR, at("schedule.incr", {})),
-    Case("cron-minute-61", INCR + ": cron '61 * * * *' is invalid", at("schedule.incr", "61 * * * *")),
+    Case("cron-minute-61", INCR + ": cron '61 * * * *' is invalid",
+         at("schedule.incr", "61 * * * *")),
     Case("cron-four-fields", INCR, at("schedule.incr", "* * * *")),
     Case("cron-feb-31", INCR, at("schedule.incr", "0 0 31 2 *")),
     Case("cron-step-zero", INCR, at("schedule.incr", "*/0 * * * *")),
@@ -281,8 +282,8 @@ CASES = [
     Case("script-bash-nul", "At 'hosts.carcosa.scripts.pg.bash': contains a NUL",
          script(bash="echo a\x00b")),
     Case("script-bash-lone-surrogate", "YAML syntax error at line 3, column 42: found invalid "
-         "Unicode character escape code", text=(VALID_HEAD + 'hosts: {h: {scripts: {pg: {bash: "echo \\ud800"}}}}\n'
-                            ).encode()),
+         "Unicode character escape code",
+         text=(VALID_HEAD + 'hosts: {h: {scripts: {pg: {bash: "echo \\ud800"}}}}\n').encode()),
     Case("script-user-key", "At 'hosts.carcosa.scripts.pg.user': unknown key",
          script(bash="true", user="root")),
     Case("script-typo", "At 'hosts.carcosa.scripts.pg.timout': unknown key",
