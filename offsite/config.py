@@ -265,7 +265,8 @@ class Config(StrictModel):
         """Staging is uploaded and emptied on every run: the cache inside it would be backed
         up and deleted (every incremental a full), staging inside the cache likewise."""
         problems: list[PathProblem] = []
-        cache_key = "cache_root" if self.cache_root else "cache_root (default <staging_root>/../cache)"
+        cache_key = ("cache_root" if self.cache_root
+                     else "cache_root (default <staging_root>/../cache)")
         if overlap(self.staging_root, self.cache_dir):
             problems.append(PathProblem(cache_key, f"{self.cache_dir} and staging_root "
                                         f"{self.staging_root} overlap: keep them apart, "

@@ -148,6 +148,9 @@ def scan_data(data: Any, path: tuple[str, ...] = ()) -> list[PathProblem]:
     if isinstance(data, str):
         if "\x00" in data:
             problems.append(PathProblem(".".join(path), "contains a NUL character"))
+        elif not _is_unicode(data):
+            problems.append(PathProblem(".".join(path), "contains a lone surrogate (an escape "
+                                        "like \\ud800 that is not a character)"))
     elif isinstance(data, dict):
         for key, value in data.items():
             if isinstance(key, str) and "\x00" in key:
@@ -164,3 +167,11 @@ def scan_data(data: Any, path: tuple[str, ...] = ()) -> list[PathProblem]:
         for index, item in enumerate(data):
             problems += scan_data(item, (*path, str(index)))
     return problems
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -44,7 +44,8 @@ class _Bounds:
 if getattr(yaml, "__with_libyaml__", False):
     from yaml._yaml import CParser
 
-    class _BoundedLoader(_Bounds, Composer, CParser, SafeConstructor, Resolver):  # type: ignore[misc]
+    class _BoundedLoader(  # type: ignore[misc]
+            _Bounds, Composer, CParser, SafeConstructor, Resolver):
         """libyaml scans and parses (fast, and it refuses runaway nesting itself); yaml's own
         Composer builds the nodes, so _Bounds sees each one."""
 

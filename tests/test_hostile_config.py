@@ -149,7 +149,8 @@ CASES = [
     Case("every-extra-key", INCR + ": an interval schedule is written",
          at("schedule.incr", {"every": "1h", "at": 4})),
     Case("every-empty-mapping", INCR, at("schedule.incr", {})),
-    Case("cron-minute-61", INCR + ": cron '61 * * * *' is invalid", at("schedule.incr", "61 * * * *")),
+    Case("cron-minute-61", INCR + ": cron '61 * * * *' is invalid",
+         at("schedule.incr", "61 * * * *")),
     Case("cron-four-fields", INCR, at("schedule.incr", "* * * *")),
     Case("cron-feb-31", INCR, at("schedule.incr", "0 0 31 2 *")),
     Case("cron-step-zero", INCR, at("schedule.incr", "*/0 * * * *")),
@@ -280,6 +281,9 @@ CASES = [
          "longer than 64 KiB", script(bash="é" * 40_000)),
     Case("script-bash-nul", "At 'hosts.carcosa.scripts.pg.bash': contains a NUL",
          script(bash="echo a\x00b")),
+    Case("script-bash-lone-surrogate", "YAML syntax error at line 3, column 42: found invalid "
+         "Unicode character escape code",
+         text=(VALID_HEAD + 'hosts: {h: {scripts: {pg: {bash: "echo \\ud800"}}}}\n').encode()),
     Case("script-user-key", "At 'hosts.carcosa.scripts.pg.user': unknown key",
          script(bash="true", user="root")),
     Case("script-typo", "At 'hosts.carcosa.scripts.pg.timout': unknown key",
@@ -420,6 +424,20 @@ def test_every_problem_of_the_folders_is_reported_at_once(tmp_path: Path) -> Non
     assert [problem.split(":")[0] for problem in caught.value.problems] == [
         "At 'cache_root'", "At 'encryption.passphrase_file'", "At 'schedule.full'",
         "At 'schedule.incr'"]
+
+
+def test_strings_that_are_not_unicode_are_refused_from_any_source(tmp_path: Path) -> None:
+    """libyaml refuses a \\ud800 escape in the file; the same data given as Python objects (the
+    way tests and tools call parse_config) is refused too, before it reaches an argv."""
+    from offsite.config import parse_config
+    from offsite.errors import ConfigError
+    data = base_config(tmp_path)
+    data["hosts"] = {"carcosa": {"scripts": {"pg": {"bash": "echo \ud800"}}}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data)
+    assert caught.value.problems == [
+        "At 'hosts.carcosa.scripts.pg.bash': contains a lone surrogate (an escape like \\ud800 "
+        "that is not a character)"]
 
 
 def test_min_interval_override_allows_second_scale_schedules(tmp_path: Path,
