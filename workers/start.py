@@ -11,6 +11,13 @@ from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, host_queue
 from workers.app import app
 from workers.context import WORKER_HOST_ENV
+from workers.settings import beat_settings
+from workers.transport import TRANSPORT
+
+
+def _bound_incoming_messages() -> None:
+    """An oversized message is dropped as it comes off the queue, before kombu decodes it."""
+    app.conf.broker_transport = TRANSPORT
 
 
 def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
@@ -25,6 +32,7 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
     """Blocks running the worker of `host`; raises UnknownHostError for a host not configured."""
     config.host(host)
     os.environ[WORKER_HOST_ENV] = host
+    _bound_incoming_messages()
     app.worker_main(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}", loglevel))
 
 
@@ -40,10 +48,12 @@ def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
 
     worker_ready.connect(start_watchdog, weak=False)
     worker_shutting_down.connect(lambda **_: stop.set(), weak=False)
+    _bound_incoming_messages()
     app.worker_main(_worker_argv(CONTROL_QUEUE, f"control@{socket.gethostname()}", loglevel))
 
 
 def start_beat(config: Config, loglevel: str = "INFO") -> None:
-    """Blocks running beat; a second beat waits on the lock held in Redis."""
-    del config
+    """Blocks running beat; a second beat waits on the lock held in Redis. RedBeat's settings
+    (its Redis URL, with the password) exist in this process only."""
+    app.conf.update(beat_settings(config))
     app.start(["beat", "--loglevel", loglevel])
