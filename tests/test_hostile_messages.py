@@ -3,7 +3,9 @@ real backup runs: each is refused in one log line and recorded in offsite:reject
 a traceback, a record, an alert or a trace on the running backup, which then succeeds."""
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from offsite.rejections import MAX_ENTRY_CHARS, MAX_REJECTED_ENTRIES, refuse
 from offsite.schedules import utcnow
 from offsite.watchdog import RERUN_SUFFIX
 from tests.helpers import describe, wait_until
-from tests.injection import publish, rejected_entries, vm_peak_rss_mib
+from tests.injection import publish, rejected_entries, task_headers, vm_peak_rss_mib
 
 HOST = "carcosa"
 QUEUE = f"backup.{HOST}"
@@ -103,17 +105,44 @@ def host_queue_cases(running: str) -> list[Case]:
         Case("huge-task-name", "t" * 1_000_000),
         Case("bad-eta", FINISH_RUN, (HOST, running), options={"eta": "yesterday"}),
         Case("no-task-header", FINISH_RUN, (HOST, running), options={"headers": True}),
+        Case("zip-bomb", FINISH_RUN, options={"raw": zip_bomb(200 * 1024 * 1024),
+                                              "content_type": "application/json",
+                                              "compression": "application/x-gzip"}),
+        Case("not-an-envelope", FINISH_RUN, options={
+            "lpush": b'{"nope "task": "tasks.backup.finish_run", "id": "hostile-not-an-envelope"'}),
+        Case("envelope-without-properties", FINISH_RUN, options={"lpush": json.dumps(
+            {"body": "", "headers": {"task": FINISH_RUN,
+                                     "id": "hostile-envelope-without-properties"}}).encode()}),
+        Case("unknown-body-encoding", FINISH_RUN, options={"lpush": json.dumps(
+            {"body": "x", "content-type": "application/json",
+             "headers": {"task": FINISH_RUN, "id": "hostile-unknown-body-encoding"},
+             "properties": {"delivery_tag": "t", "body_encoding": "rot13"}}).encode()}),
     ]
+
+
+def zip_bomb(inflated_bytes: int) -> bytes:
+    """zlib data that inflates to `inflated_bytes` of spaces, made without holding them."""
+    packer, chunk = zlib.compressobj(9), b" " * (1 << 20)
+    parts = [packer.compress(chunk) for _ in range(inflated_bytes // len(chunk))]
+    return b"".join(parts) + packer.flush()
 
 
 def inject(broker_url: str, queue: str, case: Case) -> None:
     options = dict(case.options)
+    if raw_envelope := options.pop("lpush", None):  # straight onto kombu's list for the queue
+        client = redis.Redis.from_url(broker_url)
+        try:
+            client.lpush(queue, raw_envelope)
+        finally:
+            client.close()
+        return
     headers = None
     if options.pop("headers", False):
         headers = {"id": case.task_id, "lang": "py"}
     if eta := options.pop("eta", None):
-        from tests.injection import task_headers
         headers = task_headers(case.task, case.task_id, eta=eta)
+    if compression := options.pop("compression", None):
+        headers = task_headers(case.task, case.task_id, compression=compression)
     publish(broker_url, queue, case.task, case.task_id, case.args, case.kwargs,
             headers=headers, **options)
 
@@ -197,6 +226,8 @@ def test_control_worker_alerts_only_for_runs_recorded_failed(
     running = f"{HOST}-incr-20261129T113000Z"
     store.create(RunRecord(run_id=running, host=HOST, type=BackupType.INCR,
                            state=RunState.RUNNING))
+    store.create(RunRecord(run_id=f"{HOST}-full-20261129T110000Z", host="hali",
+                           type=BackupType.FULL, state=RunState.FAILED))
     cases = [
         Case("succeeded-run", NOTIFY_FAILURE, ("t1",), {"host": HOST, "run_id": succeeded}),
         Case("running-run", NOTIFY_FAILURE, ("t2",), {"host": HOST, "run_id": running}),
@@ -211,8 +242,6 @@ def test_control_worker_alerts_only_for_runs_recorded_failed(
         Case("pickle", NOTIFY_FAILURE, ("t8",), {"host": HOST, "run_id": succeeded},
              {"serializer": "pickle"}),
     ]
-    store.create(RunRecord(run_id=f"{HOST}-full-20261129T110000Z", host="hali",
-                           type=BackupType.FULL, state=RunState.FAILED))
     for case in cases:
         inject(redis_url, "offsite.control", case)
     wait_until(lambda: len(lines_naming(control.log_text(), REFUSING)) >= len(cases),
