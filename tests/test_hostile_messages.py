@@ -211,8 +211,10 @@ def test_hostile_messages_on_a_host_queue_are_refused_while_a_backup_runs(
 def test_control_worker_alerts_only_for_runs_recorded_failed(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
         redis_client: redis.Redis, redis_url: str, aws: Any) -> None:
+    # the watchdog would report the failed record made below: it does not tick in this test
     config = make_config({HOST: {"scripts": {"s": {"bash": "echo ok > x"}}},
-                          "hali": {"scripts": {"s": {"bash": "exit 3"}}}})
+                          "hali": {"scripts": {"s": {"bash": "exit 3"}}}},
+                         watchdog={"every": "1h"})
     start_worker(config, HOST)
     start_worker(config, "hali")
     control = start_control(config)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 from celery.utils.functional import promise
 from celery.worker.consumer import Consumer
+from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 
 from offsite.messages import MessageRejected, check_body, check_envelope, shown
@@ -35,8 +36,8 @@ class OffsiteConsumer(Consumer):  # type: ignore[misc]  # Celery's Consumer is u
                 check_body(task, message.decode(), host)
             except MessageRejected as refused:
                 return self._refuse(message, refused.one_line())
-            except Exception as exc:  # an undecodable body: kombu's own error, bounded
-                return self._refuse(message, f"undecodable message: {type(exc).__name__}")
+            except (DecodeError, ContentDisallowed) as exc:  # kombu's, for a body it cannot read
+                return self._refuse(message, f"undecodable message: {shown(str(exc))}")
             return celery_handler(message)
 
         return on_task_received
