@@ -360,3 +360,23 @@ def test_the_rejected_list_stays_bounded(redis_client: redis.Redis) -> None:
     assert entries[-1].endswith(f"[{MAX_REJECTED_ENTRIES + 49}]: y")
     assert all(len(entry) <= MAX_ENTRY_CHARS + 40 for entry in entries)
     assert time.monotonic() - started < 60
+
+
+def test_worker_settings_hold_no_redis_url_but_the_masked_ones() -> None:
+    """Celery masks broker_url and result_backend when a worker shows its settings; RedBeat's
+    URL belongs to beat alone."""
+    from workers.settings import beat_settings, celery_settings
+    config = parse_config({"broker_url": "redis://:s3cret@hub:6379/0",
+                           "target": {"url": "file:///srv/backups"},
+                           "hosts": {HOST: {"scripts": {"s": {"bash": "true"}}}}})
+    shown_by_workers = {key: value for key, value in celery_settings(config).items()
+                        if key not in ("broker_url", "result_backend")}
+    assert "s3cret" not in repr(shown_by_workers)
+    assert "s3cret" in beat_settings(config)["redbeat_redis_url"]
+
+
+def test_each_queue_is_bound_to_its_own_exchange_and_key() -> None:
+    """Not all to the default exchange and key, where one message would reach every queue."""
+    from workers.settings import celery_settings
+    for queue in celery_settings(fleet())["task_queues"]:
+        assert queue.exchange.name == queue.name == queue.routing_key
