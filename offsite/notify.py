@@ -9,9 +9,10 @@ from typing import Any
 import redis
 
 from offsite.alerts import condition_alert, failure_alert, recovery_alert
-from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, BackupType, RunState
+from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, RunState
+from offsite.messages import require_failed_run
 from offsite.outbox import AlertOutbox
-from offsite.records import ErrorRecord, RunRecord, RunStore
+from offsite.records import RunRecord, RunStore
 
 log = logging.getLogger(__name__)
 
@@ -36,12 +37,12 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
     remembers which problems were alerted. Returns "alerted", "summarised" or "duplicate"
     (this run was already reported). The "reported" mark, the streak and the alert are written
     in one transaction, so a crash in between can neither lose the alert nor count a failure
-    twice.
+    twice. Raises NotAFailedRun unless the run's record says it failed or was lost on `host`.
     """
     reported, streak_key = REPORTED_KEY + run_id, STREAK_KEY + host
     if client.exists(reported):
         return "duplicate"
-    record = store.get(run_id) or _unknown_run(host, run_id)
+    record = require_failed_run(store.get(run_id), host, run_id)
     signature = failure_signature(record)
     failed_at = (record.finished_at or now).isoformat()
     with client.pipeline() as pipe:
@@ -116,8 +117,3 @@ def _note(store: RunStore, run_id: str, text: str) -> None:
     if store.get(run_id) is not None:
         store.update(run_id, lambda record: record.notes.append(text))
 
-
-def _unknown_run(host: str, run_id: str) -> RunRecord:
-    kind = BackupType.FULL if "-full-" in run_id else BackupType.INCR
-    return RunRecord(run_id=run_id, host=host, type=kind, state=RunState.FAILED,
-                     error=ErrorRecord(step=None, message="the run failed before it was recorded"))

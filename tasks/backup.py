@@ -1,21 +1,25 @@
 """The tasks a host worker runs: start_backup builds the chain of scripts, then upload (which
-confirms the set in the target and finishes the run)."""
+confirms the set in the target and finishes the run).
+
+Every argument reaches these bodies validated and typed by CheckedTask (offsite.messages): the
+host is this worker's, the run id has the run-id format, the script is in the config."""
 from __future__ import annotations
 
 import logging
 from datetime import datetime
 
 from celery import Task, chain
-from celery.exceptions import Ignore, Reject
+from celery.exceptions import Ignore
 
-from offsite.constants import REJECTED_KEY, BackupType, host_queue
 from offsite.admission import MustWait, note_waiting
+from offsite.constants import BackupType, host_queue
+from offsite.messages import RUN_SCRIPT, START_BACKUP, UPLOAD
 from offsite.run_context import RunContext
 from offsite.runner import StaleRun, begin_run, run_script_step, upload_step
-from offsite.schedules import utcnow
+from tasks.base import CheckedTask
 from tasks.callbacks import failure_callback
 from workers.app import app
-from workers.context import current_config, host_lease, redis_client, run_store, worker_host
+from workers.context import current_config, host_lease, run_store
 
 log = logging.getLogger(__name__)
 
@@ -23,24 +27,16 @@ WAIT_RETRY_S = 5
 
 
 def _context(task: Task, host: str, run_id: str) -> RunContext:
-    """The run's context; a message for another host is recorded and rejected, never run."""
-    mine = worker_host()
-    if mine is not None and mine != host:
-        redis_client().rpush(REJECTED_KEY, f"{utcnow().isoformat()} {task.request.hostname} "
-                             f"refused {task.name} for host {host} run {run_id}")
-        log.error("refusing %s for host %s: this worker serves %s", task.name, host, mine)
-        raise Reject(f"message for host {host} reached the worker of {mine}", requeue=False)
     return RunContext(config=current_config(), store=run_store(), lease=host_lease(), host=host,
                       run_id=run_id, worker=task.request.hostname or "unknown")
 
 
-@app.task(bind=True, name="tasks.backup.start_backup")
-def start_backup(self: Task, host: str, backup_type: str, run_id: str,
-                 scheduled_for: str | None = None) -> str:
+@app.task(bind=True, base=CheckedTask, name=START_BACKUP)
+def start_backup(self: Task, host: str, backup_type: BackupType, run_id: str,
+                 scheduled_for: datetime | None = None) -> str:
     ctx = _context(self, host, run_id)
-    slot = datetime.fromisoformat(scheduled_for) if scheduled_for else None
     try:
-        effective = begin_run(ctx, BackupType(backup_type), slot)
+        effective = begin_run(ctx, backup_type, scheduled_for)
     except MustWait as wait:
         note_waiting(ctx, f"waited: {wait.cause}")
         raise self.retry(countdown=WAIT_RETRY_S, max_retries=None) from None
@@ -54,19 +50,19 @@ def start_backup(self: Task, host: str, backup_type: str, run_id: str,
     return "started"
 
 
-@app.task(bind=True, name="tasks.backup.run_script")
-def run_script(self: Task, host: str, run_id: str, script: str, backup_type: str) -> None:
+@app.task(bind=True, base=CheckedTask, name=RUN_SCRIPT)
+def run_script(self: Task, host: str, run_id: str, script: str, backup_type: BackupType) -> None:
     try:
-        run_script_step(_context(self, host, run_id), script, BackupType(backup_type))
+        run_script_step(_context(self, host, run_id), script, backup_type)
     except StaleRun as stale:
         log.warning("%s", stale)
         raise Ignore() from None
 
 
-@app.task(bind=True, name="tasks.backup.upload")
-def upload(self: Task, host: str, run_id: str, backup_type: str) -> str | None:
+@app.task(bind=True, base=CheckedTask, name=UPLOAD)
+def upload(self: Task, host: str, run_id: str, backup_type: BackupType) -> str | None:
     try:
-        record = upload_step(_context(self, host, run_id), BackupType(backup_type))
+        record = upload_step(_context(self, host, run_id), backup_type)
     except StaleRun as stale:
         log.warning("%s", stale)
         raise Ignore() from None

@@ -4,9 +4,8 @@ from __future__ import annotations
 from celery import Signature
 
 from offsite.constants import CONTROL_QUEUE
+from offsite.messages import NOTIFY_FAILURE
 from workers.app import app
-
-NOTIFY_FAILURE = "tasks.control.notify_failure"
 
 
 def failure_callback(host: str, run_id: str) -> Signature:

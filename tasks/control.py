@@ -6,13 +6,17 @@ import logging
 import threading
 from functools import lru_cache
 
+from celery import Task
+
 from offsite.alerts import AlertSink, sink_for
+from offsite.messages import NOTIFY_FAILURE, NotAFailedRun
 from offsite.notify import report_failed_run
 from offsite.outbox import AlertOutbox
 from offsite.records import RunRecord
 from offsite.schedules import utcnow
 from offsite.watchdog import Watchdog
 from offsite.constants import BackupType, RunType
+from tasks.base import CheckedTask, reject
 from tasks.dispatch import enqueue_backup, enqueue_verify
 from workers.app import app
 from workers.context import current_config, host_lease, redis_client, run_store
@@ -31,13 +35,17 @@ def outbox() -> AlertOutbox:
     return AlertOutbox(redis_client())
 
 
-@app.task(name="tasks.control.notify_failure")
-def notify_failure(failed_task_id: str, *, host: str, run_id: str) -> str:
+@app.task(bind=True, base=CheckedTask, name=NOTIFY_FAILURE)
+def notify_failure(self: Task, failed_task_id: str, *, host: str, run_id: str) -> str:
     """Errback of every backup chain: store the alert, then try to deliver it now; what cannot
-    be delivered stays in the outbox for the watchdog to retry."""
+    be delivered stays in the outbox for the watchdog to retry. A report for a run whose
+    record does not say failed or lost is refused (NotAFailedRun), never alerted."""
     del failed_task_id
     now, alerts = utcnow(), outbox()
-    outcome = report_failed_run(run_store(), redis_client(), alerts, host, run_id, now)
+    try:
+        outcome = report_failed_run(run_store(), redis_client(), alerts, host, run_id, now)
+    except NotAFailedRun as refused:
+        reject(self, refused)
     alerts.deliver_due(alert_sink(), now)
     return outcome
 

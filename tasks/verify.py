@@ -1,40 +1,35 @@
 """The verify task: a restore drill of one host, run where `verify.on` says (the control node or
-a named host's worker), never on a node the config does not name for it."""
+a named host's worker). CheckedTask has validated the message (offsite.messages): the host is
+configured and this is its drill node, the run id is a verify run id of that host."""
 from __future__ import annotations
 
 import logging
 from datetime import datetime
 
 from celery import Task
-from celery.exceptions import Ignore, Reject
+from celery.exceptions import Ignore
 
 from offsite.admission import MustWait, note_waiting
+from offsite.messages import VERIFY
 from offsite.run_context import RunContext
 from offsite.runner import StaleRun
 from offsite.verify_run import run_verify
+from tasks.base import CheckedTask
 from workers.app import app
-from workers.context import current_config, host_lease, run_store, worker_host
+from workers.context import current_config, host_lease, run_store
 
 log = logging.getLogger(__name__)
 
 WAIT_RETRY_S = 5
 
 
-@app.task(bind=True, name="tasks.verify.verify_backup")
-def verify_backup(self: Task, host: str, run_id: str, at: str | None = None,
-                  scheduled_for: str | None = None) -> str:
-    config = current_config()
-    drill_node = config.verify_on(host)
-    mine = worker_host() or "control"
-    if mine != drill_node:
-        log.error("refusing a verify of %s: drills of that host run on %s, this is %s",
-                  host, drill_node, mine)
-        raise Reject(f"verify of {host} reached {mine}, not {drill_node}", requeue=False)
-    ctx = RunContext(config=config, store=run_store(), lease=host_lease(), host=host,
+@app.task(bind=True, base=CheckedTask, name=VERIFY)
+def verify_backup(self: Task, host: str, run_id: str, at: datetime | None = None,
+                  scheduled_for: datetime | None = None) -> str:
+    ctx = RunContext(config=current_config(), store=run_store(), lease=host_lease(), host=host,
                      run_id=run_id, worker=self.request.hostname or "unknown")
     try:
-        record = run_verify(ctx, datetime.fromisoformat(at) if at else None,
-                            datetime.fromisoformat(scheduled_for) if scheduled_for else None)
+        record = run_verify(ctx, at, scheduled_for)
     except MustWait as wait:
         note_waiting(ctx, f"waited: {wait.cause}")
         raise self.retry(countdown=WAIT_RETRY_S, max_retries=None) from None

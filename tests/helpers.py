@@ -107,6 +107,7 @@ class RedisServer:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log_path = directory / "redis.log"
+        self.extra_args: list[str] = []  # more redis-server options (tests/secure_redis.py)
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -133,7 +134,7 @@ class RedisServer:
         self._reap()
         argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", "--dir", str(self.directory),
-                "--logfile", str(self.log_path)]
+                "--logfile", str(self.log_path), *self.extra_args]
         self._proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout

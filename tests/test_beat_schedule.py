@@ -13,7 +13,7 @@ from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
 from beat_schedule import START_BACKUP, build_beat_schedule, entry_name
 from offsite.config import Config, parse_config
 from offsite.constants import BackupType
-from workers.settings import celery_settings
+from workers.settings import beat_settings, celery_settings
 
 SCRIPTS = {"data": {"bash": "echo hi > a.txt"}}
 
@@ -135,7 +135,7 @@ def test_entries_survive_the_round_trip_through_redbeat(name: str) -> None:
 
 
 def test_beat_keeps_its_state_in_redis_under_one_short_lock() -> None:
-    settings = celery_settings(fleet())
+    settings = beat_settings(fleet())
 
     assert settings["beat_scheduler"] == "workers.beat:SlotScheduler"
     assert settings["redbeat_key_prefix"].startswith("offsite:")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from beat_schedule import build_beat_schedule
 from offsite.config import Config
@@ -24,7 +24,11 @@ def beat_settings(config: Config) -> dict[str, Any]:
     """Beat keeps its state in Redis (RedBeat) under one lock: a standby beat waits on it, and a
     dead beat's lock expires within BEAT_LOCK_TIMEOUT_S. RedBeat's Redis is named explicitly
     (its fallback to broker_url and broker_transport_options is deprecated), and it retries a
-    lost connection for ever (retry_period -1, backoff up to 30 s) instead of exiting."""
+    lost connection for ever (retry_period -1, backoff up to 30 s) instead of exiting.
+
+    Applied in the beat process only (workers.start.start_beat): Celery masks the password
+    of broker_url and result_backend when a worker shows its settings (`inspect conf`,
+    Flower's worker page) but not of redbeat_redis_url, so no worker may carry it."""
     return {
         "beat_scheduler": "workers.beat:SlotScheduler",
         "redbeat_redis_url": config.broker_url,
@@ -33,6 +37,13 @@ def beat_settings(config: Config) -> dict[str, Any]:
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "beat_max_loop_interval": BEAT_LOOP_S,
     }
+
+
+def _queue(name: str) -> Queue:
+    """A queue bound to its own exchange under its own name: left to Celery, every queue is
+    bound to the default (control) exchange and key, so a message published there would reach
+    every host's queue at once."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def celery_settings(config: Config) -> dict[str, Any]:
@@ -45,7 +56,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
     - prefetch disabled, concurrency 1: one backup at a time per host, nothing waits reserved.
     """
     transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S}
-    queues = [Queue(CONTROL_QUEUE)] + [Queue(host_queue(host)) for host in config.hosts]
+    queues = [_queue(CONTROL_QUEUE)] + [_queue(host_queue(host)) for host in config.hosts]
     return {
         "broker_url": config.broker_url,
         "result_backend": config.broker_url,
@@ -78,5 +89,6 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "enable_utc": True,
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
-        **beat_settings(config),
+        # refuses in one line what never reaches a task (pickle, unknown task names)
+        "worker_consumer": "workers.consumer:OffsiteConsumer",
     }

@@ -16,14 +16,19 @@ from workers.app import app
 from offsite.shutdown import request_stop
 from offsite.staging import empty_host_staging, host_staging
 from workers.context import WORKER_HOST_ENV, host_lease
-
-log = logging.getLogger(__name__)
+from workers.settings import beat_settings
+from workers.transport import TRANSPORT
 
 log = logging.getLogger(__name__)
 
 # Every line the worker, control or beat logs is bounded, whatever a task or a child put in it.
 after_setup_logger.connect(bound_celery_logging, weak=False)
 after_setup_task_logger.connect(bound_celery_logging, weak=False)
+
+
+def _bound_incoming_messages() -> None:
+    """An oversized message is dropped as it comes off the queue, before kombu decodes it."""
+    app.conf.broker_transport = TRANSPORT
 
 
 def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
@@ -52,6 +57,7 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
     worker_ready.connect(lambda **_: _report_passphrase(config, host), weak=False)
     worker_ready.connect(lambda **_: _clear_leftover_staging(config, host), weak=False)
     worker_shutting_down.connect(lambda **_: request_stop(), weak=False)
+    _bound_incoming_messages()
     app.worker_main(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}", loglevel))
 
 
@@ -78,10 +84,12 @@ def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
 
     worker_ready.connect(start_watchdog, weak=False)
     worker_shutting_down.connect(lambda **_: stop.set(), weak=False)
+    _bound_incoming_messages()
     app.worker_main(_worker_argv(CONTROL_QUEUE, f"control@{socket.gethostname()}", loglevel))
 
 
 def start_beat(config: Config, loglevel: str = "INFO") -> None:
-    """Blocks running beat; a second beat waits on the lock held in Redis."""
-    del config
+    """Blocks running beat; a second beat waits on the lock held in Redis. RedBeat's settings
+    (its Redis URL, with the password) exist in this process only."""
+    app.conf.update(beat_settings(config))
     app.start(["beat", "--loglevel", loglevel])

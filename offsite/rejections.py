@@ -1,0 +1,43 @@
+"""Refused messages: one log line each and an entry in a bounded Redis list (offsite:rejected)
+that an operator reads; whatever the message held, neither grows without bound."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import redis
+
+from offsite.constants import REJECTED_KEY
+
+log = logging.getLogger(__name__)
+
+MAX_REJECTED_ENTRIES = 1000
+MAX_ENTRY_CHARS = 512
+MAX_LABEL_CHARS = 80
+
+
+def clip(text: str, limit: int) -> str:
+    """text on one line, cut to `limit` characters with a marker saying how long it was."""
+    if len(text) > limit:
+        text = f"{text[:limit]}... [{len(text)} chars]"
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def rejection_line(worker: str, task: str, task_id: str, cause: str) -> str:
+    return clip(f"{clip(worker, MAX_LABEL_CHARS)} refused {clip(task, MAX_LABEL_CHARS)}"
+                f"[{clip(task_id, MAX_LABEL_CHARS)}]: {cause}", MAX_ENTRY_CHARS)
+
+
+def refuse(client: redis.Redis, now: datetime, worker: str, task: str, task_id: str,
+           cause: str) -> None:
+    """Log the refusal in one line and append it to the rejected list, keeping only the last
+    MAX_REJECTED_ENTRIES; a Redis that cannot take it costs one more line, nothing else."""
+    line = rejection_line(worker, task, task_id, cause)
+    log.error("refusing a message: %s", line)
+    try:
+        with client.pipeline() as pipe:
+            pipe.rpush(REJECTED_KEY, f"{now.isoformat()} {line}")
+            pipe.ltrim(REJECTED_KEY, -MAX_REJECTED_ENTRIES, -1)
+            pipe.execute()
+    except redis.RedisError as exc:
+        log.warning("could not record the refused message in %s: %s", REJECTED_KEY, exc)

@@ -1,0 +1,88 @@
+"""Flower, started as compose.yaml starts it, on a fleet whose Redis asks for a password: after
+beat sent a slot and the backup ran, no page of Flower shows the password, the passphrase or
+an AWS key, and neither does any log of the fleet."""
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from offsite.constants import RunState
+from offsite.records import RedisRunStore
+from tests.helpers import ConfigFactory, find_leaks, offsite_argv, wait_until
+from tests.secure_redis import Flower, PasswordRedisServer
+
+HOST = "carcosa"
+
+
+@pytest.fixture
+def password_redis(tmp_path: Path) -> Iterator[PasswordRedisServer]:
+    directory = tmp_path / "redis-with-password"
+    directory.mkdir()
+    server = PasswordRedisServer(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_flower_never_shows_the_redis_password(
+        password_redis: PasswordRedisServer, aws: Any, processes: Any, start_worker: Any,
+        start_control: Any, offsite_env: Any, tmp_path: Path) -> None:
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    factory = ConfigFactory(config_dir, password_redis.url, aws)
+    config = factory({HOST: {"scripts": {"data": {"bash": "echo data > data.txt"}}}},
+                     schedule={"full": {"every": "4s"}, "incr": {"every": "1h"}})
+    secrets = [password_redis.password, factory.passphrase, *offsite_env.secrets]
+    node, control_node = f"{HOST}@{socket.gethostname()}", f"control@{socket.gethostname()}"
+
+    worker = start_worker(config, HOST)
+    control = start_control(config)
+    flower = Flower(processes, config)
+    beat = processes.start("beat", offsite_argv(config, "beat"), "beat: Acquired lock")
+
+    client = password_redis.client(decode_responses=True)
+    store = RedisRunStore(client)
+    try:
+        wait_until(lambda: any(r.state == RunState.SUCCEEDED and r.scheduled_for is not None
+                               for r in store.recent(HOST, 20)),
+                   timeout=120, what="a slot sent by beat to be backed up", interval=0.5)
+    finally:
+        client.close()
+    beat.stop()
+    run_id = next(r.run_id for r in store.recent(HOST, 20) if r.state == RunState.SUCCEEDED)
+
+    def flower_knows_both_workers() -> bool:
+        status, body = flower.get("/api/workers?refresh=1")
+        workers = json.loads(body) if status == 200 else {}
+        return all(name in workers and workers[name].get("conf") for name in (node, control_node))
+
+    wait_until(flower_knows_both_workers, timeout=60, what="Flower to inspect both workers",
+               interval=1)
+    task_id = json.loads(flower.get("/api/tasks?limit=50")[1]).popitem()[0]
+    pages = ["/", "/workers", f"/worker/{node}", f"/worker/{control_node}", "/tasks",
+             "/tasks/datatable?draw=1&start=0&length=100&search%5Bvalue%5D=&order%5B0%5D%5Bcolumn%5D=0"
+             "&columns%5B0%5D%5Bdata%5D=name&order%5B0%5D%5Bdir%5D=desc",
+             "/api/workers", "/api/workers?refresh=1", "/api/tasks", "/api/task/types",
+             "/api/queues/length", f"/api/task/info/{task_id}", f"/task/{task_id}",
+             "/broker", "/metrics"]
+    seen: dict[str, str] = {}
+    for page in pages:
+        status, body = flower.get(page)
+        assert status == 200, f"{page}: HTTP {status}: {body[:500]}"
+        seen[page] = body
+        assert find_leaks(body, secrets) == [], f"{page} shows a secret"
+
+    # the pages looked at hold what the password would sit beside
+    assert "redbeat_redis_url" not in seen["/api/workers"]
+    assert "broker_url" in seen["/api/workers"] and "**" in seen["/api/workers"]
+    assert run_id in seen["/api/tasks"]
+    assert node in seen[f"/worker/{node}"]
+    logs = "".join(p.log_text() for p in (worker, control, beat, flower.process))
+    assert find_leaks(logs, secrets) == []

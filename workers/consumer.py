@@ -1,0 +1,61 @@
+"""The workers' message consumer: what never reaches a task is refused here, in one log line
+and an entry in offsite:rejected, instead of Celery's multi-line reports with tracebacks and
+message dumps: another content type (pickle, yaml), an oversized or malformed message, a task
+name this worker does not run (a control task on a host queue, a backup task on the control
+queue, Celery's built-in tasks, a typo).
+
+Set as `worker_consumer` in workers.settings; the arguments are checked later, by the task
+(tasks.base.CheckedTask)."""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from celery.utils.functional import promise
+from celery.worker.consumer import Consumer
+from kombu.exceptions import ContentDisallowed, DecodeError
+from kombu.message import Message
+
+from offsite.messages import MessageRejected, check_body, check_envelope, shown
+from offsite.rejections import refuse
+from offsite.schedules import utcnow
+from workers.context import redis_client, worker_host
+
+log = logging.getLogger(__name__)
+
+
+class OffsiteConsumer(Consumer):  # type: ignore[misc]  # Celery's Consumer is untyped
+    def create_task_handler(self, promise: Any = promise) -> Callable[[Message], Any]:
+        celery_handler = super().create_task_handler(promise)
+        host = worker_host()
+
+        def on_task_received(message: Message) -> Any:
+            try:
+                task = check_envelope(message.content_type, len(message.body or b""),
+                                      message.headers, host)
+                check_body(task, message.decode(), host)
+            except MessageRejected as refused:
+                return self._refuse(message, refused.one_line())
+            except (DecodeError, ContentDisallowed) as exc:  # kombu's, for a body it cannot read
+                return self._refuse(message, f"undecodable message: {shown(str(exc))}")
+            return celery_handler(message)
+
+        return on_task_received
+
+    def on_unknown_message(self, body: Any, message: Message) -> None:
+        self._refuse(message, "not a task message")
+
+    def on_unknown_task(self, body: Any, message: Message, exc: Exception) -> None:
+        self._refuse(message, "unknown task")
+
+    def on_invalid_task(self, body: Any, message: Message, exc: Exception) -> None:
+        self._refuse(message, f"invalid task message: {shown(str(exc))}")
+
+    def on_decode_error(self, message: Message, exc: Exception) -> None:
+        self._refuse(message, f"undecodable message: {shown(str(exc))}")
+
+    def _refuse(self, message: Message, cause: str) -> None:
+        headers = message.headers if isinstance(message.headers, dict) else {}
+        refuse(redis_client(), utcnow(), str(self.hostname), str(headers.get("task", "?")),
+               str(headers.get("id", "?")), cause)
+        message.reject_log_error(log, self.connection_errors)
