@@ -3,20 +3,23 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field,
                       PlainValidator, ValidationError, model_validator)
 
 from offsite.constants import (DEFAULT_CONFIG_PATH, DEFAULT_SCRIPT_TIMEOUT_S,
                                DEFAULT_UPLOAD_TIMEOUT_S, BackupType)
 from offsite.durations import parse_duration
 from offsite.errors import ConfigError, UnknownHostError
-from offsite.schedules import CronSpec, ScheduleSpec, parse_schedule_spec
+from offsite.schedules import CronSpec, EverySpec, ScheduleSpec, parse_schedule_spec
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -127,6 +130,7 @@ class ScheduleConfig(StrictModel):
     full: Schedule = Field(CronSpec("0 0 1 * *"), description="default full schedule")
     incr: Schedule = Field(CronSpec("0 4 * * 1"), description="default incremental schedule")
     max_full_interval: Duration = Field(35 * 86400, description="promote an incr to full after")
+    anchor: AwareDatetime = Field(_EPOCH, description="{every: D} slots fall at anchor + k*D")
 
 
 class WatchdogConfig(StrictModel):
@@ -171,7 +175,10 @@ class Config(StrictModel):
 
     def host_schedule(self, name: str, backup_type: BackupType) -> ScheduleSpec:
         own = getattr(self.host(name).schedule, backup_type.value)
-        return own if own is not None else getattr(self.schedule, backup_type.value)
+        spec = own if own is not None else getattr(self.schedule, backup_type.value)
+        if isinstance(spec, EverySpec):  # interval slots sit on the fleet's grid
+            return replace(spec, anchor=self.schedule.anchor.timestamp())
+        return spec
 
     def max_run_s(self, name: str) -> int:
         """The longest a run of the host may take: every script's timeout plus the upload's."""

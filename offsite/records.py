@@ -8,9 +8,12 @@ from typing import Callable, Iterable, Protocol, cast
 import redis
 from pydantic import BaseModel, Field
 
-from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, RUN_KEY,
-                               RUN_RECORD_TTL_S, BackupType, RunState)
+from redis.client import Pipeline
+
+from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, RUN_KEY, BackupType,
+                               RunState)
 from offsite.errors import OffsiteError
+from offsite.host_facts import stage_facts
 from offsite.schedules import utcnow
 
 
@@ -72,6 +75,14 @@ class RunStore(Protocol):
     def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]: ...
 
 
+_CREATE_QUEUED = """
+if not redis.call('set', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('zadd', KEYS[2], ARGV[2], ARGV[3])
+redis.call('zadd', KEYS[3], ARGV[2], ARGV[3])
+return 1
+"""
+
+
 class RedisRunStore:
     """Records as JSON strings under `offsite:run:<id>`, indexed by creation time per host."""
 
@@ -79,16 +90,48 @@ class RedisRunStore:
         self.client = client
 
     def create(self, record: RunRecord) -> bool:
-        """Store a new record; False (and nothing written) when the run id already exists."""
+        """Store a new record; False (and nothing written) when the run id already exists.
+        The record, its index entries and the host's facts are written in one transaction."""
         key = RUN_KEY + record.run_id
-        if not self.client.set(key, record.to_json(), nx=True, ex=RUN_RECORD_TTL_S):
-            return False
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if pipe.exists(key):
+                        return False
+                    pipe.multi()
+                    self._stage_new(pipe, record)
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+
+    def create_many(self, records: list[RunRecord]) -> list[bool]:
+        """Store many new queued records in one round trip (beat's batch of due slots): each
+        with its index entries atomically, and only when its run id is new; True at the index
+        of each one written."""
+        if not records:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for record in records:
+                if record.state != RunState.QUEUED:
+                    raise ValueError(f"create_many takes queued records, not {record.state}")
+                pipe.eval(_CREATE_QUEUED, 3, RUN_KEY + record.run_id,
+                          HOST_RUNS_KEY + record.host, ALL_RUNS_KEY, record.to_json(),
+                          record.created_at.timestamp(), record.run_id)
+            return [bool(flag) for flag in pipe.execute()]
+
+    @staticmethod
+    def _stage_new(pipe: Pipeline, record: RunRecord) -> None:
+        pipe.set(RUN_KEY + record.run_id, record.to_json())
+        RedisRunStore._stage_indexes(pipe, record)
+
+    @staticmethod
+    def _stage_indexes(pipe: Pipeline, record: RunRecord) -> None:
         score = record.created_at.timestamp()
-        pipe = self.client.pipeline()
         pipe.zadd(HOST_RUNS_KEY + record.host, {record.run_id: score})
         pipe.zadd(ALL_RUNS_KEY, {record.run_id: score})
-        pipe.execute()
-        return True
+        stage_facts(pipe, record)
 
     def get(self, run_id: str) -> RunRecord | None:
         raw = self.client.get(RUN_KEY + run_id)
@@ -107,7 +150,8 @@ class RedisRunStore:
                     record = RunRecord.model_validate_json(raw)
                     mutate(record)
                     pipe.multi()
-                    pipe.set(key, record.to_json(), ex=RUN_RECORD_TTL_S)
+                    pipe.set(key, record.to_json())
+                    stage_facts(pipe, record)
                     pipe.execute()
                     return record
                 except redis.WatchError:

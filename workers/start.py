@@ -9,8 +9,9 @@ from celery.signals import worker_ready, worker_shutting_down
 
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, host_queue
+from offsite.heartbeat import Heartbeat, interval_for, worker_node
 from workers.app import app
-from workers.context import WORKER_HOST_ENV
+from workers.context import WORKER_HOST_ENV, redis_client
 
 
 def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
@@ -25,6 +26,18 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
     """Blocks running the worker of `host`; raises UnknownHostError for a host not configured."""
     config.host(host)
     os.environ[WORKER_HOST_ENV] = host
+    heartbeats: list[Heartbeat] = []
+
+    def start_heartbeat(**_: object) -> None:
+        heartbeats.append(Heartbeat(redis_client, worker_node(host),
+                                    interval_for(config.watchdog.worker_timeout)).start())
+
+    worker_ready.connect(start_heartbeat, weak=False)
+    def stop_heartbeat(**_: object) -> None:
+        for heartbeat in heartbeats:
+            heartbeat.stop()
+
+    worker_shutting_down.connect(stop_heartbeat, weak=False)
     app.worker_main(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}", loglevel))
 
 
