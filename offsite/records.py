@@ -137,6 +137,10 @@ class RedisRunStore:
         raw = self.client.get(RUN_KEY + run_id)
         return RunRecord.model_validate_json(raw) if raw else None
 
+    def get_many(self, run_ids: list[str]) -> dict[str, RunRecord]:
+        """The records that exist among `run_ids`, in one command."""
+        return {record.run_id: record for record in self._load(run_ids)}
+
     def update(self, run_id: str, mutate: Mutation) -> RunRecord:
         """Apply `mutate` atomically (optimistic WATCH); raises RunNotFound for an unknown id."""
         key = RUN_KEY + run_id

@@ -1,15 +1,17 @@
 """Sending a backup to a host's queue: the record first, then the message."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from offsite.config import Config
 from offsite.constants import BackupType, RunState, host_queue
-from offsite.records import RunRecord, RunStore
+from offsite.records import RedisRunStore, RunRecord, RunStore
 from offsite.run_context import new_run_id, queue_run
 from offsite.schedules import describe_lateness, utcnow
 from tasks.backup import start_backup
 from tasks.callbacks import failure_callback
+from workers.app import app
 
 
 def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: BackupType,
@@ -36,3 +38,41 @@ def send_slot(config: Config, store: RunStore, host: str, backup_type: BackupTyp
     late_by_s, note = describe_lateness(spec, config.schedule.timezone, slot, sent_at)
     return enqueue_backup(config, store, host, backup_type, new_run_id(host, backup_type, slot),
                           slot, late_by_s, note)
+
+
+@dataclass(frozen=True)
+class SlotSend:
+    host: str
+    type: BackupType
+    slot: datetime
+
+
+def send_slots(config: Config, store: RedisRunStore, sends: list[SlotSend],
+               sent_at: datetime) -> list[RunRecord]:
+    """Beat's batch: every slot's record written in one round trip, then the messages of the
+    runs still queued published on one producer. A run id already recorded (a send repeated
+    after a crash) is sent again only while its run is still queued, as in enqueue_backup."""
+    records = []
+    for send in sends:
+        spec = config.host_schedule(send.host, send.type)
+        late_by_s, note = describe_lateness(spec, config.schedule.timezone, send.slot, sent_at)
+        records.append(RunRecord(run_id=new_run_id(send.host, send.type, send.slot),
+                                 host=send.host, type=send.type, scheduled_for=send.slot,
+                                 late_by_s=late_by_s, notes=[note] if note else []))
+    created = store.create_many(records)
+    existing = store.get_many([r.run_id for r, new in zip(records, created) if not new])
+    queued = [record if new else existing.get(record.run_id)
+              for record, new in zip(records, created)]
+    to_send = [record for record in queued if record and record.state == RunState.QUEUED]
+    if to_send:
+        # one pipeline per batch of messages (kombu's batch publish on Redis); the host
+        # queues need no declaring on Redis, and beat never reads these tasks' results
+        with app.producer_or_acquire() as producer, producer.batch():
+            for record in to_send:
+                start_backup.apply_async(
+                    args=(record.host, record.type.value, record.run_id),
+                    kwargs={"scheduled_for": record.scheduled_for.isoformat()
+                            if record.scheduled_for else None},
+                    queue=host_queue(record.host), producer=producer, declare=[],
+                    ignore_result=True, link_error=failure_callback(record.host, record.run_id))
+    return to_send
