@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from typing import Callable, Iterable, Protocol, cast
 
@@ -10,10 +11,10 @@ from pydantic import BaseModel, Field
 
 from redis.client import Pipeline
 
-from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, RUN_KEY, BackupType,
-                               RunState)
+from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, KEEP_RUNS_DAYS,
+                               KEEP_RUNS_PER_HOST, RUN_KEY, BackupType, RunState)
 from offsite.errors import OffsiteError
-from offsite.host_facts import stage_facts
+from offsite.host_facts import stage_facts, unstage_run
 from offsite.schedules import utcnow
 
 
@@ -86,8 +87,11 @@ return 1
 class RedisRunStore:
     """Records as JSON strings under `offsite:run:<id>`, indexed by creation time per host."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, keep_runs: int = KEEP_RUNS_PER_HOST,
+                 keep_days: float = KEEP_RUNS_DAYS) -> None:
         self.client = client
+        self.keep_runs = keep_runs
+        self.keep_s = keep_days * 86400
 
     def create(self, record: RunRecord) -> bool:
         """Store a new record; False (and nothing written) when the run id already exists.
@@ -102,9 +106,11 @@ class RedisRunStore:
                     pipe.multi()
                     self._stage_new(pipe, record)
                     pipe.execute()
-                    return True
+                    break
                 except redis.WatchError:
                     continue
+        self.trim([record.host])
+        return True
 
     def create_many(self, records: list[RunRecord]) -> list[bool]:
         """Store many new queued records in one round trip (beat's batch of due slots): each
@@ -119,7 +125,42 @@ class RedisRunStore:
                 pipe.eval(_CREATE_QUEUED, 3, RUN_KEY + record.run_id,
                           HOST_RUNS_KEY + record.host, ALL_RUNS_KEY, record.to_json(),
                           record.created_at.timestamp(), record.run_id)
-            return [bool(flag) for flag in pipe.execute()]
+            created = [bool(flag) for flag in pipe.execute()]
+        self.trim(sorted({r.host for r, new in zip(records, created) if new}))
+        return created
+
+    def trim(self, hosts: list[str], now: float | None = None) -> int:
+        """Drop each host's runs beyond the newest `keep_runs` and older than `keep_days`:
+        record, index entries and fleet facts in one transaction, so no index entry outlives
+        its record. Two round trips for any number of hosts when nothing is due; returns how
+        many runs went."""
+        cutoff = (time.time() if now is None else now) - self.keep_s
+        with self.client.pipeline(transaction=False) as pipe:
+            for host in hosts:
+                pipe.zcard(HOST_RUNS_KEY + host)
+                pipe.zrange(HOST_RUNS_KEY + host, 0, 0, withscores=True)
+            replies = pipe.execute()
+        due = [host for host, count, oldest in zip(hosts, replies[::2], replies[1::2])
+               if count > self.keep_runs or (oldest and oldest[0][1] < cutoff)]
+        if not due:
+            return 0
+        with self.client.pipeline(transaction=False) as pipe:
+            for host in due:
+                pipe.zrangebyscore(HOST_RUNS_KEY + host, "-inf", f"({cutoff}")
+                pipe.zrange(HOST_RUNS_KEY + host, 0, -(self.keep_runs + 1))
+            replies = pipe.execute()
+        dropped = 0
+        with self.client.pipeline(transaction=True) as pipe:
+            for host, too_old, too_many in zip(due, replies[::2], replies[1::2]):
+                for raw in set(too_old) | set(too_many):
+                    run_id = raw.decode() if isinstance(raw, bytes) else raw
+                    pipe.delete(RUN_KEY + run_id)
+                    pipe.zrem(HOST_RUNS_KEY + host, run_id)
+                    pipe.zrem(ALL_RUNS_KEY, run_id)
+                    unstage_run(pipe, run_id)
+                    dropped += 1
+            pipe.execute()
+        return dropped
 
     @staticmethod
     def _stage_new(pipe: Pipeline, record: RunRecord) -> None:
