@@ -37,6 +37,14 @@ def beat_once(client: redis.Redis, node: str, now: float | None = None) -> None:
     client.hset(HEARTBEATS_KEY, node, f"{time.time() if now is None else now:.3f}")
 
 
+def beat_many(client: redis.Redis, nodes: Iterable[str], now: float | None = None) -> None:
+    """One beat for many nodes in one command (a gateway or agent speaking for several)."""
+    stamp = f"{time.time() if now is None else now:.3f}"
+    fields = [item for node in nodes for item in (node, stamp)]
+    if fields:
+        client.hset(HEARTBEATS_KEY, items=fields)
+
+
 def last_beats(client: redis.Redis, nodes: Iterable[str]) -> dict[str, datetime | None]:
     """Each node's last beat (None: never seen), in one command."""
     names = list(nodes)

@@ -76,11 +76,13 @@ class RunStore(Protocol):
     def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]: ...
 
 
+# -> {created (0/1), runs in the host's index, score of its oldest run}
 _CREATE_QUEUED = """
-if not redis.call('set', KEYS[1], ARGV[1], 'NX') then return 0 end
+if not redis.call('set', KEYS[1], ARGV[1], 'NX') then return {0, 0, '0'} end
 redis.call('zadd', KEYS[2], ARGV[2], ARGV[3])
 redis.call('zadd', KEYS[3], ARGV[2], ARGV[3])
-return 1
+local oldest = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
+return {1, redis.call('zcard', KEYS[2]), oldest[2]}
 """
 
 
@@ -125,8 +127,12 @@ class RedisRunStore:
                 pipe.eval(_CREATE_QUEUED, 3, RUN_KEY + record.run_id,
                           HOST_RUNS_KEY + record.host, ALL_RUNS_KEY, record.to_json(),
                           record.created_at.timestamp(), record.run_id)
-            created = [bool(flag) for flag in pipe.execute()]
-        self.trim(sorted({r.host for r, new in zip(records, created) if new}))
+            replies = pipe.execute()
+        created = [bool(reply[0]) for reply in replies]
+        cutoff = time.time() - self.keep_s
+        due = {record.host for record, (new, count, oldest) in zip(records, replies)
+               if new and (count > self.keep_runs or float(oldest) < cutoff)}
+        self.trim(sorted(due))
         return created
 
     def trim(self, hosts: list[str], now: float | None = None) -> int:

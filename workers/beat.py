@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, cast
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 OUTAGE_RETRY_S = 2.0
 SENT_LOG = "Scheduler: Sending due task %s (%s)"
+SENT_BATCH_LOG = "beat: sent %d due entries in %.3fs"
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class SlotScheduler(RedBeatScheduler):
         """One tick: returns the seconds until the next entry is due (at most max_interval)."""
         if self.lock_key and self.lock is not None:
             self.lock.extend(int(self.lock_timeout))
+        began = time.perf_counter()
         client, config, now = get_redis(self.app), current_config(), self.clock()
         beat_once(client, BEAT_NODE)
         schedule_key = self.app.redbeat_conf.schedule_key
@@ -134,6 +137,8 @@ class SlotScheduler(RedBeatScheduler):
                 log.info(SENT_LOG, decision.entry.name, decision.entry.task)
         send_slots(config, run_store(), sends, now)
         self.save_decisions(client, decisions)
+        if sends:
+            log.info(SENT_BATCH_LOG, len(sends), time.perf_counter() - began)
         next_times = [d.next_at.timestamp() for d in decisions]
         next_times += [score for _, score in upcoming]
         wait = min(next_times, default=now.timestamp() + self.max_interval) - now.timestamp()
@@ -160,11 +165,13 @@ class SlotScheduler(RedBeatScheduler):
 
     def save_decisions(self, client: redis.Redis, decisions: list[Decision]) -> None:
         schedule_key = self.app.redbeat_conf.schedule_key
+        if not decisions:
+            return
         with client.pipeline(transaction=False) as pipe:
             for decision in decisions:
                 meta = {"last_run_at": decision.last_run_at.astimezone(timezone.utc)}
                 pipe.hset(decision.entry.key, "meta", json.dumps(meta, cls=RedBeatJSONEncoder))
-                pipe.zadd(schedule_key, {decision.entry.key: decision.next_at.timestamp()})
+            pipe.zadd(schedule_key, {d.entry.key: d.next_at.timestamp() for d in decisions})
             pipe.execute()
 
     @property
