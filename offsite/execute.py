@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import select
 import signal
 import subprocess
 import tempfile
@@ -92,20 +93,40 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
 
 def _wait(child: subprocess.Popen[bytes], timeout_s: float,
           on_tick: Callable[[], None] | None, tick_s: float) -> int | None:
+    """The child's exit code, or None after killing it at the deadline; on_tick every tick_s.
+    Woken by the child's exit through a pidfd (Popen.wait with a timeout polls with sleeps of
+    up to 50 ms)."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            _kill_group(child)
-            return None
-        try:
-            return child.wait(timeout=min(tick_s, remaining))
-        except subprocess.TimeoutExpired:
+    exited = _exit_notifier(child)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                _kill_group(child)
+                return None
+            try:
+                if exited is None:
+                    return child.wait(timeout=min(tick_s, remaining))
+                if select.select([exited], [], [], min(tick_s, remaining))[0]:
+                    return child.wait()
+            except subprocess.TimeoutExpired:
+                pass
+            except BaseException:
+                _kill_group(child)
+                raise
             if on_tick is not None:
                 on_tick()
-        except BaseException:
-            _kill_group(child)
-            raise
+    finally:
+        if exited is not None:
+            os.close(exited)
+
+
+def _exit_notifier(child: subprocess.Popen[bytes]) -> int | None:
+    """A pidfd readable when the child exits (Linux 5.3+); None where there is none."""
+    try:
+        return os.pidfd_open(child.pid)
+    except (AttributeError, OSError):
+        return None
 
 
 def _kill_group(child: subprocess.Popen[bytes]) -> None:

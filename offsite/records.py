@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from redis.client import Pipeline
 
 from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, KEEP_RUNS_DAYS,
-                               KEEP_RUNS_PER_HOST, RUN_KEY, BackupType, RunState)
+                               KEEP_RUNS_PER_HOST, KEY_PREFIX, RUN_KEY, BackupType, RunState)
 from offsite.errors import OffsiteError
 from offsite.host_facts import stage_facts, unstage_run
 from offsite.schedules import utcnow
@@ -77,6 +77,8 @@ class RunStore(Protocol):
 
 
 # -> {created (0/1), runs in the host's index, score of its oldest run}
+FINAL_CHANNEL = KEY_PREFIX + "final:"   # pub/sub channel final:<run_id>: the run ended
+
 _CREATE_QUEUED = """
 if not redis.call('set', KEYS[1], ARGV[1], 'NX') then return {0, 0, '0'} end
 redis.call('zadd', KEYS[2], ARGV[2], ARGV[3])
@@ -203,10 +205,28 @@ class RedisRunStore:
                     pipe.multi()
                     pipe.set(key, record.to_json())
                     stage_facts(pipe, record)
+                    if record.is_final:
+                        pipe.publish(FINAL_CHANNEL + run_id, record.state.value)
                     pipe.execute()
                     return record
                 except redis.WatchError:
                     continue
+
+    def wait_final(self, run_id: str, timeout_s: float | None) -> RunRecord | None:
+        """The run's record once it is final, woken by the message its final write publishes
+        (no polling); None when the timeout comes first. Subscribes before reading the record,
+        so an end between the two is not missed."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            pubsub.subscribe(FINAL_CHANNEL + run_id)
+            while True:
+                record = self.get(run_id)
+                if record is not None and record.is_final:
+                    return record
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                pubsub.get_message(timeout=min(remaining or 60.0, 60.0))
 
     def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]:
         index = HOST_RUNS_KEY + host if host else ALL_RUNS_KEY

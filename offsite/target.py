@@ -5,10 +5,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
-
 from offsite.config import Config
 
 _PERMANENT = {"403": "access denied: check DUPLICITY_AWS_ACCESS_KEY_ID / "
@@ -24,6 +20,8 @@ def bucket_name(config: Config) -> str | None:
 
 
 def upload_s3_client(config: Config) -> Any:
+    import boto3   # only where an S3 target is used: a file:// host never loads it
+    from botocore.config import Config as BotoConfig
     return boto3.client(
         "s3", endpoint_url=config.target.endpoint_url, region_name=config.target.region,
         aws_access_key_id=os.environ.get("DUPLICITY_AWS_ACCESS_KEY_ID"),
@@ -37,6 +35,7 @@ def probe_bucket(config: Config) -> tuple[str, bool] | None:
     bucket = bucket_name(config)
     if bucket is None:
         return None
+    from botocore.exceptions import BotoCoreError, ClientError
     client = upload_s3_client(config)
     try:
         client.head_bucket(Bucket=bucket)

@@ -11,11 +11,11 @@ from offsite.constants import BackupType, RunState, host_queue
 from offsite.records import RedisRunStore, RunRecord, RunStore
 from offsite.run_context import new_run_id, queue_run
 from offsite.schedules import describe_lateness, utcnow
-from tasks.backup import start_backup
 from tasks.callbacks import failure_callback
 from workers.app import app
 
-START_BACKUP = start_backup.name
+START_BACKUP = "tasks.backup.start_backup"  # by name: a client need not import the worker's
+                                           # code (runner, duplicity, boto3) to send it
 
 
 def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: BackupType,
@@ -28,8 +28,8 @@ def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: Back
     run_id = run_id or new_run_id(host, backup_type, utcnow())
     record = queue_run(store, host, backup_type, run_id, scheduled_for, late_by_s, note)
     if record.state == RunState.QUEUED:
-        start_backup.apply_async(
-            args=(host, backup_type.value, run_id),
+        app.send_task(
+            START_BACKUP, args=(host, backup_type.value, run_id),
             kwargs={"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
             queue=host_queue(host), link_error=failure_callback(host, run_id))
     return record

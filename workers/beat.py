@@ -159,7 +159,8 @@ class SlotScheduler(RedBeatScheduler):
             if not fields.get("enabled", True):
                 continue
             host, kind = fields["args"]
-            entries.append(DueEntry(key=key if isinstance(key, str) else key.decode(), name=fields["name"], task=fields["task"],
+            name = key if isinstance(key, str) else key.decode()
+            entries.append(DueEntry(key=name, name=fields["name"], task=fields["task"],
                                     host=host, kind=BackupType(kind), last_run_at=last))
         return entries
 
