@@ -7,6 +7,7 @@ import logging
 from datetime import datetime
 
 from offsite.chain_state import promotion_reason
+from offsite.sources import change_reason
 from offsite.constants import BackupType, RunState
 from offsite.durations import format_duration
 from offsite.errors import OffsiteError
@@ -47,8 +48,9 @@ def admit(ctx: RunContext, requested: BackupType,
         return None
     promotion = None
     if record.type == BackupType.INCR:
-        promotion = promotion_reason(host_cache(ctx.config, ctx.host), ctx.host,
-                                     ctx.config.max_full_interval(ctx.host), utcnow())
+        promotion = promotion_reason(
+            host_cache(ctx.config, ctx.host), ctx.host, ctx.config.max_full_interval(ctx.host),
+            utcnow()) or change_reason(ctx.config, ctx.host)
     claimed = False
 
     def claim(current: RunRecord) -> None:

@@ -86,7 +86,22 @@ class HostConfig(StrictModel):
     scripts: dict[Name, ScriptConfig] = Field(
         description="dump scripts, run in this order, each in its own staging folder",
         min_length=1)
+    paths: dict[Name, Path] = Field(
+        default_factory=dict, description="folders backed up in place (not copied), restored "
+                                          "as DEST/<name>/")
     schedule: HostSchedule = Field(default_factory=HostSchedule)
+
+    @model_validator(mode="after")
+    def _paths_absolute_and_apart(self) -> HostConfig:
+        for name, path in self.paths.items():
+            if not path.is_absolute() or ".." in path.parts or str(path) == "/":
+                raise ValueError(f"paths.{name}: {str(path)!r} must be an absolute folder "
+                                 "other than / (no '..')")
+        clash = sorted(set(self.paths) & set(self.scripts))
+        if clash:
+            raise ValueError(f"paths and scripts share the name(s) {clash}: each is a folder "
+                             "of the restore")
+        return self
 
 
 class TargetConfig(StrictModel):

@@ -5,7 +5,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -13,7 +13,9 @@ from offsite.config import Config
 from offsite.constants import BackupType
 from offsite.errors import CommandError, OffsiteError
 from offsite.execute import CommandResult, run_command
-from offsite.staging import host_cache, host_staging
+from offsite.sources import (archive_path, host_sources, record_uploaded, relocate,
+                             scan_problems, write_manifest)
+from offsite.staging import host_cache
 from offsite.target import probe_bucket
 
 
@@ -49,9 +51,12 @@ class UploadStats:
     bytes_uploaded: int
     errors: int
     elapsed_s: float
+    problems: tuple[str, ...] = ()    # named files of `paths:` not backed up as they are
 
     def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+        numbers = asdict(self)
+        del numbers["problems"]
+        return numbers
 
 
 def common_flags(config: Config, host: str, archive_dir: Path) -> list[str]:
@@ -70,12 +75,13 @@ def upload_tempdir(archive_dir: Path) -> Path:
 
 
 def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir: Path) -> list[str]:
+    sources = host_sources(config, host)
     return [DUPLICITY, _ACTIONS[backup_type], *common_flags(config, host, archive_dir),
             "--tempdir", str(upload_tempdir(archive_dir)),
             "--volsize", str(config.target.volsize),
             "--num-retries", str(config.target.retries),
             "--backend-retry-delay", str(config.target.retry_delay),
-            str(host_staging(config, host)), config.target.host_url(host)]
+            *sources.selection, str(sources.root), config.target.host_url(host)]
 
 
 def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
@@ -169,13 +175,20 @@ def upload(config: Config, host: str, backup_type: BackupType,
     if problem is not None and problem[1]:
         raise CommandError(f"{problem[0]} (not retried)", host=host, step="upload",
                            exit_code=None, stderr_tail="")
+    sources = host_sources(config, host)
+    write_manifest(sources)
+    problems = tuple(scan_problems(sources))
     result = _run_duplicity(config, host, "upload",
                             backup_argv(config, host, backup_type, archive_dir), on_tick)
     try:
-        return parse_stats(result.stdout)
+        stats = parse_stats(result.stdout)
     except ValueError:
         raise CommandError("duplicity exited 0 but printed no statistics", host=host,
                            step="upload", exit_code=0, stderr_tail=result.stderr_tail) from None
+    record_uploaded(config, host, sources)
+    if not problems:
+        return stats
+    return replace(stats, errors=max(stats.errors, len(problems)), problems=problems)
 
 
 def restore(config: Config, host: str, dest: Path, time: str | None = None,
@@ -186,8 +199,20 @@ def restore(config: Config, host: str, dest: Path, time: str | None = None,
                            host=host, step="restore")
     if dest.exists():
         dest.rmdir()
-    _run_duplicity(config, host, "restore",
-                   restore_argv(config, host, dest, host_cache(config, host), time, path))
+    sources = host_sources(config, host)
+    if path is not None or not sources.paths:
+        inner = archive_path(sources, path) if path is not None else None
+        _run_duplicity(config, host, "restore",
+                       restore_argv(config, host, dest, host_cache(config, host), time, inner))
+        return
+    restoring = dest.parent / f".{dest.name}.restoring"
+    shutil.rmtree(restoring, ignore_errors=True)
+    try:
+        _run_duplicity(config, host, "restore",
+                       restore_argv(config, host, restoring, host_cache(config, host), time))
+        relocate(restoring, dest, sources)
+    finally:
+        shutil.rmtree(restoring, ignore_errors=True)
 
 
 def _run_duplicity(config: Config, host: str, step: str, argv: list[str],

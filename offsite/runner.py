@@ -125,6 +125,7 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> UploadStats | None:
         _finish_step(record, UPLOAD_STEP, 0)
         record.bytes_uploaded = stats.bytes_uploaded
         record.stats = dict(stats.as_dict())
+        record.notes.extend(stats.problems)   # `paths:` files not backed up as they are
     ctx.store.update(ctx.run_id, done)
     return stats
 
