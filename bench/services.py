@@ -2,6 +2,7 @@
 environment. Each child runs in its own session and is stopped by its own pid."""
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import signal
@@ -115,3 +116,43 @@ def child_env(home: Path) -> dict[str, str]:
                AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
                DUPLICITY_AWS_ACCESS_KEY_ID=FAKE_KEY, DUPLICITY_AWS_SECRET_ACCESS_KEY=FAKE_KEY)
     return env
+
+
+def start_moto(stack: ExitStack, work: Path, env: dict[str, str]) -> str:
+    """moto_server on a free loopback port with one bucket; returns its endpoint URL."""
+    port = free_port()
+    server = Service("moto_server", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p",
+                                     str(port)], work / "moto.log", env)
+    stack.callback(server.stop)
+
+    def answers() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+        try:
+            conn.request("GET", "/moto-api/")
+            return conn.getresponse().status == 200
+        except OSError:
+            return False
+        finally:
+            conn.close()
+    server.wait_until(answers, 30)
+    return f"http://127.0.0.1:{port}"
+
+
+def create_bucket(endpoint_url: str, bucket: str) -> None:
+    import boto3
+    client = boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION,
+                          aws_access_key_id=FAKE_KEY, aws_secret_access_key=FAKE_KEY)
+    try:
+        client.create_bucket(Bucket=bucket,
+                             CreateBucketConfiguration={"LocationConstraint": REGION})
+    finally:
+        client.close()
+
+
+def start_worker(stack: ExitStack, config_path: Path, host: str, work: Path,
+                 env: dict[str, str]) -> Service:
+    worker = Service(f"worker {host}", [OFFSITE, "--config", str(config_path), "worker", host],
+                     work / f"worker-{host}.log", env)
+    stack.callback(worker.stop)
+    worker.wait_until(lambda: worker.logged(" ready."), 60)
+    return worker
