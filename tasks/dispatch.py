@@ -31,7 +31,8 @@ def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: Back
         app.send_task(
             START_BACKUP, args=(host, backup_type.value, run_id),
             kwargs={"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
-            queue=host_queue(host), link_error=failure_callback(host, run_id))
+            queue=host_queue(host), link_error=failure_callback(host, run_id),
+            ignore_result=True)   # the ledger, not a result, says how the run ended
     return record
 
 
