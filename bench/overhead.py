@@ -1,320 +1,63 @@
-"""offsite's overhead against plain duplicity, on the same data, target kind and flags.
+"""offsite's overhead against the right baselines, side by side in one run.
 
-Stages a generated tree (half random, half text), then in one run backs it up twice per phase:
-through a real worker (`offsite backup --wait`, a redis-server and `offsite worker` started
-here) and with plain `duplicity` built by the same `backup_argv` on a copy of the tree. Phases:
-a full, an incremental after changing ~1% of the bytes, and the same two on a one-file tree,
-whose difference is offsite's fixed cost per run. Prints figures; asserts nothing.
+A generated tree (half random, half text) is backed up per phase four ways: through a real
+worker with a dump script copying the tree into staging (`script`), through a real worker
+reading it in place as a `paths:` source (`paths`), with plain duplicity on the tree itself
+(`plain`), and by hand: copy the tree into a staging folder, then duplicity on it (`by hand`).
+Phases: a full, an incremental after changing ~1% of the bytes, and a full and an incremental
+of an empty host, whose difference from plain duplicity on an empty folder is offsite's fixed
+cost per run. Medians of the repeats, with min and max. Prints figures; asserts nothing.
 
-    .venv/bin/python -m bench.overhead [--size-mb 200] [--target file|s3] [--repeat N] [--keep]
+Goals: script full <= 1.05 x by hand; paths incremental <= 1.1 x plain; fixed cost <= 0.5 s.
+
+    .venv/bin/python -m bench.overhead [--size-mb 200] [--target file|s3] [--repeat 3] [--keep]
 """
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
-import math
-import os
 import random
 import re
-import shlex
 import shutil
 import signal
-import socket
-import string
-import subprocess
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from statistics import median
 from typing import Callable, Sequence
 
-import redis
 import yaml
 
+from bench.overhead_data import MB, TextSource, Tree, change_tree, generate_tree
+from bench.overhead_runs import PASSPHRASE, OffsiteResult, PlainResult, run_offsite, run_plain
+from bench.services import (REGION, BenchError, Service, child_env, create_bucket,
+                            start_moto, start_redis, start_worker)
 from offsite.config import Config, load_config
 from offsite.constants import BackupType
-from offsite.duplicity import backup_argv, duplicity_env, parse_stats, upload_tempdir
-from offsite.staging import host_cache
 
-VENV_BIN = Path(sys.executable).parent
-OFFSITE = str(VENV_BIN / "offsite")
-REGION = "eu-west-1"
-BIG, TINY, SCRIPT = "bench", "tiny", "data"
-MB = 1_000_000
+SCRIPT_HOST, PATHS_HOST, EMPTY_HOST = "bench", "bench-paths", "empty"
 CHANGED_FRACTION = 0.01
-TINY_APPEND = 200
-PASSPHRASE = "bench-passphrase-not-a-secret"
-FAKE_KEY = "bench"  # moto accepts any key; a file:// target needs none
-_SCRUBBED_PREFIXES = ("AWS_", "DUPLICITY_AWS_", "ALERT_AWS_", "OFFSITE_")
-
-
-class BenchError(RuntimeError):
-    """A service or a backup of the benchmark failed; the message holds the log tail."""
-
-
-# --------------------------------------------------------------------------- the data
+WAYS = ("script", "paths", "plain", "by hand")
 
 
 @dataclass(frozen=True)
-class Tree:
-    root: Path
-    random_files: list[Path]
-    text_files: list[Path]
-
-    @property
-    def files(self) -> list[Path]:
-        return self.random_files + self.text_files
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(path.stat().st_size for path in self.files)
-
-
-@dataclass(frozen=True)
-class Change:
-    paths: list[Path]
-    bytes_changed: int
-
-
-class TextSource:
-    """Word-like text with a Zipf vocabulary: compresses about as well as logs or source."""
-
-    def __init__(self, rng: random.Random, pool_bytes: int = 4 * 1024 * 1024) -> None:
-        vocab = ["".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 10)))
-                 for _ in range(5000)]
-        weights = [1 / (rank + 1) for rank in range(len(vocab))]
-        words = rng.choices(vocab, weights=weights, k=pool_bytes // 5)
-        lines = (" ".join(words[i:i + 12]) for i in range(0, len(words), 12))
-        pool = "\n".join(lines).encode()
-        self.size = len(pool)
-        self._doubled = pool + pool
-        self._rng = rng
-
-    def take(self, size: int) -> bytes:
-        parts = []
-        while size > 0:
-            chunk = min(size, self.size)
-            start = self._rng.randrange(self.size)
-            parts.append(self._doubled[start:start + chunk])
-            size -= chunk
-        return b"".join(parts)
-
-
-def _log_uniform(rng: random.Random, low: int, high: int) -> int:
-    return int(math.exp(rng.uniform(math.log(low), math.log(max(low + 1, high)))))
-
-
-def _sizes(rng: random.Random, budget: int, low: int, high: int) -> list[int]:
-    sizes: list[int] = []
-    while budget > 0:
-        size = min(budget, _log_uniform(rng, low, high))
-        sizes.append(size)
-        budget -= size
-    return sizes
-
-
-def generate_tree(root: Path, total_bytes: int, rng: random.Random, text: TextSource) -> Tree:
-    """Half random bytes (16 KB to 8 MB a file), half text (4 KB to 1 MB), 25 files a folder."""
-    cap = max(64 * 1024, total_bytes // 20)
-    kinds = ([("bin", size) for size in _sizes(rng, total_bytes // 2, 16_000, min(8 * MB, cap))]
-             + [("txt", size) for size in _sizes(rng, total_bytes - total_bytes // 2, 4_000,
-                                                 min(MB, cap, text.size))])
-    rng.shuffle(kinds)
-    random_files: list[Path] = []
-    text_files: list[Path] = []
-    for index, (kind, size) in enumerate(kinds):
-        path = root / f"d{index // 25:03d}" / f"f{index:05d}.{kind}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "bin":
-            path.write_bytes(rng.randbytes(size))
-            random_files.append(path)
-        else:
-            path.write_bytes(text.take(size))
-            text_files.append(path)
-    return Tree(root, random_files, text_files)
-
-
-def tiny_tree(root: Path, text: TextSource) -> Tree:
-    path = root / "only.txt"
-    root.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(text.take(1000))
-    return Tree(root, [], [path])
-
-
-def change_tree(tree: Tree, budget: int, rng: random.Random, text: TextSource) -> Change:
-    """Rewrite whole random files with up to half the budget, append text with the rest."""
-    changed: list[Path] = []
-    rewritten = 0
-    for path in rng.sample(tree.random_files, k=len(tree.random_files)):
-        size = path.stat().st_size
-        if size <= budget // 2 - rewritten:
-            path.write_bytes(rng.randbytes(size))
-            changed.append(path)
-            rewritten += size
-    texts = rng.sample(tree.text_files, k=min(20, len(tree.text_files)))
-    per_file = max(1, (budget - rewritten) // len(texts))
-    for path in texts:
-        with path.open("ab") as handle:
-            handle.write(text.take(per_file))
-        changed.append(path)
-    return Change(changed, rewritten + per_file * len(texts))
-
-
-def mirror(change: Change, source: Path, copy: Path) -> None:
-    """Bring the plain-duplicity copy of the tree to the same content."""
-    for path in change.paths:
-        shutil.copy2(path, copy / path.relative_to(source))
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-class Service:
-    """A child process in its own session, logging to a file, stopped by its own pid."""
-
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path,
-                 env: dict[str, str]) -> None:
-        self.name = name
-        self.log_path = log_path
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=log,
-                                         stderr=subprocess.STDOUT, env=env,
-                                         start_new_session=True)
-
-    def wait_until(self, ready: Callable[[], bool], timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.name} exited {self.proc.returncode}:\n"
-                                 f"{tail(self.log_path)}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.name} not ready after {timeout:g}s:\n"
-                                 f"{tail(self.log_path)}")
-            time.sleep(0.05)
-
-    def logged(self, text: str) -> bool:
-        return text in self.log_path.read_text(errors="replace")
-
-    def peak_rss_kib(self) -> int | None:
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        except OSError:
-            return None
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-        return int(match.group(1)) if match else None
-
-    def stop(self, timeout: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-
-
-def start_redis(stack: ExitStack, work: Path) -> str:
-    port = free_port()
-    directory = work / "redis"
-    directory.mkdir()
-    server = Service("redis-server", ["redis-server", "--port", str(port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(directory)],
-                     directory / "redis.log", dict(os.environ))
-    stack.callback(server.stop)
-    client = redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=0.5)
-    stack.callback(client.close)
-
-    def answers() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-    server.wait_until(answers, 15)
-    return f"redis://127.0.0.1:{port}/0"
-
-
-def start_moto(stack: ExitStack, work: Path, env: dict[str, str]) -> str:
-    """moto_server on a free loopback port with one bucket; returns its endpoint URL."""
-    port = free_port()
-    server = Service("moto_server", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p",
-                                     str(port)], work / "moto.log", env)
-    stack.callback(server.stop)
-
-    def answers() -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
-        try:
-            conn.request("GET", "/moto-api/")
-            return conn.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            conn.close()
-    server.wait_until(answers, 30)
-    return f"http://127.0.0.1:{port}"
-
-
-def create_bucket(endpoint_url: str, bucket: str) -> None:
-    import boto3
-    client = boto3.client("s3", endpoint_url=endpoint_url, region_name=REGION,
-                          aws_access_key_id=FAKE_KEY, aws_secret_access_key=FAKE_KEY)
-    try:
-        client.create_bucket(Bucket=bucket,
-                             CreateBucketConfiguration={"LocationConstraint": REGION})
-    finally:
-        client.close()
-
-
-def start_worker(stack: ExitStack, config_path: Path, host: str, work: Path,
-                 env: dict[str, str]) -> Service:
-    worker = Service(f"worker {host}", [OFFSITE, "--config", str(config_path), "worker", host],
-                     work / f"worker-{host}.log", env)
-    stack.callback(worker.stop)
-    worker.wait_until(lambda: worker.logged(" ready."), 60)
-    return worker
-
-
-def child_env(home: Path) -> dict[str, str]:
-    """Our environment minus inherited credentials and offsite settings, HOME in the temp dir."""
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(_SCRUBBED_PREFIXES) and name not in ("PASSPHRASE",)}
-    env["PATH"] = os.pathsep.join([str(VENV_BIN), env.get("PATH", "")])
-    home.mkdir(exist_ok=True)
-    env.update(HOME=str(home), PYTHONUNBUFFERED="1", AWS_DEFAULT_REGION=REGION,
-               AWS_EC2_METADATA_DISABLED="true",
-               AWS_CONFIG_FILE=str(home / "no-aws-config"),
-               AWS_SHARED_CREDENTIALS_FILE=str(home / "no-aws-credentials"),
-               DUPLICITY_AWS_ACCESS_KEY_ID=FAKE_KEY, DUPLICITY_AWS_SECRET_ACCESS_KEY=FAKE_KEY)
-    return env
-
-
-# --------------------------------------------------------------------------- configs
+class Sample:
+    phase: str
+    way: str
+    seconds: float
+    bytes_uploaded: int
+    detail: OffsiteResult | PlainResult
 
 
 def write_config(work: Path, broker_url: str, target: dict[str, str | None],
-                 sources: dict[str, Path]) -> Path:
+                 source: Path) -> Path:
     passphrase_file = work / "passphrase"
     passphrase_file.write_text(PASSPHRASE + "\n")
     passphrase_file.chmod(0o600)
-    hosts = {host: {"scripts": {SCRIPT: {"bash": f"cp -a {shlex.quote(str(src))}/. ."}}}
-             for host, src in sources.items()}
+    hosts = {SCRIPT_HOST: {"scripts": {"data": {"bash": f"cp -a {source}/. ."}}},
+             PATHS_HOST: {"scripts": {"none": {"bash": "true"}}, "paths": {"data": str(source)}},
+             EMPTY_HOST: {"scripts": {"none": {"bash": "true"}}}}
     data = {"broker_url": broker_url, "staging_root": str(work / "offsite" / "staging"),
             "cache_root": str(work / "offsite" / "cache"), "target": target,
             "encryption": {"passphrase_file": str(passphrase_file)}, "hosts": hosts}
@@ -324,144 +67,65 @@ def write_config(work: Path, broker_url: str, target: dict[str, str | None],
 
 
 def plain_config(config: Config, root: Path, url: str) -> Config:
-    """The same settings with their own staging-like source, cache and target prefix."""
+    """The same settings with their own cache and target prefix: a chain of its own."""
     target = config.target.model_copy(update={"url": url})
     return config.model_copy(update={"staging_root": root / "staging",
                                      "cache_root": root / "cache", "target": target})
-
-
-# --------------------------------------------------------------------------- the runs
-
-
-@dataclass(frozen=True)
-class OffsiteResult:
-    end_to_end_s: float   # `offsite backup --wait`, as the user waits for it
-    run_s: float          # record created -> finished
-    queue_s: float        # record created -> started (message delivery)
-    script_s: float
-    upload_s: float
-    bytes_uploaded: int
-
-
-@dataclass(frozen=True)
-class PlainResult:
-    seconds: float
-    bytes_uploaded: int
-    peak_rss_kib: int
-
-
-def _seconds(start: str, end: str) -> float:
-    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-
-
-def _run_cli(argv: Sequence[str], env: dict[str, str]) -> str:
-    result = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            env=env, timeout=4 * 3600)
-    if result.returncode != 0:
-        raise BenchError(f"{shlex.join(argv)} exited {result.returncode}:\n{result.stdout}\n"
-                         f"{result.stderr[-3000:]}")
-    return result.stdout
-
-
-def run_offsite(config_path: Path, host: str, backup_type: BackupType,
-                env: dict[str, str]) -> OffsiteResult:
-    base = [OFFSITE, "--config", str(config_path)]
-    started = time.monotonic()
-    out = _run_cli(base + ["backup", host, "--type", backup_type.value, "--wait"], env)
-    end_to_end = time.monotonic() - started
-    match = re.search(r"queued (\S+)", out)
-    if match is None:
-        raise BenchError(f"no run id in the output of offsite backup:\n{out}")
-    records = json.loads(_run_cli(base + ["status", host, "--json", "--limit", "5"], env))
-    record = next((r for r in records if r["run_id"] == match.group(1)), None)
-    if record is None or record["state"] != "succeeded":
-        raise BenchError(f"run {match.group(1)} did not succeed: {record}")
-    steps = {step["name"]: step["duration_s"] or 0.0 for step in record["steps"]}
-    return OffsiteResult(end_to_end_s=end_to_end,
-                         run_s=_seconds(record["created_at"], record["finished_at"]),
-                         queue_s=_seconds(record["created_at"], record["started_at"]),
-                         script_s=steps.get(f"script:{SCRIPT}", 0.0),
-                         upload_s=steps.get("upload", 0.0),
-                         bytes_uploaded=int(record["bytes_uploaded"] or 0))
-
-
-def run_plain(config: Config, host: str, backup_type: BackupType, env: dict[str, str],
-              log_dir: Path) -> PlainResult:
-    """duplicity with offsite's own command line and environment, waited for directly."""
-    archive_dir = host_cache(config, host)
-    upload_tempdir(archive_dir).mkdir(exist_ok=True)
-    argv = backup_argv(config, host, backup_type, archive_dir)
-    out_path, err_path = log_dir / "plain.out", log_dir / "plain.err"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        started = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                env=duplicity_env(config, PASSPHRASE, env))
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own peak RSS
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        seconds = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise BenchError(f"{shlex.join(argv)} exited {proc.returncode}:\n{tail(err_path)}")
-    stats = parse_stats(out_path.read_text())
-    return PlainResult(seconds, stats.bytes_uploaded, usage.ru_maxrss)
-
-
-# --------------------------------------------------------------------------- one benchmark
-
-
-@dataclass(frozen=True)
-class Sample:
-    phase: str
-    offsite: OffsiteResult
-    plain: PlainResult
-    bytes_changed: int
 
 
 @dataclass(frozen=True)
 class Setup:
     config_path: Path
     plain: Config
+    by_hand: Config
+    empty: Config
     env: dict[str, str]
     work: Path
+    tree: Tree
 
 
-def measure(setup: Setup, phase: str, host: str, backup_type: BackupType, bytes_changed: int,
-            plain_first: bool) -> Sample:
-    """Both runs of one phase; the order alternates between repeats to cancel cache effects."""
-    def offsite() -> OffsiteResult:
-        return run_offsite(setup.config_path, host, backup_type, setup.env)
+def measure_phase(setup: Setup, phase: str, kind: BackupType, flip: bool) -> list[Sample]:
+    """The four ways of one phase; their order flips between repeats to cancel cache effects."""
+    tree = setup.tree.root
 
-    def plain() -> PlainResult:
-        return run_plain(setup.plain, host, backup_type, setup.env, setup.work)
-    if plain_first:
-        plain_result = plain()
-        offsite_result = offsite()
-    else:
-        offsite_result = offsite()
-        plain_result = plain()
-    sample = Sample(phase, offsite_result, plain_result, bytes_changed)
-    first = "duplicity" if plain_first else "offsite"
-    print(f"  {phase:<12} offsite {offsite_result.end_to_end_s:6.2f} s "
-          f"(upload step {offsite_result.upload_s:6.2f} s)   duplicity {plain_result.seconds:6.2f}"
-          f" s   ({first} first)", flush=True)
-    return sample
+    def offsite(host: str, way: str) -> Callable[[], Sample]:
+        def run() -> Sample:
+            result = run_offsite(setup.config_path, host, kind, setup.env)
+            return Sample(phase, way, result.end_to_end_s, result.bytes_uploaded, result)
+        return run
 
-
-def copy_tree(tree: Tree, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(tree.root, dest, copy_function=shutil.copy2)
+    def plain(config: Config, way: str, source: Path, copy: bool) -> Callable[[], Sample]:
+        def run() -> Sample:
+            result = run_plain(config, SCRIPT_HOST, kind, source, setup.env, setup.work,
+                               copy_from=tree if copy else None)
+            return Sample(phase, way, result.seconds, result.bytes_uploaded, result)
+        return run
+    runs = [offsite(SCRIPT_HOST, "script"), offsite(PATHS_HOST, "paths"),
+            plain(setup.plain, "plain", tree, False),
+            plain(setup.by_hand, "by hand", setup.work / "by-hand" / "staging" / "data", True)]
+    samples = [run() for run in (reversed(runs) if flip else runs)]
+    print("  " + "   ".join(f"{s.way} {s.seconds:.2f}s" for s in samples) + f"  [{phase}]",
+          flush=True)
+    return samples
 
 
-def run_benchmark(args: argparse.Namespace, work: Path, stack: ExitStack) -> list[Sample]:
+def measure_empty(setup: Setup, kind: BackupType) -> list[Sample]:
+    phase = f"empty {kind.value}"
+    result = run_offsite(setup.config_path, EMPTY_HOST, kind, setup.env)
+    empty = setup.work / "empty-source"
+    empty.mkdir(exist_ok=True)
+    plain = run_plain(setup.empty, EMPTY_HOST, kind, empty, setup.env, setup.work)
+    print(f"  offsite {result.end_to_end_s:.2f}s   plain {plain.seconds:.2f}s  [{phase}]",
+          flush=True)
+    return [Sample(phase, "offsite", result.end_to_end_s, result.bytes_uploaded, result),
+            Sample(phase, "plain", plain.seconds, plain.bytes_uploaded, plain)]
+
+
+def run_benchmark(args: argparse.Namespace, work: Path, stack: ExitStack) -> None:
     rng = random.Random(args.seed)
     text = TextSource(rng)
     print(f"generating {args.size_mb:g} MB in {work} ...", flush=True)
-    big = generate_tree(work / "src" / BIG, int(args.size_mb * MB), rng, text)
-    small = tiny_tree(work / "src" / TINY, text)
+    tree = generate_tree(work / "src" / "tree", int(args.size_mb * MB), rng, text)
     env = child_env(work / "home")
     broker_url = start_redis(stack, work)
     if args.target == "s3":
@@ -469,115 +133,96 @@ def run_benchmark(args: argparse.Namespace, work: Path, stack: ExitStack) -> lis
         create_bucket(endpoint, "offsite-bench")
         target: dict[str, str | None] = {"url": "boto3+s3://offsite-bench/offsite",
                                          "endpoint_url": endpoint, "region": REGION}
-        plain_url = "boto3+s3://offsite-bench/plain"
+        base_url = "boto3+s3://offsite-bench"
     else:
         target = {"url": f"file://{work / 'target' / 'offsite'}"}
-        plain_url = f"file://{work / 'target' / 'plain'}"
-    config_path = write_config(work, broker_url, target, {BIG: big.root, TINY: small.root})
-    plain = plain_config(load_config(config_path), work / "plain", plain_url)
-    for tree, host in ((big, BIG), (small, TINY)):
-        copy_tree(tree, plain.staging_root / host / SCRIPT)
-    workers = [start_worker(stack, config_path, host, work, env) for host in (BIG, TINY)]
-    setup = Setup(config_path, plain, env, work)
-    print(f"{len(big.files)} files, {big.total_bytes / MB:.1f} MB; target {args.target}; "
-          f"workers ready", flush=True)
-    print("warm-up (not counted):", flush=True)
-    measure(setup, "warm-up", TINY, BackupType.FULL, small.total_bytes, False)
+        base_url = f"file://{work / 'target'}"
+    config_path = write_config(work, broker_url, target, tree.root)
+    config = load_config(config_path)
+    setup = Setup(config_path, plain_config(config, work / "plain", f"{base_url}/plain"),
+                  plain_config(config, work / "by-hand", f"{base_url}/by-hand"),
+                  plain_config(config, work / "empty", f"{base_url}/empty"), env, work, tree)
+    workers = [start_worker(stack, config_path, host, work, env)
+               for host in (SCRIPT_HOST, PATHS_HOST, EMPTY_HOST)]
+    idle_rss = [_rss_kib(worker, "VmRSS") for worker in workers]
+    print(f"{len(tree.files)} files, {tree.total_bytes / MB:.1f} MB; target {args.target}; "
+          f"workers ready (idle RSS {', '.join(f'{k / 1024:.0f} MiB' for k in idle_rss)})",
+          flush=True)
+    measure_empty(setup, BackupType.FULL)   # warm-up, not counted
     samples: list[Sample] = []
     for repeat in range(args.repeat):
         flip = repeat % 2 == 1
-        samples.append(measure(setup, f"full {args.size_mb:g}MB", BIG, BackupType.FULL,
-                               big.total_bytes, flip))
-        change = change_tree(big, int(big.total_bytes * CHANGED_FRACTION), rng, text)
-        mirror(change, big.root, plain.staging_root / BIG / SCRIPT)
-        samples.append(measure(setup, "incr 1%", BIG, BackupType.INCR, change.bytes_changed, flip))
-        samples.append(measure(setup, "full 1 file", TINY, BackupType.FULL, small.total_bytes,
-                               flip))
-        change = change_tree(small, TINY_APPEND, rng, text)
-        mirror(change, small.root, plain.staging_root / TINY / SCRIPT)
-        samples.append(measure(setup, "incr 1 file", TINY, BackupType.INCR,
-                               change.bytes_changed, flip))
-    print_report(samples, args.repeat, [w.peak_rss_kib() for w in workers])
-    return samples
+        samples += measure_phase(setup, f"full {args.size_mb:g}MB", BackupType.FULL, flip)
+        changed = change_tree(tree, int(tree.total_bytes * CHANGED_FRACTION), rng, text)
+        samples += measure_phase(setup, "incr 1%", BackupType.INCR, flip)
+        samples += measure_empty(setup, BackupType.FULL)
+        samples += measure_empty(setup, BackupType.INCR)
+        print(f"  (changed {changed.bytes_changed / MB:.2f} MB)", flush=True)
+    print_report(samples, args.repeat, idle_rss, [_rss_kib(w, "VmHWM") for w in workers])
+
+
+def _rss_kib(service: Service, field: str) -> int:
+    status = Path(f"/proc/{service.proc.pid}/status").read_text()
+    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) if match else 0
 
 
 # --------------------------------------------------------------------------- the report
 
 
-def _by_phase(samples: list[Sample]) -> dict[str, list[Sample]]:
-    phases: dict[str, list[Sample]] = {}
-    for sample in samples:
-        phases.setdefault(sample.phase, []).append(sample)
-    return phases
+def _spread(values: list[float], unit: str = "s") -> str:
+    return f"{median(values):.2f}{unit} ({min(values):.2f}-{max(values):.2f})"
 
 
-def format_table(samples: list[Sample]) -> str:
-    header = (f"{'phase':<12} {'offsite s':>9} {'upload s':>8} {'script s':>8} {'dupl. s':>8} "
-              f"{'e2e/dup':>7} {'upl/dup':>7} {'changed MB':>10} {'up off MB':>9} "
-              f"{'up dup MB':>9} {'up/chg off':>10} {'up/chg dup':>10}")
-    lines = [header, "-" * len(header)]
-    for phase, group in _by_phase(samples).items():
-        e2e = median([s.offsite.end_to_end_s for s in group])
-        upload = median([s.offsite.upload_s for s in group])
-        script = median([s.offsite.script_s for s in group])
-        dup = median([s.plain.seconds for s in group])
-        e2e_ratio = median([s.offsite.end_to_end_s / s.plain.seconds for s in group])
-        upload_ratio = median([s.offsite.upload_s / s.plain.seconds for s in group])
-        changed = median([s.bytes_changed for s in group])
-        up_off = median([s.offsite.bytes_uploaded for s in group])
-        up_dup = median([s.plain.bytes_uploaded for s in group])
-        lines.append(f"{phase:<12} {e2e:9.2f} {upload:8.2f} {script:8.2f} {dup:8.2f} "
-                     f"{e2e_ratio:7.3f} {upload_ratio:7.3f} {changed / MB:10.3f} "
-                     f"{up_off / MB:9.3f} {up_dup / MB:9.3f} {up_off / changed:10.3f} "
-                     f"{up_dup / changed:10.3f}")
-    return "\n".join(lines)
+def _of(samples: list[Sample], phase_start: str, way: str) -> list[Sample]:
+    return [s for s in samples if s.phase.startswith(phase_start) and s.way == way]
 
 
-def format_fixed_cost(samples: list[Sample]) -> str:
-    """Where the time of a one-file run goes, beyond what plain duplicity needs."""
-    lines = []
-    costs = []
-    for phase, group in _by_phase(samples).items():
-        if "1 file" not in phase:
-            continue
-        cost = median([s.offsite.end_to_end_s - s.plain.seconds for s in group])
-        costs.append(cost)
-        cli = median([s.offsite.end_to_end_s - s.offsite.run_s for s in group])
-        queue = median([s.offsite.queue_s for s in group])
-        script = median([s.offsite.script_s for s in group])
-        upload_extra = median([s.offsite.upload_s - s.plain.seconds for s in group])
-        rest = cost - cli - queue - script - upload_extra
-        lines.append(f"  {phase:<12} +{cost:.2f} s = CLI start, dispatch and --wait poll {cli:.2f}"
-                     f" + queue {queue:.2f} + script {script:.2f} + upload step beyond duplicity "
-                     f"{upload_extra:.2f} + other worker steps {rest:.2f}")
-    mean = sum(costs) / len(costs)
-    verdict = "met" if mean < 2.0 else "missed"
-    return "\n".join([f"fixed cost per run (offsite end-to-end minus plain duplicity, 1-file "
-                      f"tree): {mean:.2f} s (goal < 2 s: {verdict})", *lines])
+def _ratio(samples: list[Sample], phase: str, way: str, base: str) -> list[float]:
+    return [a.seconds / b.seconds for a, b in zip(_of(samples, phase, way),
+                                                  _of(samples, phase, base))]
 
 
-def format_full_goal(samples: list[Sample]) -> str:
-    group = [s for s in samples if s.phase.startswith("full") and "1 file" not in s.phase]
-    e2e = median([s.offsite.end_to_end_s / s.plain.seconds for s in group])
-    upload = median([s.offsite.upload_s / s.plain.seconds for s in group])
-    verdict = "met" if e2e <= 1.05 else "missed"
-    return (f"full: offsite end-to-end / plain duplicity = {e2e:.3f} (goal <= 1.05: {verdict}); "
-            f"upload step alone / plain duplicity = {upload:.3f}")
+def _verdict(value: float, goal: float) -> str:
+    return f"goal <= {goal:g}: {'met' if value <= goal else 'MISSED'}"
 
 
-def print_report(samples: list[Sample], repeat: int, worker_rss: list[int | None]) -> None:
-    note = f" (median of {repeat})" if repeat > 1 else ""
-    print(f"\nper phase{note}: offsite s = `offsite backup --wait` wall clock; "
-          "upload s / script s = the run's upload and `cp -a` staging steps")
-    print(format_table(samples))
-    print()
-    print(format_full_goal(samples))
-    print(format_fixed_cost(samples))
-    rss = ", ".join(f"{host} {kib / 1024:.0f} MiB" if kib else f"{host} ?"
-                    for host, kib in zip((BIG, TINY), worker_rss))
-    dup_rss = max(s.plain.peak_rss_kib for s in samples) / 1024
-    print(f"peak RSS: worker processes {rss} (excluding their duplicity children); "
-          f"plain duplicity {dup_rss:.0f} MiB")
+def print_report(samples: list[Sample], repeat: int, idle_rss: list[int],
+                 peak_rss: list[int]) -> None:
+    print(f"\nmedian of {repeat} (min-max); seconds as the user waits (offsite: `offsite "
+          "backup --wait`; by hand: copy + duplicity); MB uploaded")
+    phases = list(dict.fromkeys(s.phase for s in samples if not s.phase.startswith("empty")))
+    for phase in phases:
+        cells = []
+        for way in WAYS:
+            group = _of(samples, phase, way)
+            cells.append(f"{way} {_spread([s.seconds for s in group])} "
+                         f"{median([s.bytes_uploaded for s in group]) / MB:.2f}MB")
+        print(f"{phase:<12} " + " | ".join(cells))
+    full = _ratio(samples, "full", "script", "by hand")
+    print(f"full, script / by hand: {_spread(full, '')} ({_verdict(median(full), 1.05)})")
+    full_paths = _ratio(samples, "full", "paths", "plain")
+    print(f"full, paths / plain: {_spread(full_paths, '')}")
+    incr = _ratio(samples, "incr", "paths", "plain")
+    print(f"incr 1%, paths / plain: {_spread(incr, '')} ({_verdict(median(incr), 1.1)})")
+    incr_script = _ratio(samples, "incr", "script", "by hand")
+    print(f"incr 1%, script / by hand: {_spread(incr_script, '')}")
+    for kind in ("full", "incr"):
+        offsite = _of(samples, f"empty {kind}", "offsite")
+        plain = _of(samples, f"empty {kind}", "plain")
+        costs = [a.seconds - b.seconds for a, b in zip(offsite, plain)]
+        print(f"fixed cost, empty host {kind}: offsite {_spread([s.seconds for s in offsite])}"
+              f" - plain {_spread([s.seconds for s in plain])} = {_spread(costs)} "
+              f"({_verdict(median(costs), 0.5)})")
+        details = [s.detail for s in offsite if isinstance(s.detail, OffsiteResult)]
+        print("  where: client start, dispatch and wake-up "
+              f"{_spread([d.end_to_end_s - d.run_s for d in details])}, queue "
+              f"{_spread([d.queue_s for d in details])}, scripts "
+              f"{_spread([d.script_s for d in details])}, upload step "
+              f"{_spread([d.upload_s for d in details])}")
+    print("worker RSS: idle " + ", ".join(f"{k / 1024:.0f} MiB" for k in idle_rss)
+          + f" (goal <= 80: {'met' if max(idle_rss) <= 80 * 1024 else 'MISSED'}); peak "
+          + ", ".join(f"{k / 1024:.0f} MiB" for k in peak_rss))
 
 
 # --------------------------------------------------------------------------- main
@@ -590,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="size of the generated tree in MB (default 200)")
     parser.add_argument("--target", choices=["file", "s3"], default="file",
                         help="file:// in the temp dir, or a moto_server S3 started here")
-    parser.add_argument("--repeat", type=int, default=1, help="measure every phase N times")
+    parser.add_argument("--repeat", type=int, default=3, help="measure every phase N times")
     parser.add_argument("--seed", type=int, default=1, help="seed of the generated data")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     return parser

@@ -6,9 +6,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-import boto3
-from botocore.config import Config as BotoConfig
-
 from offsite.bounded import (ALERT_ATTRIBUTE_MAX_BYTES, ALERT_MESSAGE_MAX_BYTES, head_bytes,
                              tail_bytes)
 from offsite.config import Config
@@ -95,6 +92,8 @@ class SnsSink:
         alerts = config.alerts
         assert alerts.sns_topic_arn
         self.topic_arn = alerts.sns_topic_arn
+        import boto3   # only on the node that publishes: host workers never load it
+        from botocore.config import Config as BotoConfig
         self.client = boto3.client(
             "sns", region_name=alerts.sns_region, endpoint_url=alerts.endpoint_url,
             aws_access_key_id=os.environ.get("ALERT_AWS_ACCESS_KEY_ID"),

@@ -17,6 +17,7 @@ from offsite.constants import BackupType
 from offsite.durations import format_duration
 from offsite.errors import OffsiteError
 from offsite.keycheck import check_key_opens
+from offsite.sources import change_reason
 from offsite.staging import host_cache
 
 
@@ -41,13 +42,16 @@ class ChainPlan:
 
 def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | None, *,
              max_full_interval_s: int, allow_promotion: bool, now: datetime,
-             host: str) -> ChainPlan:
-    """The type to run and why, from what the target holds (see the module docstring)."""
+             host: str, sources_changed: str | None = None) -> ChainPlan:
+    """The type to run and why, from what the target holds (see the module docstring) and
+    whether the host's sources changed since the last upload (offsite.sources)."""
     if requested == BackupType.FULL:
         return ChainPlan(BackupType.FULL)
     chain = catalog.newest_chain
     reason: str | None = None
-    if chain is None:
+    if sources_changed is not None:
+        reason = sources_changed
+    elif chain is None:
         reason = f"the target {catalog.location} holds no complete backup chain"
     elif broken := catalog.broken_after(chain):
         reason = (f"the newest chain in the target {catalog.location} is broken: the set of "
@@ -75,7 +79,8 @@ def check_target_before(config: Config, host: str, requested: BackupType,
         return ChainPlan(BackupType.FULL)
     plan = plan_run(requested, read_catalog(config, host), last_full_time(
         host_cache(config, host), host), max_full_interval_s=config.max_full_interval(host),
-        allow_promotion=config.promote_to_full(host), now=now, host=host)
+        allow_promotion=config.promote_to_full(host), now=now, host=host,
+        sources_changed=change_reason(config, host))
     if plan.builds_on is not None and plan.builds_on.manifest is not None:
         check_key_opens(config, host, plan.builds_on.manifest)
     return plan

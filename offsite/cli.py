@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -25,7 +24,6 @@ from offsite.status import format_outcome, format_table
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _SERVICES = frozenset({"worker", "control", "beat"})
 EXIT_BROKEN_PIPE = 141  # what a shell reports for a command killed by SIGPIPE
-_WAIT_POLL_S = 0.2
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_STATUS_LIMIT = 1000
 
@@ -114,16 +112,14 @@ def _alert_locally(config: Config, record: RunRecord) -> None:
 
 
 def _wait_for(store: RedisRunStore, run_id: str, timeout_s: float | None) -> RunRecord:
-    deadline = time.monotonic() + timeout_s if timeout_s else None
-    while True:
-        record = store.get(run_id)
-        if record is not None and record.is_final:
-            return record
-        if deadline is not None and time.monotonic() > deadline:
-            state = record.state.value if record else "unknown"
-            raise OffsiteError(f"run {run_id} still {state} after {timeout_s:.0f}s; "
-                               f"follow it with `offsite status`", step="wait")
-        time.sleep(_WAIT_POLL_S)
+    """Woken by the run's end (pub/sub on the ledger), not by polling."""
+    record = store.wait_final(run_id, timeout_s)
+    if record is None:
+        current = store.get(run_id)
+        state = current.state.value if current else "unknown"
+        raise OffsiteError(f"run {run_id} still {state} after {timeout_s or 0:.0f}s; "
+                           f"follow it with `offsite status`", step="wait")
+    return record
 
 
 def cmd_status(args: argparse.Namespace, config: Config) -> int:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field,
                       PlainValidator, ValidationError, model_validator)
 
 from offsite.constants import (DEFAULT_CONFIG_PATH, DEFAULT_SCRIPT_TIMEOUT_S,
@@ -27,6 +29,7 @@ MAX_SCRIPT_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 64 * 1024
 DEFAULT_MIN_INTERVAL_S = 60
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 
@@ -142,9 +145,24 @@ class HostConfig(StrictModel):
     scripts: dict[Name, ScriptConfig] = Field(
         description="dump scripts, run in this order, each in its own staging folder",
         min_length=1, max_length=MAX_SCRIPTS_PER_HOST)
+    paths: dict[Name, AbsolutePath] = Field(
+        default_factory=dict, description="folders backed up in place (not copied), restored "
+                                          "as DEST/<name>/")
     schedule: HostSchedule = Field(default_factory=HostSchedule)
     verify: HostVerify = Field(default_factory=HostVerify)
     retention: HostRetention = Field(default_factory=HostRetention)
+
+    @model_validator(mode="after")
+    def _paths_absolute_and_apart(self) -> HostConfig:
+        for name, path in self.paths.items():
+            if not path.is_absolute() or ".." in path.parts or str(path) == "/":
+                raise ValueError(f"paths.{name}: {str(path)!r} must be an absolute folder "
+                                 "other than / (no '..')")
+        clash = sorted(set(self.paths) & set(self.scripts))
+        if clash:
+            raise ValueError(f"paths and scripts share the name(s) {clash}: each is a folder "
+                             "of the restore")
+        return self
 
 
 class TargetConfig(StrictModel):
@@ -199,6 +217,7 @@ class ScheduleConfig(StrictModel):
                           "chain (else the run fails with class chain_missing)")
     min_interval: Duration = Field(DEFAULT_MIN_INTERVAL_S, description="the shortest "
                                    "`{every: D}` allowed anywhere (default 1m)")
+    anchor: AwareDatetime = Field(_EPOCH, description="{every: D} slots fall at anchor + k*D")
 
 
 class WatchdogConfig(StrictModel):
@@ -308,7 +327,10 @@ class Config(StrictModel):
 
     def host_schedule(self, name: str, backup_type: BackupType) -> ScheduleSpec:
         own = getattr(self.host(name).schedule, backup_type.value)
-        return own if own is not None else getattr(self.schedule, backup_type.value)
+        spec = own if own is not None else getattr(self.schedule, backup_type.value)
+        if isinstance(spec, EverySpec):  # interval slots sit on the fleet's grid
+            return replace(spec, anchor=self.schedule.anchor.timestamp())
+        return spec
 
     def verify_schedule(self, name: str) -> ScheduleSpec | None:
         own = self.host(name).verify.schedule

@@ -18,6 +18,8 @@ DEFAULT_SCRIPT_TIMEOUT_S = 3600
 DEFAULT_UPLOAD_TIMEOUT_S = 12 * 3600
 STDERR_TAIL_LINES = 20
 RUN_RECORD_TTL_S = 400 * 24 * 3600
+KEEP_RUNS_PER_HOST = 500                 # the ledger keeps each host's newest runs...
+KEEP_RUNS_DAYS = 400                     # ...and none older than this
 SNS_SUBJECT_MAX = 100
 
 

@@ -5,7 +5,7 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +15,9 @@ from offsite.duplicity_errors import describe_failure, read_log_tail
 from offsite.errors import CommandError, CommandTimedOut
 from offsite.execute import CommandResult, run_command
 from offsite.passphrase import read_passphrase
-from offsite.staging import host_cache, host_staging
+from offsite.sources import (archive_path, host_sources, record_uploaded, relocate,
+                             scan_problems, write_manifest)
+from offsite.staging import host_cache
 from offsite.target import probe_bucket
 
 
@@ -38,9 +40,12 @@ class UploadStats:
     bytes_uploaded: int
     errors: int
     elapsed_s: float
+    problems: tuple[str, ...] = ()    # named files of `paths:` not backed up as they are
 
     def as_dict(self) -> dict[str, float | int]:
-        return asdict(self)
+        numbers = asdict(self)
+        del numbers["problems"]
+        return numbers
 
 
 def log_path(archive_dir: Path, step: str) -> Path:
@@ -65,12 +70,13 @@ def upload_tempdir(archive_dir: Path) -> Path:
 
 
 def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir: Path) -> list[str]:
+    sources = host_sources(config, host)
     return [DUPLICITY, _ACTIONS[backup_type], *common_flags(config, host, archive_dir, "upload"),
             "--tempdir", str(upload_tempdir(archive_dir)),
             "--volsize", str(config.target.volsize),
             "--num-retries", str(config.target.retries),
             "--backend-retry-delay", str(config.target.retry_delay),
-            str(host_staging(config, host)), config.target.host_url(host)]
+            *sources.selection, str(sources.root), config.target.host_url(host)]
 
 
 def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
@@ -139,22 +145,42 @@ def upload(config: Config, host: str, backup_type: BackupType,
     if problem is not None and problem[1]:
         raise CommandError(f"{problem[0]} (not retried)", host=host, step="upload",
                            exit_code=None, stderr_tail="")
+    sources = host_sources(config, host)
+    write_manifest(sources)
+    problems = tuple(scan_problems(sources))
     result = _run_duplicity(config, host, "upload",
                             backup_argv(config, host, backup_type, archive_dir), on_tick)
     try:
-        return parse_stats(result.stdout)
+        stats = parse_stats(result.stdout)
     except ValueError:
         raise CommandError("duplicity exited 0 but printed no statistics", host=host,
                            step="upload", exit_code=0, stderr_tail=result.stderr_tail) from None
+    record_uploaded(config, host, sources)
+    if not problems:
+        return stats
+    return replace(stats, errors=max(stats.errors, len(problems)), problems=problems)
 
 
 def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
                 time: str | None = None, path: str | None = None, *, step: str = "restore",
                 on_tick: Callable[[], None] | None = None) -> CommandResult:
-    """duplicity restore into dest (which must not exist); raises CommandError naming the
+    """duplicity restore into dest (which must not exist), the host's `paths:` sources as
+    DEST/<name>/ beside DEST/<script>/ (see offsite.sources); raises CommandError naming the
     cause."""
-    return _run_duplicity(config, host, step,
-                          restore_argv(config, host, dest, archive_dir, time, path), on_tick)
+    sources = host_sources(config, host)
+    if path is not None or not sources.paths:
+        inner = archive_path(sources, path) if path is not None else None
+        return _run_duplicity(config, host, step,
+                              restore_argv(config, host, dest, archive_dir, time, inner), on_tick)
+    restoring = dest.parent / f".{dest.name}.restoring"
+    shutil.rmtree(restoring, ignore_errors=True)
+    try:
+        result = _run_duplicity(config, host, step,
+                                restore_argv(config, host, restoring, archive_dir, time), on_tick)
+        relocate(restoring, dest, sources)
+        return result
+    finally:
+        shutil.rmtree(restoring, ignore_errors=True)
 
 
 def _run_duplicity(config: Config, host: str, step: str, argv: list[str],

@@ -13,7 +13,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 MANIFEST_DIR = ".offsite"
 MANIFEST_NAME = "manifest.jsonl"
@@ -50,30 +50,37 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def walk(root: Path) -> Iterator[Entry]:
+def walk(root: Path, prefix: str = "", digests: bool = True) -> Iterator[Entry]:
     """Every regular file and symlink under root (not the manifest's own folder), sorted, with
-    what identifies its content. Other kinds (sockets, fifos) duplicity skips too."""
+    what identifies its content (its SHA-256 when `digests`). Other kinds (sockets, fifos)
+    duplicity skips too. Paths are relative to root, after `prefix`."""
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
-        if here == root:
+        if here == root and not prefix:
             dirs[:] = [d for d in dirs if d != MANIFEST_DIR]
         dirs.sort()
         for link in sorted(d for d in dirs if (here / d).is_symlink()):
-            yield Entry(str((here / link).relative_to(root)), "symlink",
+            yield Entry(prefix + str((here / link).relative_to(root)), "symlink",
                         target=os.readlink(here / link))
         for name in sorted(files):
             path = here / name
-            relative = str(path.relative_to(root))
-            info = path.lstat()
-            if stat.S_ISLNK(info.st_mode):
-                yield Entry(relative, "symlink", target=os.readlink(path))
-            elif stat.S_ISREG(info.st_mode):
-                yield Entry(relative, "file", info.st_size, file_digest(path))
+            relative = prefix + str(path.relative_to(root))
+            try:
+                info = path.lstat()
+                if stat.S_ISLNK(info.st_mode):
+                    yield Entry(relative, "symlink", target=os.readlink(path))
+                elif stat.S_ISREG(info.st_mode):
+                    yield Entry(relative, "file", info.st_size,
+                                file_digest(path) if digests else None)
+            except OSError:
+                continue   # unreadable or gone: duplicity names it in the run's warning
 
 
-def write_manifest(root: Path, source: Path | None = None) -> ManifestSummary:
-    """Hash every file under `source` (default: root) into root's manifest; returns its count,
-    total size and own digest."""
+def write_manifest(root: Path, paths: Mapping[str, Path] | None = None) -> ManifestSummary:
+    """Hash every file under root (the staging folder) into root's manifest, and list the
+    files of each `paths:` source as `<name>/...` with their size (read in place, often large
+    and static: hashing them would read them whole on every run); returns the count, the total
+    size and the manifest's own digest."""
     target = manifest_path(root)
     target.parent.mkdir(mode=0o700, exist_ok=True)
     files = total = 0
@@ -82,10 +89,14 @@ def write_manifest(root: Path, source: Path | None = None) -> ManifestSummary:
         header = json.dumps({"offsite_manifest": FORMAT}) + "\n"
         handle.write(header)
         digest.update(header.encode())
-        for entry in walk(source or root):
+        entries = [walk(root)] + [walk(Path(top), prefix=f"{name}/", digests=False)
+                                  for name, top in sorted((paths or {}).items())]
+        for entry in (entry for source in entries for entry in source):
             record: dict[str, object] = {"path": entry.path, "kind": entry.kind}
             if entry.kind == "file":
-                record.update(size=entry.size, sha256=entry.sha256)
+                record["size"] = entry.size
+                if entry.sha256 is not None:
+                    record["sha256"] = entry.sha256
                 files += 1
                 total += entry.size
             else:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import datetime
 from typing import Callable, Iterable, Protocol, cast
 
@@ -12,9 +13,12 @@ from pydantic import BaseModel, Field, field_validator
 from offsite.bounded import (NOTE_MAX_BYTES, NOTES_MAX, RECORD_MAX_BYTES, RECORD_TEXT_MAX_BYTES,
                              head_bytes, tail_bytes)
 
-from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, RUN_KEY,
-                               RUN_RECORD_TTL_S, RunState, RunType)
+from redis.client import Pipeline
+
+from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, KEEP_RUNS_DAYS,
+                               KEEP_RUNS_PER_HOST, KEY_PREFIX, RUN_KEY, RunState, RunType)
 from offsite.errors import OffsiteError
+from offsite.host_facts import stage_facts, unstage_run
 from offsite.schedules import utcnow
 
 
@@ -132,27 +136,119 @@ class RunStore(Protocol):
     def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]: ...
 
 
+# -> {created (0/1), runs in the host's index, score of its oldest run}
+FINAL_CHANNEL = KEY_PREFIX + "final:"   # pub/sub channel final:<run_id>: the run ended
+
+_CREATE_QUEUED = """
+if not redis.call('set', KEYS[1], ARGV[1], 'NX') then return {0, 0, '0'} end
+redis.call('zadd', KEYS[2], ARGV[2], ARGV[3])
+redis.call('zadd', KEYS[3], ARGV[2], ARGV[3])
+local oldest = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
+return {1, redis.call('zcard', KEYS[2]), oldest[2]}
+"""
+
+
 class RedisRunStore:
     """Records as JSON strings under `offsite:run:<id>`, indexed by creation time per host."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, keep_runs: int = KEEP_RUNS_PER_HOST,
+                 keep_days: float = KEEP_RUNS_DAYS) -> None:
         self.client = client
+        self.keep_runs = keep_runs
+        self.keep_s = keep_days * 86400
 
     def create(self, record: RunRecord) -> bool:
-        """Store a new record; False (and nothing written) when the run id already exists."""
+        """Store a new record; False (and nothing written) when the run id already exists.
+        The record, its index entries and the host's facts are written in one transaction."""
         key = RUN_KEY + record.run_id
-        if not self.client.set(key, record.to_json(), nx=True, ex=RUN_RECORD_TTL_S):
-            return False
+        with self.client.pipeline() as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    if pipe.exists(key):
+                        return False
+                    pipe.multi()
+                    self._stage_new(pipe, record)
+                    pipe.execute()
+                    break
+                except redis.WatchError:
+                    continue
+        self.trim([record.host])
+        return True
+
+    def create_many(self, records: list[RunRecord]) -> list[bool]:
+        """Store many new queued records in one round trip (beat's batch of due slots): each
+        with its index entries atomically, and only when its run id is new; True at the index
+        of each one written."""
+        if not records:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for record in records:
+                if record.state != RunState.QUEUED:
+                    raise ValueError(f"create_many takes queued records, not {record.state}")
+                pipe.eval(_CREATE_QUEUED, 3, RUN_KEY + record.run_id,
+                          HOST_RUNS_KEY + record.host, ALL_RUNS_KEY, record.to_json(),
+                          record.created_at.timestamp(), record.run_id)
+            replies = pipe.execute()
+        created = [bool(reply[0]) for reply in replies]
+        cutoff = time.time() - self.keep_s
+        due = {record.host for record, (new, count, oldest) in zip(records, replies)
+               if new and (count > self.keep_runs or float(oldest) < cutoff)}
+        self.trim(sorted(due))
+        return created
+
+    def trim(self, hosts: list[str], now: float | None = None) -> int:
+        """Drop each host's runs beyond the newest `keep_runs` and older than `keep_days`:
+        record, index entries and fleet facts in one transaction, so no index entry outlives
+        its record. Two round trips for any number of hosts when nothing is due; returns how
+        many runs went."""
+        cutoff = (time.time() if now is None else now) - self.keep_s
+        with self.client.pipeline(transaction=False) as pipe:
+            for host in hosts:
+                pipe.zcard(HOST_RUNS_KEY + host)
+                pipe.zrange(HOST_RUNS_KEY + host, 0, 0, withscores=True)
+            replies = pipe.execute()
+        due = [host for host, count, oldest in zip(hosts, replies[::2], replies[1::2])
+               if count > self.keep_runs or (oldest and oldest[0][1] < cutoff)]
+        if not due:
+            return 0
+        with self.client.pipeline(transaction=False) as pipe:
+            for host in due:
+                pipe.zrangebyscore(HOST_RUNS_KEY + host, "-inf", f"({cutoff}")
+                pipe.zrange(HOST_RUNS_KEY + host, 0, -(self.keep_runs + 1))
+            replies = pipe.execute()
+        dropped = 0
+        with self.client.pipeline(transaction=True) as pipe:
+            for host, too_old, too_many in zip(due, replies[::2], replies[1::2]):
+                for raw in set(too_old) | set(too_many):
+                    run_id = raw.decode() if isinstance(raw, bytes) else raw
+                    pipe.delete(RUN_KEY + run_id)
+                    pipe.zrem(HOST_RUNS_KEY + host, run_id)
+                    pipe.zrem(ALL_RUNS_KEY, run_id)
+                    unstage_run(pipe, run_id)
+                    dropped += 1
+            pipe.execute()
+        return dropped
+
+    @staticmethod
+    def _stage_new(pipe: Pipeline, record: RunRecord) -> None:
+        pipe.set(RUN_KEY + record.run_id, record.to_json())
+        RedisRunStore._stage_indexes(pipe, record)
+
+    @staticmethod
+    def _stage_indexes(pipe: Pipeline, record: RunRecord) -> None:
         score = record.created_at.timestamp()
-        pipe = self.client.pipeline()
         pipe.zadd(HOST_RUNS_KEY + record.host, {record.run_id: score})
         pipe.zadd(ALL_RUNS_KEY, {record.run_id: score})
-        pipe.execute()
-        return True
+        stage_facts(pipe, record)
 
     def get(self, run_id: str) -> RunRecord | None:
         raw = self.client.get(RUN_KEY + run_id)
         return RunRecord.model_validate_json(raw) if raw else None
+
+    def get_many(self, run_ids: list[str]) -> dict[str, RunRecord]:
+        """The records that exist among `run_ids`, in one command."""
+        return {record.run_id: record for record in self._load(run_ids)}
 
     def update(self, run_id: str, mutate: Mutation) -> RunRecord:
         """Apply `mutate` atomically (optimistic WATCH); raises RunNotFound for an unknown id."""
@@ -167,11 +263,30 @@ class RedisRunStore:
                     record = RunRecord.model_validate_json(raw)
                     mutate(record)
                     pipe.multi()
-                    pipe.set(key, record.to_json(), ex=RUN_RECORD_TTL_S)
+                    pipe.set(key, record.to_json())
+                    stage_facts(pipe, record)
+                    if record.is_final:
+                        pipe.publish(FINAL_CHANNEL + run_id, record.state.value)
                     pipe.execute()
                     return record
                 except redis.WatchError:
                     continue
+
+    def wait_final(self, run_id: str, timeout_s: float | None) -> RunRecord | None:
+        """The run's record once it is final, woken by the message its final write publishes
+        (no polling); None when the timeout comes first. Subscribes before reading the record,
+        so an end between the two is not missed."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self.client.pubsub(ignore_subscribe_messages=True) as pubsub:
+            pubsub.subscribe(FINAL_CHANNEL + run_id)
+            while True:
+                record = self.get(run_id)
+                if record is not None and record.is_final:
+                    return record
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                pubsub.get_message(timeout=min(remaining or 60.0, 60.0))
 
     def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]:
         index = HOST_RUNS_KEY + host if host else ALL_RUNS_KEY

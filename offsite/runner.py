@@ -153,7 +153,8 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     if not _guard(ctx, UPLOAD_STEP):
         return None
     with recorded_step(ctx, UPLOAD_STEP):
-        summary = write_manifest(host_staging(ctx.config, ctx.host))
+        summary = write_manifest(host_staging(ctx.config, ctx.host),
+                                 ctx.config.host(ctx.host).paths)
         before = _catalog_or_none(ctx)
         stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx))
         written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
@@ -166,6 +167,7 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         record.backup_set = format_stamp(written.time)
         record.manifest = ManifestRecord(files=summary.files, bytes=summary.bytes,
                                          sha256=summary.sha256)
+        record.notes.extend(stats.problems)   # `paths:` files not backed up as they are
     ctx.store.update(ctx.run_id, done)
     return finish_run(ctx)
 

@@ -1,13 +1,15 @@
 """Schedule specs from the config: a cron string or `{every: 6h}`, and their next run times."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from celery.schedules import crontab
 
+from offsite.cron import next_fire, previous_fire
 from offsite.durations import parse_duration, format_duration
 
 
@@ -31,7 +33,10 @@ class CronSpec:
 
 @dataclass(frozen=True)
 class EverySpec:
+    """Slots on a fixed grid: anchor + k * seconds (anchor in epoch seconds, UTC), so a slot
+    never drifts with the beat loop or with how late the previous send was."""
     seconds: int
+    anchor: float = 0.0
 
     def describe(self) -> str:
         return f"every {format_duration(self.seconds)}"
@@ -76,17 +81,24 @@ def parse_schedule_spec(value: Any) -> ScheduleSpec:
 def next_run(spec: ScheduleSpec, tz: str, after: datetime) -> datetime:
     """The first slot strictly after `after`, as an aware datetime in `tz`."""
     zone = ZoneInfo(tz)
-    after = after.astimezone(zone)
     if isinstance(spec, EverySpec):
-        return after + timedelta(seconds=spec.seconds)
-    minute_after = (after + timedelta(minutes=1)).replace(second=0, microsecond=0)
-    schedule = spec.to_crontab(tz)
-    candidate = minute_after
-    for _ in range(0, 366 * 24 * 60 * 5):  # safety bound: five years of minutes
-        if _matches(schedule, candidate):
-            return candidate
-        candidate = _skip_to_candidate(schedule, candidate)
-    raise ValueError(f"cron {spec.expression!r} never fires")
+        index = math.floor((after.timestamp() - spec.anchor) / spec.seconds) + 1
+        return _grid_slot(spec, index).astimezone(zone)
+    return next_fire(spec.expression, tz, after).astimezone(zone)
+
+
+def latest_slot(spec: ScheduleSpec, tz: str, at: datetime) -> datetime | None:
+    """The last slot at or before `at`, as an aware datetime in `tz` (None: none in years)."""
+    zone = ZoneInfo(tz)
+    if isinstance(spec, EverySpec):
+        index = math.floor((at.timestamp() - spec.anchor) / spec.seconds)
+        return _grid_slot(spec, index).astimezone(zone)
+    found = previous_fire(spec.expression, tz, at)
+    return found.astimezone(zone) if found else None
+
+
+def _grid_slot(spec: EverySpec, index: int) -> datetime:
+    return datetime.fromtimestamp(spec.anchor + index * spec.seconds, tz=timezone.utc)
 
 
 def due_after(spec: ScheduleSpec, tz: str, last_run_at: datetime) -> datetime:
@@ -109,24 +121,6 @@ def period_s(spec: ScheduleSpec, tz: str, around: datetime) -> float:
         return float(spec.seconds)
     first = next_run(spec, tz, around)
     return (next_run(spec, tz, first) - first).total_seconds()
-
-
-def _matches(schedule: crontab, moment: datetime) -> bool:
-    return (moment.month in schedule.month_of_year
-            and moment.day in schedule.day_of_month
-            and moment.isoweekday() % 7 in schedule.day_of_week
-            and moment.hour in schedule.hour
-            and moment.minute in schedule.minute)
-
-
-def _skip_to_candidate(schedule: crontab, moment: datetime) -> datetime:
-    """Jump whole days or hours that cannot match, so a yearly cron is found quickly."""
-    if (moment.month not in schedule.month_of_year or moment.day not in schedule.day_of_month
-            or moment.isoweekday() % 7 not in schedule.day_of_week):
-        return (moment + timedelta(days=1)).replace(hour=0, minute=0)
-    if moment.hour not in schedule.hour:
-        return (moment + timedelta(hours=1)).replace(minute=0)
-    return moment + timedelta(minutes=1)
 
 
 def utcnow() -> datetime:

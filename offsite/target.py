@@ -3,13 +3,9 @@ is it worth retrying?"""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
-
-import boto3
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import BotoCoreError, ClientError
 
 from offsite.config import Config
 from offsite.errors import OffsiteError
@@ -29,6 +25,7 @@ class TargetObject:
     size: int
     storage_class: str = "STANDARD"
 
+
 _PERMANENT = {"403": "access denied: check DUPLICITY_AWS_ACCESS_KEY_ID / "
                      "DUPLICITY_AWS_SECRET_ACCESS_KEY and the bucket policy",
               "404": "the bucket does not exist: create it or fix target.url"}
@@ -42,6 +39,8 @@ def bucket_name(config: Config) -> str | None:
 
 
 def upload_s3_client(config: Config) -> Any:
+    import boto3   # only where an S3 target is used: a file:// host never loads it
+    from botocore.config import Config as BotoConfig
     return boto3.client(
         "s3", endpoint_url=config.target.endpoint_url, region_name=config.target.region,
         aws_access_key_id=os.environ.get("DUPLICITY_AWS_ACCESS_KEY_ID"),
@@ -55,6 +54,7 @@ def probe_bucket(config: Config) -> tuple[str, bool] | None:
     bucket = bucket_name(config)
     if bucket is None:
         return None
+    from botocore.exceptions import BotoCoreError, ClientError
     client = upload_s3_client(config)
     try:
         client.head_bucket(Bucket=bucket)
@@ -99,6 +99,7 @@ def list_host_objects(config: Config, host: str) -> list[TargetObject]:
             raise TargetUnreadable(f"{folder} holds more than {MAX_OBJECTS} objects",
                                    host=host, step="catalog")
         return entries
+    from botocore.exceptions import BotoCoreError, ClientError
     bucket, prefix = bucket_name(config), host_prefix(config, host)
     client = upload_s3_client(config)
     objects: list[TargetObject] = []
@@ -125,6 +126,7 @@ def list_host_objects(config: Config, host: str) -> list[TargetObject]:
 
 def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> bytes:
     """One object of the host (a manifest), at most max_bytes; raises TargetUnreadable."""
+    from botocore.exceptions import BotoCoreError, ClientError
     folder = file_host_dir(config, host)
     try:
         if folder is not None:
@@ -149,7 +151,8 @@ def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> b
     return data
 
 
-def _client_problem(exc: ClientError) -> str:
+def _client_problem(exc: Any) -> str:
+    """What a botocore ClientError means, for a person."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))

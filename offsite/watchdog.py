@@ -8,32 +8,62 @@ alert) that clears with a recovery message; and pending alerts are delivered.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Callable, cast
 
 import redis
 
-from offsite.alerts import AlertSink, condition_alert, recovery_alert
-from offsite.conditions import Conditions
+from offsite.alerts import Alert, AlertSink, condition_alert, recovery_alert
+from offsite.conditions import CONDITIONS_KEY, Conditions
 from offsite.config import Config
-from offsite.constants import KEY_PREFIX, BackupType, RunState
+from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState
 from offsite.durations import format_duration
+from offsite.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
+from offsite.host_facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts, RunningRun
 from offsite.lease import HostLease
-from offsite.notify import report_failed_run, review_streak
+from offsite.notify import STREAK_KEY, report_failed_run, review_streak
 from offsite.outbox import AlertOutbox
 from offsite.records import ErrorRecord, RunRecord, RunStore
 from offsite.runner import complete_record, upload_confirmed
-from offsite.schedules import EverySpec, ScheduleSpec, next_run, period_s
+from offsite.schedules import ScheduleSpec, latest_slot, period_s
 
 log = logging.getLogger(__name__)
 
 SINCE_KEY = KEY_PREFIX + "watchdog:since"
-LAST_SEEN_KEY = KEY_PREFIX + "workers:last_seen"
+TICK_KEY = KEY_PREFIX + "watchdog:tick"      # hash: the last tick's wall and CPU seconds
 RERUN_SUFFIX = "-rerun"
-_STARTED = {RunState.RUNNING, RunState.SUCCEEDED, RunState.WARNING, RunState.FAILED,
-            RunState.SKIPPED, RunState.LOST}
-_RECENT = 200
+
+AlertText = Callable[[], Alert]
+
+
+@dataclass(frozen=True)
+class FleetView:
+    """Everything one tick judges, read in one pipelined round trip."""
+    facts: dict[str, HostFacts]
+    heartbeats: dict[str, datetime | None]
+    streak_hosts: list[str]
+    active: set[str]
+    running: list[RunningRun]
+
+
+def read_fleet(client: redis.Redis, hosts: list[str]) -> FleetView:
+    with client.pipeline(transaction=False) as pipe:
+        for host in hosts:
+            pipe.hgetall(HOST_FACTS_KEY + host)
+        pipe.hmget(HEARTBEATS_KEY, [worker_node(host) for host in hosts])
+        pipe.mget([STREAK_KEY + host for host in hosts])
+        pipe.hkeys(CONDITIONS_KEY)
+        pipe.hgetall(RUNNING_KEY)
+        replies = pipe.execute()
+    facts_raw, (beats, streaks, active, running) = replies[:len(hosts)], replies[len(hosts):]
+    return FleetView(
+        facts={host: HostFacts.parse(raw) for host, raw in zip(hosts, facts_raw)},
+        heartbeats={host: parse_beat(raw) for host, raw in zip(hosts, beats)},
+        streak_hosts=[host for host, raw in zip(hosts, streaks) if raw],
+        active={key.decode() for key in active},
+        running=[RunningRun.parse(run_id, raw) for run_id, raw in running.items()])
 
 
 @dataclass(frozen=True)
@@ -44,7 +74,6 @@ class Watchdog:
     lease: HostLease
     outbox: AlertOutbox
     sink: AlertSink
-    ping: Callable[[], set[str]]
     redispatch: Callable[[RunRecord, str], None]
 
     @property
@@ -52,32 +81,65 @@ class Watchdog:
         return Conditions(self.client, self.outbox)
 
     def tick(self, now: datetime) -> None:
+        wall, cpu = time.perf_counter(), time.thread_time()
         since = self._since(now)
-        records = self.store.recent(None, _RECENT)
-        if self.find_lost_runs(records, now):
-            records = self.store.recent(None, _RECENT)
-        self.report_unreported_failures(records, now)
-        self.rerun_lost_runs(records)
-        for host in self.config.hosts:
-            own = [record for record in records if record.host == host]
-            self.check_overdue(host, own, now)
-            self.check_missed(host, own, since, now)
-            self.check_stale(host, own, since, now)
+        hosts = list(self.config.hosts)
+        view = read_fleet(self.client, hosts)
+        running = self.find_lost_runs(view.running, now)
+        self.handle_attention(now)
+        observed: dict[str, tuple[bool, AlertText, AlertText]] = {}
+        self.check_overdue(running, view.active, observed, now)
+        slots: dict[tuple[ScheduleSpec, str], datetime | None] = {}
+        periods: dict[ScheduleSpec, float] = {}
+        for host in hosts:
+            facts = view.facts[host]
+            self.check_missed(host, facts, since, now, slots, observed)
+            self.check_stale(host, facts, since, now, periods, observed)
+            self.check_worker(host, view.heartbeats[host], since, now, observed)
+        self.apply(observed, view.active, now)
+        for host in view.streak_hosts:
             review_streak(self.store, self.client, self.outbox, host, now)
-        self.check_workers(since, now)
         self.outbox.deliver_due(self.sink, now)
+        self.client.hset(TICK_KEY, mapping={
+            "at": now.isoformat(), "hosts": len(hosts),
+            "wall_s": f"{time.perf_counter() - wall:.4f}",
+            "cpu_s": f"{time.thread_time() - cpu:.4f}"})
 
     def _since(self, now: datetime) -> datetime:
         """When the watchdog first watched: slots and silences before that are not judged."""
-        self.client.set(SINCE_KEY, now.isoformat(), nx=True)
-        raw = self.client.get(SINCE_KEY)
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(SINCE_KEY, now.isoformat(), nx=True)
+            pipe.get(SINCE_KEY)
+            raw = pipe.execute()[1]
         return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))
 
-    def find_lost_runs(self, records: list[RunRecord], now: datetime) -> bool:
-        """Mark running runs whose lease is gone as lost; True when any was."""
-        suspects = [record for record in records if record.state == RunState.RUNNING
-                    and self.lease.holder(record.host) != record.run_id]
-        return any([self._mark_lost(record, now) for record in suspects])
+    def apply(self, observed: dict[str, tuple[bool, AlertText, AlertText]], active: set[str],
+              now: datetime) -> None:
+        """Raise or clear only the conditions whose state changed; only their texts are built."""
+        for key, (is_active, alert, recovery) in observed.items():
+            if is_active and key not in active:
+                self.conditions.raise_(key, alert(), now)
+            elif not is_active and key in active:
+                self.conditions.clear(key, recovery(), now)
+
+    def find_lost_runs(self, running: list[RunningRun], now: datetime) -> list[RunningRun]:
+        """Mark running runs whose lease is gone as lost; returns the runs still running."""
+        if not running:
+            return []
+        with self.client.pipeline(transaction=False) as pipe:
+            for run in running:
+                pipe.get(LEASE_KEY + run.host)
+            holders = pipe.execute()
+        alive = []
+        for run, holder in zip(running, holders):
+            if (holder.decode() if isinstance(holder, bytes) else holder) == run.run_id:
+                alive.append(run)
+                continue
+            record = self.store.get(run.run_id)
+            if record is not None and not self._mark_lost(record, now) \
+                    and record.state == RunState.RUNNING:
+                alive.append(run)
+        return alive
 
     def _mark_lost(self, record: RunRecord, now: datetime) -> bool:
         step = next((s.name for s in reversed(record.steps) if not s.finished_at), None)
@@ -104,108 +166,118 @@ class Watchdog:
         self.store.update(record.run_id, mark)
         return changed
 
-    def report_unreported_failures(self, records: list[RunRecord], now: datetime) -> None:
-        """Failures whose errback never came (a lost message, a control worker that was down)."""
-        for record in records:
-            if record.state in (RunState.FAILED, RunState.LOST):
-                report_failed_run(self.store, self.client, self.outbox, record.host,
-                                  record.run_id, now)
+    def handle_attention(self, now: datetime) -> None:
+        """Failed and lost runs: report the ones whose errback never came (a lost message, a
+        control worker that was down) and re-run each lost run once (a re-run is not re-run
+        again). Derived from the ledger on every tick, so a control worker that died mid-tick
+        still does it next time; a run leaves the set only when both are done."""
+        for raw in cast("set[bytes]", self.client.smembers(ATTENTION_KEY)):
+            run_id = raw.decode()
+            record = self.store.get(run_id)
+            if record is not None and record.state in (RunState.FAILED, RunState.LOST):
+                report_failed_run(self.store, self.client, self.outbox, record.host, run_id, now)
+                rerun_id = run_id + RERUN_SUFFIX
+                if record.state == RunState.LOST and not run_id.endswith(RERUN_SUFFIX) \
+                        and self.store.get(rerun_id) is None:
+                    self.redispatch(record, rerun_id)
+                    log.warning("run %s lost; re-run queued as %s", run_id, rerun_id)
+            self.client.srem(ATTENTION_KEY, run_id)
 
-    def rerun_lost_runs(self, records: list[RunRecord]) -> None:
-        """One re-run per lost run (a re-run is not re-run again); derived from the records on
-        every tick, so a control worker that died mid-tick still queues it next time."""
-        for record in records:
-            rerun_id = record.run_id + RERUN_SUFFIX
-            if record.state != RunState.LOST or record.run_id.endswith(RERUN_SUFFIX) \
-                    or self.store.get(rerun_id) is not None:
+    def check_overdue(self, running: list[RunningRun], active: set[str],
+                      observed: dict[str, tuple[bool, AlertText, AlertText]],
+                      now: datetime) -> None:
+        still_running = set()
+        for run in running:
+            still_running.add(run.run_id)
+            limit = timedelta(seconds=self.config.max_run_s(run.host)) \
+                if run.host in self.config.hosts else None
+            if limit is None or now - run.started_at <= limit:
                 continue
-            self.redispatch(record, rerun_id)
-            log.warning("run %s lost; re-run queued as %s", record.run_id, rerun_id)
+            observed[f"overdue:{run.run_id}"] = (True, _overdue_alert(run, limit), _never)
+        for key in active:
+            run_id = key.removeprefix("overdue:")
+            if key.startswith("overdue:") and run_id not in still_running:
+                record = self.store.get(run_id)
+                if record is None or record.is_final:
+                    observed[key] = (False, _never, _overdue_recovery(run_id, record))
 
-    def check_overdue(self, host: str, records: list[RunRecord], now: datetime) -> None:
-        limit = timedelta(seconds=self.config.max_run_s(host))
-        for record in records:
-            key = f"overdue:{record.run_id}"
-            if record.state == RunState.RUNNING and record.started_at and \
-                    now - record.started_at > limit:
-                self.conditions.raise_(key, condition_alert(
-                    host, record.type.value, "run_overdue",
-                    f"Run {record.run_id} of host {host} has been running since "
-                    f"{record.started_at.isoformat()}, longer than its maximum of "
-                    f"{format_duration(limit.total_seconds())} (all script timeouts plus the "
-                    "upload timeout)."), now)
-            elif record.is_final and self.conditions.is_active(key):
-                self.conditions.clear(key, recovery_alert(
-                    host, record.type.value, "run_overdue",
-                    f"Overdue run {record.run_id} of host {host} ended: {record.state.value}."),
-                    now)
-
-    def check_missed(self, host: str, records: list[RunRecord], since: datetime,
-                     now: datetime) -> None:
+    def check_missed(self, host: str, facts: HostFacts, since: datetime, now: datetime,
+                     slots: dict[tuple[ScheduleSpec, str], datetime | None],
+                     observed: dict[str, tuple[bool, AlertText, AlertText]]) -> None:
         grace = timedelta(seconds=self.config.watchdog.start_grace)
         zone = self.config.schedule.timezone
         for kind in BackupType:
             spec = self.config.host_schedule(host, kind)
-            slot = latest_slot(spec, zone, now - grace)
+            if (spec, zone) not in slots:
+                slots[(spec, zone)] = latest_slot(spec, zone, now - grace)
+            slot = slots[(spec, zone)]
             if slot is None or slot < since:
                 continue
-            covering = {kind, BackupType.FULL}
-            started = [r for r in records if r.type in covering and r.state in _STARTED
-                       and (r.started_at or r.finished_at or r.created_at) >= slot
-                       - timedelta(seconds=1)]
-            self.conditions.update(
-                f"missed:{host}:{kind.value}", not started,
-                condition_alert(
-                    host, kind.value, "backup_missed",
-                    f"The {kind.value} backup of host {host} due at {slot.isoformat()} did "
-                    f"not start within {format_duration(grace.total_seconds())}: is `offsite "
-                    f"worker {host}` running and is `offsite beat` running?"),
-                recovery_alert(
-                    host, kind.value, "backup_missed",
-                    f"Host {host} is backing up again: run "
-                    f"{started[0].run_id if started else '?'} started."), now)
+            latest = facts.latest_start({kind, BackupType.FULL})
+            started = latest is not None and latest[0] >= slot - timedelta(seconds=1)
+            observed[f"missed:{host}:{kind.value}"] = (
+                not started, _missed_alert(host, kind, slot, grace),
+                _missed_recovery(host, kind, latest[1] if latest else "?"))
 
-    def check_stale(self, host: str, records: list[RunRecord], since: datetime,
-                    now: datetime) -> None:
-        stale_after = self.config.watchdog.stale_after or 2 * period_s(
-            self.config.host_schedule(host, BackupType.INCR), self.config.schedule.timezone, now)
-        successes = [r.finished_at for r in records
-                     if r.state in (RunState.SUCCEEDED, RunState.WARNING) and r.finished_at]
-        last = max([since, *successes])
-        self.conditions.update(
-            f"stale:{host}", (now - last).total_seconds() > stale_after,
-            condition_alert(host, "any", "backup_stale",
-                            f"Host {host} has had no successful backup since "
-                            f"{last.isoformat()} (more than {format_duration(stale_after)})."),
-            recovery_alert(host, "any", "backup_stale",
-                           f"Host {host} has a successful backup again."), now)
+    def check_stale(self, host: str, facts: HostFacts, since: datetime, now: datetime,
+                    periods: dict[ScheduleSpec, float],
+                    observed: dict[str, tuple[bool, AlertText, AlertText]]) -> None:
+        configured = self.config.watchdog.stale_after
+        if configured is None:
+            spec = self.config.host_schedule(host, BackupType.INCR)
+            if spec not in periods:
+                periods[spec] = period_s(spec, self.config.schedule.timezone, now)
+        stale_after = float(configured) if configured is not None else 2 * periods[spec]
+        last = max(since, facts.success[0]) if facts.success else since
+        observed[f"stale:{host}"] = (
+            (now - last).total_seconds() > stale_after,
+            lambda: condition_alert(host, "any", "backup_stale",
+                                    f"Host {host} has had no successful backup since "
+                                    f"{last.isoformat()} (more than "
+                                    f"{format_duration(stale_after)})."),
+            lambda: recovery_alert(host, "any", "backup_stale",
+                                   f"Host {host} has a successful backup again."))
 
-    def check_workers(self, since: datetime, now: datetime) -> None:
-        answered = self.ping()
-        for host in answered & set(self.config.hosts):
-            self.client.hset(LAST_SEEN_KEY, host, now.isoformat())
-        timeout = self.config.watchdog.worker_timeout
-        for host in self.config.hosts:
-            raw = self.client.hget(LAST_SEEN_KEY, host)
-            seen = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw) \
-                if raw else since
-            self.conditions.update(
-                f"worker_down:{host}", (now - seen).total_seconds() > timeout,
-                condition_alert(host, "any", "worker_down",
-                                f"The worker of host {host} has not answered a ping since "
-                                f"{seen.isoformat()}: start `offsite worker {host}` there."),
-                recovery_alert(host, "any", "worker_down",
-                               f"The worker of host {host} answers again."), now)
+    def check_worker(self, host: str, beat: datetime | None, since: datetime, now: datetime,
+                     observed: dict[str, tuple[bool, AlertText, AlertText]]) -> None:
+        seen = beat or since
+        observed[f"worker_down:{host}"] = (
+            (now - seen).total_seconds() > self.config.watchdog.worker_timeout,
+            lambda: condition_alert(host, "any", "worker_down",
+                                    f"The worker of host {host} has not sent a heartbeat since "
+                                    f"{seen.isoformat()}: start `offsite worker {host}` there."),
+            lambda: recovery_alert(host, "any", "worker_down",
+                                   f"The worker of host {host} answers again."))
 
 
-def latest_slot(spec: ScheduleSpec, tz: str, at: datetime) -> datetime | None:
-    """The last slot at or before `at`; for an interval, one interval before `at` (a run must
-    have started since then)."""
-    if isinstance(spec, EverySpec):
-        return at - timedelta(seconds=spec.seconds)
-    period = period_s(spec, tz, at)
-    start = at - timedelta(seconds=2 * period)
-    moment, latest = next_run(spec, tz, start), None
-    while moment <= at:
-        latest, moment = moment, next_run(spec, tz, moment)
-    return latest
+def _never() -> Alert:
+    raise AssertionError("this condition has no message in this direction")
+
+
+def _overdue_alert(run: RunningRun, limit: timedelta) -> AlertText:
+    return lambda: condition_alert(
+        run.host, run.type.value, "run_overdue",
+        f"Run {run.run_id} of host {run.host} has been running since "
+        f"{run.started_at.isoformat()}, longer than its maximum of "
+        f"{format_duration(limit.total_seconds())} (all script timeouts plus the upload "
+        "timeout).")
+
+
+def _overdue_recovery(run_id: str, record: RunRecord | None) -> AlertText:
+    host, kind = (record.host, record.type.value) if record else ("?", "any")
+    state = record.state.value if record else "no longer recorded"
+    return lambda: recovery_alert(host, kind, "run_overdue",
+                                  f"Overdue run {run_id} of host {host} ended: {state}.")
+
+
+def _missed_alert(host: str, kind: BackupType, slot: datetime, grace: timedelta) -> AlertText:
+    return lambda: condition_alert(
+        host, kind.value, "backup_missed",
+        f"The {kind.value} backup of host {host} due at {slot.isoformat()} did not start "
+        f"within {format_duration(grace.total_seconds())}: is `offsite worker {host}` running "
+        "and is `offsite beat` running?")
+
+
+def _missed_recovery(host: str, kind: BackupType, run_id: str) -> AlertText:
+    return lambda: recovery_alert(host, kind.value, "backup_missed",
+                                  f"Host {host} is backing up again: run {run_id} started.")

@@ -9,6 +9,7 @@ from functools import lru_cache
 from celery import Task
 
 from offsite.alerts import AlertSink, sink_for
+from offsite.heartbeat import CONTROL_NODE, Heartbeat, interval_for
 from offsite.messages import NOTIFY_FAILURE, NotAFailedRun
 from offsite.notify import report_failed_run
 from offsite.outbox import AlertOutbox
@@ -22,9 +23,6 @@ from workers.app import app
 from workers.context import current_config, host_lease, redis_client, run_store
 
 log = logging.getLogger(__name__)
-
-PING_TIMEOUT_S = 1.0
-
 
 @lru_cache(maxsize=1)
 def alert_sink() -> AlertSink:
@@ -50,11 +48,6 @@ def notify_failure(self: Task, failed_task_id: str, *, host: str, run_id: str) -
     return outcome
 
 
-def _answering_hosts() -> set[str]:
-    replies = app.control.ping(timeout=PING_TIMEOUT_S) or []
-    return {node.split("@", 1)[0] for reply in replies for node in reply}
-
-
 def _rerun(lost: RunRecord, rerun_id: str) -> None:
     note = f"re-run of lost run {lost.run_id}"
     if lost.type == RunType.VERIFY:
@@ -68,15 +61,21 @@ def _rerun(lost: RunRecord, rerun_id: str) -> None:
 def watchdog() -> Watchdog:
     return Watchdog(config=current_config(), store=run_store(), client=redis_client(),
                     lease=host_lease(), outbox=outbox(), sink=alert_sink(),
-                    ping=_answering_hosts, redispatch=_rerun)
+                    redispatch=_rerun)
 
 
 def run_watchdog(stop: threading.Event) -> None:
     """Tick until stopped; a failing tick (Redis away, a bug) is logged and the next one runs."""
-    every = current_config().watchdog.every
+    config = current_config()
+    every = config.watchdog.every
+    heartbeat = Heartbeat(redis_client, CONTROL_NODE,
+                          interval_for(config.watchdog.worker_timeout)).start()
     dog = watchdog()
-    while not stop.wait(every):
-        try:
-            dog.tick(utcnow())
-        except Exception:
-            log.exception("watchdog tick failed; retrying in %ss", every)
+    try:
+        while not stop.wait(every):
+            try:
+                dog.tick(utcnow())
+            except Exception:
+                log.exception("watchdog tick failed; retrying in %ss", every)
+    finally:
+        heartbeat.stop()

@@ -1,16 +1,21 @@
 """Sending a backup to a host's queue: the record first, then the message."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
+
+from kombu.utils.uuid import uuid
 
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
-from offsite.records import RunRecord, RunStore
+from offsite.messages import START_BACKUP, VERIFY
+from offsite.records import RedisRunStore, RunRecord, RunStore
 from offsite.run_context import new_run_id, queue_run
 from offsite.schedules import describe_lateness, utcnow
-from tasks.backup import start_backup
 from tasks.callbacks import failure_callback
-from tasks.verify import verify_backup
+from workers.app import app
+
+# Tasks are sent by name: a client need not import the worker's code (runner, duplicity, boto3).
 
 
 def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: BackupType,
@@ -23,10 +28,11 @@ def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: Back
     run_id = run_id or new_run_id(host, backup_type, utcnow())
     record = queue_run(store, host, backup_type, run_id, scheduled_for, late_by_s, note)
     if record.state == RunState.QUEUED:
-        start_backup.apply_async(
-            args=(host, backup_type.value, run_id),
+        app.send_task(
+            START_BACKUP, args=(host, backup_type.value, run_id),
             kwargs={"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
-            queue=host_queue(host), link_error=failure_callback(host, run_id))
+            queue=host_queue(host), link_error=failure_callback(host, run_id),
+            ignore_result=True)   # the ledger, not a result, says how the run ended
     return record
 
 
@@ -43,11 +49,12 @@ def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | No
     run_id = run_id or new_run_id(host, RunType.VERIFY, utcnow())
     record = queue_run(store, host, RunType.VERIFY, run_id, scheduled_for, note=note)
     if record.state == RunState.QUEUED:
-        verify_backup.apply_async(
-            args=(host, run_id),
+        app.send_task(
+            VERIFY, args=(host, run_id),
             kwargs={"at": at.isoformat() if at else None,
                     "scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
-            queue=verify_queue(config, host), link_error=failure_callback(host, run_id))
+            queue=verify_queue(config, host), link_error=failure_callback(host, run_id),
+            ignore_result=True)
     return record
 
 
@@ -58,3 +65,52 @@ def send_slot(config: Config, store: RunStore, host: str, backup_type: BackupTyp
     late_by_s, note = describe_lateness(spec, config.schedule.timezone, slot, sent_at)
     return enqueue_backup(config, store, host, backup_type, new_run_id(host, backup_type, slot),
                           slot, late_by_s, note)
+
+
+@dataclass(frozen=True)
+class SlotSend:
+    host: str
+    type: BackupType
+    slot: datetime
+
+
+def send_slots(config: Config, store: RedisRunStore, sends: list[SlotSend],
+               sent_at: datetime) -> list[RunRecord]:
+    """Beat's batch: every slot's record written in one round trip, then the messages of the
+    runs still queued published on one producer. A run id already recorded (a send repeated
+    after a crash) is sent again only while its run is still queued, as in enqueue_backup."""
+    records = []
+    for send in sends:
+        spec = config.host_schedule(send.host, send.type)
+        late_by_s, note = describe_lateness(spec, config.schedule.timezone, send.slot, sent_at)
+        records.append(RunRecord(run_id=new_run_id(send.host, send.type, send.slot),
+                                 host=send.host, type=send.type, scheduled_for=send.slot,
+                                 late_by_s=late_by_s, notes=[note] if note else []))
+    created = store.create_many(records)
+    existing = store.get_many([r.run_id for r, new in zip(records, created) if not new])
+    queued = [record if new else existing.get(record.run_id)
+              for record, new in zip(records, created)]
+    to_send = [record for record in queued if record and record.state == RunState.QUEUED]
+    if to_send:
+        publish_batch(to_send)
+    return to_send
+
+
+def publish_batch(records: list[RunRecord]) -> None:
+    """The start_backup messages of many runs, buffered in one Redis pipeline per thousand
+    (kombu's batch publish). Built and published by celery's own message code, skipping what
+    beat does not need per message: result bookkeeping, queue declaration (a Redis queue is a
+    list), and the task-sent event (Flower still sees each task when a worker receives it)."""
+    amqp = app.amqp
+    with app.producer_or_acquire() as producer, producer.batch():
+        for record in records:
+            scheduled_for = record.scheduled_for.isoformat() if record.scheduled_for else None
+            args = (record.host, record.type.value, record.run_id)
+            kwargs = {"scheduled_for": scheduled_for}
+            message = amqp.create_task_message(
+                uuid(), START_BACKUP, args, kwargs,
+                errbacks=[failure_callback(record.host, record.run_id)],
+                ignore_result=True, create_sent_event=False,
+                argsrepr=repr(args), kwargsrepr=repr(kwargs))
+            amqp.send_task_message(producer, START_BACKUP, message,
+                                   queue=host_queue(record.host), declare=[])

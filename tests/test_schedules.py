@@ -53,10 +53,13 @@ def test_next_cron_slot_of_a_rare_cron_is_found() -> None:
         at("2028-02-29T00:00:00")
 
 
-def test_next_interval_slot_is_one_interval_later() -> None:
+def test_next_interval_slot_is_the_next_on_the_anchor_grid() -> None:
     after = at("2026-12-01T10:00:00.250")
-    assert next_run(EverySpec(6 * 3600), "UTC", after) == after + timedelta(hours=6)
-    assert next_run(EverySpec(3), "Europe/London", after) == after + timedelta(seconds=3)
+    assert next_run(EverySpec(6 * 3600), "UTC", after) == at("2026-12-01T12:00:00")
+    assert next_run(EverySpec(3), "Europe/London", after) == at("2026-12-01T10:00:03")
+    anchored = EverySpec(6 * 3600, anchor=at("2026-01-01T01:30:00").timestamp())
+    assert next_run(anchored, "UTC", after) == at("2026-12-01T13:30:00")
+    assert next_run(anchored, "UTC", at("2026-12-01T13:30:00")) == at("2026-12-01T19:30:00")
 
 
 def test_due_after_is_the_slot_a_late_send_stands_for() -> None:

@@ -10,6 +10,7 @@ import redis
 from offsite.alerts import SnsSink
 from offsite.config import Config, parse_config
 from offsite.constants import BackupType, RunState
+from offsite.heartbeat import beat_once, worker_node
 from offsite.lease import RedisHostLease
 from offsite.outbox import AlertOutbox
 from offsite.notify import report_failed_run
@@ -27,8 +28,11 @@ T0 = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)  # a Monday
      datetime(2026, 11, 30, 4, 0, tzinfo=timezone.utc)),
     (CronSpec("0 0 1 * *"), datetime(2026, 12, 15, tzinfo=timezone.utc),
      datetime(2026, 12, 1, tzinfo=timezone.utc)),
+    # interval slots sit on the grid from the anchor (default 1970-01-01T00:00Z)
     (EverySpec(600), datetime(2026, 12, 7, 5, 0, tzinfo=timezone.utc),
-     datetime(2026, 12, 7, 4, 50, tzinfo=timezone.utc)),
+     datetime(2026, 12, 7, 5, 0, tzinfo=timezone.utc)),
+    (EverySpec(600), datetime(2026, 12, 7, 5, 9, 59, tzinfo=timezone.utc),
+     datetime(2026, 12, 7, 5, 0, tzinfo=timezone.utc)),
 ])
 def test_latest_slot(spec: Any, at: datetime, expected: datetime) -> None:
     assert latest_slot(spec, "UTC", at) == expected
@@ -57,10 +61,11 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def dog(config: Config, client: redis.Redis, aws_credentials: None) -> Watchdog:
     reruns: list[str] = []
+    # the worker's heartbeat is as recent as the controlled clock ever gets in these tests
+    beat_once(client, worker_node("carcosa"), (T0 + timedelta(days=30)).timestamp())
     return Watchdog(config=config, store=RedisRunStore(client), client=client,
                     lease=RedisHostLease(client, config.watchdog.lease_ttl),
                     outbox=AlertOutbox(client), sink=SnsSink(config),
-                    ping=lambda: {"carcosa"},
                     redispatch=lambda lost, rerun_id: reruns.append(rerun_id))
 
 

@@ -1,57 +1,108 @@
-"""Celery beat with its state in Redis (RedBeat, one lock for the fleet), sending slots as runs."""
+"""Celery beat with its state in Redis (RedBeat, one lock for the fleet), sending slots as runs.
+
+Each tick reads every due entry in one pipelined round trip, decides each entry's slot with
+offsite's own slot arithmetic (cron: next/previous fire time; `{every: D}`: the grid
+anchor + k*D), writes all the run records in one round trip, publishes the messages on one
+producer, and saves every entry's new state in one more round trip: thousands of due entries
+go out in about a second, and a slot never drifts with the loop interval.
+"""
 from __future__ import annotations
 
+import json
 import logging
 import socket
-from datetime import timezone
-from typing import Any
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable, cast
 
 import redis
-from celery.beat import SchedulingError
 from redis.exceptions import LockNotOwnedError
 from redbeat import RedBeatScheduler
-from redbeat.schedulers import RedBeatSchedulerEntry
+from redbeat.decoder import RedBeatJSONEncoder
+from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
 
+from offsite.config import Config
 from offsite.constants import BackupType
-from offsite.schedules import due_after, utcnow
-from tasks.dispatch import send_slot
+from offsite.errors import UnknownHostError
+from offsite.heartbeat import BEAT_NODE, beat_once
+from offsite.schedules import EverySpec, due_after, latest_slot, next_run, utcnow
+from tasks.dispatch import SlotSend, send_slots
 from workers.context import current_config, run_store
 
 log = logging.getLogger(__name__)
 
 OUTAGE_RETRY_S = 2.0
+SENT_LOG = "Scheduler: Sending due task %s (%s)"
+SENT_BATCH_LOG = "beat: sent %d due entries in %.3fs"
+
+
+@dataclass(frozen=True)
+class DueEntry:
+    key: str
+    name: str
+    task: str
+    host: str
+    kind: BackupType
+    last_run_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one tick does with a due entry: send `slot` (or nothing), then wait for `next_at`."""
+    entry: DueEntry
+    slot: datetime | None
+    last_run_at: datetime
+    next_at: datetime
+
+
+def decide(config: Config, entry: DueEntry, now: datetime) -> Decision:
+    """The entry's slot to send now, if any: the first slot after it last ran (a catch-up
+    after downtime is one run standing for the first slot missed). It then counts as run up
+    to the latest slot at or before now, and waits for the slot after that."""
+    spec = config.host_schedule(entry.host, entry.kind)
+    zone = config.schedule.timezone
+    if entry.last_run_at is None:   # never ran: run now, standing for the latest slot
+        slot = (latest_slot(spec, zone, now) or now) if isinstance(spec, EverySpec) else now
+    else:
+        slot = due_after(spec, zone, entry.last_run_at)
+        if slot > now:
+            return Decision(entry, None, entry.last_run_at, slot)
+    ran_to = max(slot, latest_slot(spec, zone, now) or slot)
+    return Decision(entry, slot.astimezone(timezone.utc), ran_to, next_run(spec, zone, ran_to))
 
 
 class SlotScheduler(RedBeatScheduler):
-    """Sends each due entry as a run whose id comes from the slot it stands for.
+    """Sends each due entry as a run whose id comes from the slot it stands for; a send
+    repeated before the entry advanced (a crash between send and save) carries the same run
+    id and is claimed once by the worker."""
 
-    The slot is the first one after the entry last ran, so a catch-up after downtime is one
-    run (its record says how late), and a send repeated before the entry advanced (a crash
-    between send and save) carries the same run id and is claimed once by the worker.
-    """
+    clock: Callable[[], datetime] = staticmethod(utcnow)
 
-    def apply_async(self, entry: RedBeatSchedulerEntry, producer: Any = None,
-                    advance: bool = True, **kwargs: Any) -> Any:
-        host, kind = entry.args
-        config = current_config()
-        backup_type = BackupType(kind)
-        now = utcnow()
-        spec = config.host_schedule(host, backup_type)
-        last_run_at = entry.last_run_at or now
-        slot = due_after(spec, config.schedule.timezone, last_run_at)
-        # in UTC: the run id and the notes write the slot with a Z suffix
-        slot = min(slot, now).astimezone(timezone.utc)
-        try:
-            send_slot(config, run_store(), host, backup_type, slot, now)
-        except Exception as exc:
-            raise SchedulingError(f"could not send {entry.name}: {exc}") from exc
-        return self.reserve(entry) if advance else entry
+    def setup_schedule(self) -> None:
+        """RedBeat stores each entry with a due time from celery's own arithmetic (an
+        interval counted from the start, not from the grid); replace every one with offsite's,
+        in one round trip."""
+        super().setup_schedule()
+        client, config, now = get_redis(self.app), current_config(), self.clock()
+        keys = client.zrange(self.app.redbeat_conf.schedule_key, 0, -1)
+        schedule_key = self.app.redbeat_conf.schedule_key
+        with client.pipeline(transaction=False) as pipe:
+            for entry in self.load_entries(client, keys):
+                try:
+                    spec = config.host_schedule(entry.host, entry.kind)
+                except UnknownHostError:
+                    continue
+                due = now if entry.last_run_at is None else \
+                    due_after(spec, config.schedule.timezone, entry.last_run_at)
+                pipe.zadd(schedule_key, {entry.key: due.timestamp()})
+            pipe.execute()
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """A Redis outage pauses beat instead of ending it; slots due meanwhile are sent once
         when it returns (they collapse like any catch-up)."""
         try:
-            return float(super().tick(*args, **kwargs))
+            return self.send_due()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("beat: Redis unreachable (%s); retrying in %ss", exc, OUTAGE_RETRY_S)
             return OUTAGE_RETRY_S
@@ -61,6 +112,69 @@ class SlotScheduler(RedBeatScheduler):
                 return 0.0
             raise
 
+    def send_due(self) -> float:
+        """One tick: returns the seconds until the next entry is due (at most max_interval)."""
+        if self.lock_key and self.lock is not None:
+            self.lock.extend(int(self.lock_timeout))
+        began = time.perf_counter()
+        client, config, now = get_redis(self.app), current_config(), self.clock()
+        beat_once(client, BEAT_NODE)
+        schedule_key = self.app.redbeat_conf.schedule_key
+        with client.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(schedule_key, 0, now.timestamp())
+            pipe.zrangebyscore(schedule_key, f"({now.timestamp()}", "+inf", start=0, num=1,
+                               withscores=True)
+            due_keys, upcoming = pipe.execute()
+        decisions = []
+        for entry in self.load_entries(client, due_keys):
+            try:
+                decisions.append(decide(config, entry, now))
+            except UnknownHostError:
+                log.error("beat: entry %s names a host no longer configured", entry.name)
+        sends = [SlotSend(d.entry.host, d.entry.kind, d.slot) for d in decisions if d.slot]
+        for decision in decisions:
+            if decision.slot:
+                log.info(SENT_LOG, decision.entry.name, decision.entry.task)
+        send_slots(config, run_store(), sends, now)
+        self.save_decisions(client, decisions)
+        if sends:
+            log.info(SENT_BATCH_LOG, len(sends), time.perf_counter() - began)
+        next_times = [d.next_at.timestamp() for d in decisions]
+        next_times += [score for _, score in upcoming]
+        wait = min(next_times, default=now.timestamp() + self.max_interval) - now.timestamp()
+        return max(0.0, min(wait, float(self.max_interval)))
+
+    def load_entries(self, client: redis.Redis, keys: list[str | bytes]) -> list[DueEntry]:
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hmget(key, "definition", "meta")
+            replies = pipe.execute()
+        entries = []
+        for key, (definition, meta) in zip(keys, replies):
+            if not definition:
+                client.zrem(self.app.redbeat_conf.schedule_key, key)
+                continue
+            fields = RedBeatSchedulerEntry.decode_definition(definition)
+            last = RedBeatSchedulerEntry.decode_meta(meta).get("last_run_at")
+            if not fields.get("enabled", True):
+                continue
+            host, kind = fields["args"]
+            name = key if isinstance(key, str) else key.decode()
+            entries.append(DueEntry(key=name, name=fields["name"], task=fields["task"],
+                                    host=host, kind=BackupType(kind), last_run_at=last))
+        return entries
+
+    def save_decisions(self, client: redis.Redis, decisions: list[Decision]) -> None:
+        schedule_key = self.app.redbeat_conf.schedule_key
+        if not decisions:
+            return
+        with client.pipeline(transaction=False) as pipe:
+            for decision in decisions:
+                meta = {"last_run_at": decision.last_run_at.astimezone(timezone.utc)}
+                pipe.hset(decision.entry.key, "meta", json.dumps(meta, cls=RedBeatJSONEncoder))
+            pipe.zadd(schedule_key, {d.entry.key: d.next_at.timestamp() for d in decisions})
+            pipe.execute()
+
     @property
     def info(self) -> str:
-        return super().info + f"\n       . node -> {socket.gethostname()}"
+        return cast(str, super().info) + f"\n       . node -> {socket.gethostname()}"

@@ -11,11 +11,12 @@ from celery.signals import (after_setup_logger, after_setup_task_logger, worker_
 
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, host_queue
+from offsite.heartbeat import Heartbeat, interval_for, worker_node
 from offsite.logbounds import bound_celery_logging
-from workers.app import app
 from offsite.shutdown import request_stop
 from offsite.staging import empty_host_staging, host_staging
-from workers.context import WORKER_HOST_ENV, host_lease
+from workers.app import app
+from workers.context import WORKER_HOST_ENV, host_lease, redis_client
 from workers.settings import beat_settings
 from workers.transport import TRANSPORT
 
@@ -58,6 +59,18 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
     worker_ready.connect(lambda **_: _clear_leftover_staging(config, host), weak=False)
     worker_shutting_down.connect(lambda **_: request_stop(), weak=False)
     _bound_incoming_messages()
+    heartbeats: list[Heartbeat] = []
+
+    def start_heartbeat(**_: object) -> None:
+        heartbeats.append(Heartbeat(redis_client, worker_node(host),
+                                    interval_for(config.watchdog.worker_timeout)).start())
+
+    def stop_heartbeat(**_: object) -> None:
+        for heartbeat in heartbeats:
+            heartbeat.stop()
+
+    worker_ready.connect(start_heartbeat, weak=False)
+    worker_shutting_down.connect(stop_heartbeat, weak=False)
     app.worker_main(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}", loglevel))
 
 

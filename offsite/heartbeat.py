@@ -1,0 +1,96 @@
+"""Liveness written by every node into one Redis hash, read by the watchdog in one command.
+
+Each host worker writes `worker:<host>`, beat writes `beat`, the control worker `control`, with
+the time of writing, every few seconds from a daemon thread. Unlike a broadcast ping, reading
+the whole fleet costs one HMGET and never waits for replies.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Callable, Iterable, cast
+
+import redis
+
+from offsite.constants import KEY_PREFIX
+
+log = logging.getLogger(__name__)
+
+HEARTBEATS_KEY = KEY_PREFIX + "heartbeats"   # hash: node -> epoch seconds of its last beat
+MAX_INTERVAL_S = 5.0
+BEAT_NODE = "beat"
+CONTROL_NODE = "control"
+
+
+def worker_node(host: str) -> str:
+    return f"worker:{host}"
+
+
+def interval_for(timeout_s: float) -> float:
+    """A few beats per timeout, at most every MAX_INTERVAL_S, never busier than 4 per second."""
+    return max(0.25, min(MAX_INTERVAL_S, timeout_s / 4))
+
+
+def beat_once(client: redis.Redis, node: str, now: float | None = None) -> None:
+    client.hset(HEARTBEATS_KEY, node, f"{time.time() if now is None else now:.3f}")
+
+
+def beat_many(client: redis.Redis, nodes: Iterable[str], now: float | None = None) -> None:
+    """One beat for many nodes in one command (a gateway or agent speaking for several)."""
+    stamp = f"{time.time() if now is None else now:.3f}"
+    fields = [item for node in nodes for item in (node, stamp)]
+    if fields:
+        client.hset(HEARTBEATS_KEY, items=fields)
+
+
+def last_beats(client: redis.Redis, nodes: Iterable[str]) -> dict[str, datetime | None]:
+    """Each node's last beat (None: never seen), in one command."""
+    names = list(nodes)
+    if not names:
+        return {}
+    raw = cast("list[bytes | None]", client.hmget(HEARTBEATS_KEY, names))
+    return {name: parse_beat(value) for name, value in zip(names, raw)}
+
+
+def parse_beat(value: bytes | str | None) -> datetime | None:
+    if value is None:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    return datetime.fromtimestamp(float(text), tz=timezone.utc)
+
+
+class Heartbeat:
+    """A daemon thread beating for `node` until stopped; a failed write (Redis away) is logged
+    once per outage and retried at the next beat, never ends the thread."""
+
+    def __init__(self, client_factory: Callable[[], redis.Redis], node: str,
+                 interval_s: float) -> None:
+        self.client_factory = client_factory
+        self.node = node
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{node}", daemon=True)
+
+    def start(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        failing = False
+        while True:
+            try:
+                beat_once(self.client_factory(), self.node)
+                if failing:
+                    log.info("heartbeat of %s written again", self.node)
+                failing = False
+            except redis.RedisError as exc:
+                if not failing:
+                    log.warning("heartbeat of %s not written: %s", self.node, exc)
+                failing = True
+            if self._stop.wait(self.interval_s):
+                return

@@ -1,0 +1,112 @@
+"""Per-host facts kept as the ledger is written, so the watchdog judges each host from its own
+facts (one hash per host, read for the whole fleet in one pipeline), never from a window of the
+fleet's newest records.
+
+Written in the same transaction as the record that establishes them:
+- `offsite:host:<host>` hash: `started:<type>` / `success` (a backup) / `verified` (a restore
+  drill) -> epoch seconds (only ever raised), and `<field>:run` -> the run id that set it;
+- `offsite:running` hash: run id -> JSON {host, type, started_at} of every run in `running`;
+- `offsite:attention` set: failed and lost runs the watchdog still has to report or re-run.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from offsite.constants import KEY_PREFIX, BackupType, RunState, RunType
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+    from offsite.records import RunRecord
+
+HOST_FACTS_KEY = KEY_PREFIX + "host:"
+RUNNING_KEY = KEY_PREFIX + "running"
+ATTENTION_KEY = KEY_PREFIX + "attention"
+
+STARTED_STATES = frozenset({RunState.RUNNING, RunState.SUCCEEDED, RunState.WARNING,
+                            RunState.FAILED, RunState.SKIPPED, RunState.LOST})
+SUCCESS_STATES = frozenset({RunState.SUCCEEDED, RunState.WARNING})
+
+# Raise a field only when the new time is later: writes of older runs never move a fact back.
+_RAISE = """
+for i = 1, #ARGV, 3 do
+  local current = tonumber(redis.call('hget', KEYS[1], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > current then
+    redis.call('hset', KEYS[1], ARGV[i], ARGV[i + 1], ARGV[i] .. ':run', ARGV[i + 2])
+  end
+end
+return 0
+"""
+
+
+def stage_facts(pipe: Pipeline, record: RunRecord) -> None:
+    """Queue, in the record's own transaction, the facts this state of the record establishes."""
+    args: list[Any] = []
+    if record.state in STARTED_STATES:
+        began = record.started_at or record.finished_at or record.created_at
+        args += [f"started:{record.type.value}", began.timestamp(), record.run_id]
+    if record.state in SUCCESS_STATES and record.finished_at:
+        # a backup's success is the host's success; a drill's proves the backup restores
+        fact = "verified" if record.type == RunType.VERIFY else (
+            "success" if record.type in (RunType.FULL, RunType.INCR) else None)
+        if fact is not None:
+            args += [fact, record.finished_at.timestamp(), record.run_id]
+    if args:
+        pipe.eval(_RAISE, 1, HOST_FACTS_KEY + record.host, *args)
+    if record.state == RunState.RUNNING:
+        pipe.hset(RUNNING_KEY, record.run_id, json.dumps({
+            "host": record.host, "type": record.type.value,
+            "started_at": (record.started_at or record.created_at).timestamp()}))
+    else:
+        pipe.hdel(RUNNING_KEY, record.run_id)
+    if record.state in (RunState.FAILED, RunState.LOST):
+        pipe.sadd(ATTENTION_KEY, record.run_id)
+
+
+def unstage_run(pipe: Pipeline, run_id: str) -> None:
+    """Queue the removal of a trimmed run from the fleet-wide facts."""
+    pipe.hdel(RUNNING_KEY, run_id)
+    pipe.srem(ATTENTION_KEY, run_id)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What the ledger says about one host: its latest start per backup type, its latest
+    successful backup and its latest successful restore drill."""
+    started: dict[BackupType, tuple[datetime, str]]
+    success: tuple[datetime, str] | None
+    verified: tuple[datetime, str] | None = None
+
+    @classmethod
+    def parse(cls, raw: dict[bytes, bytes]) -> HostFacts:
+        fields = {key.decode(): value.decode() for key, value in raw.items()}
+
+        def moment(name: str) -> tuple[datetime, str] | None:
+            if name not in fields:
+                return None
+            when = datetime.fromtimestamp(float(fields[name]), tz=timezone.utc)
+            return when, fields.get(name + ":run", "?")
+        started = {kind: found for kind in BackupType
+                   if (found := moment(f"started:{kind.value}")) is not None}
+        return cls(started=started, success=moment("success"), verified=moment("verified"))
+
+    def latest_start(self, kinds: set[BackupType]) -> tuple[datetime, str] | None:
+        found = [self.started[kind] for kind in kinds if kind in self.started]
+        return max(found) if found else None
+
+
+@dataclass(frozen=True)
+class RunningRun:
+    run_id: str
+    host: str
+    type: RunType
+    started_at: datetime
+
+    @classmethod
+    def parse(cls, run_id: bytes, raw: bytes) -> RunningRun:
+        data = json.loads(raw)
+        return cls(run_id=run_id.decode(), host=data["host"], type=RunType(data["type"]),
+                   started_at=datetime.fromtimestamp(data["started_at"], tz=timezone.utc))
