@@ -47,7 +47,7 @@ def test_paths_are_backed_up_in_place_incrementally_and_restored_by_name(
     restored = tmp_path / "restored"
     result = run_offsite("restore", "carcosa", str(restored), config=config, timeout=300)
     assert result.returncode == 0, describe(result)
-    assert sorted(p.name for p in restored.iterdir()) == ["db", "pdfs"]
+    assert sorted(p.name for p in restored.iterdir()) == [".offsite", "db", "pdfs"]
     assert (restored / "db" / "dump.sql").read_text() == "dump\n"
     assert same_tree(restored / "pdfs", tree)
 

@@ -154,3 +154,16 @@ def test_list_reads_the_target_like_collection_status_with_redis_down(
     assert [("full" if kind == "Full" else "incr", int(volumes))
             for kind, _, volumes in theirs] == ours
     assert status.stdout.count("Chain start time:") == len(chains) == 3
+
+
+def test_verify_covers_paths_sources_by_their_file_list_and_sizes(
+        make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+    data, pdfs = tree(tmp_path / "data"), tree(tmp_path / "pdfs")
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}},
+                                      "paths": {"pdfs": str(pdfs)}}},
+                         target={"url": f"file://{tmp_path}/target"})
+    result = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config)
+    assert result.returncode == 0, describe(result)
+    result = run_offsite("verify", "carcosa", "--local", config=config, timeout=180)
+    assert result.returncode == 0, describe(result)
+    assert "4 file(s)" in result.stdout and "0 mismatch(es)" in result.stdout
