@@ -1,8 +1,10 @@
 """The beat schedule as a pure function: config in, Celery `beat_schedule` dict out.
 
 One full and one incremental entry per host, from the host's own schedule or the fleet
-default, each routed to the host's queue. The scheduler (workers.beat) adds the slot's run id
-and time when it sends an entry, so a slot sent twice still runs once.
+default, each routed to the host's queue; a restore drill entry per host with `verify.schedule`
+(routed where `verify.on` says) and a prune entry per host with retention (the control node).
+The scheduler (workers.beat) adds the slot's run id and time when it sends an entry, so a slot
+sent twice still runs once.
 """
 from __future__ import annotations
 
@@ -12,14 +14,23 @@ from typing import Any
 from celery.schedules import schedule as interval
 
 from offsite.config import Config
-from offsite.constants import BackupType, host_queue
+from offsite.constants import CONTROL_QUEUE, RunType, host_queue
+from offsite.messages import PRUNE, START_BACKUP, VERIFY
 from offsite.schedules import EverySpec, ScheduleSpec
 
-START_BACKUP = "tasks.backup.start_backup"
+
+def entry_name(host: str, kind: RunType | str) -> str:
+    return f"{host}-{RunType(kind).value}"
 
 
-def entry_name(host: str, backup_type: BackupType) -> str:
-    return f"{host}-{backup_type.value}"
+def entry_route(config: Config, host: str, kind: RunType) -> tuple[str, str]:
+    """The task an entry sends and the queue it goes to."""
+    if kind == RunType.VERIFY:
+        on = config.verify_on(host)
+        return VERIFY, CONTROL_QUEUE if on == "control" else host_queue(on)
+    if kind == RunType.PRUNE:
+        return PRUNE, CONTROL_QUEUE
+    return START_BACKUP, host_queue(host)
 
 
 def celery_schedule(spec: ScheduleSpec, timezone: str) -> Any:
@@ -29,14 +40,17 @@ def celery_schedule(spec: ScheduleSpec, timezone: str) -> Any:
 
 
 def build_beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
-    return {
-        entry_name(host, kind): {
-            "task": START_BACKUP,
-            "schedule": celery_schedule(config.host_schedule(host, kind),
-                                        config.schedule.timezone),
-            "args": (host, kind.value),
-            "options": {"queue": host_queue(host)},
-        }
-        for host in config.hosts
-        for kind in BackupType
-    }
+    entries = {}
+    for host in config.hosts:
+        for kind in RunType:
+            spec = config.run_schedule(host, kind.value)
+            if spec is None:
+                continue
+            task, queue = entry_route(config, host, kind)
+            entries[entry_name(host, kind)] = {
+                "task": task,
+                "schedule": celery_schedule(spec, config.schedule.timezone),
+                "args": (host, kind.value),
+                "options": {"queue": queue},
+            }
+    return entries

@@ -336,6 +336,15 @@ class Config(StrictModel):
         own = self.host(name).verify.schedule
         return own if own is not None else self.verify.schedule
 
+    def run_schedule(self, name: str, kind: str) -> ScheduleSpec | None:
+        """When beat sends runs of `kind` (full, incr, verify, prune) for the host; None for
+        none (no drills, or no retention)."""
+        if kind == "verify":
+            return self.verify_schedule(name)
+        if kind == "prune":
+            return self.retention.schedule if self.keep_full_chains(name) is not None else None
+        return self.host_schedule(name, BackupType(kind))
+
     def keep_full_chains(self, name: str) -> int | None:
         own = self.host(name).retention.keep_full_chains
         return own if own is not None else self.retention.keep_full_chains

@@ -25,9 +25,10 @@ RUN_SCRIPT = "tasks.backup.run_script"
 UPLOAD = "tasks.backup.upload"
 NOTIFY_FAILURE = "tasks.control.notify_failure"
 VERIFY = "tasks.verify.verify_backup"
+PRUNE = "tasks.control.prune_host"
 
 HOST_TASKS = frozenset({START_BACKUP, RUN_SCRIPT, UPLOAD})
-CONTROL_TASKS = frozenset({NOTIFY_FAILURE})
+CONTROL_TASKS = frozenset({NOTIFY_FAILURE, PRUNE})
 DRILL_TASKS = frozenset({VERIFY})   # on whichever node `verify.on` names for the host
 
 MAX_NAME_CHARS = 63          # the config's name rule
@@ -40,7 +41,7 @@ MAX_HEADERS_CHARS = 16384    # Celery's own reprs of the arguments stay under 1 
 JSON_CONTENT = "application/json"
 RERUN_SUFFIX = "-rerun"      # offsite.watchdog re-runs a lost run once, under this suffix
 RUN_ID_STAMP = "%Y%m%dT%H%M%SZ"
-_RUN_ID_TAIL = re.compile(r"(?P<type>full|incr|verify)-(?P<stamp>\d{8}T\d{6}Z)(?:-rerun)?")
+_RUN_ID_TAIL = re.compile(r"(?P<type>full|incr|verify|prune)-(?P<stamp>\d{8}T\d{6}Z)(?:-rerun)?")
 _TASK_ID = re.compile(r"[A-Za-z0-9._:-]+")
 
 _shown = reprlib.Repr()
@@ -103,13 +104,19 @@ class Verify:
 
 
 @dataclass(frozen=True)
+class Prune:
+    host: str
+    run_id: str
+
+
+@dataclass(frozen=True)
 class NotifyFailure:
     failed_task_id: str
     host: str
     run_id: str
 
 
-TaskMessage = Union[StartBackup, RunScript, Upload, Verify, NotifyFailure]
+TaskMessage = Union[StartBackup, RunScript, Upload, Verify, Prune, NotifyFailure]
 
 
 def message_fields(message: TaskMessage) -> dict[str, Any]:
@@ -131,6 +138,7 @@ SIGNATURES: dict[str, inspect.Signature] = {
     RUN_SCRIPT: _signature("host", "run_id", "script", "backup_type"),
     UPLOAD: _signature("host", "run_id", "backup_type"),
     VERIFY: _signature("host", "run_id", optional=("at", "scheduled_for")),
+    PRUNE: _signature("host", "run_id"),
     NOTIFY_FAILURE: _signature("failed_task_id", keyword_only=("host", "run_id")),
 }
 
@@ -193,6 +201,8 @@ def validate_message(task: str, args: Any, kwargs: Any, config: Config,
                       at=_timestamp(values["at"], host, "at"),
                       scheduled_for=_timestamp(values["scheduled_for"], host))
     host = _host(values["host"], config, worker_host)
+    if task == PRUNE:
+        return Prune(host=host, run_id=_run_id(values["run_id"], host, "prune"))
     if task == NOTIFY_FAILURE:
         return NotifyFailure(failed_task_id=_task_id(values["failed_task_id"], host),
                              host=host, run_id=_run_id(values["run_id"], host, None))
@@ -286,7 +296,7 @@ def _run_id(value: Any, host: str, backup_type: BackupType | str | None) -> str:
     run_id = _text(value, "run id", MAX_RUN_ID_CHARS, host)
     tail = _RUN_ID_TAIL.fullmatch(run_id[len(host) + 1:]) \
         if run_id.startswith(host + "-") else None
-    expected = f"'{host}-<full|incr|verify>-<YYYYmmddTHHMMSSZ>[{RERUN_SUFFIX}]'"
+    expected = f"'{host}-<full|incr|verify|prune>-<YYYYmmddTHHMMSSZ>[{RERUN_SUFFIX}]'"
     if tail is None:
         raise MalformedMessage(f"run id {shown(run_id)} is not {expected}", host=host,
                                step="message")

@@ -64,7 +64,7 @@ def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, 
     try:
         _settle(store, run_id, RunState.RUNNING)
         plan = plan_prune(read_catalog(config, host), keep, newest_verified_set(store, host), host)
-        delete_objects(config, host, plan.objects)
+        delete_objects(config, host, plan.objects, on_batch=lambda: lease.renew(host, run_id))
     except OffsiteError as error:
         _settle(store, run_id, RunState.FAILED, error=ErrorRecord(
             step=PRUNE_STEP, message=error.one_line(),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -90,8 +90,10 @@ def prune_s3_client(config: Config) -> Any:
         config=BotoConfig(retries={"max_attempts": 3}, connect_timeout=5, read_timeout=30))
 
 
-def delete_objects(config: Config, host: str, names: list[str]) -> None:
-    """Delete the host's objects by name; raises PruneFailed naming the first that resisted."""
+def delete_objects(config: Config, host: str, names: list[str],
+                   on_batch: Callable[[], object] | None = None) -> None:
+    """Delete the host's objects by name (`on_batch` called between batches: the host lease is
+    renewed there); raises PruneFailed naming the first that resisted."""
     folder = file_host_dir(config, host)
     if folder is not None:
         for name in names:
@@ -105,6 +107,8 @@ def delete_objects(config: Config, host: str, names: list[str]) -> None:
     prefix, bucket = host_prefix(config, host), bucket_name(config)
     try:
         for start in range(0, len(names), DELETE_BATCH):
+            if on_batch is not None:
+                on_batch()
             batch = [{"Key": prefix + name} for name in names[start:start + DELETE_BATCH]]
             answer = client.delete_objects(
                 Bucket=bucket, Delete={"Objects": batch, "Quiet": True})

@@ -95,6 +95,7 @@ class Watchdog:
             facts = view.facts[host]
             self.check_missed(host, facts, since, now, slots, observed)
             self.check_stale(host, facts, since, now, periods, observed)
+            self.check_unproven(host, facts, since, now, periods, observed)
             self.check_worker(host, view.heartbeats[host], since, now, observed)
         self.apply(observed, view.active, now)
         for host in view.streak_hosts:
@@ -237,6 +238,28 @@ class Watchdog:
                                     f"{format_duration(stale_after)})."),
             lambda: recovery_alert(host, "any", "backup_stale",
                                    f"Host {host} has a successful backup again."))
+
+    def check_unproven(self, host: str, facts: HostFacts, since: datetime, now: datetime,
+                       periods: dict[ScheduleSpec, float],
+                       observed: dict[str, tuple[bool, AlertText, AlertText]]) -> None:
+        """A host with scheduled drills whose last successful verify is older than twice the
+        drill interval: its backups are not proven to restore (a failing drill keeps it so)."""
+        spec = self.config.verify_schedule(host)
+        if spec is None:
+            return
+        if spec not in periods:
+            periods[spec] = period_s(spec, self.config.schedule.timezone, now)
+        limit = 2 * periods[spec]
+        last = max(since, facts.verified[0]) if facts.verified else since
+        observed[f"unproven:{host}"] = (
+            (now - last).total_seconds() > limit,
+            lambda: condition_alert(host, "verify", "restore_unproven",
+                                    f"No restore drill of host {host} has succeeded since "
+                                    f"{last.isoformat()} (more than {format_duration(limit)}, "
+                                    "twice its drill interval): its backups are not proven to "
+                                    "restore. See `offsite status " + host + "` for the drills."),
+            lambda: recovery_alert(host, "verify", "restore_unproven",
+                                   f"A restore drill of host {host} succeeded again."))
 
     def check_worker(self, host: str, beat: datetime | None, since: datetime, now: datetime,
                      observed: dict[str, tuple[bool, AlertText, AlertText]]) -> None:

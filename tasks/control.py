@@ -9,20 +9,22 @@ from functools import lru_cache
 from celery import Task
 
 from offsite.alerts import AlertSink, sink_for
+from offsite.constants import BackupType, RunType
 from offsite.heartbeat import CONTROL_NODE, Heartbeat, interval_for
-from offsite.messages import NOTIFY_FAILURE, NotAFailedRun
+from offsite.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
 from offsite.notify import report_failed_run
 from offsite.outbox import AlertOutbox
+from offsite.prune_run import prune_host as prune_one_host
 from offsite.records import RunRecord
 from offsite.schedules import utcnow
 from offsite.watchdog import Watchdog
-from offsite.constants import BackupType, RunType
 from tasks.base import CheckedTask, reject
 from tasks.dispatch import enqueue_backup, enqueue_verify
 from workers.app import app
 from workers.context import current_config, host_lease, redis_client, run_store
 
 log = logging.getLogger(__name__)
+
 
 @lru_cache(maxsize=1)
 def alert_sink() -> AlertSink:
@@ -48,8 +50,20 @@ def notify_failure(self: Task, failed_task_id: str, *, host: str, run_id: str) -
     return outcome
 
 
+@app.task(bind=True, base=CheckedTask, name=PRUNE)
+def prune_host(self: Task, host: str, run_id: str) -> str:
+    """A scheduled prune: with the prune identity (PRUNE_AWS_*) of this node, under the host
+    lease; a failure is recorded (class prune_failed) and alerted by the chain's errback."""
+    outcome = prune_one_host(current_config(), run_store(), host_lease(), host, apply=True,
+                             run_id=run_id)
+    return outcome.record.state.value if outcome.record else "not run"
+
+
 def _rerun(lost: RunRecord, rerun_id: str) -> None:
     note = f"re-run of lost run {lost.run_id}"
+    if lost.type == RunType.PRUNE:
+        log.warning("prune %s lost; the next scheduled prune does its work", lost.run_id)
+        return
     if lost.type == RunType.VERIFY:
         enqueue_verify(current_config(), run_store(), lost.host, run_id=rerun_id,
                        scheduled_for=lost.scheduled_for, note=note)

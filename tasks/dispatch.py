@@ -8,7 +8,7 @@ from kombu.utils.uuid import uuid
 
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
-from offsite.messages import START_BACKUP, VERIFY
+from offsite.messages import PRUNE, START_BACKUP, VERIFY
 from offsite.records import RedisRunStore, RunRecord, RunStore
 from offsite.run_context import new_run_id, queue_run
 from offsite.schedules import describe_lateness, utcnow
@@ -70,18 +70,34 @@ def send_slot(config: Config, store: RunStore, host: str, backup_type: BackupTyp
 @dataclass(frozen=True)
 class SlotSend:
     host: str
-    type: BackupType
+    type: RunType
     slot: datetime
+
+
+def enqueue_prune(store: RunStore, host: str, run_id: str, slot: datetime) -> RunRecord:
+    """A scheduled prune of the host, run by the control node with the prune identity."""
+    record = queue_run(store, host, RunType.PRUNE, run_id, slot)
+    if record.state == RunState.QUEUED:
+        app.send_task(PRUNE, args=(host, run_id), queue=CONTROL_QUEUE,
+                      link_error=failure_callback(host, run_id), ignore_result=True)
+    return record
 
 
 def send_slots(config: Config, store: RedisRunStore, sends: list[SlotSend],
                sent_at: datetime) -> list[RunRecord]:
     """Beat's batch: every slot's record written in one round trip, then the messages of the
     runs still queued published on one producer. A run id already recorded (a send repeated
-    after a crash) is sent again only while its run is still queued, as in enqueue_backup."""
+    after a crash) is sent again only while its run is still queued, as in enqueue_backup.
+    Drills and prunes, a few a day, go one by one."""
     records = []
-    for send in sends:
-        spec = config.host_schedule(send.host, send.type)
+    for send in [s for s in sends if s.type in (RunType.VERIFY, RunType.PRUNE)]:
+        run_id = new_run_id(send.host, send.type, send.slot)
+        if send.type == RunType.VERIFY:
+            enqueue_verify(config, store, send.host, None, run_id, send.slot)
+        else:
+            enqueue_prune(store, send.host, run_id, send.slot)
+    for send in [s for s in sends if s.type in (RunType.FULL, RunType.INCR)]:
+        spec = config.host_schedule(send.host, BackupType(send.type.value))
         late_by_s, note = describe_lateness(spec, config.schedule.timezone, send.slot, sent_at)
         records.append(RunRecord(run_id=new_run_id(send.host, send.type, send.slot),
                                  host=send.host, type=send.type, scheduled_for=send.slot,

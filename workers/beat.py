@@ -13,7 +13,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, cast
 
 import redis
@@ -23,7 +23,7 @@ from redbeat.decoder import RedBeatJSONEncoder
 from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
 
 from offsite.config import Config
-from offsite.constants import BackupType
+from offsite.constants import RunType
 from offsite.errors import UnknownHostError
 from offsite.heartbeat import BEAT_NODE, beat_once
 from offsite.schedules import EverySpec, due_after, latest_slot, next_run, utcnow
@@ -43,7 +43,7 @@ class DueEntry:
     name: str
     task: str
     host: str
-    kind: BackupType
+    kind: RunType
     last_run_at: datetime | None
 
 
@@ -60,8 +60,10 @@ def decide(config: Config, entry: DueEntry, now: datetime) -> Decision:
     """The entry's slot to send now, if any: the first slot after it last ran (a catch-up
     after downtime is one run standing for the first slot missed). It then counts as run up
     to the latest slot at or before now, and waits for the slot after that."""
-    spec = config.host_schedule(entry.host, entry.kind)
+    spec = config.run_schedule(entry.host, entry.kind.value)
     zone = config.schedule.timezone
+    if spec is None:   # the config no longer schedules these runs: look again in an hour
+        return Decision(entry, None, entry.last_run_at or now, now + timedelta(hours=1))
     if entry.last_run_at is None:   # never ran: run now, standing for the latest slot
         slot = (latest_slot(spec, zone, now) or now) if isinstance(spec, EverySpec) else now
     else:
@@ -90,8 +92,10 @@ class SlotScheduler(RedBeatScheduler):
         with client.pipeline(transaction=False) as pipe:
             for entry in self.load_entries(client, keys):
                 try:
-                    spec = config.host_schedule(entry.host, entry.kind)
+                    spec = config.run_schedule(entry.host, entry.kind.value)
                 except UnknownHostError:
+                    continue
+                if spec is None:
                     continue
                 due = now if entry.last_run_at is None else \
                     due_after(spec, config.schedule.timezone, entry.last_run_at)
@@ -161,7 +165,7 @@ class SlotScheduler(RedBeatScheduler):
             host, kind = fields["args"]
             name = key if isinstance(key, str) else key.decode()
             entries.append(DueEntry(key=name, name=fields["name"], task=fields["task"],
-                                    host=host, kind=BackupType(kind), last_run_at=last))
+                                    host=host, kind=RunType(kind), last_run_at=last))
         return entries
 
     def save_decisions(self, client: redis.Redis, decisions: list[Decision]) -> None:
