@@ -47,6 +47,8 @@ class BackupSet:
     manifest: str | None = None        # the manifest's object name once written
     signatures: bool = False
     archived: list[str] = field(default_factory=list)   # volume names in GLACIER/DEEP_ARCHIVE
+    data_prefix: str = ""               # the name prefix of its volumes (the layout it was made in)
+    volume_names: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -126,7 +128,7 @@ def build_catalog(location: str, objects: Iterable[TargetObject]) -> Catalog:
         if match["full"]:
             backup_set = get("full", parse_stamp(match["full"]), None)
             if match["full_vol"]:
-                _add_volume(backup_set, int(match["full_vol"]), obj)
+                _add_volume(backup_set, int(match["full_vol"]), obj, match["prefix"])
             else:
                 backup_set.manifest = obj.name
         elif match["full_sig"]:
@@ -134,7 +136,7 @@ def build_catalog(location: str, objects: Iterable[TargetObject]) -> Catalog:
         elif match["inc_to"]:
             backup_set = get("incr", parse_stamp(match["inc_to"]), parse_stamp(match["inc_from"]))
             if match["inc_vol"]:
-                _add_volume(backup_set, int(match["inc_vol"]), obj)
+                _add_volume(backup_set, int(match["inc_vol"]), obj, match["prefix"])
             else:
                 backup_set.manifest = obj.name
         else:
@@ -159,7 +161,9 @@ def build_catalog(location: str, objects: Iterable[TargetObject]) -> Catalog:
     return Catalog(location=location, chains=chains, orphans=orphans, unfinished=unfinished)
 
 
-def _add_volume(backup_set: BackupSet, number: int, obj: TargetObject) -> None:
+def _add_volume(backup_set: BackupSet, number: int, obj: TargetObject, prefix: str) -> None:
+    backup_set.data_prefix = prefix
+    backup_set.volume_names.append(obj.name)
     backup_set.volumes.add(number)
     backup_set.bytes += obj.size
     if obj.storage_class in ("GLACIER", "DEEP_ARCHIVE"):

@@ -16,6 +16,8 @@ from offsite.constants import (DEFAULT_CONFIG_PATH, DEFAULT_SCRIPT_TIMEOUT_S,
 from offsite.durations import parse_duration
 from offsite.errors import ConfigError, UnknownHostError
 from offsite.schedules import CronSpec, ScheduleSpec, parse_schedule_spec
+from offsite.security_config import (EncryptionConfig, HostEncryption, Layout,
+                                     ProvisionConfig)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
@@ -87,6 +89,9 @@ class HostConfig(StrictModel):
         description="dump scripts, run in this order, each in its own staging folder",
         min_length=1)
     schedule: HostSchedule = Field(default_factory=HostSchedule)
+    encryption: HostEncryption | None = Field(
+        None, description="this host's own passphrase_file (or recipients): see "
+                          "offsite.security_config")
 
 
 class TargetConfig(StrictModel):
@@ -100,15 +105,11 @@ class TargetConfig(StrictModel):
     retries: int = Field(3, ge=1, description="tries of a failing backend operation (network, "
                                              "5xx) before the upload fails")
     retry_delay: Duration = Field(10, description="wait between those tries")
+    layout: Layout = Field("split", description="split: data volumes under their own name "
+                           "prefix (archivable by the lifecycle); flat: duplicity's names")
 
     def host_url(self, host: str) -> str:
         return f"{self.url}/{host}"
-
-
-class EncryptionConfig(StrictModel):
-    mode: Literal["symmetric"] = Field("symmetric", description="gpg symmetric encryption")
-    passphrase_file: Path | None = Field(
-        None, description="file holding the passphrase on the host; else env PASSPHRASE")
 
 
 class AlertsConfig(StrictModel):
@@ -156,6 +157,7 @@ class Config(StrictModel):
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
+    provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
     hosts: dict[Name, HostConfig] = Field(min_length=1, description="the hosts backed up")
 
     @model_validator(mode="after")

@@ -12,9 +12,12 @@ from typing import Callable
 from offsite.config import Config
 from offsite.constants import BackupType
 from offsite.duplicity_errors import describe_failure, read_log_tail
-from offsite.errors import CommandError, CommandTimedOut, OffsiteError
+from offsite.encryption import decryption_env, encrypt_flags, prepare_public_keyring
+from offsite.encryption import read_passphrase as read_passphrase
+from offsite.errors import CommandError, CommandTimedOut
 from offsite.execute import CommandResult, run_command
 from offsite.staging import host_cache, host_staging
+from offsite.security_config import volume_prefix
 from offsite.target import probe_bucket
 
 
@@ -69,35 +72,25 @@ def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir:
             "--volsize", str(config.target.volsize),
             "--num-retries", str(config.target.retries),
             "--backend-retry-delay", str(config.target.retry_delay),
+            *encrypt_flags(config, host), *prefix_flags(volume_prefix(config)),
             str(host_staging(config, host)), config.target.host_url(host)]
 
 
+def prefix_flags(data_prefix: str) -> list[str]:
+    """The name prefix of data volumes (offsite.security_config.DATA_PREFIX in the split
+    layout); a chain is read with the prefix it was written with."""
+    return ["--file-prefix-archive", data_prefix] if data_prefix else []
+
+
 def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
-                 time: str | None = None, path: str | None = None) -> list[str]:
-    flags = common_flags(config, host, archive_dir, "restore")
+                 time: str | None = None, path: str | None = None,
+                 data_prefix: str = "") -> list[str]:
+    flags = common_flags(config, host, archive_dir, "restore") + prefix_flags(data_prefix)
     if time:
         flags += ["--time", time]
     if path:
         flags += ["--path-to-restore", path]
     return [DUPLICITY, "restore", *flags, config.target.host_url(host), str(dest)]
-
-
-def read_passphrase(config: Config, host: str | None) -> str:
-    """The encryption passphrase from env PASSPHRASE or encryption.passphrase_file on this host."""
-    if passphrase := os.environ.get("PASSPHRASE"):
-        return passphrase
-    path = config.encryption.passphrase_file
-    if path is None:
-        raise OffsiteError("no passphrase: set PASSPHRASE or encryption.passphrase_file",
-                           host=host, step="encryption")
-    try:
-        passphrase = path.read_text().strip()
-    except OSError as exc:
-        raise OffsiteError(f"cannot read passphrase file {path}: {exc.strerror}",
-                           host=host, step="encryption") from None
-    if not passphrase:
-        raise OffsiteError(f"passphrase file {path} is empty", host=host, step="encryption")
-    return passphrase
 
 
 def duplicity_env(config: Config, passphrase: str, base: dict[str, str]) -> dict[str, str]:
@@ -157,7 +150,8 @@ def upload(config: Config, host: str, backup_type: BackupType,
         raise CommandError(f"{problem[0]} (not retried)", host=host, step="upload",
                            exit_code=None, stderr_tail="")
     result = _run_duplicity(config, host, "upload",
-                            backup_argv(config, host, backup_type, archive_dir), on_tick)
+                            backup_argv(config, host, backup_type, archive_dir), on_tick,
+                            gnupg_home=prepare_public_keyring(config, host))
     try:
         return parse_stats(result.stdout)
     except ValueError:
@@ -166,18 +160,21 @@ def upload(config: Config, host: str, backup_type: BackupType,
 
 
 def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
-                time: str | None = None, path: str | None = None) -> CommandResult:
+                time: str | None = None, path: str | None = None, data_prefix: str = "",
+                gnupg_home: Path | None = None) -> CommandResult:
     """duplicity restore into dest (which must not exist); raises CommandError naming the
-    cause."""
-    return _run_duplicity(config, host, "restore",
-                          restore_argv(config, host, dest, archive_dir, time, path))
+    cause. gnupg_home: a keyring with the secret key (public-key mode), else GNUPGHOME."""
+    return _run_duplicity(config, host, "restore", restore_argv(
+        config, host, dest, archive_dir, time, path, data_prefix), gnupg_home=gnupg_home)
 
 
 def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
-                   on_tick: Callable[[], None] | None = None) -> CommandResult:
+                   on_tick: Callable[[], None] | None = None,
+                   gnupg_home: Path | None = None) -> CommandResult:
     """Run duplicity with the passphrase and upload keys in its environment only; a failure
     is explained from duplicity's own log (see offsite.duplicity_errors)."""
-    env = duplicity_env(config, read_passphrase(config, host), dict(os.environ))
+    env = duplicity_env(config, "", dict(os.environ))
+    env.update(decryption_env(config, host, gnupg_home))
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     try:

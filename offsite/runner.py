@@ -13,6 +13,7 @@ from offsite.chain_check import ChainPlan, check_target_before, confirm_uploaded
 from offsite.config import Config
 from offsite.constants import BackupType, RunState
 from offsite.duplicity import upload
+from offsite.thaw import tag_data_volumes
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.lease import MemoryHostLease
 from offsite.records import ErrorRecord, MemoryRunStore, RunRecord, StepRecord
@@ -152,12 +153,15 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         stats = upload(ctx.config, ctx.host, backup_type, on_tick=_renewer(ctx))
         written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
                                    ctx.host)
+    tag_note = tag_data_volumes(ctx.config, ctx.host, written)   # for the lifecycle rule
 
     def done(record: RunRecord) -> None:
         _finish_step(record, UPLOAD_STEP, 0)
         record.bytes_uploaded = stats.bytes_uploaded
         record.stats = dict(stats.as_dict())
         record.backup_set = format_stamp(written.time)
+        if tag_note:
+            record.notes.append(tag_note)
     ctx.store.update(ctx.run_id, done)
     return finish_run(ctx)
 
