@@ -12,7 +12,7 @@ from typing import Callable
 from offsite.config import Config
 from offsite.constants import BackupType
 from offsite.duplicity_errors import describe_failure, read_log_tail
-from offsite.encryption import decryption_env, encrypt_flags, prepare_public_keyring
+from offsite.encryption import decryption_env, encrypt_flags, public_keyring
 from offsite.encryption import read_passphrase as read_passphrase
 from offsite.errors import CommandError, CommandTimedOut
 from offsite.execute import CommandResult, run_command
@@ -149,9 +149,10 @@ def upload(config: Config, host: str, backup_type: BackupType,
     if problem is not None and problem[1]:
         raise CommandError(f"{problem[0]} (not retried)", host=host, step="upload",
                            exit_code=None, stderr_tail="")
-    result = _run_duplicity(config, host, "upload",
-                            backup_argv(config, host, backup_type, archive_dir), on_tick,
-                            gnupg_home=prepare_public_keyring(config, host))
+    with public_keyring(config, host) as gnupg_home:
+        result = _run_duplicity(config, host, "upload",
+                                backup_argv(config, host, backup_type, archive_dir), on_tick,
+                                gnupg_home=gnupg_home)
     try:
         return parse_stats(result.stdout)
     except ValueError:

@@ -8,7 +8,6 @@ thing, so a stolen host (or its leaked upload keys) reveals no backup.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -119,33 +118,35 @@ def _has_key(fprs: list[str], wanted: str) -> bool:
     return any(fpr == wanted or fpr.endswith(wanted) for fpr in fprs)
 
 
-def prepare_public_keyring(config: Config, host: str) -> Path | None:
-    """In public-key mode with a public_keys_file: offsite's own keyring for the host, rebuilt
-    from the file (so it holds exactly those keys, never a secret one); None otherwise (the
-    node's GNUPGHOME is used). Raises KeyringError when the file is not what it should be."""
+@contextmanager
+def public_keyring(config: Config, host: str) -> Iterator[Path | None]:
+    """In public-key mode with a public_keys_file: a throwaway keyring holding exactly the
+    file's keys (never a secret one), removed afterwards; None otherwise (the node's GNUPGHOME is
+    used). Raises KeyringError when the file is not what it should be. Throwaway and short:
+    gpg's agent socket lives in the home, and a socket path has at most 107 bytes."""
     settings = host_encryption(config, host)
     if settings.mode != "public-key":
-        return None
+        yield None
+        return
     if settings.public_keys_file is None:
         check_recipients_in(Path(os.environ.get("GNUPGHOME") or Path.home() / ".gnupg"),
                             settings, host)
-        return None
-    home = config.cache_dir / host / "gnupg-public"
-    shutil.rmtree(home, ignore_errors=True)
-    home.mkdir(parents=True, mode=0o700)
-    try:
-        import_keys(home, settings.public_keys_file, host, "public_keys_file")
-        if _fingerprints(home, True, host, "encryption"):
-            raise KeyringError(f"public_keys_file {settings.public_keys_file} holds a secret "
-                               "key: a host must hold only public keys (export with "
-                               "`gpg --armor --export FPR`)", host=host, step="encryption")
-        check_recipients_in(home, settings, host)
-    except BaseException:
-        stop_agent(home, host, "encryption")
-        shutil.rmtree(home, ignore_errors=True)
-        raise
-    stop_agent(home, host, "encryption")
-    return home
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="offsite-pub-") as private:
+        home = Path(private)
+        home.chmod(0o700)
+        try:
+            import_keys(home, settings.public_keys_file, host, "public_keys_file")
+            if _fingerprints(home, True, host, "encryption"):
+                raise KeyringError(f"public_keys_file {settings.public_keys_file} holds a "
+                                   "secret key: a host must hold only public keys (export "
+                                   "with `gpg --armor --export FPR`)", host=host,
+                                   step="encryption")
+            check_recipients_in(home, settings, host)
+            yield home
+        finally:
+            stop_agent(home, host, "encryption")
 
 
 def check_recipients_in(home: Path, settings: EncryptionConfig, host: str) -> None:

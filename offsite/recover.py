@@ -115,7 +115,9 @@ def _plan_key(key: str, versions: list[dict[str, Any]], at: datetime) -> KeyPlan
         if current["marker"]:
             return KeyPlan(key, "unchanged")
         return KeyPlan(key, "created-after")
-    if current["VersionId"] == then["VersionId"]:
+    if current["VersionId"] == then["VersionId"] or (
+            not current["marker"] and current.get("ETag") == then.get("ETag")
+            and current.get("Size") == then.get("Size")):   # put back by an earlier recover
         return KeyPlan(key, "unchanged", then["VersionId"])
     after = [entry for entry in newest_first if entry["LastModified"] > at]
     if all(entry["marker"] for entry in after):
