@@ -12,7 +12,8 @@ from offsite.duplicity import run_restore
 from offsite.encryption import secret_keyring
 from offsite.errors import OffsiteError
 from offsite.staging import host_cache
-from offsite.thaw import archived_volumes, refuse_if_frozen, request_thaw, sets_needed
+from offsite.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
+                          sets_needed)
 
 MAX_TIME_TEXT = 64
 
@@ -72,6 +73,8 @@ def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
     S3 (the returned text says when to come back; nothing is restored then). In public-key mode
     the secret key comes from secret_keys_file or GNUPGHOME, never from the host."""
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
+    if thaw_days is not None:
+        check_thaw_days(thaw_days, host)
     check_destination(dest, host)
     catalog = read_catalog(config, host)
     check_time_covered(catalog, at, host)

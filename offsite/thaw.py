@@ -115,11 +115,15 @@ def refuse_if_frozen(host: str, volumes: list[ArchivedVolume]) -> None:
         "request them, then again once they are thawed", host=host, step="restore")
 
 
-def request_thaw(config: Config, host: str, volumes: list[ArchivedVolume], days: int) -> str:
-    """RestoreObject (Standard tier) for every archived volume; what to tell the user."""
+def check_thaw_days(days: int, host: str) -> None:
     if not 1 <= days <= MAX_THAW_DAYS:
         raise OffsiteError(f"--days {days}: give 1 to {MAX_THAW_DAYS}", host=host,
                            step="thaw")
+
+
+def request_thaw(config: Config, host: str, volumes: list[ArchivedVolume], days: int) -> str:
+    """RestoreObject (Standard tier) for every archived volume; what to tell the user."""
+    check_thaw_days(days, host)
     waiting = [volume for volume in volumes if volume.state != "thawed"]
     if not waiting:
         return "every volume this restore needs is readable: nothing to thaw"
