@@ -17,7 +17,7 @@ import pytest
 from offsite.catalog import read_catalog
 from offsite.config import load_config
 from tests.helpers import describe, wait_until
-from tests.security_harness import (KeyPair, StrictAws, grant_head_bucket, keys_of,
+from tests.security_harness import (KeyPair, StrictAws, denied, grant_head_bucket, keys_of,
                                     make_key_pair, read_env_file)
 from tests.test_backup_flow import backup, same_tree
 from tests.test_hostile_outcomes import data_tree
@@ -100,6 +100,18 @@ def test_leaked_upload_keys_cannot_destroy_a_backup_recover_undoes_it(
     assert same_tree(fleet["data"]["alpha"], restored / "files")
     again = run_offsite("recover", "alpha", "--time", at, config=config, env_extra=recover_env)
     assert "0 object(s) to put back" in again.stdout
+
+    prune = strict.client("s3", keys_of(read_env_file(creds / "control.env"), "PRUNE_AWS_"))
+    admin = strict.client("s3")
+    try:
+        version = admin.head_object(Bucket=bucket, Key=manifest)["VersionId"]
+        assert denied(prune.delete_object, Bucket=bucket, Key=manifest, VersionId=version)
+        assert denied(prune.put_object, Bucket=bucket, Key=manifest, Body=b"x")
+        prune.delete_object(Bucket=bucket, Key=manifest)   # a delete marker: undoable
+        assert admin.head_object(Bucket=bucket, Key=manifest, VersionId=version)
+    finally:
+        prune.close()
+        admin.close()
 
 
 def _carcosa(make_config: Any, data: Path, **overrides: Any) -> Path:
