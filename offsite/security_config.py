@@ -122,7 +122,7 @@ Layout = Literal["split", "flat"]
 def host_encryption(config: Config, host: str | None) -> EncryptionConfig:
     """The encryption settings of `host`: the fleet's, with the host's own overrides."""
     fleet: EncryptionConfig = config.encryption
-    own = config.hosts[host].encryption if host in config.hosts else None  # type: ignore
+    own = config.hosts[host].encryption if host is not None and host in config.hosts else None
     if own is None:
         return fleet
     updates = {name: value for name, value in own.model_dump().items() if value is not None}

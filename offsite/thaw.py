@@ -72,7 +72,7 @@ def sets_needed(catalog: Catalog, at: datetime | None) -> list[BackupSet]:
 
 def archived_volumes(config: Config, host: str, sets: list[BackupSet]) -> list[ArchivedVolume]:
     """The volumes of `sets` in archive storage, each with its thaw state (HeadObject's
-    x-amz-restore); raises VolumesArchived-free: an unreadable header counts as archived."""
+    x-amz-restore header); a volume whose header cannot be read counts as archived."""
     names = [name for backup_set in sets for name in backup_set.archived]
     bucket = bucket_name(config)
     if not names or bucket is None:
