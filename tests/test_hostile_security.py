@@ -4,6 +4,7 @@ naming the problem, never a traceback and never a half-done action."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,12 @@ FPR = "A" * 40
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyPair]:
     keys = make_key_pair(tmp_path_factory.mktemp("keys"), "hostile")
-    yield keys
+    try:
+        yield keys
+    finally:
+        for home in (keys.secret_home, keys.public_home):
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"],
+                           capture_output=True, timeout=30)
 
 
 def _one_line_failure(result: Any, code: int, *needles: str) -> None:
