@@ -48,6 +48,8 @@ class BackupSet:
     signatures: bool = False
     archived: list[str] = field(default_factory=list)   # volume names in GLACIER/DEEP_ARCHIVE
     objects: list[str] = field(default_factory=list)    # every object of the set
+    data_prefix: str = ""               # the name prefix of its volumes (the layout it was made in)
+    volume_names: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -131,7 +133,7 @@ def build_catalog(location: str, objects: Iterable[TargetObject]) -> Catalog:
         backup_set.objects.append(obj.name)
         volume = match["full_vol"] or match["inc_vol"]
         if volume:
-            _add_volume(backup_set, int(volume), obj)
+            _add_volume(backup_set, int(volume), obj, match["prefix"])
         elif match["full_sig"] or match["sig_to"]:
             backup_set.signatures = True
         else:
@@ -155,7 +157,9 @@ def build_catalog(location: str, objects: Iterable[TargetObject]) -> Catalog:
     return Catalog(location=location, chains=chains, orphans=orphans, unfinished=unfinished)
 
 
-def _add_volume(backup_set: BackupSet, number: int, obj: TargetObject) -> None:
+def _add_volume(backup_set: BackupSet, number: int, obj: TargetObject, prefix: str) -> None:
+    backup_set.data_prefix = prefix
+    backup_set.volume_names.append(obj.name)
     backup_set.volumes.add(number)
     backup_set.bytes += obj.size
     if obj.storage_class in ("GLACIER", "DEEP_ARCHIVE"):

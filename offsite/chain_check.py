@@ -15,9 +15,11 @@ from offsite.chain_state import last_full_time
 from offsite.config import Config
 from offsite.constants import BackupType
 from offsite.durations import format_duration
+from offsite.encryption import is_public_key
 from offsite.errors import OffsiteError
 from offsite.keycheck import check_key_opens
 from offsite.sources import change_reason
+from offsite.security_config import volume_prefix
 from offsite.staging import host_cache
 
 
@@ -42,9 +44,14 @@ class ChainPlan:
 
 def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | None, *,
              max_full_interval_s: int, allow_promotion: bool, now: datetime,
-             host: str, sources_changed: str | None = None) -> ChainPlan:
+             host: str, sources_changed: str | None = None, data_prefix: str = "",
+             cache_required: bool = False) -> ChainPlan:
     """The type to run and why, from what the target holds (see the module docstring) and
-    whether the host's sources changed since the last upload (offsite.sources)."""
+    whether the host's sources changed since the last upload (offsite.sources).
+
+    data_prefix: the layout new volumes are written in; a chain written in another layout
+    cannot be continued. cache_required: this node cannot decrypt the target's signatures
+    (public-key mode), so only a chain its own cache holds can be continued."""
     if requested == BackupType.FULL:
         return ChainPlan(BackupType.FULL)
     chain = catalog.newest_chain
@@ -63,6 +70,16 @@ def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | Non
     if reason is not None:
         return _promote(reason, allow_promotion, host)
     assert chain is not None
+    if chain.full.data_prefix != data_prefix:
+        return ChainPlan(BackupType.FULL, (
+            f"a new full chain starts: the object layout changed (data volumes are now named "
+            f"{data_prefix or 'without a prefix'}…; the chain from {format_stamp(chain.start)} "
+            f"was written with {chain.full.data_prefix or 'no prefix'})",))
+    if cache_required and cache_full != chain.start:
+        return ChainPlan(BackupType.FULL, (
+            f"a new full chain starts: this host holds only public keys and its cache does not "
+            f"hold the chain from {format_stamp(chain.start)} (cache lost?); the chain's "
+            "signatures in the target are encrypted and cannot be read here",))
     notes: tuple[str, ...] = ()
     if cache_full != chain.start:
         cached = f"a chain from {format_stamp(cache_full)}" if cache_full else "no chain"
@@ -80,8 +97,12 @@ def check_target_before(config: Config, host: str, requested: BackupType,
     plan = plan_run(requested, read_catalog(config, host), last_full_time(
         host_cache(config, host), host), max_full_interval_s=config.max_full_interval(host),
         allow_promotion=config.promote_to_full(host), now=now, host=host,
-        sources_changed=change_reason(config, host))
-    if plan.builds_on is not None and plan.builds_on.manifest is not None:
+        sources_changed=change_reason(config, host), data_prefix=volume_prefix(config),
+        cache_required=is_public_key(config, host))
+    # in public-key mode this node holds no secret key: the escrow check (offsite.escrow)
+    # proves decryption on a node that holds it
+    if plan.builds_on is not None and plan.builds_on.manifest is not None \
+            and not is_public_key(config, host):
         check_key_opens(config, host, plan.builds_on.manifest)
     return plan
 

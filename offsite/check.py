@@ -44,6 +44,8 @@ def check_connections(config: Config) -> list[str]:
             SnsSink(config).client.get_topic_attributes(TopicArn=config.alerts.sns_topic_arn)
         except Exception as exc:  # any failure to reach the topic is the finding
             problems.append(f"SNS topic not reachable: {exc}")
+    from offsite.escrow import security_problems   # provisioning plan, escrow of the keys
+    problems += security_problems(config)
     return problems
 
 

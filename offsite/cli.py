@@ -136,8 +136,10 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from offsite.restore import restore_host
     config.host(args.host)
-    restore_host(config, args.host, Path(args.dest), time=args.time, path=args.path)
-    print(f"restored {args.host} into {args.dest}")
+    thawing = restore_host(config, args.host, Path(args.dest), time=args.time, path=args.path,
+                           thaw_days=args.days if args.thaw else None,
+                           secret_keys_file=_path_or_none(args.secret_keys_file))
+    print(f"not restored yet: {thawing}" if thawing else f"restored {args.host} into {args.dest}")
     return EXIT_OK
 
 
@@ -162,6 +164,10 @@ def _wait_timeout(text: str) -> int:
         return parse_duration(int(text) if text.strip().isdigit() else text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _path_or_none(text: str | None) -> Path | None:
+    return Path(text) if text else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,10 +217,17 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--time", help="as of this time (duplicity time format, e.g. 2h, "
                                         "2026-11-01T00:00:00Z)")
     restore.add_argument("--path", help="only this path, relative to the host's backup")
+    restore.add_argument("--thaw", action="store_true",
+                         help="request archived (Glacier) volumes it needs, then come back")
+    restore.add_argument("--days", type=int, default=7, help="with --thaw: keep thawed copies")
+    restore.add_argument("--secret-keys-file", help="public-key mode: the secret key (else "
+                                                    "GNUPGHOME); never kept on a host")
     restore.set_defaults(action=cmd_restore)
 
     from offsite import cli_proof
     cli_proof.register(sub, common)
+    from offsite.security_cli import add_security_commands
+    add_security_commands(sub, common)
     return parser
 
 

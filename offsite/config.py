@@ -6,7 +6,7 @@ import re
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -21,6 +21,8 @@ from offsite.config_rules import (ConfigProblems, PathProblem, check_absolute_pa
 from offsite.durations import format_duration, parse_duration
 from offsite.errors import ConfigError, UnknownHostError
 from offsite.schedules import CronSpec, EverySpec, ScheduleSpec, parse_schedule_spec
+from offsite.security_config import (EncryptionConfig, HostEncryption, Layout,
+                                     ProvisionConfig)
 from offsite.yaml_loader import MAX_CONFIG_BYTES, YamlProblem, decode_config_bytes, load_yaml
 
 MAX_HOSTS = 10_000
@@ -151,6 +153,9 @@ class HostConfig(StrictModel):
     schedule: HostSchedule = Field(default_factory=HostSchedule)
     verify: HostVerify = Field(default_factory=HostVerify)
     retention: HostRetention = Field(default_factory=HostRetention)
+    encryption: HostEncryption | None = Field(
+        None, description="this host's own passphrase_file (or recipients): see "
+                          "offsite.security_config")
 
     @model_validator(mode="after")
     def _paths_absolute_and_apart(self) -> HostConfig:
@@ -180,16 +185,11 @@ class TargetConfig(StrictModel):
                          description="tries of a failing backend operation (network, 5xx) "
                                      "before the upload fails")
     retry_delay: Duration = Field(10, description="wait between those tries")
+    layout: Layout = Field("split", description="split: data volumes under their own name "
+                           "prefix (archivable by the lifecycle); flat: duplicity's names")
 
     def host_url(self, host: str) -> str:
         return f"{self.url}/{host}"
-
-
-class EncryptionConfig(StrictModel):
-    mode: Literal["symmetric"] = Field("symmetric", description="gpg symmetric encryption")
-    passphrase_file: AbsolutePath | None = Field(
-        None, description="file holding the passphrase on the host (absolute path, mode 0600); "
-                          "else env PASSPHRASE")
 
 
 class AlertsConfig(StrictModel):
@@ -258,6 +258,7 @@ class Config(StrictModel):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
     hosts: dict[Name, HostConfig] = Field(min_length=1, max_length=MAX_HOSTS,
                                           description="the hosts backed up")
 

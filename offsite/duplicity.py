@@ -12,9 +12,10 @@ from typing import Callable
 from offsite.config import Config
 from offsite.constants import BackupType
 from offsite.duplicity_errors import describe_failure, read_log_tail
+from offsite.encryption import decryption_env, encrypt_flags, public_keyring
 from offsite.errors import CommandError, CommandTimedOut
 from offsite.execute import CommandResult, run_command
-from offsite.passphrase import read_passphrase
+from offsite.security_config import volume_prefix
 from offsite.sources import (archive_path, host_sources, record_uploaded, relocate,
                              scan_problems, write_manifest)
 from offsite.staging import host_cache
@@ -76,12 +77,20 @@ def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir:
             "--volsize", str(config.target.volsize),
             "--num-retries", str(config.target.retries),
             "--backend-retry-delay", str(config.target.retry_delay),
+            *encrypt_flags(config, host), *prefix_flags(volume_prefix(config)),
             *sources.selection, str(sources.root), config.target.host_url(host)]
 
 
+def prefix_flags(data_prefix: str) -> list[str]:
+    """The name prefix of data volumes (offsite.security_config.DATA_PREFIX in the split
+    layout); a chain is read with the prefix it was written with."""
+    return ["--file-prefix-archive", data_prefix] if data_prefix else []
+
+
 def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
-                 time: str | None = None, path: str | None = None) -> list[str]:
-    flags = common_flags(config, host, archive_dir, "restore")
+                 time: str | None = None, path: str | None = None,
+                 data_prefix: str = "") -> list[str]:
+    flags = common_flags(config, host, archive_dir, "restore") + prefix_flags(data_prefix)
     if time:
         flags += ["--time", time]
     if path:
@@ -148,8 +157,10 @@ def upload(config: Config, host: str, backup_type: BackupType,
     sources = host_sources(config, host)
     write_manifest(sources)
     problems = tuple(scan_problems(sources))
-    result = _run_duplicity(config, host, "upload",
-                            backup_argv(config, host, backup_type, archive_dir), on_tick)
+    with public_keyring(config, host) as gnupg_home:
+        result = _run_duplicity(config, host, "upload",
+                                backup_argv(config, host, backup_type, archive_dir), on_tick,
+                                gnupg_home=gnupg_home)
     try:
         stats = parse_stats(result.stdout)
     except ValueError:
@@ -163,20 +174,24 @@ def upload(config: Config, host: str, backup_type: BackupType,
 
 def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
                 time: str | None = None, path: str | None = None, *, step: str = "restore",
-                on_tick: Callable[[], None] | None = None) -> CommandResult:
+                on_tick: Callable[[], None] | None = None, data_prefix: str = "",
+                gnupg_home: Path | None = None) -> CommandResult:
     """duplicity restore into dest (which must not exist), the host's `paths:` sources as
     DEST/<name>/ beside DEST/<script>/ (see offsite.sources); raises CommandError naming the
-    cause."""
+    cause. data_prefix: the layout the set was written in; gnupg_home: a keyring with the
+    secret key (public-key mode), else GNUPGHOME."""
     sources = host_sources(config, host)
+
+    def restore_into(folder: Path, inner: str | None) -> CommandResult:
+        return _run_duplicity(config, host, step, restore_argv(
+            config, host, folder, archive_dir, time, inner, data_prefix), on_tick,
+            gnupg_home=gnupg_home)
     if path is not None or not sources.paths:
-        inner = archive_path(sources, path) if path is not None else None
-        return _run_duplicity(config, host, step,
-                              restore_argv(config, host, dest, archive_dir, time, inner), on_tick)
+        return restore_into(dest, archive_path(sources, path) if path is not None else None)
     restoring = dest.parent / f".{dest.name}.restoring"
     shutil.rmtree(restoring, ignore_errors=True)
     try:
-        result = _run_duplicity(config, host, step,
-                                restore_argv(config, host, restoring, archive_dir, time), on_tick)
+        result = restore_into(restoring, None)
         relocate(restoring, dest, sources)
         return result
     finally:
@@ -184,10 +199,12 @@ def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
 
 
 def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
-                   on_tick: Callable[[], None] | None = None) -> CommandResult:
+                   on_tick: Callable[[], None] | None = None,
+                   gnupg_home: Path | None = None) -> CommandResult:
     """Run duplicity with the passphrase and upload keys in its environment only; a failure
     is explained from duplicity's own log (see offsite.duplicity_errors)."""
-    env = duplicity_env(config, read_passphrase(config, host), dict(os.environ))
+    env = duplicity_env(config, "", dict(os.environ))
+    env.update(decryption_env(config, host, gnupg_home))
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     try:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from offsite.config import Config
 from offsite.errors import PassphraseError
+from offsite.security_config import host_encryption
 
 MAX_PASSPHRASE_BYTES = 64 * 1024
 
@@ -17,7 +18,7 @@ def read_passphrase(config: Config, host: str | None, step: str = "encryption") 
     PassphraseError (at `step`) when it is missing, unreadable or empty."""
     if passphrase := os.environ.get("PASSPHRASE"):
         return passphrase
-    path = config.encryption.passphrase_file
+    path = host_encryption(config, host).passphrase_file
     if path is None:
         raise PassphraseError("no passphrase: set PASSPHRASE or encryption.passphrase_file",
                               host=host, step=step)
@@ -54,15 +55,19 @@ class PassphraseFindings:
     warnings: list[str] = field(default_factory=list)
 
 
-def check_passphrase(config: Config) -> PassphraseFindings:
-    """Whether this machine can read the passphrase, and whether others can too. Only presence,
-    readability and file mode: whether it opens the existing chain is duplicity's to tell."""
+def check_passphrase(config: Config, host: str | None = None) -> PassphraseFindings:
+    """Whether this machine can read the (host's) passphrase, and whether others can too. Only
+    presence, readability and file mode: whether it opens the existing chain is checked
+    against the target (offsite.keycheck). In public-key mode a host needs none."""
     findings = PassphraseFindings()
+    settings = host_encryption(config, host)
+    if settings.mode == "public-key":
+        return findings
     try:
-        read_passphrase(config, None)
+        read_passphrase(config, host)
     except PassphraseError as error:
         findings.problems.append(error.cause)
-    path = config.encryption.passphrase_file
+    path = settings.passphrase_file
     if findings.problems or os.environ.get("PASSPHRASE") or path is None:
         return findings
     try:

@@ -9,8 +9,11 @@ from pathlib import Path
 from offsite.catalog import Catalog, format_stamp, read_catalog
 from offsite.config import Config
 from offsite.duplicity import run_restore
+from offsite.encryption import secret_keyring
 from offsite.errors import OffsiteError, UsageError
 from offsite.staging import host_cache
+from offsite.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
+                          sets_needed)
 
 MAX_TIME_TEXT = 64
 
@@ -68,12 +71,27 @@ def check_destination(dest: Path, host: str) -> None:
 
 
 def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
-                 path: str | None = None) -> None:
-    """Restore `host` as of `time` (default: the latest backup), optionally one `path`."""
+                 path: str | None = None, *, thaw_days: int | None = None,
+                 secret_keys_file: Path | None = None) -> str | None:
+    """Restore `host` as of `time` (default: the latest backup), optionally one `path`.
+    Archived volumes it needs are named (VolumesArchived), or with thaw_days requested from
+    S3 (the returned text says when to come back; nothing is restored then). In public-key mode
+    the secret key comes from secret_keys_file or GNUPGHOME, never from the host."""
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
+    if thaw_days is not None:
+        check_thaw_days(thaw_days, host)
     check_destination(dest, host)
-    check_time_covered(read_catalog(config, host), at, host)
-    if dest.is_dir():
-        dest.rmdir()  # duplicity creates the folder itself
-    stamp = str(int(at.timestamp())) if at else None
-    run_restore(config, host, dest, host_cache(config, host), stamp, path)
+    catalog = read_catalog(config, host)
+    check_time_covered(catalog, at, host)
+    sets = sets_needed(catalog, at)
+    volumes = archived_volumes(config, host, sets)
+    if thaw_days is not None and any(volume.state != "thawed" for volume in volumes):
+        return request_thaw(config, host, volumes, thaw_days)
+    refuse_if_frozen(host, volumes)
+    with secret_keyring(config, host, secret_keys_file) as gnupg_home:
+        if dest.is_dir():
+            dest.rmdir()  # duplicity creates the folder itself
+        stamp = str(int(at.timestamp())) if at else None
+        run_restore(config, host, dest, host_cache(config, host), stamp, path,
+                    data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home)
+    return None

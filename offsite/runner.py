@@ -13,9 +13,11 @@ from offsite.chain_check import ChainPlan, check_target_before, confirm_uploaded
 from offsite.config import Config
 from offsite.constants import BackupType, RunState, RunType
 from offsite.duplicity import upload
+from offsite.thaw import tag_data_volumes
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.lease import MemoryHostLease
 from offsite.manifest import write_manifest
+from offsite.encryption import is_public_key
 from offsite.passphrase import read_passphrase
 from offsite.records import ErrorRecord, ManifestRecord, MemoryRunStore, RunRecord, StepRecord
 from offsite.run_context import RunContext, new_run_id
@@ -45,7 +47,8 @@ def begin_run(ctx: RunContext, requested: BackupType,
         return None
     effective = BackupType(admitted.value)
     try:
-        read_passphrase(ctx.config, ctx.host, step="start")
+        if not is_public_key(ctx.config, ctx.host):   # a public-key host holds no passphrase
+            read_passphrase(ctx.config, ctx.host, step="start")
         plan = check_target_before(ctx.config, ctx.host, effective, utcnow())
         if plan.backup_type != effective or plan.notes:
             ctx.store.update(ctx.run_id, lambda record: _apply_plan(record, plan))
@@ -159,6 +162,7 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx))
         written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
                                    ctx.host)
+    tag_note = tag_data_volumes(ctx.config, ctx.host, written)   # for the lifecycle rule
 
     def done(record: RunRecord) -> None:
         finish_step(record, UPLOAD_STEP, 0)
@@ -168,6 +172,8 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         record.manifest = ManifestRecord(files=summary.files, bytes=summary.bytes,
                                          sha256=summary.sha256)
         record.notes.extend(stats.problems)   # `paths:` files not backed up as they are
+        if tag_note:
+            record.notes.append(tag_note)
     ctx.store.update(ctx.run_id, done)
     return finish_run(ctx)
 

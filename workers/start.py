@@ -44,7 +44,7 @@ def _report_passphrase(config: Config, host: str) -> None:
     """At start, say in the worker's log what `offsite check` says about the passphrase: runs
     would fail at their start step without it."""
     from offsite.passphrase import check_passphrase
-    findings = check_passphrase(config)
+    findings = check_passphrase(config, host)
     for problem in findings.problems:
         log.error("host %s: %s: every run will fail at its start step", host, problem)
     for warning in findings.warnings:
