@@ -55,10 +55,14 @@ def last_beats(client: redis.Redis, nodes: Iterable[str]) -> dict[str, datetime 
 
 
 def parse_beat(value: bytes | str | None) -> datetime | None:
+    """A beat as written by beat_once; anything else (a stray write) counts as no beat."""
     if value is None:
         return None
-    text = value.decode() if isinstance(value, bytes) else value
-    return datetime.fromtimestamp(float(text), tz=timezone.utc)
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    try:
+        return datetime.fromtimestamp(float(text), tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None   # not a beat this code wrote: as good as never seen
 
 
 class Heartbeat:
