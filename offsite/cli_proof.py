@@ -19,8 +19,8 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     from offsite.restore import parse_backup_time
     from offsite.status import format_outcome
     config.host(args.host)
-    at = parse_backup_time(args.time, datetime.now(timezone.utc), args.host) if args.time \
-        else None
+    now = datetime.now(timezone.utc)
+    at = parse_backup_time(args.time, now, args.host, "verify") if args.time else None
     if args.local:
         from offsite.verify_run import verify_local
         record = verify_local(config, args.host, at,

@@ -78,7 +78,7 @@ def recover_client(config: Config) -> Any:
 
 def parse_recover_time(text: str, host: str) -> datetime:
     try:
-        return parse_backup_time(text, datetime.now(timezone.utc), host)
+        return parse_backup_time(text, datetime.now(timezone.utc), host, "recover")
     except RestoreRefused as refused:
         raise RecoverError(refused.cause, host=host, step="recover") from None
 
