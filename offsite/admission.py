@@ -39,7 +39,8 @@ def admit(ctx: RunContext, requested: RunType,
     if not ctx.lease.acquire(ctx.host, ctx.run_id):
         holder = ctx.lease.holder(ctx.host)
         if record.type != RunType.INCR:
-            raise MustWait(f"host busy with run {holder}; the {record.type.value} run waits",
+            what = "full backup" if record.type == RunType.FULL else record.type.value
+            raise MustWait(f"host busy with run {holder}; the {what} waits",
                            host=ctx.host, step="start")
         _settle(ctx, RunState.SKIPPED, f"skipped: the host is busy with run {holder}")
         return None

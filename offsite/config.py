@@ -12,7 +12,7 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from offsite.config_rules import (ConfigProblems, PathProblem, check_broker_url, overlap,
                                   scan_data, system_dir_problem)
-from offsite.config_sections import (MAX_SCRIPTS_PER_HOST, AbsolutePath, AlertsConfig, DataRoot,
+from offsite.config_sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, DataRoot,
                                      HostRetention, HostSchedule, HostVerify, Name,
                                      RetentionConfig, ScheduleConfig, ScriptConfig, StrictModel,
                                      TargetConfig, VerifyConfig, WatchdogConfig)
@@ -30,7 +30,7 @@ class HostConfig(StrictModel):
     scripts: dict[Name, ScriptConfig] = Field(
         description="dump scripts, run in this order, each in its own staging folder",
         min_length=1, max_length=MAX_SCRIPTS_PER_HOST)
-    paths: dict[Name, AbsolutePath] = Field(
+    paths: dict[Name, Path] = Field(
         default_factory=dict, description="folders backed up in place (not copied), restored "
                                           "as DEST/<name>/")
     schedule: HostSchedule = Field(default_factory=HostSchedule)

@@ -59,7 +59,11 @@ def write_manifest(sources: Sources) -> None:
 
 
 def record_uploaded(config: Config, host: str, sources: Sources) -> None:
-    (host_cache(config, host) / SIGNATURE_NAME).write_text(sources.signature())
+    """Beside the chain in the host's cache, private like the rest of the cache."""
+    target = host_cache(config, host) / SIGNATURE_NAME
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(sources.signature())
 
 
 def change_reason(config: Config, host: str) -> str | None:

@@ -113,8 +113,8 @@ def test_policy_documents_say_what_moto_cannot_check() -> None:
         "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts", "s3:PutObjectTagging",
         "s3:RestoreObject"}
     assert not granted_actions(policy) & set(VERSIONING_ACTIONS)
-    config = parse_config({"target": {"url": "boto3+s3://b"},
-                           "alerts": {"sns_topic_arn": "arn:aws:sns:eu-west-1:1:t"},
+    config = parse_config({"target": {"url": "boto3+s3://backups"},
+                           "alerts": {"sns_topic_arn": "arn:aws:sns:eu-west-1:123456789012:t"},
                            "hosts": {f"h{i}": {"scripts": {"s": {"bash": "true"}}}
                                      for i in range(300)}})
     plan = build_plan(config)
@@ -122,7 +122,7 @@ def test_policy_documents_say_what_moto_cannot_check() -> None:
     alert = next(i for i in plan.identities if i.role == "alert")
     assert alert.policy["Statement"] == [{"Sid": "PublishAlerts", "Effect": "Allow",
                                           "Action": ["sns:Publish"],
-                                          "Resource": ["arn:aws:sns:eu-west-1:1:t"]}]
+                                          "Resource": ["arn:aws:sns:eu-west-1:123456789012:t"]}]
     prune = next(i for i in plan.identities if i.role == "prune")
     assert "s3:DeleteObject" in granted_actions(prune.policy)
     assert not granted_actions(prune.policy) & set(VERSIONING_ACTIONS)

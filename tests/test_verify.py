@@ -88,7 +88,7 @@ def test_a_corrupt_volume_fails_verify_with_one_alert_naming_the_host(
     start_worker(config, "carcosa")
     start_control(config)
     backup(run_offsite, config, "carcosa", "full")
-    volume = sorted((tmp_path / "target" / "carcosa").glob("duplicity-full.*.vol2.difftar.gpg"))[0]
+    volume = sorted((tmp_path / "target" / "carcosa").glob("*duplicity-full.*.vol2.difftar.gpg"))[0]
     raw = bytearray(volume.read_bytes())
     for offset in range(1000, 1100):
         raw[offset] ^= 0xFF
@@ -146,6 +146,7 @@ def test_list_reads_the_target_like_collection_status_with_redis_down(
     env = merged_env(offsite_env, {"PASSPHRASE": (tmp_path / "passphrase").read_text().strip()})
     status = run_command([str(VENV_BIN / "duplicity"), "collection-status", "--archive-dir",
                           str(tmp_path / "other-cache"), "--name", "carcosa",
+                          "--file-prefix-archive", "data-",   # the split layout's volumes
                           f"file://{tmp_path}/target/carcosa"], env=env, cwd=tmp_path,
                          timeout=120)
     assert status.returncode == 0, describe(status)
