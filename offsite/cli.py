@@ -228,11 +228,17 @@ def build_parser() -> argparse.ArgumentParser:
     cli_proof.register(sub, common)
     from offsite.security_cli import add_security_commands
     add_security_commands(sub, common)
+    from offsite.cli_ops import add_ops_commands
+    add_ops_commands(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # usage errors: argparse exits 2
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:   # a TAB in bash (`offsite completion bash`)
+        import argcomplete
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)  # usage errors: argparse exits 2
     # services log what they do; one-shot commands print their outcome and only warnings
     args.loglevel = getattr(args, "loglevel", "INFO" if args.command in _SERVICES else "WARNING")
     logging.basicConfig(level=getattr(logging, args.loglevel),
@@ -258,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Load the config, run the action, and turn offsite's own errors into one line each."""
+    if not getattr(args, "needs_config", True):
+        return int(args.action(args))
     path = config_path(getattr(args, "config", None))
     config: Config | None = None
     try:

@@ -9,10 +9,9 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, \
-    model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from offsite.durations import parse_duration
+from offsite.config_types import Duration
 
 if TYPE_CHECKING:
     from offsite.config import Config
@@ -29,8 +28,6 @@ DATA_PREFIX = "data-"
 # The object tag that the lifecycle rule filters on (S3 lifecycle filters match a key prefix or
 # tags; a prefix inside every host's prefix would need one rule per host).
 VOLUME_TAG = ("offsite-class", "volume")
-
-Duration = Annotated[int, BeforeValidator(parse_duration)]
 
 
 def _check_fingerprint(value: str) -> str:
