@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from offsite.config_types import Duration
+from offsite.config_types import AbsolutePath, Duration
 
 if TYPE_CHECKING:
     from offsite.config import Config
@@ -50,11 +50,11 @@ class EncryptionConfig(_Strict):
     mode: Literal["symmetric", "public-key"] = Field(
         "symmetric", description="symmetric: a passphrase on every host; public-key: hosts hold "
                                  "only public keys and cannot decrypt any backup")
-    passphrase_file: Path | None = Field(
+    passphrase_file: AbsolutePath | None = Field(
         None, description="symmetric: file holding the passphrase; else env PASSPHRASE")
     recipients: list[Fingerprint] = Field(
         default_factory=list, description="public-key: fingerprints the backups are encrypted to")
-    public_keys_file: Path | None = Field(
+    public_keys_file: AbsolutePath | None = Field(
         None, description="public-key: ASCII-armoured public keys of the recipients; imported "
                           "into a keyring of offsite's own (else the node's GNUPGHOME)")
 
@@ -71,9 +71,9 @@ class HostEncryption(_Strict):
     """Per-host overrides: a passphrase of its own, so one host's compromise does not decrypt
     the fleet's backups (or recipients of its own in public-key mode)."""
 
-    passphrase_file: Path | None = None
+    passphrase_file: AbsolutePath | None = None
     recipients: list[Fingerprint] | None = None
-    public_keys_file: Path | None = None
+    public_keys_file: AbsolutePath | None = None
 
 
 class LifecycleConfig(_Strict):
