@@ -49,17 +49,31 @@ def _bind_app_to(path: Path) -> None:
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
-    from offsite.check import check_connections, describe_hosts
+    from offsite.check import (check_connections, describe_hosts, detect_role,
+                               host_of_this_node, hosts_as_json)
     from offsite.passphrase import check_passphrase
-    print(describe_hosts(config))
-    findings = check_passphrase(config)
-    problems = [f"passphrase: {problem}" for problem in findings.problems]
-    for warning in findings.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    role = args.role or (detect_role(os.environ) if args.connect else "all")
+    host = host_of_this_node(config, args.host) if role == "host" else None
+    if role == "host" or role == "all":
+        findings = check_passphrase(config, host)
+        problems = [f"passphrase: {problem}" for problem in findings.problems]
+        warnings = list(findings.warnings)
+    else:   # control: its drills' passphrase is checked with --connect; operator: none
+        problems, warnings = [], []
     if args.connect:
-        problems += check_connections(config)
-    for line in problems:
-        print(f"problem: {line}", file=sys.stderr)
+        problems += check_connections(config, role, host)
+    if args.json:
+        print(json.dumps({"role": role, "host": host, "connect": args.connect,
+                          "hosts": hosts_as_json(config), "problems": problems,
+                          "warnings": warnings}, indent=2))
+    else:
+        print(describe_hosts(config))
+        if args.connect:
+            print(f"checked as role {role}" + (f" (host {host})" if host else ""))
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        for line in problems:
+            print(f"problem: {line}", file=sys.stderr)
     return EXIT_FAILED if problems else EXIT_OK
 
 
@@ -183,6 +197,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", parents=[common], help="validate the config, show next runs")
     check.add_argument("--connect", action="store_true", help="also reach broker, bucket, SNS")
+    check.add_argument("--role", choices=["host", "control", "operator", "all"],
+                       help="with --connect: check only what this node needs (default: from "
+                            "the keys in the environment)")
+    check.add_argument("--host", help="with --role host: this node's host (default: the "
+                                      "machine's short hostname)")
+    check.add_argument("--json", action="store_true")
     check.set_defaults(action=cmd_check)
 
     worker = sub.add_parser("worker", parents=[common], help="run HOST's worker (its queue only)")
