@@ -187,3 +187,14 @@ def write_units(units: dict[str, str], dest: Path) -> list[Path]:
         tmp.replace(path)
         written.append(path)
     return written
+
+
+# The units in the repository (deploy/systemd/) are these, for an installation in /opt/offsite
+# (python3 -m venv /opt/offsite/.venv; /opt/offsite/.venv/bin/pip install offsite).
+REFERENCE_INSTALLATION = Installation(
+    offsite=Path("/opt/offsite/.venv/bin/offsite"), config=Path("/etc/offsite/offsite.yaml"),
+    writable=(Path("/var/lib/offsite/staging"), Path("/var/lib/offsite/cache")))
+
+
+if __name__ == "__main__":   # python -m offsite.units DIR: rewrite the repository's units
+    write_units(build_units(REFERENCE_INSTALLATION), Path(sys.argv[1]))
