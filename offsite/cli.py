@@ -126,8 +126,11 @@ def _alert_locally(config: Config, record: RunRecord) -> None:
 
 
 def _wait_for(store: RedisRunStore, run_id: str, timeout_s: float | None) -> RunRecord:
-    """Woken by the run's end (pub/sub on the ledger), not by polling."""
-    record = store.wait_final(run_id, timeout_s)
+    """Woken by the run's end (pub/sub on the ledger), not by polling; on a terminal a status
+    line shows the run's step meanwhile (offsite.progress)."""
+    from offsite.progress import progress_line, run_progress
+    with progress_line(run_progress(store, run_id)):
+        record = store.wait_final(run_id, timeout_s)
     if record is None:
         current = store.get(run_id)
         state = current.state.value if current else "unknown"
@@ -148,11 +151,13 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
+    from offsite.progress import folder_progress, progress_line
     from offsite.restore import restore_host
     config.host(args.host)
-    thawing = restore_host(config, args.host, Path(args.dest), time=args.time, path=args.path,
-                           thaw_days=args.days if args.thaw else None,
-                           secret_keys_file=_path_or_none(args.secret_keys_file))
+    with progress_line(folder_progress(f"restoring {args.host}", Path(args.dest))):
+        thawing = restore_host(config, args.host, Path(args.dest), time=args.time,
+                               path=args.path, thaw_days=args.days if args.thaw else None,
+                               secret_keys_file=_path_or_none(args.secret_keys_file))
     print(f"not restored yet: {thawing}" if thawing else f"restored {args.host} into {args.dest}")
     return EXIT_OK
 

@@ -108,7 +108,7 @@ def verify_backup(config: Config, host: str, at: datetime | None,
         try:
             run_restore(config, host, dest, throwaway_cache,
                         str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
-                        on_tick=on_tick)
+                        on_tick=on_tick, data_prefix=chosen.data_prefix)
         except OffsiteError as error:
             raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
                                f"{error.cause}", host=host, step=VERIFY_STEP) from None

@@ -88,7 +88,7 @@ def test_a_corrupt_volume_fails_verify_with_one_alert_naming_the_host(
     start_worker(config, "carcosa")
     start_control(config)
     backup(run_offsite, config, "carcosa", "full")
-    volume = sorted((tmp_path / "target" / "carcosa").glob("duplicity-full.*.vol2.difftar.gpg"))[0]
+    volume = sorted((tmp_path / "target" / "carcosa").glob("*duplicity-full.*.vol2.difftar.gpg"))[0]
     raw = bytearray(volume.read_bytes())
     for offset in range(1000, 1100):
         raw[offset] ^= 0xFF
