@@ -5,15 +5,18 @@ import re
 import shlex
 from pathlib import Path
 
+import yaml
+
 HOST = "carcosa"
 
 
 def write_minimal_config(folder: Path, host: str = HOST, extra: str = "") -> Path:
     """A valid config with one file:// host, staging and cache inside `folder`."""
     config = folder / "offsite.yaml"
-    config.write_text(f"staging_root: {folder}/staging\ncache_root: {folder}/cache\n"
-                      f"target: {{url: \"file://{folder}/target\"}}\n{extra}"
-                      f"hosts:\n  {host}:\n    scripts: {{data: {{bash: \"echo data > d\"}}}}\n")
+    data = {"staging_root": f"{folder}/staging", "cache_root": f"{folder}/cache",
+            "target": {"url": f"file://{folder}/target"}}
+    config.write_text(yaml.safe_dump(data) + extra + yaml.safe_dump(
+        {"hosts": {host: {"scripts": {"data": {"bash": "echo data > d"}}}}}))
     return config
 
 
