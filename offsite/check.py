@@ -123,6 +123,7 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
     problems = broker_problems(config)
     if role == "host":
         assert host is not None
+        problems += public_key_problems(config, host)
         if (bucket_problem := probe_bucket(config)) is not None:
             return problems + [f"{bucket_problem[0]} (upload keys DUPLICITY_AWS_*)"]
         return problems + key_problems(config, [host])
@@ -153,6 +154,17 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
     from offsite.escrow import security_problems   # provisioning plan, escrow of the keys
     problems += security_problems(config)
     return problems
+
+
+def public_key_problems(config: Config, host: str) -> list[str]:
+    """In public-key mode: the host's public keys file holds the recipients' keys (and no
+    secret one), as a run would import them."""
+    from offsite.encryption import public_keyring
+    try:
+        with public_keyring(config, host):
+            return []
+    except OffsiteError as error:
+        return [f"public keys: {error.one_line()}"]
 
 
 def _passphrase_problems(config: Config, hosts: list[str]) -> list[str]:

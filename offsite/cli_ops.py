@@ -18,7 +18,7 @@ LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
 
 def cmd_install_units(args: argparse.Namespace, config: Config) -> int:
-    from offsite.units import (DEFAULT_DEST, WORKER_TEMPLATE, Installation, UnitError,
+    from offsite.units import (DEFAULT_DEST, DEFAULT_ENV_DIR, WORKER_TEMPLATE, Installation, UnitError,
                                build_units, installed_offsite, write_units)
     if args.host is not None:
         config.host(args.host)     # a host not in the config (or a path) is refused here
@@ -27,6 +27,7 @@ def cmd_install_units(args: argparse.Namespace, config: Config) -> int:
             offsite=installed_offsite(),
             config=config_path(getattr(args, "config", None)).absolute(),
             writable=(config.staging_root, config.cache_dir),
+            env_dir=Path(args.env_dir) if args.env_dir else DEFAULT_ENV_DIR,
             service_user=args.user, worker_user=args.worker_user)
         units = build_units(install, host_only=args.host is not None)
         written = write_units(units, Path(args.dest) if args.dest else DEFAULT_DEST)
@@ -40,7 +41,26 @@ def cmd_install_units(args: argparse.Namespace, config: Config) -> int:
     print("then: systemctl daemon-reload && systemctl enable --now " + " ".join(enable))
     print(f"secrets: {install.env_dir}/<host>.env, control.env, flower.env (mode 0600, "
           "owned by root); see README, Deploying")
+    for loose in loose_env_files(install.env_dir):
+        print(f"warning: {loose} is readable or writable by group or others: run "
+              f"`chmod 600 {loose}`", file=sys.stderr)
     return EXIT_OK
+
+
+def loose_env_files(folder: Path) -> list[Path]:
+    """The environment files in folder that others than their owner may read or write."""
+    try:
+        candidates = sorted(folder.glob("*.env"))
+    except OSError:
+        return []
+    loose = []
+    for path in candidates:
+        try:
+            if path.is_file() and path.stat().st_mode & 0o077:
+                loose.append(path)
+        except OSError:
+            continue
+    return loose
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
@@ -101,6 +121,8 @@ def add_ops_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     units.add_argument("--host", help="a host node: only the worker template (HOST checked "
                                       "against the config)")
     units.add_argument("--dest", help="folder to write into (default /etc/systemd/system)")
+    units.add_argument("--env-dir", help="folder of the units' environment files (default "
+                                         "/etc/offsite)")
     units.add_argument("--user", default="offsite",
                        help="user of beat, control and Flower (default offsite)")
     units.add_argument("--worker-user", default="root",

@@ -103,3 +103,23 @@ def test_a_dead_broker_fails_every_role(tmp_path: Path, aws: Any, run_offsite: A
                              config=config, timeout=60)
         assert result.returncode == 1, role
         assert "broker unreachable" in result.stderr, role
+
+
+def test_a_public_key_host_checks_its_public_keys_not_a_passphrase(
+        tmp_path: Path, redis_url: str, aws: Any, run_offsite: Any, offsite_env: Any) -> None:
+    from tests.security_harness import make_key_pair
+    pair = make_key_pair(tmp_path / "keys", "escrow")
+    factory = ConfigFactory(tmp_path, redis_url, aws)
+
+    def config_with(keys_file: Path) -> Path:
+        return factory({HOST: {"scripts": {"data": {"bash": "echo data > d"}}}},
+                       encryption={"mode": "public-key", "recipients": [pair.fingerprint],
+                                   "public_keys_file": keys_file})
+    env = {**_only(offsite_env, "DUPLICITY_AWS_"), "PASSPHRASE": None}
+    good = run_offsite("check", "--connect", "--host", HOST, config=config_with(pair.public_file),
+                       env_extra=env, timeout=120)
+    assert good.returncode == 0, good.stderr
+    bad = run_offsite("check", "--connect", "--host", HOST, config=config_with(pair.secret_file),
+                      env_extra=env, timeout=120)
+    assert bad.returncode == 1
+    assert "public keys:" in bad.stderr and "holds a secret key" in bad.stderr

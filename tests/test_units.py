@@ -90,3 +90,21 @@ def test_a_host_node_gets_only_the_worker_template(tmp_path: Path, run_offsite: 
     assert result.returncode == 0, result.stderr
     assert [p.name for p in dest.iterdir()] == ["offsite-worker@.service"]
     assert f"systemctl enable --now offsite-worker@{HOST}.service" in result.stdout
+
+
+def test_secrets_files_others_can_read_are_named(tmp_path: Path, run_offsite: Any) -> None:
+    config = write_minimal_config(tmp_path)
+    dest, env_dir = tmp_path / "units", tmp_path / "secrets"
+    dest.mkdir()
+    env_dir.mkdir()
+    (env_dir / f"{HOST}.env").write_text("PASSPHRASE=x\n")
+    (env_dir / f"{HOST}.env").chmod(0o644)
+    (env_dir / "control.env").write_text("ALERT_AWS_ACCESS_KEY_ID=x\n")
+    (env_dir / "control.env").chmod(0o600)
+    result = run_offsite("install-units", "--dest", str(dest), "--env-dir", str(env_dir),
+                         config=config)
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {env_dir}/{HOST}.env is readable" in result.stderr
+    assert "control.env" not in result.stderr
+    worker = unit_settings((dest / "offsite-worker@.service").read_text())
+    assert worker["EnvironmentFile"] == [f"{env_dir}/%i.env"]
