@@ -104,6 +104,10 @@ def cmd_flower(args: argparse.Namespace, config: Config) -> int:
         raise OffsiteError(f"Flower would listen on {args.address} without authentication: set "
                            "FLOWER_BASIC_AUTH=user:password (or FLOWER_AUTH) in its environment "
                            "file, or listen on 127.0.0.1", step="flower")
+    import importlib.util
+    if importlib.util.find_spec("flower") is None:
+        raise OffsiteError("Flower is not installed here: pip install 'offsite[monitor]' (or "
+                           "bin/setup)", step="flower")
     from workers.app import app
     app.start(flower_argv(args.address, args.port))
     return EXIT_OK
