@@ -49,17 +49,31 @@ def _bind_app_to(path: Path) -> None:
 
 
 def cmd_check(args: argparse.Namespace, config: Config) -> int:
-    from offsite.check import check_connections, describe_hosts
+    from offsite.check import (check_connections, describe_hosts, detect_role,
+                               host_of_this_node, hosts_as_json)
     from offsite.passphrase import check_passphrase
-    print(describe_hosts(config))
-    findings = check_passphrase(config)
-    problems = [f"passphrase: {problem}" for problem in findings.problems]
-    for warning in findings.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    role = args.role or (detect_role(os.environ) if args.connect else "all")
+    host = host_of_this_node(config, args.host) if role == "host" else None
+    if role == "host" or role == "all":
+        findings = check_passphrase(config, host)
+        problems = [f"passphrase: {problem}" for problem in findings.problems]
+        warnings = list(findings.warnings)
+    else:   # control: its drills' passphrase is checked with --connect; operator: none
+        problems, warnings = [], []
     if args.connect:
-        problems += check_connections(config)
-    for line in problems:
-        print(f"problem: {line}", file=sys.stderr)
+        problems += check_connections(config, role, host)
+    if args.json:
+        print(json.dumps({"role": role, "host": host, "connect": args.connect,
+                          "hosts": hosts_as_json(config), "problems": problems,
+                          "warnings": warnings}, indent=2))
+    else:
+        print(describe_hosts(config))
+        if args.connect:
+            print(f"checked as role {role}" + (f" (host {host})" if host else ""))
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        for line in problems:
+            print(f"problem: {line}", file=sys.stderr)
     return EXIT_FAILED if problems else EXIT_OK
 
 
@@ -112,8 +126,11 @@ def _alert_locally(config: Config, record: RunRecord) -> None:
 
 
 def _wait_for(store: RedisRunStore, run_id: str, timeout_s: float | None) -> RunRecord:
-    """Woken by the run's end (pub/sub on the ledger), not by polling."""
-    record = store.wait_final(run_id, timeout_s)
+    """Woken by the run's end (pub/sub on the ledger), not by polling; on a terminal a status
+    line shows the run's step meanwhile (offsite.progress)."""
+    from offsite.progress import progress_line, run_progress
+    with progress_line(run_progress(store, run_id)):
+        record = store.wait_final(run_id, timeout_s)
     if record is None:
         current = store.get(run_id)
         state = current.state.value if current else "unknown"
@@ -134,11 +151,13 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
+    from offsite.progress import folder_progress, progress_line
     from offsite.restore import restore_host
     config.host(args.host)
-    thawing = restore_host(config, args.host, Path(args.dest), time=args.time, path=args.path,
-                           thaw_days=args.days if args.thaw else None,
-                           secret_keys_file=_path_or_none(args.secret_keys_file))
+    with progress_line(folder_progress(f"restoring {args.host}", Path(args.dest))):
+        thawing = restore_host(config, args.host, Path(args.dest), time=args.time,
+                               path=args.path, thaw_days=args.days if args.thaw else None,
+                               secret_keys_file=_path_or_none(args.secret_keys_file))
     print(f"not restored yet: {thawing}" if thawing else f"restored {args.host} into {args.dest}")
     return EXIT_OK
 
@@ -183,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", parents=[common], help="validate the config, show next runs")
     check.add_argument("--connect", action="store_true", help="also reach broker, bucket, SNS")
+    check.add_argument("--role", choices=["host", "control", "operator", "all"],
+                       help="with --connect: check only what this node needs (default: from "
+                            "the keys in the environment)")
+    check.add_argument("--host", help="with --role host: this node's host (default: the "
+                                      "machine's short hostname)")
+    check.add_argument("--json", action="store_true")
     check.set_defaults(action=cmd_check)
 
     worker = sub.add_parser("worker", parents=[common], help="run HOST's worker (its queue only)")
@@ -228,11 +253,17 @@ def build_parser() -> argparse.ArgumentParser:
     cli_proof.register(sub, common)
     from offsite.security_cli import add_security_commands
     add_security_commands(sub, common)
+    from offsite.cli_ops import add_ops_commands
+    add_ops_commands(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)  # usage errors: argparse exits 2
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:   # a TAB in bash (`offsite completion bash`)
+        import argcomplete
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)  # usage errors: argparse exits 2
     # services log what they do; one-shot commands print their outcome and only warnings
     args.loglevel = getattr(args, "loglevel", "INFO" if args.command in _SERVICES else "WARNING")
     logging.basicConfig(level=getattr(logging, args.loglevel),
@@ -258,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """Load the config, run the action, and turn offsite's own errors into one line each."""
+    if not getattr(args, "needs_config", True):
+        return int(args.action(args))
     path = config_path(getattr(args, "config", None))
     config: Config | None = None
     try:

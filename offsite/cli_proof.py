@@ -9,7 +9,7 @@ from typing import Any
 
 from offsite.config import Config
 from offsite.constants import RunState
-from offsite.records import RunRecord
+from offsite.records import RunRecord, record_as_json
 
 EXIT_OK, EXIT_FAILED = 0, 1
 
@@ -22,21 +22,29 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     now = datetime.now(timezone.utc)
     at = parse_backup_time(args.time, now, args.host, "verify") if args.time else None
     if args.local:
+        from offsite.progress import progress_line
         from offsite.verify_run import verify_local
-        record = verify_local(config, args.host, at,
-                              Path(args.secret_keys_file) if args.secret_keys_file else None)
+        with progress_line(lambda elapsed: f"verifying {args.host}: {elapsed:.0f}s"):
+            record = verify_local(config, args.host, at, Path(args.secret_keys_file)
+                                  if args.secret_keys_file else None)
         if record.state == RunState.FAILED:
             cli._alert_locally(config, record)
     else:
         from tasks.dispatch import enqueue_verify, verify_queue
         store = cli._store(config)
         queued = enqueue_verify(config, store, args.host, at)
-        print(f"queued {queued.run_id} on queue {verify_queue(config, args.host)}")
+        if not args.json:
+            print(f"queued {queued.run_id} on queue {verify_queue(config, args.host)}")
         if not args.wait:
+            if args.json:
+                print(json.dumps(record_as_json(queued), indent=2))
             return EXIT_OK
         record = cli._wait_for(store, queued.run_id, args.timeout)
-    print(format_outcome(record))
-    _print_verify_summary(record)
+    if args.json:   # the run record, its `verify` field holding files, bytes and mismatches
+        print(json.dumps(record_as_json(record), indent=2))
+    else:
+        print(format_outcome(record))
+        _print_verify_summary(record)
     return EXIT_OK if record.state == RunState.SUCCEEDED else EXIT_FAILED
 
 
@@ -85,16 +93,28 @@ def cmd_prune(args: argparse.Namespace, config: Config) -> int:
     store = cli._store(config)
     lease = RedisHostLease(store.client, config.watchdog.lease_ttl)
     failed = False
+    report: list[dict[str, Any]] = []
     for host in hosts:
         outcome = prune_host(config, store, lease, host, apply=args.apply)
-        if outcome.record is not None and outcome.record.state != RunState.SUCCEEDED:
+        state = outcome.record.state if outcome.record is not None else None
+        if state is not None and state != RunState.SUCCEEDED:
             failed = True
-            print(f"{host}: {outcome.record.state.value}: {'; '.join(outcome.record.notes)}")
+            notes = outcome.record.notes if outcome.record is not None else []
+            report.append({"host": host, "applied": False, "state": state.value,
+                           "notes": notes, "plan": None})
+            if not args.json:
+                print(f"{host}: {state.value}: {'; '.join(notes)}")
             continue
-        print(f"{host}: {'pruned' if args.apply else 'plan (nothing deleted without --apply)'}")
-        for line in outcome.plan.describe():
-            print(f"  {line}")
-    if not hosts:
+        report.append({"host": host, "applied": args.apply,
+                       "state": state.value if state else None, "notes": [],
+                       "plan": outcome.plan.as_json()})
+        if not args.json:
+            print(f"{host}: {'pruned' if args.apply else 'plan (nothing deleted without --apply)'}")
+            for line in outcome.plan.describe():
+                print(f"  {line}")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif not hosts:
         print("no host has retention.keep_full_chains set: nothing to prune")
     return EXIT_FAILED if failed else EXIT_OK
 
@@ -110,6 +130,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     verify.add_argument("--secret-keys-file", default=None,
                         help="with --local, public-key mode: the secret key to read the backup "
                              "(else this machine's GNUPGHOME)")
+    verify.add_argument("--json", action="store_true",
+                        help="print the run record (with --wait or --local: the outcome)")
     verify.set_defaults(action=cmd_verify)
 
     listing = sub.add_parser("list", parents=[common],
@@ -122,4 +144,6 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                            help="delete chains beyond retention (dry run without --apply)")
     prune.add_argument("host", nargs="?")
     prune.add_argument("--apply", action="store_true", help="delete (default: print the plan)")
+    prune.add_argument("--json", action="store_true",
+                       help="a list of {host, applied, state, notes, plan}")
     prune.set_defaults(action=cmd_prune)

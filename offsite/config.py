@@ -12,10 +12,11 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from offsite.config_rules import (ConfigProblems, PathProblem, check_broker_url, overlap,
                                   scan_data, system_dir_problem)
-from offsite.config_sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, DataRoot,
-                                     HostRetention, HostSchedule, HostVerify, Name,
-                                     RetentionConfig, ScheduleConfig, ScriptConfig, StrictModel,
-                                     TargetConfig, VerifyConfig, WatchdogConfig)
+from offsite.config_sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, HostRetention,
+                                     HostSchedule, HostVerify, RetentionConfig, ScheduleConfig,
+                                     ScriptConfig, StrictModel, TargetConfig, VerifyConfig,
+                                     WatchdogConfig)
+from offsite.config_types import DataRoot, Interpreter, Name
 from offsite.constants import DEFAULT_CONFIG_PATH, BackupType
 from offsite.durations import format_duration
 from offsite.errors import ConfigError, UnknownHostError
@@ -26,6 +27,8 @@ from offsite.yaml_loader import MAX_CONFIG_BYTES, YamlProblem, decode_config_byt
 __all__ = ["Config", "HostConfig", "ScriptConfig", "config_path", "load_config", "parse_config"]
 
 MAX_HOSTS = 10_000
+
+
 class HostConfig(StrictModel):
     scripts: dict[Name, ScriptConfig] = Field(
         description="dump scripts, run in this order, each in its own staging folder",
@@ -39,6 +42,10 @@ class HostConfig(StrictModel):
     encryption: HostEncryption | None = Field(
         None, description="this host's own passphrase_file (or recipients): see "
                           "offsite.security_config")
+    python_interpreter: Interpreter | None = Field(
+        None, description="absolute path of the interpreter `python:` scripts run with (e.g. "
+                          "/usr/bin/python3 to import system packages such as psycopg2); "
+                          "default: offsite's own; checked on the host when a script runs")
 
     @model_validator(mode="after")
     def _paths_absolute_and_apart(self) -> HostConfig:

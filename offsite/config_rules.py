@@ -130,6 +130,9 @@ def check_broker_url(value: str) -> str:
         raise ValueError(f"broker url {shown!r} contains whitespace or control characters")
     if parts.path not in ("", "/") and not re.fullmatch(r"/[0-9]{1,5}", parts.path):
         raise ValueError(f"broker url {shown!r}: the path must be a database number like /0")
+    from offsite.tls import tls_problem
+    if (problem := tls_problem(value)) is not None:
+        raise ValueError(f"broker url {shown!r}: {problem}")
     try:
         redis.ConnectionPool.from_url(value)
     except (ValueError, TypeError) as exc:

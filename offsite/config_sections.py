@@ -1,87 +1,22 @@
-"""The parts of the configuration, each a strict pydantic model (unknown keys are errors), and
-the value types they share: names, durations, schedules, folders. offsite.config assembles them
-into the fleet's Config and reads the YAML."""
+"""The parts of the configuration, each a strict pydantic model (unknown keys are errors); the
+value types they share are in offsite.config_types. offsite.config assembles them into the
+fleet's Config and reads the YAML."""
 from __future__ import annotations
 
-import re
-from datetime import datetime, timezone
-from pathlib import Path
-from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated
 
-from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field,
-                      PlainValidator, model_validator)
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from offsite.config_rules import (check_absolute_path, check_http_url, check_target_url,
-                                  system_dir_problem)
+from offsite.config_rules import check_target_url
+from offsite.config_types import (EPOCH, Duration, HttpUrl, Region, Schedule, ScriptCode,
+                                  check_timezone, check_topic_arn)
 from offsite.constants import DEFAULT_SCRIPT_TIMEOUT_S, DEFAULT_UPLOAD_TIMEOUT_S
-from offsite.durations import parse_duration
-from offsite.schedules import CronSpec, EverySpec, parse_schedule_spec
+from offsite.schedules import CronSpec, EverySpec
 from offsite.security_config import Layout
 
 MAX_SCRIPTS_PER_HOST = 100
-MAX_SCRIPT_BYTES = 64 * 1024
 MAX_TEXT_CHARS = 64 * 1024
 DEFAULT_MIN_INTERVAL_S = 60
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-
-
-def _check_name(value: str) -> str:
-    if not _NAME.match(value):
-        raise ValueError(f"{value!r} is not a valid name (letters, digits, '_', '.', '-'; "
-                         "starting with a letter or digit; at most 63 characters)")
-    return value
-
-
-def _check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r} (use an IANA name like UTC or "
-                         "Europe/London)") from None
-    return value
-
-
-def _check_script_code(value: str) -> str:
-    if len(value.encode("utf-8", "surrogatepass")) > MAX_SCRIPT_BYTES:
-        raise ValueError(f"script code is longer than {MAX_SCRIPT_BYTES // 1024} KiB: put it in "
-                         "a file on the host and call that file")
-    if not value.strip():
-        raise ValueError("script code is empty")
-    return value
-
-
-def _check_data_root(value: Path) -> Path:
-    path = check_absolute_path(value)
-    if (problem := system_dir_problem(path)) is not None:
-        raise ValueError(problem)
-    return path
-
-
-def _check_region(value: str) -> str:
-    if not re.fullmatch(r"[a-z0-9-]{1,40}", value):
-        raise ValueError(f"{value[:60]!r} is not a region name like eu-west-1")
-    return value
-
-
-def _check_topic_arn(value: str) -> str:
-    if not re.fullmatch(r"arn:[a-z-]{1,20}:sns:[a-z0-9-]{0,40}:[0-9]{0,12}:[A-Za-z0-9_.-]{1,256}",
-                        value):
-        raise ValueError(f"{value[:80]!r} is not an SNS topic ARN "
-                         "(arn:aws:sns:REGION:ACCOUNT:NAME)")
-    return value
-
-
-Duration = Annotated[int, BeforeValidator(parse_duration)]
-Name = Annotated[str, AfterValidator(_check_name)]
-Schedule = Annotated[Any, PlainValidator(parse_schedule_spec)]
-DataRoot = Annotated[Path, AfterValidator(_check_data_root)]
-AbsolutePath = Annotated[Path, AfterValidator(check_absolute_path)]
-HttpUrl = Annotated[str, AfterValidator(check_http_url)]
-Region = Annotated[str, AfterValidator(_check_region)]
-ScriptCode = Annotated[str, AfterValidator(_check_script_code)]
 
 
 class StrictModel(BaseModel):
@@ -91,8 +26,8 @@ class StrictModel(BaseModel):
 class ScriptConfig(StrictModel):
     bash: ScriptCode | None = Field(None, description="bash code, run as "
                                     "`bash -e -o pipefail -c` (at most 64 KiB)")
-    python: ScriptCode | None = Field(None, description="Python code, run with the worker's "
-                                      "interpreter (at most 64 KiB)")
+    python: ScriptCode | None = Field(None, description="Python code, run with the host's "
+                                      "python_interpreter (at most 64 KiB)")
     timeout: Duration = Field(DEFAULT_SCRIPT_TIMEOUT_S,
                               description="kill the script's process group after this long")
     user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
@@ -159,7 +94,7 @@ class TargetConfig(StrictModel):
 
 
 class AlertsConfig(StrictModel):
-    sns_topic_arn: Annotated[str, AfterValidator(_check_topic_arn)] | None = Field(
+    sns_topic_arn: Annotated[str, AfterValidator(check_topic_arn)] | None = Field(
         None, description="SNS topic alerts are published to")
     region: Region | None = Field(None, description="SNS region; default: the topic ARN's region")
     endpoint_url: HttpUrl | None = Field(None, description="SNS endpoint for non-AWS services")
@@ -173,7 +108,7 @@ class AlertsConfig(StrictModel):
 
 
 class ScheduleConfig(StrictModel):
-    timezone: Annotated[str, AfterValidator(_check_timezone)] = Field(
+    timezone: Annotated[str, AfterValidator(check_timezone)] = Field(
         "UTC", description="zone the cron expressions are read in")
     full: Schedule = Field(CronSpec("0 0 1 * *"), description="default full schedule")
     incr: Schedule = Field(CronSpec("0 4 * * 1"), description="default incremental schedule")
@@ -183,7 +118,7 @@ class ScheduleConfig(StrictModel):
                           "chain (else the run fails with class chain_missing)")
     min_interval: Duration = Field(DEFAULT_MIN_INTERVAL_S, description="the shortest "
                                    "`{every: D}` allowed anywhere (default 1m)")
-    anchor: AwareDatetime = Field(_EPOCH, description="{every: D} slots fall at anchor + k*D")
+    anchor: AwareDatetime = Field(EPOCH, description="{every: D} slots fall at anchor + k*D")
 
 
 class WatchdogConfig(StrictModel):

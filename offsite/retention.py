@@ -45,6 +45,14 @@ class PrunePlan:
         sets = [s for chain in self.dropped for s in chain.sets] + self.stray
         return sum(backup_set.bytes for backup_set in sets)
 
+    def as_json(self) -> dict[str, object]:
+        return {"host": self.host,
+                "keep": [{**c.as_json(), "why": self.reasons[format_stamp(c.start)]}
+                         for c in self.kept],
+                "delete": [c.as_json() for c in self.dropped],
+                "delete_sets": [s.as_json() for s in self.stray],
+                "objects": len(self.objects), "bytes_freed": self.bytes_freed}
+
     def describe(self) -> list[str]:
         lines = [f"keep chain {format_stamp(c.start)} .. {format_stamp(c.end)} "
                  f"({self.reasons[format_stamp(c.start)]})" for c in self.kept]

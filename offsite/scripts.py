@@ -21,15 +21,18 @@ RUN_ENV = ("OFFSITE_HOST", "OFFSITE_RUN_ID", "OFFSITE_BACKUP_TYPE", "OFFSITE_SCR
 
 
 class ScriptKind(Protocol):
-    def __call__(self, code: str) -> list[str]: ...
+    def __call__(self, code: str, python: str) -> list[str]: ...
 
 
-def bash_argv(code: str) -> list[str]:
+def bash_argv(code: str, python: str) -> list[str]:
+    del python
     return ["bash", "-e", "-o", "pipefail", "-c", code]
 
 
-def python_argv(code: str) -> list[str]:
-    return [sys.executable, "-c", code]
+def python_argv(code: str, python: str) -> list[str]:
+    """`python` is the host's `python_interpreter`, by default offsite's own (sys.executable,
+    the venv's: it sees offsite's packages, not the system's)."""
+    return [python, "-c", code]
 
 
 SCRIPT_KINDS: dict[str, ScriptKind] = {"bash": bash_argv, "python": python_argv}
@@ -79,6 +82,20 @@ def script_user(script: ScriptConfig, run: ScriptRun) -> pwd.struct_passwd | Non
     return user
 
 
+def script_interpreter(config: Config, run: ScriptRun) -> str:
+    """The host's python_interpreter, checked here on the host: a missing one fails the step
+    with a line that says which path and what to do."""
+    configured = config.host(run.host).python_interpreter
+    if configured is None:
+        return sys.executable
+    if not configured.is_file() or not os.access(configured, os.X_OK):
+        raise OffsiteError(f"python_interpreter {configured} is not an executable file on this "
+                           "machine: install it or fix hosts."
+                           f"{run.host}.python_interpreter", host=run.host,
+                           step=script_step(run.name))
+    return str(configured)
+
+
 def run_script(config: Config, run: ScriptRun,
                on_tick: Callable[[], None] | None = None) -> CommandResult:
     """Run one configured script in its staging folder; raises CommandError on failure or timeout."""
@@ -89,7 +106,8 @@ def run_script(config: Config, run: ScriptRun,
     if user is not None:
         os.chown(folder, user.pw_uid, user.pw_gid)
         run_as = RunAs(user.pw_uid, user.pw_gid, os.getgrouplist(user.pw_name, user.pw_gid))
-    argv = SCRIPT_KINDS[script.kind](script.code)
+    python = script_interpreter(config, run) if script.kind == "python" else sys.executable
+    argv = SCRIPT_KINDS[script.kind](script.code, python)
     return run_command(argv, timeout_s=script.timeout, host=run.host, step=script_step(run.name),
                        env=script_env(run, user=user), cwd=folder,
                        capture_stdout=False, on_tick=on_tick, run_as=run_as)

@@ -6,14 +6,11 @@ imports these models into the fleet's Config.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, \
-    model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from offsite.config_rules import check_absolute_path
-from offsite.durations import parse_duration
+from offsite.config_types import AbsolutePath, Duration
 
 if TYPE_CHECKING:
     from offsite.config import Config
@@ -31,8 +28,6 @@ DATA_PREFIX = "data-"
 # tags; a prefix inside every host's prefix would need one rule per host).
 VOLUME_TAG = ("offsite-class", "volume")
 
-Duration = Annotated[int, BeforeValidator(parse_duration)]
-
 
 def _check_fingerprint(value: str) -> str:
     match = _FINGERPRINT.match(value.strip()) if isinstance(value, str) else None
@@ -44,7 +39,6 @@ def _check_fingerprint(value: str) -> str:
 
 
 Fingerprint = Annotated[str, AfterValidator(_check_fingerprint)]
-KeyPath = Annotated[Path, AfterValidator(check_absolute_path)]
 
 
 class _Strict(BaseModel):
@@ -55,12 +49,11 @@ class EncryptionConfig(_Strict):
     mode: Literal["symmetric", "public-key"] = Field(
         "symmetric", description="symmetric: a passphrase on every host; public-key: hosts hold "
                                  "only public keys and cannot decrypt any backup")
-    passphrase_file: KeyPath | None = Field(
-        None, description="symmetric: file holding the passphrase (absolute path, mode 0600); "
-                          "else env PASSPHRASE")
+    passphrase_file: AbsolutePath | None = Field(
+        None, description="symmetric: file holding the passphrase; else env PASSPHRASE")
     recipients: list[Fingerprint] = Field(
         default_factory=list, description="public-key: fingerprints the backups are encrypted to")
-    public_keys_file: KeyPath | None = Field(
+    public_keys_file: AbsolutePath | None = Field(
         None, description="public-key: ASCII-armoured public keys of the recipients; imported "
                           "into a keyring of offsite's own (else the node's GNUPGHOME)")
 
@@ -77,9 +70,9 @@ class HostEncryption(_Strict):
     """Per-host overrides: a passphrase of its own, so one host's compromise does not decrypt
     the fleet's backups (or recipients of its own in public-key mode)."""
 
-    passphrase_file: KeyPath | None = None
+    passphrase_file: AbsolutePath | None = None
     recipients: list[Fingerprint] | None = None
-    public_keys_file: KeyPath | None = None
+    public_keys_file: AbsolutePath | None = None
 
 
 class LifecycleConfig(_Strict):

@@ -41,13 +41,26 @@ def start_backup(self: Task, host: str, backup_type: BackupType, run_id: str,
         note_waiting(ctx, f"waited: {wait.cause}")
         raise self.retry(countdown=WAIT_RETRY_S, max_retries=None) from None
     if effective is None:
-        return "not run"
+        return not_run_reason(ctx)
     queue = host_queue(host)
     steps = [run_script.si(host, run_id, name, effective.value).set(queue=queue)
              for name in ctx.config.host(host).scripts]
     steps.append(upload.si(host, run_id, effective.value).set(queue=queue))
     chain(*steps).on_error(failure_callback(host, run_id)).apply_async()
     return "started"
+
+
+def not_run_reason(ctx: RunContext) -> str:
+    """The task's result when the run did not start, as Flower shows it: the run's state and
+    why (skipped: the host is busy…; expired: superseded by…), never a bare success."""
+    record = ctx.store.get(ctx.run_id)
+    if record is None:
+        return f"not run: no record of {ctx.run_id}"
+    why = record.notes[-1] if record.notes else "no reason recorded"
+    why = why.removeprefix(f"{record.state.value}: ")
+    if record.state.value in ("skipped", "expired"):
+        return f"not run: {record.state.value}: {why}"
+    return f"not run: the run is already {record.state.value} (a repeated message)"
 
 
 @app.task(bind=True, base=CheckedTask, name=RUN_SCRIPT)

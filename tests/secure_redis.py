@@ -21,15 +21,15 @@ class PasswordRedisServer(RedisServer):
 
 
 class Flower:
-    """`celery --app workers.app flower` on a free loopback port, the API open (as
-    FLOWER_UNAUTHENTICATED_API allows) so the test can read every page."""
+    """`offsite flower` (Flower on the app's settings) on a free loopback port, the API open
+    (as FLOWER_UNAUTHENTICATED_API allows) so the test can read every page."""
 
     def __init__(self, processes: ProcessFactory, config: Path) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: ManagedProcess = processes.start(
-            "flower", [str(VENV_BIN / "celery"), "--app", "workers.app", "flower",
-                       f"--port={self.port}", "--address=127.0.0.1"],
+            "flower", [str(VENV_BIN / "offsite"), "--config", str(config), "flower",
+                       "--port", str(self.port), "--address", "127.0.0.1"],
             "Visit me at", ready_timeout=60,
             env_extra={"OFFSITE_CONFIG": str(config), "FLOWER_UNAUTHENTICATED_API": "true"})
 

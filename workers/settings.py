@@ -8,6 +8,7 @@ from kombu import Exchange, Queue
 from beat_schedule import build_beat_schedule
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
+from offsite.tls import tls_options
 
 _VISIBILITY_MARGIN_S = 3600
 
@@ -36,6 +37,7 @@ def beat_settings(config: Config) -> dict[str, Any]:
         "redbeat_key_prefix": KEY_PREFIX + "redbeat:",
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "beat_max_loop_interval": BEAT_LOOP_S,
+        **({"redbeat_redis_use_ssl": tls} if (tls := tls_options(config.broker_url)) else {}),
     }
 
 
@@ -57,7 +59,9 @@ def celery_settings(config: Config) -> dict[str, Any]:
     """
     transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S}
     queues = [_queue(CONTROL_QUEUE)] + [_queue(host_queue(host)) for host in config.hosts]
+    tls = tls_options(config.broker_url)   # rediss://: every client verifies the certificate
     return {
+        **({"broker_use_ssl": tls, "redis_backend_use_ssl": tls} if tls else {}),
         "broker_url": config.broker_url,
         "result_backend": config.broker_url,
         "broker_transport_options": transport,
