@@ -1,4 +1,5 @@
-"""The commands that prove, show and trim what the target holds: `verify`, `list`, `prune`."""
+"""The commands that prove, show and trim what the target holds: `verify`, `list`, `prune`; and
+`hosts`, the per-host summary of the ledger."""
 from __future__ import annotations
 
 import argparse
@@ -97,7 +98,25 @@ def cmd_prune(args: argparse.Namespace, config: Config) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
+def cmd_hosts(args: argparse.Namespace, config: Config) -> int:
+    """Exit 1 with one line when the broker is down (offsite.cli maps RedisError)."""
+    from offsite import cli
+    from offsite.fleet import read_summary
+    from offsite.fleet_table import format_hosts
+    summary = read_summary(cli._store(config).client, config)
+    if args.json:
+        print(json.dumps(summary.as_json(), indent=2))
+    else:
+        print(format_hosts(summary))
+    return EXIT_OK
+
+
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    hosts = sub.add_parser("hosts", parents=[common],
+                           help="one row per host, worst first: last runs, success, conditions")
+    hosts.add_argument("--json", action="store_true")
+    hosts.set_defaults(action=cmd_hosts)
+
     verify = sub.add_parser("verify", parents=[common],
                             help="prove HOST's backup restores from the target alone")
     verify.add_argument("host")
