@@ -20,6 +20,7 @@ from offsite.config_rules import (ConfigProblems, PathProblem, check_absolute_pa
                                   scan_data, system_dir_problem)
 from offsite.durations import format_duration, parse_duration
 from offsite.errors import ConfigError, UnknownHostError
+from offsite.http_config import HttpConfig
 from offsite.schedules import CronSpec, EverySpec, ScheduleSpec, parse_schedule_spec
 from offsite.security_config import (EncryptionConfig, HostEncryption, Layout,
                                      ProvisionConfig)
@@ -197,6 +198,9 @@ class AlertsConfig(StrictModel):
         None, description="SNS topic alerts are published to")
     region: Region | None = Field(None, description="SNS region; default: the topic ARN's region")
     endpoint_url: HttpUrl | None = Field(None, description="SNS endpoint for non-AWS services")
+    heartbeat_url: HttpUrl | None = Field(
+        None, description="dead man's switch: a healthchecks.io-style push URL the control "
+                          "node GETs on every healthy watchdog tick")
 
     @property
     def sns_region(self) -> str | None:
@@ -259,6 +263,8 @@ class Config(StrictModel):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
+    http: HttpConfig | None = Field(None, description="served by `offsite control` when set: "
+                                    "/metrics, /api/hosts, the fleet page")
     hosts: dict[Name, HostConfig] = Field(min_length=1, max_length=MAX_HOSTS,
                                           description="the hosts backed up")
 

@@ -86,10 +86,16 @@ def _clear_leftover_staging(config: Config, host: str) -> None:
 
 
 def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
-    """Blocks running the control worker; its watchdog thread lives as long as the worker."""
-    del config
+    """Blocks running the control worker; its watchdog thread (and, with `http:` set, its HTTP
+    server's) lives as long as the worker. The HTTP address is bound first: a taken port or a
+    bad basic_auth_file stops the start with one line."""
+    from offsite.http import open_server, serve_in_thread
+    server = open_server(config)
     os.environ.pop(WORKER_HOST_ENV, None)
     stop = threading.Event()
+    if server is not None:
+        serve_in_thread(server)
+        worker_shutting_down.connect(lambda **_: server.shutdown(), weak=False)
 
     def start_watchdog(**_: object) -> None:
         from tasks.control import run_watchdog
