@@ -24,7 +24,7 @@ table{border-collapse:collapse;width:100%}
 th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:left;vertical-align:top;
 white-space:nowrap}
 th{background:#f4f4f4;position:sticky;top:0}
-.why{color:#555;font-size:.9em;white-space:normal;max-width:28em}
+.why{color:#555;font-size:.9em;white-space:normal;min-width:18em;max-width:36em}
 .age{color:#666}
 .health-failed td:first-child{background:#f8d0d0}
 .health-lost td:first-child{background:#f8dcc0}
@@ -95,8 +95,8 @@ def _run_cell(run: RunBrief | None, now: datetime, extra: str = "") -> str:
     age = short_age((now - run.at).total_seconds())
     state = escape(run.state.value)
     return (f'<td><span class="state-{state}">{state}</span> '
-            f'<span class="age">{escape(run.at.strftime("%Y-%m-%d %H:%M"))}Z, {age} ago'
-            f'</span>{extra}</td>')
+            f'<span class="age" title="{escape(run.at.strftime("%Y-%m-%d %H:%M:%S"))}Z">'
+            f"{age} ago</span>{extra}</td>")
 
 
 def _row(row: HostRow, now: datetime, points: list[Point]) -> str:
@@ -107,14 +107,16 @@ def _row(row: HostRow, now: datetime, points: list[Point]) -> str:
     backups = [run for kind, run in row.finished.items() if kind in ("full", "incr")]
     newest_backup = max(backups, key=lambda run: run.at, default=None)
     uploaded = _bytes(newest_backup.bytes_uploaded) if newest_backup else "-"
-    verified = (f'<div class="age">last success {short_age((now - row.verified_at).total_seconds())}'
-                ' ago</div>') if row.verified_at and row.last.get("verify") else ""
+    verified = ""
+    if row.verified_at and row.last.get("verify"):
+        verified = (f'<div class="age">last success '
+                    f"{short_age((now - row.verified_at).total_seconds())} ago</div>")
     success_age = row.success_age_s(now)
     why = f'<div class="why">{escape(row.reason)}</div>' if row.reason else ""
     return "".join([
         f'<tr class="health-{health}" data-host="{escape(row.host)}" data-health="{health}">',
-        f"<td>{health}{why}</td>",
-        f'<td class="host">{escape(row.host)}</td>',
+        f"<td>{health}</td>",
+        f'<td class="host">{escape(row.host)}{why}</td>',
         _run_cell(row.last.get("full"), now), _run_cell(row.last.get("incr"), now),
         _run_cell(row.last.get("verify"), now, verified),
         f"<td>{short_age(success_age) + ' ago' if success_age is not None else 'never'}</td>",
