@@ -103,7 +103,7 @@ class FleetHandler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self.command, self.requestline = None, ""  # type: ignore[assignment]
-        self.request_version = self.default_request_version
+        self.request_version = "HTTP/1.0"   # so an early error still gets a status line
         try:
             super().handle_one_request()
         except HeaderTooLarge:
