@@ -9,6 +9,7 @@ from functools import lru_cache
 from celery import Task
 
 from offsite.alerts import AlertSink, sink_for
+from offsite.config_digest import digest_for
 from offsite.constants import BackupType, RunType
 from offsite.heartbeat import CONTROL_NODE, Heartbeat, interval_for
 from offsite.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
@@ -82,8 +83,8 @@ def run_watchdog(stop: threading.Event) -> None:
     """Tick until stopped; a failing tick (Redis away, a bug) is logged and the next one runs."""
     config = current_config()
     every = config.watchdog.every
-    heartbeat = Heartbeat(redis_client, CONTROL_NODE,
-                          interval_for(config.watchdog.worker_timeout)).start()
+    heartbeat = Heartbeat(redis_client, CONTROL_NODE, interval_for(config.watchdog.worker_timeout),
+                          digest=lambda: digest_for(config, CONTROL_NODE)).start()
     dog = watchdog()
     try:
         while not stop.wait(every):
