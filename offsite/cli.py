@@ -57,6 +57,8 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
     for warning in findings.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if args.connect:
+        from offsite.deadman import describe_switch
+        print(describe_switch(config.alerts.heartbeat_url))
         problems += check_connections(config)
     for line in problems:
         print(f"problem: {line}", file=sys.stderr)

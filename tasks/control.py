@@ -11,6 +11,7 @@ from celery import Task
 from offsite.alerts import AlertSink, sink_for
 from offsite.config_digest import digest_for
 from offsite.constants import BackupType, RunType
+from offsite.deadman import DeadMansSwitch
 from offsite.heartbeat import CONTROL_NODE, Heartbeat, interval_for
 from offsite.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
 from offsite.notify import report_failed_run
@@ -86,11 +87,14 @@ def run_watchdog(stop: threading.Event) -> None:
     heartbeat = Heartbeat(redis_client, CONTROL_NODE, interval_for(config.watchdog.worker_timeout),
                           digest=lambda: digest_for(config, CONTROL_NODE)).start()
     dog = watchdog()
+    switch = DeadMansSwitch(config.alerts.heartbeat_url)
     try:
         while not stop.wait(every):
             try:
                 dog.tick(utcnow())
             except Exception:
                 log.exception("watchdog tick failed; retrying in %ss", every)
+                continue
+            switch.ping()   # only a tick that ran tells the outside the control node is well
     finally:
         heartbeat.stop()
