@@ -100,10 +100,12 @@ def cmd_prune(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_hosts(args: argparse.Namespace, config: Config) -> int:
     """Exit 1 with one line when the broker is down (offsite.cli maps RedisError)."""
-    from offsite import cli
+    import redis
     from offsite.fleet import read_summary
     from offsite.fleet_table import format_hosts
-    summary = read_summary(cli._store(config).client, config)
+    client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=5, socket_timeout=30,
+                                  decode_responses=True)
+    summary = read_summary(client, config)
     if args.json:
         print(json.dumps(summary.as_json(), indent=2))
     else:

@@ -97,16 +97,24 @@ class HostRow:
     reason: str = ""
     last: dict[str, RunBrief] = field(default_factory=dict)       # type -> latest started
     finished: dict[str, RunBrief] = field(default_factory=dict)   # type -> latest finished
-    success_at: datetime | None = None                # latest successful backup
-    success_by_type: dict[str, datetime] = field(default_factory=dict)
-    verified_at: datetime | None = None               # latest successful restore drill
+    success_ts: float | None = None                   # latest successful backup (epoch s)
+    success_by_type: dict[str, float] = field(default_factory=dict)   # type -> epoch s
+    verified_ts: float | None = None                  # latest successful restore drill
     newest: RunBrief | None = None
     conditions: list[OpenCondition] = field(default_factory=list)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, state) -> runs
     config_drift: bool = False
 
+    @property
+    def success_at(self) -> datetime | None:
+        return _moment(self.success_ts) if self.success_ts is not None else None
+
+    @property
+    def verified_at(self) -> datetime | None:
+        return _moment(self.verified_ts) if self.verified_ts is not None else None
+
     def success_age_s(self, now: datetime) -> float | None:
-        return (now - self.success_at).total_seconds() if self.success_at else None
+        return now.timestamp() - self.success_ts if self.success_ts is not None else None
 
     @property
     def newest_backup(self) -> RunBrief | None:
@@ -159,7 +167,7 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _moment(value: str) -> datetime:
+def _moment(value: str | float) -> datetime:
     return datetime.fromtimestamp(float(value), tz=timezone.utc)
 
 
@@ -169,17 +177,15 @@ def read_summary(client: redis.Redis, config: Config, now: datetime | None = Non
     now = now or datetime.now(timezone.utc)
     names = list(hosts) if hosts is not None else list(config.hosts)
     nodes = fleet_nodes(config)
+    keys = [key for host in names for key in (HOST_FACTS_KEY + host, HOST_RUNS_KEY + host)]
     with client.pipeline(transaction=False) as pipe:
-        for host in names:
-            pipe.hgetall(HOST_FACTS_KEY + host)
-            pipe.zrevrange(HOST_RUNS_KEY + host, 0, 0)
+        pipe.eval(_READ_HOSTS, len(keys), *keys)
         pipe.hgetall(CONDITIONS_KEY)
         pipe.hmget(HEARTBEATS_KEY, nodes)
         pipe.zcard(PENDING_KEY)
-        replies = pipe.execute()
-    facts_raw, newest_raw = replies[0:2 * len(names):2], replies[1:2 * len(names):2]
-    conditions_raw, beats, pending = replies[2 * len(names):]
-    decoded = [{k.decode(): v.decode() for k, v in raw.items()} for raw in facts_raw]
+        per_host, conditions_raw, beats, pending = pipe.execute()
+    facts_raw, newest_raw = per_host[0::2], per_host[1::2]
+    decoded = [_pairs(flat) for flat in facts_raw]
     rows = [_row_from_facts(host, fields) for host, fields in zip(names, decoded)]
     wanted: dict[str, None] = {}
     for fields, newest in zip(decoded, newest_raw):
@@ -204,7 +210,7 @@ def read_summary(client: redis.Redis, config: Config, now: datetime | None = Non
         row.config_drift = worker_node(row.host) in drifted
         row.health, row.reason = judge(row)
     rows.sort(key=lambda row: (HEALTH_RANK[row.health],
-                               row.success_at.timestamp() if row.success_at else float("-inf"),
+                               row.success_ts if row.success_ts is not None else float("-inf"),
                                row.host))
     drift = next((c for c in open_conditions if c.condition == DRIFT_CONDITION), None)
     return FleetSummary(at=now, rows=rows, drift=drift, drifted_nodes=drifted,
@@ -223,16 +229,37 @@ def load_briefs(client: redis.Redis, run_ids: list[str]) -> dict[str, RunBrief]:
 _NAMED_RUNS = [f"{fact}:{kind}:run" for fact in ("started", "finished") for kind in RUN_TYPES]
 
 
+# Every host's facts hash and newest run id in one command: one request to pack and one reply
+# to parse (in C with hiredis), not two per host.
+_READ_HOSTS = """
+local out = {}
+for i = 1, #KEYS, 2 do
+  out[#out + 1] = redis.call('hgetall', KEYS[i])
+  out[#out + 1] = redis.call('zrevrange', KEYS[i + 1], 0, 0)
+end
+return out
+"""
+
+
+def _pairs(flat: list[Any]) -> dict[str, str]:
+    """HGETALL's flat reply as a dict of text, whether the client decodes replies or not."""
+    if flat and isinstance(flat[0], bytes):
+        flat = [item.decode() for item in flat]
+    return dict(zip(flat[0::2], flat[1::2]))
+
+
 def _row_from_facts(host: str, fields: dict[str, str]) -> HostRow:
     row = HostRow(host=host)
+    get = fields.get
+    if (found := get("success")) is not None:
+        row.success_ts = float(found)
+    if (found := get("verified")) is not None:
+        row.verified_ts = float(found)
+    for kind in ("full", "incr"):
+        if (found := get(f"success:{kind}")) is not None:
+            row.success_by_type[kind] = float(found)
     for name, text in fields.items():
-        if name == "success":
-            row.success_at = _moment(text)
-        elif name == "verified":
-            row.verified_at = _moment(text)
-        elif name.startswith("success:") and not name.endswith(":run"):
-            row.success_by_type[name.removeprefix("success:")] = _moment(text)
-        elif name.startswith("count:"):
+        if name.startswith("count:"):
             _, kind, state = name.split(":", 2)
             row.counts[(kind, state)] = int(text)
     return row
@@ -296,7 +323,7 @@ def judge(row: HostRow) -> tuple[Health, str]:
         return Health.LOST, "its worker sends no heartbeat"
     if backup is not None and backup.state == RunState.LOST:
         return Health.LOST, f"{backup.type} {backup.run_id} was lost"
-    if row.success_at is None:
+    if row.success_ts is None:
         return Health.STALE, "no successful backup yet"
     for condition, reason in (("backup_stale", "no recent successful backup"),
                               ("backup_missed", "a scheduled backup did not start"),

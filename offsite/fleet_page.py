@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
+from threading import Lock
 
 import redis
 
@@ -45,22 +46,50 @@ class Point:
     kind: str
 
 
-def read_series(client: redis.Redis, hosts: list[str]) -> dict[str, list[Point]]:
-    """Each host's last backups (offsite.host_facts series), in one pipelined round trip."""
+def read_series(client: redis.Redis, hosts: list[str]) -> dict[str, tuple[str, ...]]:
+    """Each host's last backups as stored (offsite.host_facts series), in one pipelined round
+    trip."""
     with client.pipeline(transaction=False) as pipe:
         for host in hosts:
             pipe.lrange(SERIES_KEY + host, 0, -1)
         replies = pipe.execute()
-    series: dict[str, list[Point]] = {}
-    for host, entries in zip(hosts, replies):
-        points = []
-        for raw in entries:
-            parts = raw.decode().split(" ")
-            if len(parts) == 5:
-                points.append(Point(float(parts[0]), float(parts[1]), int(parts[2]), parts[3],
-                                    parts[4]))
-        series[host] = points
-    return series
+    return {host: tuple(raw.decode() if isinstance(raw, bytes) else raw for raw in entries)
+            for host, entries in zip(hosts, replies)}
+
+
+def parse_series(entries: tuple[str, ...]) -> list[Point]:
+    points = []
+    for entry in entries:
+        parts = entry.split(" ")
+        if len(parts) == 5:
+            points.append(Point(float(parts[0]), float(parts[1]), int(parts[2]), parts[3],
+                                parts[4]))
+    return points
+
+
+class ChartCache:
+    """A host's chart changes only when one of its backups ends: each is drawn once per
+    series content, and the cache is bounded (emptied when full)."""
+
+    def __init__(self, limit: int = 20_000) -> None:
+        self.limit = limit
+        self.drawn: dict[tuple[str, tuple[str, ...]], str] = {}
+        self.lock = Lock()
+
+    def get(self, host: str, entries: tuple[str, ...]) -> str:
+        key = (host, entries)
+        with self.lock:
+            found = self.drawn.get(key)
+        if found is None:
+            found = chart(host, parse_series(entries))
+            with self.lock:
+                if len(self.drawn) >= self.limit:
+                    self.drawn.clear()
+                self.drawn[key] = found
+        return found
+
+
+_charts = ChartCache()
 
 
 def chart(host: str, points: list[Point]) -> str:
@@ -99,7 +128,7 @@ def _run_cell(run: RunBrief | None, now: datetime, extra: str = "") -> str:
             f"{age} ago</span>{extra}</td>")
 
 
-def _row(row: HostRow, now: datetime, points: list[Point]) -> str:
+def _row(row: HostRow, now: datetime, drawn_chart: str) -> str:
     health = escape(row.health.value)
     conditions = sorted({c.condition for c in row.conditions})
     if row.config_drift and "config_drift" not in conditions:
@@ -123,10 +152,10 @@ def _row(row: HostRow, now: datetime, points: list[Point]) -> str:
         f"<td>{escape(uploaded)}</td>",
         f"<td>{escape(', '.join(conditions)) or '-'}</td>",
         f"<td>{escape(row.newest.state.value) if row.newest else '-'}</td>",
-        f"<td>{chart(row.host, points)}</td></tr>"])
+        f"<td>{drawn_chart}</td></tr>"])
 
 
-def page_html(summary: FleetSummary, series: dict[str, list[Point]]) -> str:
+def page_html(summary: FleetSummary, series: dict[str, tuple[str, ...]]) -> str:
     counts = summary.counts()
     tally = ", ".join(f"{counts[health]} {health.value}" for health in Health)
     drift = ""
@@ -139,7 +168,8 @@ def page_html(summary: FleetSummary, series: dict[str, list[Point]]) -> str:
               "<th>Last verify</th><th>Last success</th><th>Uploaded (last backup)</th>"
               "<th>Open conditions</th><th>Newest run</th><th>Last backups: bytes (bars), "
               "duration (line)</th></tr>")
-    rows = "\n".join(_row(row, summary.at, series.get(row.host, [])) for row in summary.rows)
+    rows = "\n".join(_row(row, summary.at, _charts.get(row.host, series.get(row.host, ())))
+                     for row in summary.rows)
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
             f"<title>offsite: {len(summary.rows)} hosts</title><style>{_STYLE}</style></head>"
             f"<body><h1>offsite fleet</h1><p id=\"tally\">{len(summary.rows)} hosts: {tally}; "

@@ -228,7 +228,7 @@ def open_server(config: Config) -> FleetHttpServer | None:
             log.warning("http.basic_auth_file %s is readable by others: chmod 600 it",
                         config.http.basic_auth_file)
     client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=3,
-                                  socket_timeout=10)
+                                  socket_timeout=10, decode_responses=True)
     try:
         return FleetHttpServer(config.http.address, fleet_routes(config, client), credentials)
     except OSError as exc:

@@ -163,3 +163,21 @@ def test_unreadable_auth_file_stops_control_with_one_line(make_config: Any,
     assert result.returncode == 2, describe(result)
     assert "basic_auth_file" in result.stderr and "missing" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_fast_exposition_says_what_prometheus_client_says(make_config: Any,
+                                                          redis_client: redis.Redis) -> None:
+    from offsite.config import load_config
+    from offsite.fleet import read_summary
+    from offsite.metrics import exposition, fleet_families, reference_exposition
+    config = load_config(make_config(HOSTS))
+    write_fleet(redis_client)
+    families = fleet_families(read_summary(redis_client, config))
+    ours, reference = exposition(families).decode(), reference_exposition(families).decode()
+    assert samples(ours) == samples(reference)
+    assert len(samples(ours)) > 15
+
+    def described(text: str) -> list[tuple[str, str, str]]:
+        return sorted((f.name, f.type, f.documentation)
+                      for f in text_string_to_metric_families(text))
+    assert described(ours) == described(reference)
