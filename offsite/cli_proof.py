@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from offsite.config import Config
@@ -19,11 +20,12 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     from offsite.restore import parse_backup_time
     from offsite.status import format_outcome
     config.host(args.host)
-    at = parse_backup_time(args.time, datetime.now(timezone.utc), args.host) if args.time \
-        else None
+    now = datetime.now(timezone.utc)
+    at = parse_backup_time(args.time, now, args.host, "verify") if args.time else None
     if args.local:
         from offsite.verify_run import verify_local
-        record = verify_local(config, args.host, at)
+        record = verify_local(config, args.host, at,
+                              Path(args.secret_keys_file) if args.secret_keys_file else None)
         if record.state == RunState.FAILED:
             cli._alert_locally(config, record)
     else:
@@ -153,6 +155,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     verify.add_argument("--wait", action="store_true", help="wait for the outcome")
     verify.add_argument("--timeout", type=float, default=None, help="with --wait: give up after")
     verify.add_argument("--local", action="store_true", help="run here, without the broker")
+    verify.add_argument("--secret-keys-file", default=None,
+                        help="with --local, public-key mode: the secret key to read the backup "
+                             "(else this machine's GNUPGHOME)")
     verify.set_defaults(action=cmd_verify)
 
     listing = sub.add_parser("list", parents=[common],

@@ -62,17 +62,21 @@ def last_beats(client: redis.Redis, nodes: Iterable[str]) -> dict[str, datetime 
 
 
 def parse_beat(value: bytes | str | None) -> datetime | None:
+    """A beat as written by beat_once; anything else (a stray write) counts as no beat."""
     if value is None:
         return None
-    text = value.decode() if isinstance(value, bytes) else value
-    return datetime.fromtimestamp(float(text.split(" ", 1)[0]), tz=timezone.utc)
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    try:
+        return datetime.fromtimestamp(float(text.split(" ", 1)[0]), tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        return None   # not a beat this code wrote: as good as never seen
 
 
 def parse_digest(value: bytes | str | None) -> str | None:
     """The config digest a beat carries (None: the node published none)."""
     if value is None:
         return None
-    parts = (value.decode() if isinstance(value, bytes) else value).split(" ", 1)
+    parts = (value.decode(errors="replace") if isinstance(value, bytes) else value).split(" ", 1)
     return parts[1] if len(parts) == 2 and parts[1] else None
 
 

@@ -182,13 +182,15 @@ class RedisRunStore:
         of each one written."""
         if not records:
             return []
+        create = self.client.register_script(_CREATE_QUEUED)   # EVALSHA, not the body
         with self.client.pipeline(transaction=False) as pipe:
             for record in records:
                 if record.state != RunState.QUEUED:
                     raise ValueError(f"create_many takes queued records, not {record.state}")
-                pipe.eval(_CREATE_QUEUED, 3, RUN_KEY + record.run_id,
-                          HOST_RUNS_KEY + record.host, ALL_RUNS_KEY, record.to_json(),
-                          record.created_at.timestamp(), record.run_id)
+                create(keys=[RUN_KEY + record.run_id, HOST_RUNS_KEY + record.host,
+                             ALL_RUNS_KEY],
+                       args=[record.to_json(), record.created_at.timestamp(), record.run_id],
+                       client=pipe)
             replies = pipe.execute()
         created = [bool(reply[0]) for reply in replies]
         cutoff = time.time() - self.keep_s

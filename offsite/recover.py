@@ -11,20 +11,17 @@ do (delete: a delete marker; overwrite: a new version), with the recover identit
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from offsite.catalog import format_stamp
 from offsite.config import Config
 from offsite.errors import OffsiteError
 from offsite.restore import RestoreRefused, parse_backup_time
-from offsite.target import bucket_name, host_prefix
+from offsite.target import bucket_name, host_prefix, s3_client
 
 MAX_VERSIONS = 500_000
 
@@ -68,17 +65,12 @@ class RecoverPlan:
 
 
 def recover_client(config: Config) -> Any:
-    return boto3.client(
-        "s3", endpoint_url=config.target.endpoint_url, region_name=config.target.region,
-        aws_access_key_id=os.environ.get("RECOVER_AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=os.environ.get("RECOVER_AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=os.environ.get("RECOVER_AWS_SESSION_TOKEN"),
-        config=BotoConfig(retries={"max_attempts": 3}))
+    return s3_client(config, "RECOVER")
 
 
 def parse_recover_time(text: str, host: str) -> datetime:
     try:
-        return parse_backup_time(text, datetime.now(timezone.utc), host)
+        return parse_backup_time(text, datetime.now(timezone.utc), host, "recover")
     except RestoreRefused as refused:
         raise RecoverError(refused.cause, host=host, step="recover") from None
 

@@ -27,21 +27,22 @@ class BadRestoreRequest(UsageError):
     that is a file or not empty."""
 
 
-def parse_backup_time(text: str, now: datetime, host: str | None = None) -> datetime:
+def parse_backup_time(text: str, now: datetime, host: str | None = None,
+                      step: str = "restore") -> datetime:
     """A `--time` as duplicity reads it (ISO 8601, a date, an age like 3D2h, epoch seconds);
     raises BadRestoreRequest naming the accepted forms."""
     from duplicity import dup_time  # duplicity's own parser: the same reading as the restore
     if len(text) > MAX_TIME_TEXT or not text.strip() or not text.isprintable():
         raise BadRestoreRequest(f"bad --time {text[:MAX_TIME_TEXT]!r}: use an ISO 8601 "
                                 "time (2026-11-01T00:00:00Z), a date (2026-11-01) or an age "
-                                "(3D, 12h)", host=host, step="restore")
+                                "(3D, 12h)", host=host, step=step)
     dup_time.setcurtime(int(now.timestamp()))
     try:
         seconds = dup_time.genstrtotime(text.strip())
     except Exception:  # duplicity raises TimeException, and ValueError/TypeError on odd input
         raise BadRestoreRequest(f"bad --time {text!r}: use an ISO 8601 time "
                                 "(2026-11-01T00:00:00Z), a date (2026-11-01) or an age (3D, 12h)",
-                                host=host, step="restore") from None
+                                host=host, step=step) from None
     return datetime.fromtimestamp(int(seconds), timezone.utc)
 
 

@@ -9,19 +9,16 @@ delete markers, undone within the noncurrent-version window.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable
 
-import boto3
-from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from offsite.catalog import BackupSet, Catalog, Chain, format_stamp
 from offsite.config import Config
 from offsite.errors import OffsiteError
-from offsite.target import bucket_name, file_host_dir, host_prefix
+from offsite.target import bucket_name, file_host_dir, host_prefix, s3_client
 
 DELETE_BATCH = 1000   # S3 DeleteObjects takes at most 1000 keys
 
@@ -83,11 +80,7 @@ def plan_prune(catalog: Catalog, keep_full_chains: int, verified: datetime | Non
 
 
 def prune_s3_client(config: Config) -> Any:
-    return boto3.client(
-        "s3", endpoint_url=config.target.endpoint_url, region_name=config.target.region,
-        aws_access_key_id=os.environ.get("PRUNE_AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=os.environ.get("PRUNE_AWS_SECRET_ACCESS_KEY"),
-        config=BotoConfig(retries={"max_attempts": 3}, connect_timeout=5, read_timeout=30))
+    return s3_client(config, "PRUNE")
 
 
 def delete_objects(config: Config, host: str, names: list[str],

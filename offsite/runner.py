@@ -234,27 +234,29 @@ def _stderr(error: OffsiteError) -> str:
     return error.stderr_tail if isinstance(error, CommandError) else ""
 
 
-def _record_failure(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
-    exit_code = error.returncode if isinstance(error, CommandError) else None
-
-    def fail(record: RunRecord) -> None:
+def _end_record(ctx: RunContext, step: str, state: RunState, error: ErrorRecord,
+                exit_code: int | None) -> RunRecord:
+    """End the run's record at `step` with `state` and its error (a final record is kept as it
+    is: a late or doubled report changes nothing)."""
+    def end(record: RunRecord) -> None:
         if record.is_final:
             return
         if record.step(step):
             finish_step(record, step, exit_code)
-        record.state = RunState.FAILED
+        record.state = state
         record.finished_at = utcnow()
-        record.error = ErrorRecord(step=step, exit_code=exit_code, message=error.one_line(),
-                                   stderr_tail=_stderr(error),
-                                   failure_class=failure_class(step, error))
-    return ctx.store.update(ctx.run_id, fail)
+        record.error = error
+    return ctx.store.update(ctx.run_id, end)
 
 
 def fail_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
     """Record the failure with its step, exit code and stderr tail; empty staging; free the host."""
     log.error("run %s failed at %s: %s", ctx.run_id, step, error.one_line())
+    exit_code = error.returncode if isinstance(error, CommandError) else None
     try:
-        return _record_failure(ctx, step, error)
+        return _end_record(ctx, step, RunState.FAILED, ErrorRecord(
+            step=step, exit_code=exit_code, message=error.one_line(),
+            stderr_tail=_stderr(error), failure_class=failure_class(step, error)), exit_code)
     finally:
         end_run(ctx)
 
@@ -264,19 +266,11 @@ def stop_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
     the step named (the watchdog alerts once and queues its re-run), not a failure."""
     log.warning("run %s stopped at %s by the worker's shutdown: %s", ctx.run_id, step,
                 error.one_line())
-
-    def lose(record: RunRecord) -> None:
-        if record.is_final:
-            return
-        if record.step(step):
-            finish_step(record, step, None)
-        record.state = RunState.LOST
-        record.finished_at = utcnow()
-        record.error = ErrorRecord(step=step, failure_class="run_lost",
-                                   message=f"the worker was stopped during {step} before the "
-                                           "backup was confirmed in the target")
     try:
-        return ctx.store.update(ctx.run_id, lose)
+        return _end_record(ctx, step, RunState.LOST, ErrorRecord(
+            step=step, failure_class="run_lost",
+            message=f"the worker was stopped during {step} before the backup was confirmed "
+                    "in the target"), None)
     finally:
         end_run(ctx)
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, \
     model_validator
 
+from offsite.config_rules import check_absolute_path
 from offsite.durations import parse_duration
 
 if TYPE_CHECKING:
@@ -43,6 +44,7 @@ def _check_fingerprint(value: str) -> str:
 
 
 Fingerprint = Annotated[str, AfterValidator(_check_fingerprint)]
+KeyPath = Annotated[Path, AfterValidator(check_absolute_path)]
 
 
 class _Strict(BaseModel):
@@ -53,11 +55,12 @@ class EncryptionConfig(_Strict):
     mode: Literal["symmetric", "public-key"] = Field(
         "symmetric", description="symmetric: a passphrase on every host; public-key: hosts hold "
                                  "only public keys and cannot decrypt any backup")
-    passphrase_file: Path | None = Field(
-        None, description="symmetric: file holding the passphrase; else env PASSPHRASE")
+    passphrase_file: KeyPath | None = Field(
+        None, description="symmetric: file holding the passphrase (absolute path, mode 0600); "
+                          "else env PASSPHRASE")
     recipients: list[Fingerprint] = Field(
         default_factory=list, description="public-key: fingerprints the backups are encrypted to")
-    public_keys_file: Path | None = Field(
+    public_keys_file: KeyPath | None = Field(
         None, description="public-key: ASCII-armoured public keys of the recipients; imported "
                           "into a keyring of offsite's own (else the node's GNUPGHOME)")
 
@@ -74,9 +77,9 @@ class HostEncryption(_Strict):
     """Per-host overrides: a passphrase of its own, so one host's compromise does not decrypt
     the fleet's backups (or recipients of its own in public-key mode)."""
 
-    passphrase_file: Path | None = None
+    passphrase_file: KeyPath | None = None
     recipients: list[Fingerprint] | None = None
-    public_keys_file: Path | None = None
+    public_keys_file: KeyPath | None = None
 
 
 class LifecycleConfig(_Strict):

@@ -112,14 +112,8 @@ def _problem(path: str) -> str | None:
         except OSError:
             return None            # a dangling link is backed up as the link it is
         return None
-    if not os.access(path, os.R_OK):
+    if not os.access(path, os.R_OK):   # a permission check, no open: the walk stays cheap
         return "unreadable"
-    if os.path.isfile(path):
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError:
-            return "unreadable"
     return None
 
 

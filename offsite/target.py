@@ -38,14 +38,25 @@ def bucket_name(config: Config) -> str | None:
     return url.split("://", 1)[1].split("/", 1)[0]
 
 
-def upload_s3_client(config: Config) -> Any:
+def s3_client(config: Config, identity: str, max_attempts: int = 3,
+              read_timeout: int = 30) -> Any:
+    """boto3's S3 client for the target with one identity's keys from this node's environment:
+    `<identity>_AWS_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY` / `_SESSION_TOKEN` (DUPLICITY for the
+    upload keys, PRUNE, RECOVER), else boto3's default chain."""
     import boto3   # only where an S3 target is used: a file:// host never loads it
     from botocore.config import Config as BotoConfig
     return boto3.client(
         "s3", endpoint_url=config.target.endpoint_url, region_name=config.target.region,
-        aws_access_key_id=os.environ.get("DUPLICITY_AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=os.environ.get("DUPLICITY_AWS_SECRET_ACCESS_KEY"),
-        config=BotoConfig(retries={"max_attempts": 1}, connect_timeout=5, read_timeout=15))
+        aws_access_key_id=os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=os.environ.get(f"{identity}_AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=os.environ.get(f"{identity}_AWS_SESSION_TOKEN"),
+        config=BotoConfig(retries={"max_attempts": max_attempts}, connect_timeout=5,
+                          read_timeout=read_timeout))
+
+
+def upload_s3_client(config: Config) -> Any:
+    """With the host's upload keys; one attempt, the callers decide what to retry."""
+    return s3_client(config, "DUPLICITY", max_attempts=1, read_timeout=15)
 
 
 def probe_bucket(config: Config) -> tuple[str, bool] | None:

@@ -13,9 +13,11 @@ from typing import Callable
 from offsite.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.config import Config
 from offsite.duplicity import run_restore
+from offsite.encryption import secret_keyring
 from offsite.errors import OffsiteError
 from offsite.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
 from offsite.restore import check_time_covered
+from offsite.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
 MAX_LISTED_MISMATCHES = 20
 VERIFY_STEP = "verify"
@@ -92,13 +94,20 @@ def walk_restored(restored: Path, outcome: VerifyOutcome) -> list[Entry]:
 
 
 def verify_backup(config: Config, host: str, at: datetime | None,
-                  on_tick: Callable[[], None] | None = None) -> VerifyOutcome:
+                  on_tick: Callable[[], None] | None = None,
+                  secret_keys_file: Path | None = None) -> VerifyOutcome:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
-    the set cannot be restored at all, RestoreRefused when the target does not cover `at`."""
+    the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
+    when the target does not cover `at`. In public-key mode the secret key comes from
+    secret_keys_file or this node's GNUPGHOME."""
     catalog = read_catalog(config, host)
     check_time_covered(catalog, at, host)
     chosen = set_at(catalog, at)
     outcome = VerifyOutcome(backup_set=format_stamp(chosen.time))
+    try:
+        refuse_if_frozen(host, archived_volumes(config, host, sets_needed(catalog, at)))
+    except OffsiteError as frozen:
+        raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
     workspace = config.cache_dir / "verify-tmp"
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700
@@ -106,9 +115,11 @@ def verify_backup(config: Config, host: str, at: datetime | None,
         dest, throwaway_cache = private / "restore", private / "cache"
         throwaway_cache.mkdir(mode=0o700)
         try:
-            run_restore(config, host, dest, throwaway_cache,
-                        str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
-                        on_tick=on_tick)
+            with secret_keyring(config, host, secret_keys_file) as gnupg_home:
+                run_restore(config, host, dest, throwaway_cache,
+                            str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
+                            on_tick=on_tick, data_prefix=chosen.data_prefix,
+                            gnupg_home=gnupg_home)
         except OffsiteError as error:
             raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
                                f"{error.cause}", host=host, step=VERIFY_STEP) from None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 from datetime import datetime
+from pathlib import Path
 
 from offsite.admission import admit
 from offsite.config import Config
@@ -18,15 +19,16 @@ from offsite.schedules import utcnow
 from offsite.verify import VERIFY_STEP, VerifyFailed, verify_backup
 
 
-def run_verify(ctx: RunContext, at: datetime | None,
-               scheduled_for: datetime | None = None) -> RunRecord | None:
+def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | None = None,
+               secret_keys_file: Path | None = None) -> RunRecord | None:
     """Run the verify `ctx.run_id`; None when it was not admitted (a duplicate message, a newer
     drill waiting). Raises MustWait when a backup holds the host, OffsiteError on failure
     (recorded)."""
     if admit(ctx, RunType.VERIFY, scheduled_for) is None:
         return None
     with recorded_step(ctx, VERIFY_STEP):
-        outcome = verify_backup(ctx.config, ctx.host, at, on_tick=lease_renewer(ctx))
+        outcome = verify_backup(ctx.config, ctx.host, at, on_tick=lease_renewer(ctx),
+                                secret_keys_file=secret_keys_file)
 
         def record_outcome(record: RunRecord) -> None:
             record.verify = VerifyRecord.model_validate(outcome.as_dict())
@@ -48,7 +50,8 @@ def run_verify(ctx: RunContext, at: datetime | None,
         end_run(ctx)
 
 
-def verify_local(config: Config, host: str, at: datetime | None) -> RunRecord:
+def verify_local(config: Config, host: str, at: datetime | None,
+                 secret_keys_file: Path | None = None) -> RunRecord:
     """A verify in this process, no broker: `offsite verify --local`."""
     config.host(host)
     store = MemoryRunStore()
@@ -57,7 +60,7 @@ def verify_local(config: Config, host: str, at: datetime | None) -> RunRecord:
                      worker=f"local@{socket.gethostname()}")
     queue_run(store, host, RunType.VERIFY, ctx.run_id)
     try:
-        run_verify(ctx, at)
+        run_verify(ctx, at, secret_keys_file=secret_keys_file)
     except OffsiteError:
         pass  # recorded by the step that failed
     record = store.get(ctx.run_id)

@@ -226,11 +226,8 @@ class Watchdog:
                     periods: dict[ScheduleSpec, float],
                     observed: dict[str, tuple[bool, AlertText, AlertText]]) -> None:
         configured = self.config.watchdog.stale_after
-        if configured is None:
-            spec = self.config.host_schedule(host, BackupType.INCR)
-            if spec not in periods:
-                periods[spec] = period_s(spec, self.config.schedule.timezone, now)
-        stale_after = float(configured) if configured is not None else 2 * periods[spec]
+        stale_after = float(configured) if configured is not None else 2 * self._period(
+            self.config.host_schedule(host, BackupType.INCR), periods, now)
         last = max(since, facts.success[0]) if facts.success else since
         observed[f"stale:{host}"] = (
             (now - last).total_seconds() > stale_after,
@@ -241,6 +238,13 @@ class Watchdog:
             lambda: recovery_alert(host, "any", "backup_stale",
                                    f"Host {host} has a successful backup again."))
 
+    def _period(self, spec: ScheduleSpec, periods: dict[ScheduleSpec, float],
+                now: datetime) -> float:
+        """The schedule's period, computed once per tick for all the hosts that share it."""
+        if spec not in periods:
+            periods[spec] = period_s(spec, self.config.schedule.timezone, now)
+        return periods[spec]
+
     def check_unproven(self, host: str, facts: HostFacts, since: datetime, now: datetime,
                        periods: dict[ScheduleSpec, float],
                        observed: dict[str, tuple[bool, AlertText, AlertText]]) -> None:
@@ -249,9 +253,7 @@ class Watchdog:
         spec = self.config.verify_schedule(host)
         if spec is None:
             return
-        if spec not in periods:
-            periods[spec] = period_s(spec, self.config.schedule.timezone, now)
-        limit = 2 * periods[spec]
+        limit = 2 * self._period(spec, periods, now)
         last = max(since, facts.verified[0]) if facts.verified else since
         observed[f"unproven:{host}"] = (
             (now - last).total_seconds() > limit,

@@ -32,8 +32,8 @@ def test_wait_returns_within_a_moment_of_the_run_finishing(
         record = RedisRunStore(redis_client).get(run_id)
         assert record is not None and record.finished_at is not None
         lags.append((returned - record.finished_at).total_seconds())
-    # the best of three: one slow interpreter exit on a loaded machine is not the wake-up
-    assert min(lags) < WAKE_S, lags
+    # two of three: one slow interpreter exit on a loaded machine is not the wake-up
+    assert sorted(lags)[1] < WAKE_S, lags
 
 
 def test_an_idle_host_worker_stays_under_its_memory_budget(

@@ -284,8 +284,10 @@ CASES = [
     Case("script-bash-lone-surrogate", "YAML syntax error at line 3, column 42: found invalid "
          "Unicode character escape code",
          text=(VALID_HEAD + 'hosts: {h: {scripts: {pg: {bash: "echo \\ud800"}}}}\n').encode()),
-    Case("script-user-key", "At 'hosts.carcosa.scripts.pg.user': unknown key",
-         script(bash="true", user="root")),
+    Case("script-group-key", "At 'hosts.carcosa.scripts.pg.group': unknown key",
+         script(bash="true", group="root")),
+    Case("script-user-path", "At 'hosts.carcosa.scripts.pg.user'",
+         script(bash="true", user="../root")),
     Case("script-typo", "At 'hosts.carcosa.scripts.pg.timout': unknown key",
          script(bash="true", timout="5m")),
     Case("scripts-101", "At 'hosts.carcosa.scripts'",

@@ -125,7 +125,7 @@ def test_recover_refuses_a_garbage_time(make_config: Any, run_offsite: Any, tmp_
                                         text: str) -> None:
     config = make_config(_host(tmp_path))
     result = run_offsite("recover", "carcosa", f"--time={text}", config=config)
-    _one_line_failure(result, 1, "bad --time")
+    _one_line_failure(result, 2, "bad --time")
 
 
 def test_recover_refuses_a_target_without_versions(make_config: Any, run_offsite: Any,

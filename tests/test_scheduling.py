@@ -395,7 +395,7 @@ def test_incr_is_promoted_without_a_chain_and_when_the_full_is_too_old(
         make_config: Any, tmp_path: Path, start_worker: Any, run_offsite: Any) -> None:
     config = file_config(make_config, tmp_path,
                          {"carcosa": {"scripts": script(),
-                                      "schedule": {"max_full_interval": "6s"}},
+                                      "schedule": {"max_full_interval": "20s"}},
                           "nyarlathotep": {"scripts": script()}})
     start_worker(config, "carcosa")
 
@@ -418,13 +418,13 @@ def test_incr_is_promoted_without_a_chain_and_when_the_full_is_too_old(
     assert second["notes"] == []
 
     wait_until(lambda: datetime.now().astimezone() > when(first["started_at"])
-               + timedelta(seconds=7.5), timeout=15, what="the full to age", interval=0.2)
+               + timedelta(seconds=21.5), timeout=40, what="the full to age", interval=0.2)
     third = incr()
     assert third["state"] == "succeeded"
     assert third["type"] == "full"
     (note,) = third["notes"]
     assert re.fullmatch(r"promoted to full: the last full is \d+s old "
-                        r"\(max_full_interval 6s\)", note), note
+                        r"\(max_full_interval 20s\)", note), note
     chain = sorted(p.name for p in (tmp_path / "target" / "carcosa").iterdir()
                    if p.name.endswith(".manifest.gpg"))
     assert [name.split(".")[0] for name in chain] == ["duplicity-full", "duplicity-full",

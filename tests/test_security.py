@@ -218,6 +218,13 @@ def test_public_key_hosts_back_up_but_cannot_decrypt(
                             env_extra={"GNUPGHOME": str(pair.secret_home)}, timeout=180)
     assert with_home.returncode == 0, describe(with_home)
     assert same_tree(data, tmp_path / "r2" / "files")
+    drill = run_offsite("verify", "carcosa", "--local", "--secret-keys-file",
+                        str(pair.secret_file), config=config, env_extra=host_env, timeout=180)
+    assert drill.returncode == 0 and "0 mismatch(es)" in drill.stdout, describe(drill)
+    keyless_drill = run_offsite("verify", "carcosa", "--local", config=config,
+                                env_extra=host_env, timeout=180)
+    assert keyless_drill.returncode == 1 and "no secret key" in keyless_drill.stdout, \
+        describe(keyless_drill)
 
     escrow = run_offsite("check", "--connect", config=config,
                          env_extra={"GNUPGHOME": str(pair.secret_home)})

@@ -14,13 +14,14 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from datetime import tzinfo as tzinfo_type
 from typing import Any, Callable, cast
+from zoneinfo import ZoneInfo
 
 import redis
 from redis.exceptions import LockNotOwnedError
 from redbeat import RedBeatScheduler
-from redbeat.decoder import RedBeatJSONEncoder
-from redbeat.schedulers import RedBeatSchedulerEntry, get_redis
+from redbeat.schedulers import get_redis
 
 from offsite.config import Config
 from offsite.config_digest import digest_for
@@ -73,6 +74,25 @@ def decide(config: Config, entry: DueEntry, now: datetime) -> Decision:
             return Decision(entry, None, entry.last_run_at, slot)
     ran_to = max(slot, latest_slot(spec, zone, now) or slot)
     return Decision(entry, slot.astimezone(timezone.utc), ran_to, next_run(spec, zone, ran_to))
+
+
+def _storable_time(moment: datetime) -> dict[str, Any]:
+    """A UTC time as RedBeat's JSON encoder writes it (RedBeat reads it back at start-up)."""
+    utc = moment.astimezone(timezone.utc)
+    return {"__type__": "datetime", "year": utc.year, "month": utc.month, "day": utc.day,
+            "hour": utc.hour, "minute": utc.minute, "second": utc.second,
+            "microsecond": utc.microsecond, "timezone": "UTC"}
+
+
+def _stored_time(value: Any) -> datetime | None:
+    """What RedBeat's encoder wrote for a datetime (zone name, offset seconds or UTC)."""
+    if not isinstance(value, dict) or value.get("__type__") != "datetime":
+        return None
+    zone = value.get("timezone", "UTC")
+    tzinfo: tzinfo_type = (timezone(timedelta(seconds=zone)) if isinstance(zone, (int, float))
+                           else timezone.utc if zone == "UTC" else ZoneInfo(zone))
+    return datetime(value["year"], value["month"], value["day"], value["hour"],
+                    value["minute"], value["second"], value["microsecond"], tzinfo=tzinfo)
 
 
 class SlotScheduler(RedBeatScheduler):
@@ -159,8 +179,10 @@ class SlotScheduler(RedBeatScheduler):
             if not definition:
                 client.zrem(self.app.redbeat_conf.schedule_key, key)
                 continue
-            fields = RedBeatSchedulerEntry.decode_definition(definition)
-            last = RedBeatSchedulerEntry.decode_meta(meta).get("last_run_at")
+            # plain JSON: the scheduler needs no celery schedule object (offsite's own slot
+            # arithmetic decides), and building thousands of them is most of a tick's cost
+            fields = json.loads(definition)
+            last = _stored_time(json.loads(meta).get("last_run_at") if meta else None)
             if not fields.get("enabled", True):
                 continue
             host, kind = fields["args"]
@@ -175,8 +197,8 @@ class SlotScheduler(RedBeatScheduler):
             return
         with client.pipeline(transaction=False) as pipe:
             for decision in decisions:
-                meta = {"last_run_at": decision.last_run_at.astimezone(timezone.utc)}
-                pipe.hset(decision.entry.key, "meta", json.dumps(meta, cls=RedBeatJSONEncoder))
+                meta = {"last_run_at": _storable_time(decision.last_run_at)}
+                pipe.hset(decision.entry.key, "meta", json.dumps(meta))
             pipe.zadd(schedule_key, {d.entry.key: d.next_at.timestamp() for d in decisions})
             pipe.execute()
 
