@@ -207,7 +207,7 @@ def fleet_routes(config: Config, client: redis.Redis) -> dict[str, Route]:
     from offsite.metrics import CONTENT_TYPE, render_metrics
 
     def api_hosts() -> Response:
-        body = json.dumps(read_summary(client, config).as_json(), indent=1).encode()
+        body = json.dumps(read_summary(client, config).as_json()).encode()
         return Response(200, "application/json", body)
     return {
         "/": lambda: Response(200, "text/html; charset=utf-8", render_page(client, config)),

@@ -181,3 +181,37 @@ def test_fast_exposition_says_what_prometheus_client_says(make_config: Any,
         return sorted((f.name, f.type, f.documentation)
                       for f in text_string_to_metric_families(text))
     assert described(ours) == described(reference)
+
+
+def test_http_password_line_is_accepted_by_the_server_check(make_config: Any,
+                                                             offsite_env: Any,
+                                                             tmp_path: Path) -> None:
+    import subprocess
+
+    from offsite.http_auth import parse_credentials
+    from tests.helpers import offsite_argv
+    config = make_config(HOSTS)
+    made = subprocess.run(offsite_argv(config, "http-password", "prometheus"),
+                          input="a long enough password\n", capture_output=True, text=True,
+                          env=offsite_env, cwd=tmp_path, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert "a long enough password" not in made.stdout
+    credentials = parse_credentials(made.stdout.strip(), "stdout")
+    assert credentials.check_header(basic("prometheus", "a long enough password"))
+    assert not credentials.check_header(basic("prometheus", "another password"))
+    short = subprocess.run(offsite_argv(config, "http-password", "prometheus"), input="short\n",
+                           capture_output=True, text=True, env=offsite_env, cwd=tmp_path,
+                           timeout=60)
+    assert short.returncode == 2 and "shorter than 8" in short.stderr
+
+
+def test_broker_down_answers_503_and_recovers(serving: int, redis_server: Any) -> None:
+    redis_server.stop(save=True)
+    try:
+        down = request(serving, "/metrics")
+        assert down.status == 503 and b"unreachable" in down.body
+    finally:
+        redis_server.start()
+    from tests.helpers import wait_until
+    wait_until(lambda: request(serving, "/api/hosts").status == 200, 60,
+               "the HTTP server answering again once Redis is back")
