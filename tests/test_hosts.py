@@ -117,3 +117,37 @@ def test_runs_are_counted_once_when_they_end(redis_client: redis.Redis) -> None:
     assert "count:full:running" not in facts
     assert facts["finished:full:run"] == run.run_id
     assert facts["success:full:run"] == run.run_id
+
+
+def test_all_five_classes_sort_failed_lost_stale_unproven_healthy(
+        make_config: Any, run_offsite: Any, redis_client: redis.Redis) -> None:
+    from offsite.alerts import condition_alert
+    from offsite.conditions import Conditions
+    from offsite.outbox import AlertOutbox
+    hosts = dict(HOSTS)
+    hosts.update({"lost-1": HOSTS["healthy-1"], "unproven-1": HOSTS["healthy-1"],
+                  "overdue-1": HOSTS["healthy-1"]})
+    config = make_config(hosts)
+    now = datetime.now(timezone.utc)
+    write_fleet(redis_client, now)
+    store = RedisRunStore(redis_client)
+    for host in ("lost-1", "unproven-1", "overdue-1"):
+        store.create(record(host, RunType.INCR, RunState.SUCCEEDED, now - timedelta(hours=2),
+                            5, 10))
+    running = record("overdue-1", RunType.FULL, RunState.RUNNING, now - timedelta(hours=1), 0,
+                     0).model_copy(update={"finished_at": None})
+    store.create(running)
+    conditions = Conditions(redis_client, AlertOutbox(redis_client))
+    for key, host, kind in (("worker_down:lost-1", "lost-1", "worker_down"),
+                            ("unproven:unproven-1", "unproven-1", "restore_unproven"),
+                            (f"overdue:{running.run_id}", "overdue-1", "run_overdue")):
+        conditions.raise_(key, condition_alert(host, "any", kind, "x"), now)
+    result = run_offsite("hosts", "--json", config=config)
+    assert result.returncode == 0, describe(result)
+    rows = json.loads(result.stdout)
+    assert [(row["host"], row["health"]) for row in rows] == [
+        ("failing-1", "failed"), ("lost-1", "lost"), ("stale-1", "stale"),
+        ("overdue-1", "stale"), ("unproven-1", "unproven"), ("healthy-1", "healthy")]
+    overdue = next(row for row in rows if row["host"] == "overdue-1")
+    assert overdue["conditions"] == ["run_overdue"]
+    assert overdue["newest_run"]["state"] == "running"
