@@ -63,7 +63,7 @@ def write_config(work: Path, broker_url: str, hosts: int, timing: Timing) -> Pat
     fleet[DEAD] = {"scripts": script, "schedule": {"full": "0 0 1 1 *", "incr": "0 4 1 1 *"}}
     data = {"broker_url": broker_url, "staging_root": str(work / "staging"),
             "target": {"url": f"file://{work}/target"},
-            "schedule": {"full": {"every": f"{2 * timing.period_s}s"},
+            "schedule": {"min_interval": "1s", "full": {"every": f"{2 * timing.period_s}s"},
                          "incr": {"every": f"{timing.period_s}s"}},
             "watchdog": {"every": f"{timing.watchdog_every_s}s",
                          "start_grace": f"{timing.grace_s}s", "lease_ttl": "60s",

@@ -70,6 +70,9 @@ def cmd_check(args: argparse.Namespace, config: Config) -> int:
         print(describe_hosts(config))
         if args.connect:
             print(f"checked as role {role}" + (f" (host {host})" if host else ""))
+            if role in ("control", "all"):
+                from offsite.deadman import describe_switch
+                print(describe_switch(config.alerts.heartbeat_url))
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
         for line in problems:

@@ -20,6 +20,7 @@ from offsite.config_types import DataRoot, Interpreter, Name
 from offsite.constants import DEFAULT_CONFIG_PATH, BackupType
 from offsite.durations import format_duration
 from offsite.errors import ConfigError, UnknownHostError
+from offsite.http_config import HttpConfig
 from offsite.schedules import EverySpec, ScheduleSpec
 from offsite.security_config import (EncryptionConfig, HostEncryption, ProvisionConfig)
 from offsite.yaml_loader import MAX_CONFIG_BYTES, YamlProblem, decode_config_bytes, load_yaml
@@ -75,6 +76,8 @@ class Config(StrictModel):
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
+    http: HttpConfig | None = Field(None, description="served by `offsite control` when set: "
+                                    "/metrics, /api/hosts, the fleet page")
     hosts: dict[Name, HostConfig] = Field(min_length=1, max_length=MAX_HOSTS,
                                           description="the hosts backed up")
 

@@ -98,6 +98,9 @@ class AlertsConfig(StrictModel):
         None, description="SNS topic alerts are published to")
     region: Region | None = Field(None, description="SNS region; default: the topic ARN's region")
     endpoint_url: HttpUrl | None = Field(None, description="SNS endpoint for non-AWS services")
+    heartbeat_url: HttpUrl | None = Field(
+        None, description="dead man's switch: a healthchecks.io-style push URL the control "
+                          "node GETs on every healthy watchdog tick")
 
     @property
     def sns_region(self) -> str | None:

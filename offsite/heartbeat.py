@@ -1,8 +1,9 @@
 """Liveness written by every node into one Redis hash, read by the watchdog in one command.
 
 Each host worker writes `worker:<host>`, beat writes `beat`, the control worker `control`, with
-the time of writing, every few seconds from a daemon thread. Unlike a broadcast ping, reading
-the whole fleet costs one HMGET and never waits for replies.
+the time of writing and the digest of the config it runs with ("<epoch> <digest>"; see
+offsite.config_digest), every few seconds from a daemon thread. Unlike a broadcast ping,
+reading the whole fleet costs one HMGET and never waits for replies.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from offsite.constants import KEY_PREFIX
 
 log = logging.getLogger(__name__)
 
-HEARTBEATS_KEY = KEY_PREFIX + "heartbeats"   # hash: node -> epoch seconds of its last beat
+HEARTBEATS_KEY = KEY_PREFIX + "heartbeats"   # hash: node -> "<epoch seconds> [<config digest>]"
 MAX_INTERVAL_S = 5.0
 BEAT_NODE = "beat"
 CONTROL_NODE = "control"
@@ -33,8 +34,14 @@ def interval_for(timeout_s: float) -> float:
     return max(0.25, min(MAX_INTERVAL_S, timeout_s / 4))
 
 
-def beat_once(client: redis.Redis, node: str, now: float | None = None) -> None:
-    client.hset(HEARTBEATS_KEY, node, f"{time.time() if now is None else now:.3f}")
+def beat_value(now: float | None = None, digest: str | None = None) -> str:
+    stamp = f"{time.time() if now is None else now:.3f}"
+    return f"{stamp} {digest}" if digest else stamp
+
+
+def beat_once(client: redis.Redis, node: str, now: float | None = None,
+              digest: str | None = None) -> None:
+    client.hset(HEARTBEATS_KEY, node, beat_value(now, digest))
 
 
 def beat_many(client: redis.Redis, nodes: Iterable[str], now: float | None = None) -> None:
@@ -60,9 +67,17 @@ def parse_beat(value: bytes | str | None) -> datetime | None:
         return None
     text = value.decode(errors="replace") if isinstance(value, bytes) else value
     try:
-        return datetime.fromtimestamp(float(text), tz=timezone.utc)
+        return datetime.fromtimestamp(float(text.split(" ", 1)[0]), tz=timezone.utc)
     except (ValueError, OverflowError, OSError):
         return None   # not a beat this code wrote: as good as never seen
+
+
+def parse_digest(value: bytes | str | None) -> str | None:
+    """The config digest a beat carries (None: the node published none)."""
+    if value is None:
+        return None
+    parts = (value.decode(errors="replace") if isinstance(value, bytes) else value).split(" ", 1)
+    return parts[1] if len(parts) == 2 and parts[1] else None
 
 
 class Heartbeat:
@@ -70,10 +85,11 @@ class Heartbeat:
     once per outage and retried at the next beat, never ends the thread."""
 
     def __init__(self, client_factory: Callable[[], redis.Redis], node: str,
-                 interval_s: float) -> None:
+                 interval_s: float, digest: Callable[[], str | None] | None = None) -> None:
         self.client_factory = client_factory
         self.node = node
         self.interval_s = interval_s
+        self.digest = digest or (lambda: None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{node}", daemon=True)
 
@@ -88,7 +104,7 @@ class Heartbeat:
         failing = False
         while True:
             try:
-                beat_once(self.client_factory(), self.node)
+                beat_once(self.client_factory(), self.node, digest=self.digest())
                 if failing:
                     log.info("heartbeat of %s written again", self.node)
                 failing = False

@@ -3,8 +3,14 @@ facts (one hash per host, read for the whole fleet in one pipeline), never from 
 fleet's newest records.
 
 Written in the same transaction as the record that establishes them:
-- `offsite:host:<host>` hash: `started:<type>` / `success` (a backup) / `verified` (a restore
-  drill) -> epoch seconds (only ever raised), and `<field>:run` -> the run id that set it;
+- `offsite:host:<host>` hash: `started:<type>` / `finished:<type>` / `success` (a backup) /
+  `success:<type>` / `verified` (a restore drill) -> epoch seconds (only ever raised), and
+  `<field>:run` -> the run id that set it; `count:<type>:<state>` -> how many runs of the host
+  ended in that state (counted once, when a record first becomes final: the fleet summary's
+  and /metrics' `offsite_runs_total`);
+- `offsite:series:<host>` list: the host's last SERIES_RUNS finished backups, one
+  "<finished epoch> <duration s> <bytes uploaded> <state> <type>" each, oldest first (the fleet
+  page's chart, read with one LRANGE per host instead of the records);
 - `offsite:running` hash: run id -> JSON {host, type, started_at} of every run in `running`;
 - `offsite:attention` set: failed and lost runs the watchdog still has to report or re-run.
 """
@@ -15,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from offsite.constants import KEY_PREFIX, BackupType, RunState, RunType
+from offsite.constants import FINAL_STATES, KEY_PREFIX, BackupType, RunState, RunType
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
@@ -23,6 +29,8 @@ if TYPE_CHECKING:
     from offsite.records import RunRecord
 
 HOST_FACTS_KEY = KEY_PREFIX + "host:"
+SERIES_KEY = KEY_PREFIX + "series:"
+SERIES_RUNS = 16
 RUNNING_KEY = KEY_PREFIX + "running"
 ATTENTION_KEY = KEY_PREFIX + "attention"
 
@@ -42,20 +50,34 @@ return 0
 """
 
 
-def stage_facts(pipe: Pipeline, record: RunRecord) -> None:
-    """Queue, in the record's own transaction, the facts this state of the record establishes."""
+def stage_facts(pipe: Pipeline, record: RunRecord, newly_final: bool = False) -> None:
+    """Queue, in the record's own transaction, the facts this state of the record establishes;
+    `newly_final`: this write is the one that makes the record final (it is counted)."""
     args: list[Any] = []
+    kind = record.type.value
     if record.state in STARTED_STATES:
         began = record.started_at or record.finished_at or record.created_at
-        args += [f"started:{record.type.value}", began.timestamp(), record.run_id]
+        args += [f"started:{kind}", began.timestamp(), record.run_id]
+    if record.state in FINAL_STATES and record.finished_at:
+        args += [f"finished:{kind}", record.finished_at.timestamp(), record.run_id]
     if record.state in SUCCESS_STATES and record.finished_at:
         # a backup's success is the host's success; a drill's proves the backup restores
-        fact = "verified" if record.type == RunType.VERIFY else (
-            "success" if record.type in (RunType.FULL, RunType.INCR) else None)
-        if fact is not None:
-            args += [fact, record.finished_at.timestamp(), record.run_id]
+        done = record.finished_at.timestamp()
+        if record.type == RunType.VERIFY:
+            args += ["verified", done, record.run_id]
+        elif record.type in (RunType.FULL, RunType.INCR):
+            args += ["success", done, record.run_id, f"success:{kind}", done, record.run_id]
     if args:
         pipe.eval(_RAISE, 1, HOST_FACTS_KEY + record.host, *args)
+    if newly_final:
+        pipe.hincrby(HOST_FACTS_KEY + record.host, f"count:{kind}:{record.state.value}", 1)
+        if record.type in (RunType.FULL, RunType.INCR) and record.finished_at:
+            began = record.started_at or record.finished_at
+            pipe.rpush(SERIES_KEY + record.host, " ".join((
+                f"{record.finished_at.timestamp():.0f}",
+                f"{(record.finished_at - began).total_seconds():.1f}",
+                str(record.bytes_uploaded or 0), record.state.value, kind)))
+            pipe.ltrim(SERIES_KEY + record.host, -SERIES_RUNS, -1)
     if record.state == RunState.RUNNING:
         pipe.hset(RUNNING_KEY, record.run_id, json.dumps({
             "host": record.host, "type": record.type.value,

@@ -242,7 +242,7 @@ class RedisRunStore:
         score = record.created_at.timestamp()
         pipe.zadd(HOST_RUNS_KEY + record.host, {record.run_id: score})
         pipe.zadd(ALL_RUNS_KEY, {record.run_id: score})
-        stage_facts(pipe, record)
+        stage_facts(pipe, record, newly_final=record.is_final)
 
     def get(self, run_id: str) -> RunRecord | None:
         raw = self.client.get(RUN_KEY + run_id)
@@ -263,10 +263,11 @@ class RedisRunStore:
                     if raw is None:
                         raise RunNotFound(f"no record for run {run_id}")
                     record = RunRecord.model_validate_json(raw)
+                    was_final = record.is_final
                     mutate(record)
                     pipe.multi()
                     pipe.set(key, record.to_json())
-                    stage_facts(pipe, record)
+                    stage_facts(pipe, record, newly_final=record.is_final and not was_final)
                     if record.is_final:
                         pipe.publish(FINAL_CHANNEL + run_id, record.state.value)
                     pipe.execute()

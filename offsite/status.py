@@ -1,9 +1,14 @@
 """Run records as a person reads them: a table, and a one-line outcome."""
 from __future__ import annotations
 
+import re
 from datetime import datetime
 
-from offsite.records import RunRecord
+from offsite.records import ErrorRecord, RunRecord
+
+ERROR_CELL_MAX = 160
+# OffsiteError.one_line() puts "host H step S: " before the cause; the table has both columns
+_WHERE = re.compile(r"^(?:host \S+ ?)?(?:step \S+)?: ")
 
 
 def _when(moment: datetime | None) -> str:
@@ -32,13 +37,25 @@ def format_outcome(record: RunRecord) -> str:
     return line
 
 
+def error_cause(error: ErrorRecord | None, limit: int = ERROR_CELL_MAX) -> str:
+    """The cause of a failure in one line: the step it failed at and what went wrong, without
+    the "host X step Y:" prefix, whitespace collapsed, cut at `limit` characters with "..."
+    (`offsite status --json` has it whole)."""
+    if error is None:
+        return ""
+    cause = " ".join(_WHERE.sub("", error.message.strip(), count=1).split())
+    if error.step and not cause.startswith(error.step):
+        cause = f"{error.step}: {cause}"
+    return cause if len(cause) <= limit else cause[:limit - 3].rstrip() + "..."
+
+
 def format_table(records: list[RunRecord]) -> str:
     if not records:
         return "no runs recorded yet"
     header = ("RUN ID", "TYPE", "STATE", "STARTED", "FINISHED", "UPLOADED", "ERROR")
     rows = [header] + [
         (r.run_id, r.type.value, r.state.value, _when(r.started_at), _when(r.finished_at),
-         _bytes(r.bytes_uploaded), (r.error.message[:60] if r.error else ""))
+         _bytes(r.bytes_uploaded), error_cause(r.error))
         for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()

@@ -19,6 +19,7 @@ from offsite.alerts import Alert, AlertSink, condition_alert, recovery_alert
 from offsite.conditions import CONDITIONS_KEY, Conditions
 from offsite.config import Config
 from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState
+from offsite.drift import check_drift
 from offsite.durations import format_duration
 from offsite.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
 from offsite.host_facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts, RunningRun
@@ -98,6 +99,7 @@ class Watchdog:
             self.check_unproven(host, facts, since, now, periods, observed)
             self.check_worker(host, view.heartbeats[host], since, now, observed)
         self.apply(observed, view.active, now)
+        check_drift(self.client, self.config, self.conditions, view.active, now)
         for host in view.streak_hosts:
             review_streak(self.store, self.client, self.outbox, host, now)
         self.outbox.deliver_due(self.sink, now)

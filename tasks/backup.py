@@ -19,7 +19,8 @@ from offsite.runner import StaleRun, begin_run, run_script_step, upload_step
 from tasks.base import CheckedTask
 from tasks.callbacks import failure_callback
 from workers.app import app
-from workers.context import current_config, host_lease, run_store
+from offsite.heartbeat import worker_node
+from workers.context import current_config, host_lease, refresh_config, run_store
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def _context(task: Task, host: str, run_id: str) -> RunContext:
 @app.task(bind=True, base=CheckedTask, name=START_BACKUP)
 def start_backup(self: Task, host: str, backup_type: BackupType, run_id: str,
                  scheduled_for: datetime | None = None) -> str:
+    refresh_config(worker_node(host))   # a changed file is read before the run, never during
     ctx = _context(self, host, run_id)
     try:
         effective = begin_run(ctx, backup_type, scheduled_for)

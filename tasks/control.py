@@ -9,7 +9,9 @@ from functools import lru_cache
 from celery import Task
 
 from offsite.alerts import AlertSink, sink_for
+from offsite.config_digest import digest_for
 from offsite.constants import BackupType, RunType
+from offsite.deadman import DeadMansSwitch
 from offsite.heartbeat import CONTROL_NODE, Heartbeat, interval_for
 from offsite.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
 from offsite.notify import report_failed_run
@@ -82,14 +84,17 @@ def run_watchdog(stop: threading.Event) -> None:
     """Tick until stopped; a failing tick (Redis away, a bug) is logged and the next one runs."""
     config = current_config()
     every = config.watchdog.every
-    heartbeat = Heartbeat(redis_client, CONTROL_NODE,
-                          interval_for(config.watchdog.worker_timeout)).start()
+    heartbeat = Heartbeat(redis_client, CONTROL_NODE, interval_for(config.watchdog.worker_timeout),
+                          digest=lambda: digest_for(config, CONTROL_NODE)).start()
     dog = watchdog()
+    switch = DeadMansSwitch(config.alerts.heartbeat_url)
     try:
         while not stop.wait(every):
             try:
                 dog.tick(utcnow())
             except Exception:
                 log.exception("watchdog tick failed; retrying in %ss", every)
+                continue
+            switch.ping()   # only a tick that ran tells the outside the control node is well
     finally:
         heartbeat.stop()

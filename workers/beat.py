@@ -24,6 +24,7 @@ from redbeat import RedBeatScheduler
 from redbeat.schedulers import get_redis
 
 from offsite.config import Config
+from offsite.config_digest import digest_for
 from offsite.constants import RunType
 from offsite.errors import UnknownHostError
 from offsite.heartbeat import BEAT_NODE, beat_once
@@ -142,7 +143,7 @@ class SlotScheduler(RedBeatScheduler):
             self.lock.extend(int(self.lock_timeout))
         began = time.perf_counter()
         client, config, now = get_redis(self.app), current_config(), self.clock()
-        beat_once(client, BEAT_NODE)
+        beat_once(client, BEAT_NODE, digest=digest_for(config, BEAT_NODE))
         schedule_key = self.app.redbeat_conf.schedule_key
         with client.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(schedule_key, 0, now.timestamp())

@@ -8,16 +8,35 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from offsite.config import Config, config_path, load_config
+from offsite.config import Config
+from offsite.config_reload import ReloadableConfig
+from offsite.errors import ConfigError
 from offsite.lease import RedisHostLease
 from offsite.records import RedisRunStore
 
 WORKER_HOST_ENV = "OFFSITE_WORKER_HOST"
 
+# The config this process runs with: loaded on first use; a host worker re-reads it at the
+# start of each run (and while idle) when the file changed: see refresh_config.
+current_config = ReloadableConfig()
 
-@lru_cache(maxsize=1)
-def current_config() -> Config:
-    return load_config(config_path(None))
+
+def refresh_config(node: str) -> Config:
+    """Re-read the config file if it changed; an invalid new file keeps the config in use and
+    alerts once (class config_invalid) through the outbox the control node delivers."""
+    return current_config.refresh(lambda error, digest: _alert_invalid(node, error, digest))
+
+
+def _alert_invalid(node: str, error: ConfigError, digest: str) -> None:
+    from offsite.alerts import condition_alert
+    from offsite.outbox import AlertOutbox
+    from offsite.schedules import utcnow
+    host = node.removeprefix("worker:")
+    alert = condition_alert(host, "any", "config_invalid", (
+        f"The config file {error.path} changed on node {node} and is invalid; that node "
+        "keeps running with the config it had. Fix the file (`offsite check`):\n"
+        + "\n".join(error.problems[:20])))
+    AlertOutbox(redis_client()).add(f"config_invalid:{node}:{digest[:16]}", alert, utcnow())
 
 
 def worker_host() -> str | None:

@@ -16,7 +16,8 @@ from offsite.logbounds import bound_celery_logging
 from offsite.shutdown import request_stop
 from offsite.staging import empty_host_staging, host_staging
 from workers.app import app
-from workers.context import WORKER_HOST_ENV, host_lease, redis_client
+from workers.context import (WORKER_HOST_ENV, current_config, host_lease, redis_client,
+                             refresh_config)
 from workers.settings import beat_settings
 from workers.transport import TRANSPORT
 
@@ -63,7 +64,8 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
 
     def start_heartbeat(**_: object) -> None:
         heartbeats.append(Heartbeat(redis_client, worker_node(host),
-                                    interval_for(config.watchdog.worker_timeout)).start())
+                                    interval_for(config.watchdog.worker_timeout),
+                                    digest=lambda: _idle_digest(host)).start())
 
     def stop_heartbeat(**_: object) -> None:
         for heartbeat in heartbeats:
@@ -72,6 +74,20 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
     worker_ready.connect(start_heartbeat, weak=False)
     worker_shutting_down.connect(stop_heartbeat, weak=False)
     app.worker_main(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}", loglevel))
+
+
+def _idle_digest(host: str) -> str | None:
+    """The digest of the config the worker runs with, for its heartbeat; while no run holds
+    the host it first re-reads a changed file (a run re-reads it at its start)."""
+    from offsite.config_digest import digest_for
+    node = worker_node(host)
+    try:
+        config = refresh_config(node) if host_lease().holder(host) is None \
+            else current_config()
+        return digest_for(config, node)
+    except Exception as exc:   # Redis away, the host removed from the file: beat without
+        log.debug("no config digest for %s: %s", node, exc)
+        return None
 
 
 def _clear_leftover_staging(config: Config, host: str) -> None:
@@ -86,10 +102,16 @@ def _clear_leftover_staging(config: Config, host: str) -> None:
 
 
 def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
-    """Blocks running the control worker; its watchdog thread lives as long as the worker."""
-    del config
+    """Blocks running the control worker; its watchdog thread (and, with `http:` set, its HTTP
+    server's) lives as long as the worker. The HTTP address is bound first: a taken port or a
+    bad basic_auth_file stops the start with one line."""
+    from offsite.http import open_server, serve_in_thread
+    server = open_server(config)
     os.environ.pop(WORKER_HOST_ENV, None)
     stop = threading.Event()
+    if server is not None:
+        serve_in_thread(server)
+        worker_shutting_down.connect(lambda **_: server.shutdown(), weak=False)
 
     def start_watchdog(**_: object) -> None:
         from tasks.control import run_watchdog
