@@ -132,6 +132,9 @@ class WatchdogConfig(StrictModel):
     stale_after: Duration | None = Field(
         None, description="alert when a host had no successful backup for this long; "
                           "default: twice its incremental interval")
+    escrow_every: Duration = Field(
+        6 * 3600, description="how often the control node checks that the keys it holds "
+                              "decrypt each host's newest backup (condition escrow_failed)")
 
 
 class VerifyConfig(StrictModel):

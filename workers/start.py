@@ -114,8 +114,11 @@ def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
         worker_shutting_down.connect(lambda **_: server.shutdown(), weak=False)
 
     def start_watchdog(**_: object) -> None:
+        from offsite.escrow_watch import watch_escrow
         from tasks.control import run_watchdog
         threading.Thread(target=run_watchdog, args=(stop,), name="watchdog", daemon=True).start()
+        threading.Thread(target=watch_escrow, args=(config, redis_client(), stop),
+                         name="escrow", daemon=True).start()
 
     worker_ready.connect(start_watchdog, weak=False)
     worker_shutting_down.connect(lambda **_: stop.set(), weak=False)
