@@ -131,7 +131,3 @@ def read_manifest(path: Path) -> Iterator[Entry]:
                             item.get("sha256"), item.get("target"))
             except (ValueError, KeyError, TypeError, AttributeError):
                 raise ManifestUnreadable(f"manifest line {number} is not an entry") from None
-
-
-def manifest_digest(path: Path) -> str:
-    return file_digest(path)
