@@ -108,7 +108,7 @@ def verify_backup(config: Config, host: str, at: datetime | None,
         refuse_if_frozen(host, archived_volumes(config, host, sets_needed(catalog, at)))
     except OffsiteError as frozen:
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
-    workspace = config.cache_dir / "verify-tmp"
+    workspace = config.cache_dir / ".verify-tmp"   # no host name starts with a dot
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700
     try:

@@ -58,7 +58,7 @@ def test_full_incr_then_verify_on_another_hosts_worker_and_on_control_with_no_ca
     assert record["verify"]["files_checked"] == 3 and record["verify"]["mismatch_count"] == 0
     assert record["verify"]["backup_set"] == incr["backup_set"]
     assert record["steps"][0]["worker"].startswith("drills@")
-    assert not any((tmp_path / "cache" / "verify-tmp").iterdir()), "the restore is removed"
+    assert not any((tmp_path / "cache" / ".verify-tmp").iterdir()), "the restore is removed"
 
     on_control = make_config({"carcosa": {"scripts": {"files": {"bash": "true"}}},
                               "drills": {"scripts": {"none": {"bash": "true"}}}},
