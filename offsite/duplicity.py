@@ -67,7 +67,7 @@ def common_flags(config: Config, host: str, archive_dir: Path, step: str) -> lis
 def upload_tempdir(archive_dir: Path) -> Path:
     """Where duplicity builds volumes during an upload: beside its cache, not in /tmp, so the
     leftovers of a killed upload are found and removed by the next one."""
-    return archive_dir / "upload-tmp"
+    return archive_dir / ".upload-tmp"   # a dot: no host (the --name folder beside it) has one
 
 
 def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir: Path) -> list[str]:

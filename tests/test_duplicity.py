@@ -41,7 +41,7 @@ def test_backup_argv_targets_the_host_prefix_with_endpoint(kind: BackupType, act
     assert argv[1:] == [action, "--archive-dir", "/cache/carcosa", "--name", "carcosa",
                     "--log-timestamp", "--log-file", "/cache/carcosa/upload.log",
                     "--s3-endpoint-url", "http://minio:9000", "--s3-region-name", "eu-west-1",
-                    "--tempdir", "/cache/carcosa/upload-tmp",
+                    "--tempdir", "/cache/carcosa/.upload-tmp",
                     "--volsize", "200", "--num-retries", "3", "--backend-retry-delay", "10",
                     "--file-prefix-archive", "data-",
                     "/var/lib/offsite/staging/carcosa",

@@ -234,7 +234,7 @@ def test_worker_killed_during_upload_is_lost_once_and_rerun(
     assert lost["error"]["step"] == "upload"
     assert_alert_fields(alert, "carcosa", "full", "run_lost", run_id)
 
-    leftovers = tmp_path / "cache" / "carcosa" / "upload-tmp"
+    leftovers = tmp_path / "cache" / "carcosa" / ".upload-tmp"
     assert any(leftovers.iterdir()), "the killed duplicity leaves its temporary volumes"
     worker.restart()
     rerun_id = run_id + "-rerun"

@@ -210,7 +210,7 @@ def test_dumps_staging_and_cache_are_private(
         make_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess],
         run_offsite: Callable[..., Any], tmp_path: Path) -> None:
     staging, cache = tmp_path / "staging", tmp_path / "cache"
-    for loose in (staging, cache, cache / "carcosa", cache / "carcosa" / "upload-tmp"):
+    for loose in (staging, cache, cache / "carcosa", cache / "carcosa" / ".upload-tmp"):
         loose.mkdir(mode=0o755)
         loose.chmod(0o755)
     report = tmp_path / "modes"
