@@ -56,9 +56,25 @@ class PassphraseFindings:
 
 
 def check_passphrase(config: Config, host: str | None = None) -> PassphraseFindings:
-    """Whether this machine can read the (host's) passphrase, and whether others can too. Only
-    presence, readability and file mode: whether it opens the existing chain is checked
+    """Whether this machine can read the passphrase of `host` (of every host when None: with
+    per-host passphrase files each is checked, each file once), and whether others can too.
+    Only presence, readability and file mode: whether it opens the existing chain is checked
     against the target (offsite.keycheck). In public-key mode a host needs none."""
+    if host is not None:
+        return _check_one(config, host)
+    findings, seen = PassphraseFindings(), set()
+    for name in config.hosts:
+        settings = host_encryption(config, name)
+        if (settings.mode, settings.passphrase_file) in seen:
+            continue
+        seen.add((settings.mode, settings.passphrase_file))
+        for_host = _check_one(config, name)
+        findings.problems += [p for p in for_host.problems if p not in findings.problems]
+        findings.warnings += [w for w in for_host.warnings if w not in findings.warnings]
+    return findings
+
+
+def _check_one(config: Config, host: str) -> PassphraseFindings:
     findings = PassphraseFindings()
     settings = host_encryption(config, host)
     if settings.mode == "public-key":

@@ -9,7 +9,7 @@ from offsite.heartbeat import HEARTBEATS_KEY, beat_once, last_beats, parse_beat,
 
 
 @pytest.mark.parametrize("value", [b"", b"nan-ish", b"1e400", b"-1e30", "\u00e9t\u00e9".encode(),
-                                   b"\xff\xfe", b"12 34", b"inf"])
+                                   b"\xff\xfe", b"twelve 34", b"inf"])
 def test_a_value_that_is_not_a_beat_is_no_beat(value: bytes) -> None:
     assert parse_beat(value) is None
 

@@ -410,7 +410,8 @@ def test_incr_is_promoted_without_a_chain_and_when_the_full_is_too_old(
     first = incr()
     assert first["state"] == "succeeded"
     assert first["type"] == "full"
-    assert first["notes"] == ["promoted to full: the host has no full backup chain yet"]
+    assert first["notes"] == [f"promoted to full: the target file://{tmp_path}/target/carcosa "
+                              "holds no complete backup chain"]
 
     second = incr()
     assert second["state"] == "succeeded"
