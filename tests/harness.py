@@ -1,0 +1,86 @@
+"""The test harness's basics: where offsite is, waiting for a condition up to a deadline, the
+tails of logs and outputs for assertion messages."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+
+# Not resolved: the venv's bin is where the symlinked interpreter lives.
+
+VENV_BIN = Path(sys.executable).parent
+OFFSITE = VENV_BIN / "offsite"
+REGION = "eu-west-1"
+# Credentials of the test process itself (fixtures, assertions); the children get others.
+TEST_AWS_KEY_ID = "testing"
+TEST_AWS_SECRET = "testing"
+
+_SCRUBBED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                 "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "PASSPHRASE",
+                 "SIGN_PASSPHRASE", "OFFSITE_CONFIG", "OFFSITE_BROKER_URL",
+                 "DUPLICITY_AWS_ACCESS_KEY_ID", "DUPLICITY_AWS_SECRET_ACCESS_KEY",
+                 "ALERT_AWS_ACCESS_KEY_ID", "ALERT_AWS_SECRET_ACCESS_KEY")
+
+
+class HarnessError(AssertionError):
+    """A service or process of the test harness did not behave; the message holds its log tail."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
+               interval: float = 0.05) -> None:
+    """Polls predicate until true; raises HarnessError naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise HarnessError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(interval)
+
+
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def read_tail(path: Path, lines: int = 40) -> str:
+    try:
+        return tail(path.read_text(errors="replace"), lines)
+    except FileNotFoundError:
+        return "(no log)"
+
+
+def describe(result: subprocess.CompletedProcess[str]) -> str:
+    """For assertion messages: `assert r.returncode == 0, describe(r)`."""
+    return (f"exit {result.returncode} from {' '.join(map(str, result.args))}\n"
+            f"--- stdout ---\n{tail(result.stdout or '')}\n"
+            f"--- stderr ---\n{tail(result.stderr or '')}")
+
+
+def find_leaks(text: str, secret_values: Iterable[str]) -> list[str]:
+    """The secret values that occur in text (for `assert not find_leaks(log, env.secrets)`)."""
+    return [value for value in secret_values if value and value in text]
+
+
+def _exited_unreaped(proc: subprocess.Popen[Any]) -> bool:
+    """Whether proc has exited, without reaping it.
+
+    While the leader is an unreaped zombie its pid (= the process group id) cannot be reused,
+    so signalling the group afterwards cannot hit an unrelated process.
+    """
+    if proc.returncode is not None:
+        return True
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
