@@ -124,13 +124,18 @@ def set_keys(catalog: Catalog | None) -> set[tuple[str, datetime]]:
 
 
 def confirm_uploaded(before: Catalog | None, after: Catalog, backup_type: BackupType,
-                     host: str) -> BackupSet:
+                     host: str, started: datetime) -> BackupSet:
     """The set this upload wrote: the newest chain must end with a complete set of the run's
-    type that was not there before; raises UploadUnconfirmed otherwise."""
+    type that was not there before; raises UploadUnconfirmed otherwise. When the target could
+    not be listed before the upload (`before` None), only a set timed from the upload's start
+    on counts: an older one proves nothing about this run."""
     kind = "full" if backup_type == BackupType.FULL else "incr"
     chain = after.newest_chain
     newest = chain.last if chain else None
-    if newest is None or newest.kind != kind or (newest.kind, newest.time) in set_keys(before):
+    too_old = before is None and newest is not None \
+        and newest.time < started.replace(microsecond=0)
+    if newest is None or newest.kind != kind or too_old \
+            or (newest.kind, newest.time) in set_keys(before):
         found = (f"its newest complete set is the {newest.kind} of {format_stamp(newest.time)}"
                  if newest else "it holds no complete chain")
         raise UploadUnconfirmed(

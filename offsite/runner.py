@@ -158,10 +158,10 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     with recorded_step(ctx, UPLOAD_STEP):
         summary = write_manifest(host_staging(ctx.config, ctx.host),
                                  ctx.config.host(ctx.host).paths)
-        before = _catalog_or_none(ctx)
+        before, started = _catalog_or_none(ctx), utcnow()
         stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx))
         written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
-                                   ctx.host)
+                                   ctx.host, started)
     tag_note = tag_data_volumes(ctx.config, ctx.host, written)   # for the lifecycle rule
 
     def done(record: RunRecord) -> None:

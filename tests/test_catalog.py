@@ -139,7 +139,7 @@ def test_the_cache_reads_its_newest_completed_full(tmp_path: Path) -> None:
 def test_an_upload_is_confirmed_by_a_new_set_of_its_type() -> None:
     before = catalog(*full(T1))
     after = catalog(*full(T1), *inc(T1, T2))
-    assert confirm_uploaded(before, after, BackupType.INCR, "h").time == parse_stamp(T2)
+    assert confirm_uploaded(before, after, BackupType.INCR, "h", NOW).time == parse_stamp(T2)
 
 
 @pytest.mark.parametrize("after_names", [
@@ -150,12 +150,13 @@ def test_an_upload_is_confirmed_by_a_new_set_of_its_type() -> None:
 ])
 def test_an_upload_without_a_new_complete_set_is_unconfirmed(after_names: list[str]) -> None:
     with pytest.raises(UploadUnconfirmed) as caught:
-        confirm_uploaded(catalog(*full(T1)), catalog(*after_names), BackupType.INCR, "h")
+        confirm_uploaded(catalog(*full(T1)), catalog(*after_names), BackupType.INCR, "h",
+                         NOW)
     assert caught.value.failure_class == "upload_unconfirmed"
 
 
 def test_a_resumed_full_with_an_older_time_is_still_new() -> None:
-    assert confirm_uploaded(catalog(), catalog(*full(T1)), BackupType.FULL, "h")
+    assert confirm_uploaded(catalog(), catalog(*full(T1)), BackupType.FULL, "h", NOW)
 
 
 # ------------------------------------------------------------------ restore --time
@@ -222,3 +223,11 @@ def test_the_log_error_records_are_read() -> None:
 def test_failures_are_headed_by_their_real_cause(code: int, log: str, stderr: str,
                                                 headline: str) -> None:
     assert headline in describe_failure(code, log, stderr).headline
+
+
+def test_without_a_listing_before_the_upload_only_a_set_from_its_start_counts() -> None:
+    after = catalog(*full(T1), *inc(T1, T2))
+    assert confirm_uploaded(None, after, BackupType.INCR, "h", parse_stamp(T2)).time == \
+        parse_stamp(T2)
+    with pytest.raises(UploadUnconfirmed):   # an older set proves nothing about this upload
+        confirm_uploaded(None, after, BackupType.INCR, "h", parse_stamp(T3))
