@@ -11,7 +11,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from celery.schedules import schedule as interval
+from zoneinfo import ZoneInfo
+
+from celery.schedules import crontab, schedule as interval
 
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, RunType, host_queue
@@ -36,7 +38,11 @@ def entry_route(config: Config, host: str, kind: RunType) -> tuple[str, str]:
 def celery_schedule(spec: ScheduleSpec, timezone: str) -> Any:
     if isinstance(spec, EverySpec):
         return interval(timedelta(seconds=spec.seconds))
-    return spec.to_crontab(timezone)
+    minute, hour, day_of_month, month_of_year, day_of_week = spec.fields()
+    schedule = crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                       month_of_year=month_of_year, day_of_week=day_of_week)
+    schedule.tz = ZoneInfo(timezone)
+    return schedule
 
 
 def build_beat_schedule(config: Config) -> dict[str, dict[str, Any]]:

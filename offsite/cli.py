@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import gc
+import importlib
 import json
 import logging
 import os
@@ -230,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--timeout", type=_wait_timeout, default=None,
                         help="with --wait: give up after this long (90s, 15m, 2h)")
     backup.add_argument("--local", action="store_true", help="run here, without the broker")
-    backup.set_defaults(action=cmd_backup)
+    backup.set_defaults(action=cmd_backup, preload=("tasks.dispatch",))
 
     status = sub.add_parser("status", parents=[common], help="recent runs, newest first")
     status.add_argument("host", nargs="?")
@@ -290,15 +292,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def settle(preload: Sequence[str] = ()) -> None:
+    """The command is loaded (with `preload`, the modules its action imports): freeze what
+    was loaded out of the cyclic collector's view and turn the collector on (see
+    offsite.entry, which turned it off)."""
+    if gc.isenabled():
+        return   # called in-process (tests, embedding): nothing was turned off
+    for module in preload:
+        importlib.import_module(module)
+    gc.freeze()
+    gc.enable()
+
+
 def _run(args: argparse.Namespace) -> int:
     """Load the config, run the action, and turn offsite's own errors into one line each."""
     if not getattr(args, "needs_config", True):
+        settle()
         return int(args.action(args))
     path = config_path(getattr(args, "config", None))
     config: Config | None = None
     try:
         config = load_config(path)
         _bind_app_to(path)
+        settle(getattr(args, "preload", ()))
         return int(args.action(args, config))
     except ConfigError as error:
         print(f"offsite: invalid config {error.path}:", file=sys.stderr)

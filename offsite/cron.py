@@ -4,7 +4,7 @@ expression's field sets (days, then the day's hours and minutes), never by stepp
 Meaning: the cron fires at every instant whose wall-clock reading in the zone matches the
 fields. So a wall time skipped by a spring change does not fire that day, and a wall time
 repeated by an autumn change fires at both instants. Day of month and day of week must both
-match (as in celery's crontab, which beat uses).
+match (as in celery's crontab). Fields are read by offsite.cron_parse.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Iterator
 from zoneinfo import ZoneInfo
 
-from celery.schedules import crontab
+from offsite.cron_parse import parse_cron
 
 UTC = timezone.utc
 _SEARCH_DAYS = 366 * 9   # long enough for "29 February on a Monday" style rarities
@@ -39,13 +39,9 @@ class CronFields:
 
 @lru_cache(maxsize=512)
 def cron_fields(expression: str) -> CronFields:
-    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
-    parsed = crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                     month_of_year=month_of_year, day_of_week=day_of_week)
-    return CronFields(minutes=tuple(sorted(parsed.minute)), hours=tuple(sorted(parsed.hour)),
-                      days=frozenset(parsed.day_of_month),
-                      months=frozenset(parsed.month_of_year),
-                      weekdays=frozenset(parsed.day_of_week))
+    minutes, hours, days, months, weekdays = parse_cron(expression)
+    return CronFields(minutes=tuple(sorted(minutes)), hours=tuple(sorted(hours)), days=days,
+                      months=months, weekdays=weekdays)
 
 
 def _instants(day: date, hour: int, minute: int, zone: ZoneInfo) -> Iterator[datetime]:

@@ -144,8 +144,10 @@ def explain(error: CommandError, log_path: Path) -> CommandError:
 
 
 def upload(config: Config, host: str, backup_type: BackupType,
-           on_tick: Callable[[], None] | None = None) -> UploadStats:
-    """duplicity full/incremental of the host's staging dir; raises CommandError on failure."""
+           on_tick: Callable[[], None] | None = None,
+           passphrase: str | None = None) -> UploadStats:
+    """duplicity full/incremental of the host's staging dir; raises CommandError on failure.
+    `passphrase`: the one the caller read (else duplicity's is read here)."""
     archive_dir = host_cache(config, host)
     tempdir = upload_tempdir(archive_dir)
     shutil.rmtree(tempdir, ignore_errors=True)
@@ -160,7 +162,7 @@ def upload(config: Config, host: str, backup_type: BackupType,
     with public_keyring(config, host) as gnupg_home:
         result = _run_duplicity(config, host, "upload",
                                 backup_argv(config, host, backup_type, archive_dir), on_tick,
-                                gnupg_home=gnupg_home)
+                                gnupg_home=gnupg_home, passphrase=passphrase)
     try:
         stats = parse_stats(result.stdout)
     except ValueError:
@@ -200,11 +202,14 @@ def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
 
 def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
                    on_tick: Callable[[], None] | None = None,
-                   gnupg_home: Path | None = None) -> CommandResult:
+                   gnupg_home: Path | None = None,
+                   passphrase: str | None = None) -> CommandResult:
     """Run duplicity with the passphrase and upload keys in its environment only; a failure
     is explained from duplicity's own log (see offsite.duplicity_errors)."""
     env = duplicity_env(config, "", dict(os.environ))
     env.update(decryption_env(config, host, gnupg_home))
+    if passphrase is not None:
+        env["PASSPHRASE"] = passphrase
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     try:

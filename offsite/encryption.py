@@ -34,11 +34,19 @@ def is_public_key(config: Config, host: str | None) -> bool:
     return host_encryption(config, host).mode == "public-key"
 
 
+# The passphrase's key-derivation count, written out so gpg need not ask an agent for it: left
+# unset, gpg starts a gpg-agent, which times SHA-1 runs for ~0.7 s to pick a count (then
+# clamped to this maximum on any current CPU; duplicity's earlier sets say `count 65011712`),
+# and that agent dies with the upload (offsite.reaper), so every upload paid it again.
+S2K_COUNT = 65011712
+
+
 def encrypt_flags(config: Config, host: str) -> list[str]:
-    """duplicity's flags for writing: one --encrypt-key per recipient in public-key mode."""
+    """duplicity's flags for writing: one --encrypt-key per recipient in public-key mode; in
+    symmetric mode the strongest key-derivation count (see S2K_COUNT)."""
     settings = host_encryption(config, host)
     if settings.mode != "public-key":
-        return []
+        return ["--gpg-options", f"--s2k-count {S2K_COUNT}"]
     return [flag for fpr in settings.recipients for flag in ("--encrypt-key", fpr)]
 
 

@@ -3,6 +3,7 @@ run: with the local cache in place duplicity never decrypts anything of the chai
 changed passphrase would silently write increments that no single passphrase restores."""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -18,6 +19,23 @@ from offsite.target import fetch_host_object
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 GPG_TIMEOUT_S = 120
 
+# host -> (the newest set's manifest, a digest of the passphrase that opens it), for sets this
+# process opened or wrote itself: an incremental that builds on the set this worker has just
+# written, with the same passphrase, need not decrypt it again (a gpg key derivation, ~0.25 s
+# a run). In memory only, beside the passphrase the process holds anyway; a restart forgets it.
+_opened: dict[str, tuple[str, bytes]] = {}
+
+
+def _digest(passphrase: str) -> bytes:
+    return hashlib.sha256(passphrase.encode()).digest()
+
+
+def remember_written(host: str, manifest_name: str | None, passphrase: str | None) -> None:
+    """This process wrote and confirmed the set whose manifest is `manifest_name`, encrypted
+    with `passphrase` (None: public-key mode, nothing to remember)."""
+    if manifest_name and passphrase is not None:
+        _opened[host] = (manifest_name, _digest(passphrase))
+
 
 class KeyDoesNotOpen(OffsiteError):
     """This node's passphrase or key does not decrypt the host's newest backup set."""
@@ -31,6 +49,8 @@ def check_key_opens(config: Config, host: str, manifest_name: str, step: str = "
     if not manifest_name.endswith(".gpg"):
         return
     passphrase = read_passphrase(config, host)
+    if _opened.get(host) == (manifest_name, _digest(passphrase)):
+        return
     data = fetch_host_object(config, host, manifest_name, MANIFEST_MAX_BYTES)
     with tempfile.TemporaryDirectory(prefix="keycheck-", dir=host_cache(config, host)) as private:
         home = Path(private) / "gnupg"
@@ -53,3 +73,4 @@ def check_key_opens(config: Config, host: str, manifest_name: str, step: str = "
         raise KeyDoesNotOpen(f"{failure.headline}: it does not open {manifest_name}, the "
                              "newest set of the chain this incremental would continue",
                              host=host, step=step)
+    _opened[host] = (manifest_name, _digest(passphrase))

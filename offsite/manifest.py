@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Iterator, Mapping
 
@@ -20,6 +22,8 @@ MANIFEST_NAME = "manifest.jsonl"
 FORMAT = 1
 _CHUNK = 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024   # a manifest line longer than this is not ours
+_HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
+_HASH_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,11 @@ def walk(root: Path, prefix: str = "", digests: bool = True) -> Iterator[Entry]:
     """Every regular file and symlink under root (not the manifest's own folder), sorted, with
     what identifies its content (its SHA-256 when `digests`). Other kinds (sockets, fifos)
     duplicity skips too. Paths are relative to root, after `prefix`."""
+    entries = _entries(root, prefix)
+    return _digested(entries, root, prefix) if digests else entries
+
+
+def _entries(root: Path, prefix: str) -> Iterator[Entry]:
     for folder, dirs, files in os.walk(root):
         here = Path(folder)
         if here == root and not prefix:
@@ -70,10 +79,27 @@ def walk(root: Path, prefix: str = "", digests: bool = True) -> Iterator[Entry]:
                 if stat.S_ISLNK(info.st_mode):
                     yield Entry(relative, "symlink", target=os.readlink(path))
                 elif stat.S_ISREG(info.st_mode):
-                    yield Entry(relative, "file", info.st_size,
-                                file_digest(path) if digests else None)
+                    yield Entry(relative, "file", info.st_size)
             except OSError:
                 continue   # unreadable or gone: duplicity names it in the run's warning
+
+
+def _digested(entries: Iterator[Entry], root: Path, prefix: str) -> Iterator[Entry]:
+    """The entries with their files' SHA-256, hashed by a few threads (hashlib lets go of the
+    GIL while it hashes, so the cores share a large tree), a bounded batch at a time and in
+    order. A file that cannot be read is left out, as duplicity names it in the run."""
+    def digest(entry: Entry) -> str | None:
+        if entry.kind != "file":
+            return ""
+        try:
+            return file_digest(root / entry.path[len(prefix):])
+        except OSError:
+            return None
+    with ThreadPoolExecutor(_HASH_THREADS) as pool:
+        while batch := list(islice(entries, _HASH_BATCH)):
+            for entry, sha256 in zip(batch, pool.map(digest, batch)):
+                if sha256 is not None:
+                    yield replace(entry, sha256=sha256) if sha256 else entry
 
 
 def write_manifest(root: Path, paths: Mapping[str, Path] | None = None) -> ManifestSummary:

@@ -15,6 +15,7 @@ from offsite.constants import BackupType, RunState, RunType
 from offsite.duplicity import upload
 from offsite.thaw import tag_data_volumes
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
+from offsite.keycheck import remember_written
 from offsite.lease import MemoryHostLease
 from offsite.manifest import write_manifest
 from offsite.encryption import is_public_key
@@ -159,9 +160,13 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         summary = write_manifest(host_staging(ctx.config, ctx.host),
                                  ctx.config.host(ctx.host).paths)
         before, started = _catalog_or_none(ctx), utcnow()
-        stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx))
+        passphrase = (None if is_public_key(ctx.config, ctx.host)
+                      else read_passphrase(ctx.config, ctx.host, step=UPLOAD_STEP))
+        stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx),
+                       passphrase=passphrase)
         written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
                                    ctx.host, started)
+        remember_written(ctx.host, written.manifest, passphrase)   # see offsite.keycheck
     tag_note = tag_data_volumes(ctx.config, ctx.host, written)   # for the lifecycle rule
 
     def done(record: RunRecord) -> None:

@@ -7,9 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from celery.schedules import crontab
-
-from offsite.cron import next_fire, previous_fire
+from offsite.cron import cron_fields, next_fire, previous_fire
 from offsite.durations import parse_duration, format_duration
 
 
@@ -19,13 +17,6 @@ class CronSpec:
 
     def fields(self) -> list[str]:
         return self.expression.split()
-
-    def to_crontab(self, tz: str) -> crontab:
-        minute, hour, day_of_month, month_of_year, day_of_week = self.fields()
-        schedule = crontab(minute=minute, hour=hour, day_of_month=day_of_month,
-                           month_of_year=month_of_year, day_of_week=day_of_week)
-        schedule.tz = ZoneInfo(tz)
-        return schedule
 
     def describe(self) -> str:
         return self.expression
@@ -68,8 +59,8 @@ def parse_schedule_spec(value: Any) -> ScheduleSpec:
     if len(spec.fields()) != 5:
         raise ValueError(f"cron {value!r} must have 5 fields (minute hour day month weekday)")
     try:
-        spec.to_crontab("UTC")
-    except Exception as exc:  # celery raises ValueError or its own ParseException
+        cron_fields(spec.expression)
+    except ValueError as exc:
         raise ValueError(f"cron {value!r} is invalid: {exc}") from None
     try:
         next_run(spec, "UTC", datetime(2000, 1, 1, tzinfo=timezone.utc))

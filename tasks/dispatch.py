@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from kombu.utils.uuid import uuid
 
@@ -16,6 +17,19 @@ from tasks.callbacks import failure_callback
 from workers.app import app
 
 # Tasks are sent by name: a client need not import the worker's code (runner, duplicity, boto3).
+
+
+class Sent:
+    """What send_task returns for a task whose result nobody keeps. Its default, an AsyncResult,
+    would load Celery's result backend (entry points and all: ~20 ms of a client command) for
+    an object nobody reads: the ledger, not a result, says how a run ended."""
+
+    def __init__(self, task_id: str) -> None:
+        self.id = task_id
+        self.ignored = True
+
+
+SENT: dict[str, Any] = {"ignore_result": True, "result_cls": Sent, "add_to_parent": False}
 
 
 def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: BackupType,
@@ -32,7 +46,7 @@ def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: Back
             START_BACKUP, args=(host, backup_type.value, run_id),
             kwargs={"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
             queue=host_queue(host), link_error=failure_callback(host, run_id),
-            ignore_result=True)   # the ledger, not a result, says how the run ended
+            **SENT)   # the ledger, not a result, says how the run ended
     return record
 
 
@@ -54,7 +68,7 @@ def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | No
             kwargs={"at": at.isoformat() if at else None,
                     "scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
             queue=verify_queue(config, host), link_error=failure_callback(host, run_id),
-            ignore_result=True)
+            **SENT)
     return record
 
 
@@ -79,7 +93,7 @@ def enqueue_prune(store: RunStore, host: str, run_id: str, slot: datetime) -> Ru
     record = queue_run(store, host, RunType.PRUNE, run_id, slot)
     if record.state == RunState.QUEUED:
         app.send_task(PRUNE, args=(host, run_id), queue=CONTROL_QUEUE,
-                      link_error=failure_callback(host, run_id), ignore_result=True)
+                      link_error=failure_callback(host, run_id), **SENT)
     return record
 
 

@@ -12,6 +12,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from celery.schedules import crontab
+
 from offsite.cron import cron_fields, next_fire, previous_fire
 from offsite.schedules import CronSpec, EverySpec, latest_slot, next_run
 
@@ -108,3 +110,24 @@ def test_interval_slots_sit_on_the_anchor_grid(seconds: int) -> None:
         assert index == int(index) and slot <= at < slot + timedelta(seconds=seconds)
         assert next_run(spec, "Europe/London", slot) == slot + timedelta(seconds=seconds)
         assert next_run(spec, "UTC", at) == slot + timedelta(seconds=seconds)
+
+
+# Expressions as celery's crontab reads them (the parser beat followed before offsite read
+# cron fields itself): names, wrapping ranges, steps on ranges and on *.
+AS_CELERY_READS = ["* * * * *", "*/15 * * * *", "0 4 * * 1", "0 22-2 * * *",
+                   "5-50/5 1,2,3 1-31/2 jan-mar sun-sat", "0 0 29 feb *", "0 4 * * mon-fri",
+                   "0 4 * * friday", "0 */4 * 1,6,12 0", "30 2 * dec-feb sat-mon",
+                   "0 0 * * 6-1/2", "59 23 31 12 *", "0 0 1 January *", "7,8,9 0-23/7 * * *"]
+
+
+@pytest.mark.parametrize("expression", AS_CELERY_READS)
+def test_cron_fields_are_the_sets_celery_reads(expression: str) -> None:
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    theirs = crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                     month_of_year=month_of_year, day_of_week=day_of_week)
+    ours = cron_fields(expression)
+    assert set(ours.minutes) == theirs.minute
+    assert set(ours.hours) == theirs.hour
+    assert ours.days == theirs.day_of_month
+    assert ours.months == theirs.month_of_year
+    assert ours.weekdays == theirs.day_of_week

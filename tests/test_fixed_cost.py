@@ -3,11 +3,18 @@ end (pub/sub), not by polling; an idle host worker stays small."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from offsite.config import load_config
+from offsite.encryption import S2K_COUNT
+from offsite.keycheck import check_key_opens, remember_written
 from offsite.records import RedisRunStore
+from offsite.target import TargetUnreadable
 from tests.helpers import describe, offsite_argv
 
 WAKE_S = 0.3
@@ -45,3 +52,74 @@ def test_an_idle_host_worker_stays_under_its_memory_budget(
     rss_kib = int(next(line.split()[1] for line in status.splitlines()
                        if line.startswith("VmRSS:")))
     assert rss_kib / 1024 <= IDLE_WORKER_RSS_MIB, f"idle worker RSS {rss_kib / 1024:.0f} MiB"
+
+
+def test_an_upload_leaves_no_gpg_agent_behind_and_keeps_the_strongest_key_derivation(
+        make_config: Any, start_worker: Any, run_offsite: Any, offsite_env: Any,
+        tmp_path: Path) -> None:
+    """Left to itself gpg asks an agent for the key-derivation count; the agent it starts times
+    ~0.7 s of hashing, and dies with the upload (offsite.reaper): every upload paid it. With
+    the count on duplicity's gpg command line no agent starts, and the sets keep the count gpg
+    picked before (the largest OpenPGP can encode)."""
+    target = tmp_path / "target"
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "echo hi > hi"}}}},
+                         target={"url": f"file://{target}"})
+    worker = start_worker(config, "carcosa")
+    for kind in ("full", "incr"):
+        result = run_offsite("backup", "carcosa", "--type", kind, "--wait", config=config)
+        assert result.returncode == 0, describe(result)
+    assert "left behind by command" not in worker.log_text(), worker.log_text()[-3000:]
+    manifests = sorted((target / "carcosa").glob("duplicity-*.manifest.gpg"))
+    assert len(manifests) == 2, manifests
+    passphrase = (tmp_path / "passphrase").read_text().strip()
+    for manifest in manifests:
+        packets = subprocess.run(
+            ["gpg", "--batch", "--homedir", str(tmp_path / "gnupg-probe"), "--pinentry-mode",
+             "loopback", "--passphrase", passphrase, "--list-packets", str(manifest)],
+            capture_output=True, text=True, timeout=60)
+        assert f"count {S2K_COUNT} " in packets.stdout, packets.stdout + packets.stderr
+
+
+def test_a_set_this_process_wrote_is_not_decrypted_again_with_the_same_passphrase(
+        make_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key check of an incremental skips a set this worker wrote with the passphrase it
+    holds now; any other passphrase, or another set, is checked against the target."""
+    config = load_config(make_config({"carcosa": {"scripts": {"s": {"bash": "true"}}}},
+                                     target={"url": f"file://{tmp_path}/target"}))
+    written = "duplicity-full.20261129T000000Z.manifest.gpg"   # not in the (empty) target
+    monkeypatch.setenv("PASSPHRASE", "the passphrase it was written with")
+    remember_written("carcosa", written, "the passphrase it was written with")
+
+    check_key_opens(config, "carcosa", written)   # remembered: nothing fetched
+
+    with pytest.raises(TargetUnreadable):         # another set: fetched (and missing)
+        check_key_opens(config, "carcosa", "duplicity-full.20261130T000000Z.manifest.gpg")
+    monkeypatch.setenv("PASSPHRASE", "a changed passphrase")
+    with pytest.raises(TargetUnreadable):         # another passphrase: checked again
+        check_key_opens(config, "carcosa", written)
+
+
+@pytest.mark.parametrize("args", [["config-schema"], ["--config", "CONFIG", "check"]])
+def test_the_command_line_turns_the_collector_back_on_before_its_work(
+        args: list[str], make_config: Any, offsite_env: Any, tmp_path: Path) -> None:
+    """offsite.entry loads a command with the cyclic GC off; it must be on again (with the
+    loaded objects frozen out of its view) whatever the command, or a long one would never
+    collect a cycle."""
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "true"}}}},
+                         target={"url": f"file://{tmp_path}/target"})
+    argv = [str(config) if arg == "CONFIG" else arg for arg in args]
+    probe = ("import gc, sys\n"
+             "from offsite import cli\n"
+             "seen = []\n"
+             "real = cli.settle\n"
+             "def settle(*a):\n"
+             "    real(*a)\n"
+             "    seen.append((gc.isenabled(), gc.get_freeze_count() > 0))\n"
+             "cli.settle = settle\n"
+             "from offsite.entry import main\n"
+             f"sys.argv = ['offsite'] + {argv!r}\n"
+             "code = main()\n"
+             "print('SEEN', seen, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], env=dict(offsite_env), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert "SEEN [(True, True)]" in proc.stderr, describe(proc)
