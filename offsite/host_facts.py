@@ -8,6 +8,8 @@ Written in the same transaction as the record that establishes them:
   `<field>:run` -> the run id that set it; `count:<type>:<state>` -> how many runs of the host
   ended in that state (counted once, when a record first becomes final: the fleet summary's
   and /metrics' `offsite_runs_total`);
+  `verified_set` -> the backup set (a duplicity time stamp) that drill restored, with
+  `verified_set_at` (raised with it, so it is always the newest drill's set: what prune keeps);
 - `offsite:series:<host>` list: the host's last SERIES_RUNS finished backups, one
   "<finished epoch> <duration s> <bytes uploaded> <state> <type>" each, oldest first (the fleet
   page's chart, read with one LRANGE per host instead of the records);
@@ -49,6 +51,13 @@ end
 return 0
 """
 
+_RAISE_VERIFIED_SET = """
+if tonumber(ARGV[1]) > tonumber(redis.call('hget', KEYS[1], 'verified_set_at') or '-1') then
+  redis.call('hset', KEYS[1], 'verified_set_at', ARGV[1], 'verified_set', ARGV[2])
+end
+return 0
+"""
+
 
 def stage_facts(pipe: Pipeline, record: RunRecord, newly_final: bool = False) -> None:
     """Queue, in the record's own transaction, the facts this state of the record establishes;
@@ -65,6 +74,9 @@ def stage_facts(pipe: Pipeline, record: RunRecord, newly_final: bool = False) ->
         done = record.finished_at.timestamp()
         if record.type == RunType.VERIFY:
             args += ["verified", done, record.run_id]
+            if record.verify is not None:
+                pipe.eval(_RAISE_VERIFIED_SET, 1, HOST_FACTS_KEY + record.host, done,
+                          record.verify.backup_set)
         elif record.type in (RunType.FULL, RunType.INCR):
             args += ["success", done, record.run_id, f"success:{kind}", done, record.run_id]
     if args:

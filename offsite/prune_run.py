@@ -13,7 +13,7 @@ from offsite.errors import OffsiteError, UsageError
 from offsite.lease import HostLease
 from offsite.records import ErrorRecord, RunRecord, RunStore
 from offsite.retention import PrunePlan, delete_objects, plan_prune
-from offsite.run_context import new_run_id, queue_run
+from offsite.run_context import queue_manual_run, queue_run
 from offsite.schedules import utcnow
 
 log = logging.getLogger(__name__)
@@ -26,13 +26,10 @@ class PruneOutcome:
     record: RunRecord | None   # the run, when applied
 
 
-def newest_verified_set(store: RunStore, host: str, depth: int = 200) -> datetime | None:
+def newest_verified_set(store: RunStore, host: str) -> datetime | None:
     """The set of the host's newest successful verify: the one proven to restore."""
-    for record in store.recent(host, depth):
-        if record.type == RunType.VERIFY and record.state == RunState.SUCCEEDED \
-                and record.verify is not None:
-            return datetime.fromisoformat(record.verify.backup_set.replace("Z", "+00:00"))
-    return None
+    stamp = store.verified_set(host)
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
 
 
 def keep_count(config: Config, host: str) -> int:
@@ -51,8 +48,9 @@ def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, 
     if not apply:
         plan = plan_prune(read_catalog(config, host), keep, newest_verified_set(store, host), host)
         return PruneOutcome(plan, None)
-    run_id = run_id or new_run_id(host, RunType.PRUNE, utcnow())
-    record = queue_run(store, host, RunType.PRUNE, run_id)
+    record = (queue_run(store, host, RunType.PRUNE, run_id) if run_id
+              else queue_manual_run(store, host, RunType.PRUNE, utcnow()))
+    run_id = record.run_id
     if record.state != RunState.QUEUED:
         raise OffsiteError(f"prune {run_id} is already {record.state.value}", host=host,
                            step=PRUNE_STEP)

@@ -18,7 +18,7 @@ from redis.client import Pipeline
 from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, KEEP_RUNS_DAYS,
                                KEEP_RUNS_PER_HOST, KEY_PREFIX, RUN_KEY, RunState, RunType)
 from offsite.errors import OffsiteError
-from offsite.host_facts import stage_facts, unstage_run
+from offsite.host_facts import HOST_FACTS_KEY, stage_facts, unstage_run
 from offsite.schedules import utcnow
 
 
@@ -134,6 +134,7 @@ class RunStore(Protocol):
     def get(self, run_id: str) -> RunRecord | None: ...
     def update(self, run_id: str, mutate: Mutation) -> RunRecord: ...
     def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]: ...
+    def verified_set(self, host: str) -> str | None: ...
 
 
 # -> {created (0/1), runs in the host's index, score of its oldest run}
@@ -291,6 +292,18 @@ class RedisRunStore:
                     return None
                 pubsub.get_message(timeout=min(remaining or 60.0, 60.0))
 
+    def verified_set(self, host: str) -> str | None:
+        """The backup set the host's newest successful restore drill restored: a fact kept
+        with the ledger (offsite.host_facts), whatever the number of runs since; for a drill
+        recorded before that fact existed, read from the drill's own record."""
+        found, run_id = (value.decode() if isinstance(value, bytes) else value
+                         for value in cast("list[bytes | str | None]", self.client.hmget(
+                             HOST_FACTS_KEY + host, "verified_set", "verified:run")))
+        if found:
+            return found
+        record = self.get(run_id) if run_id else None
+        return record.verify.backup_set if record and record.verify else None
+
     def recent(self, host: str | None = None, limit: int = 20) -> list[RunRecord]:
         index = HOST_RUNS_KEY + host if host else ALL_RUNS_KEY
         run_ids = cast("list[bytes]", self.client.zrevrange(index, 0, limit - 1))
@@ -331,6 +344,15 @@ class MemoryRunStore:
         records = [RunRecord.model_validate_json(raw) for raw in self.records.values()]
         chosen = [r for r in records if host is None or r.host == host]
         return sorted(chosen, key=lambda r: r.created_at, reverse=True)[:limit]
+
+    def verified_set(self, host: str) -> str | None:
+        drills = [record for record in map(RunRecord.model_validate_json, self.records.values())
+                  if record.host == host and record.type == RunType.VERIFY
+                  and record.state == RunState.SUCCEEDED and record.verify is not None
+                  and record.finished_at is not None]
+        newest = max(drills, key=lambda record: record.finished_at or record.created_at,
+                     default=None)
+        return newest.verify.backup_set if newest and newest.verify else None
 
 
 def record_as_json(record: RunRecord) -> dict[str, object]:

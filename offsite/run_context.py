@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from offsite.config import Config
 from offsite.constants import BackupType, RunType
+from offsite.errors import OffsiteError
 from offsite.lease import HostLease
 from offsite.records import RunRecord, RunStore
 
@@ -36,3 +37,21 @@ def queue_run(store: RunStore, host: str, backup_type: BackupType | RunType, run
     existing = store.get(run_id)
     assert existing is not None
     return existing
+
+
+MANUAL_ID_TRIES = 60
+
+
+def queue_manual_run(store: RunStore, host: str, kind: BackupType | RunType, now: datetime,
+                     note: str | None = None) -> RunRecord:
+    """The record of a run asked for now (the command line, not a schedule): always a run of
+    its own. Run ids name a second, so a second request within it (a retry right after a
+    failure) takes the next free second instead of being answered with the first's record."""
+    for offset in range(MANUAL_ID_TRIES):
+        record = RunRecord(run_id=new_run_id(host, kind, now + timedelta(seconds=offset)),
+                           host=host, type=RunType(kind.value), notes=[note] if note else [])
+        if store.create(record):
+            return record
+    raise OffsiteError(f"no free run id for a {kind.value} of {host} within "
+                       f"{MANUAL_ID_TRIES} s of {now:%Y-%m-%dT%H:%M:%SZ}; try again",
+                       host=host, step="queue")

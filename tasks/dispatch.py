@@ -11,7 +11,7 @@ from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
 from offsite.messages import PRUNE, START_BACKUP, VERIFY
 from offsite.records import RedisRunStore, RunRecord, RunStore
-from offsite.run_context import new_run_id, queue_run
+from offsite.run_context import new_run_id, queue_manual_run, queue_run
 from offsite.schedules import describe_lateness, utcnow
 from tasks.callbacks import failure_callback
 from workers.app import app
@@ -39,8 +39,9 @@ def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: Back
     typo never creates a queue that nobody reads. A run that already left the queued state
     is not sent again."""
     config.host(host)
-    run_id = run_id or new_run_id(host, backup_type, utcnow())
-    record = queue_run(store, host, backup_type, run_id, scheduled_for, late_by_s, note)
+    record = (queue_run(store, host, backup_type, run_id, scheduled_for, late_by_s, note)
+              if run_id else queue_manual_run(store, host, backup_type, utcnow(), note))
+    run_id = record.run_id
     if record.state == RunState.QUEUED:
         app.send_task(
             START_BACKUP, args=(host, backup_type.value, run_id),
@@ -60,8 +61,9 @@ def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | No
                    note: str | None = None) -> RunRecord:
     """Queue a verify of the host where `verify.on` says it runs; the record first."""
     config.host(host)
-    run_id = run_id or new_run_id(host, RunType.VERIFY, utcnow())
-    record = queue_run(store, host, RunType.VERIFY, run_id, scheduled_for, note=note)
+    record = (queue_run(store, host, RunType.VERIFY, run_id, scheduled_for, note=note)
+              if run_id else queue_manual_run(store, host, RunType.VERIFY, utcnow(), note))
+    run_id = record.run_id
     if record.state == RunState.QUEUED:
         app.send_task(
             VERIFY, args=(host, run_id),

@@ -7,9 +7,12 @@ from typing import Any
 
 import redis
 
-from offsite.constants import ALL_RUNS_KEY, HOST_RUNS_KEY, RUN_KEY, BackupType, RunState
+from offsite.constants import (ALL_RUNS_KEY, HOST_RUNS_KEY, RUN_KEY, BackupType, RunState,
+                               RunType)
 from offsite.host_facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts
-from offsite.records import RedisRunStore, RunRecord
+from offsite.prune_run import newest_verified_set
+from offsite.records import RedisRunStore, RunRecord, VerifyRecord
+from offsite.run_context import new_run_id, queue_manual_run, queue_run
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
 
@@ -106,3 +109,54 @@ def test_host_facts_follow_each_write_and_never_move_back(redis_client: redis.Re
     assert facts(redis_client).success == (T0 + timedelta(hours=1), "carcosa-incr-00001")
     assert facts(redis_client).started[BackupType.INCR][1] == "carcosa-incr-00001"
     assert facts(redis_client).latest_start({BackupType.FULL}) is None
+
+
+def _drill(index: int, backup_set: str) -> RunRecord:
+    return RunRecord(run_id=f"carcosa-verify-{index:05d}", host="carcosa", type=RunType.VERIFY,
+                     created_at=T0 + timedelta(minutes=index), state=RunState.SUCCEEDED,
+                     finished_at=T0 + timedelta(minutes=index, seconds=30),
+                     verify=VerifyRecord(backup_set=backup_set))
+
+
+def test_the_newest_verified_set_is_a_fact_whatever_the_runs_since(
+        redis_client: redis.Redis) -> None:
+    """Prune keeps the chain holding the newest set a drill restored: that set comes from the
+    host's facts, not from a window of its newest records (a drill 300 runs ago still counts,
+    and even once its own record is trimmed)."""
+    store = RedisRunStore(redis_client, keep_runs=100)
+    assert newest_verified_set(store, "carcosa") is None
+    store.create(_drill(0, "20261201T000000Z"))
+    store.create(_drill(1, "20261130T000000Z"))   # an older set, verified later: the newest
+    for index in range(2, 302):                   # drill is what counts
+        store.create(run(index, state=RunState.SUCCEEDED, finished_at=T0 + timedelta(hours=9)))
+    assert not redis_client.exists(RUN_KEY + "carcosa-verify-00001"), "trimmed"
+    assert newest_verified_set(store, "carcosa") == datetime(2026, 11, 30, tzinfo=timezone.utc)
+    late_write_of_an_older_drill = _drill(-5, "20261115T000000Z")
+    store.create(late_write_of_an_older_drill)
+    assert newest_verified_set(store, "carcosa") == datetime(2026, 11, 30, tzinfo=timezone.utc)
+
+
+def test_a_drill_recorded_before_the_set_fact_is_read_from_its_record(
+        redis_client: redis.Redis) -> None:
+    store = RedisRunStore(redis_client)
+    store.create(_drill(0, "20261201T000000Z"))
+    redis_client.hdel(HOST_FACTS_KEY + "carcosa", "verified_set", "verified_set_at")  # as written
+    assert newest_verified_set(store, "carcosa") == datetime(2026, 12, 1, tzinfo=timezone.utc)
+
+
+def test_a_run_asked_for_twice_in_one_second_is_two_runs_a_slot_sent_twice_is_one(
+        redis_client: redis.Redis) -> None:
+    """Run ids name a second. A command-line request right after another (a retry after a
+    failure) is a run of its own with the next free second; a scheduled slot keeps its id,
+    so sending it twice still runs it once."""
+    store = RedisRunStore(redis_client)
+    first = queue_manual_run(store, "carcosa", RunType.PRUNE, T0)
+    store.update(first.run_id, lambda record: setattr(record, "state", RunState.FAILED))
+    retry = queue_manual_run(store, "carcosa", RunType.PRUNE, T0)
+    assert (first.run_id, retry.run_id) == ("carcosa-prune-20261207T030000Z",
+                                           "carcosa-prune-20261207T030001Z")
+    assert retry.state == RunState.QUEUED
+    slot = new_run_id("carcosa", BackupType.FULL, T0)
+    assert queue_run(store, "carcosa", BackupType.FULL, slot).run_id == slot
+    store.update(slot, lambda record: setattr(record, "state", RunState.SUCCEEDED))
+    assert queue_run(store, "carcosa", BackupType.FULL, slot).state == RunState.SUCCEEDED
