@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--timeout", type=_wait_timeout, default=None,
                         help="with --wait: give up after this long (90s, 15m, 2h)")
     backup.add_argument("--local", action="store_true", help="run here, without the broker")
-    backup.set_defaults(action=cmd_backup, preload=("tasks.dispatch",))
+    backup.set_defaults(action=cmd_backup, preload=("tasks.dispatch", "kombu.transport.redis"))
 
     status = sub.add_parser("status", parents=[common], help="recent runs, newest first")
     status.add_argument("host", nargs="?")

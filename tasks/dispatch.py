@@ -3,33 +3,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-
-from kombu.utils.uuid import uuid
 
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
 from offsite.messages import PRUNE, START_BACKUP, VERIFY
+from offsite.publish import failure_callback, publish_task
 from offsite.records import RedisRunStore, RunRecord, RunStore
 from offsite.run_context import new_run_id, queue_manual_run, queue_run
 from offsite.schedules import describe_lateness, utcnow
-from tasks.callbacks import failure_callback
-from workers.app import app
 
-# Tasks are sent by name: a client need not import the worker's code (runner, duplicity, boto3).
-
-
-class Sent:
-    """What send_task returns for a task whose result nobody keeps. Its default, an AsyncResult,
-    would load Celery's result backend (entry points and all: ~20 ms of a client command) for
-    an object nobody reads: the ledger, not a result, says how a run ended."""
-
-    def __init__(self, task_id: str) -> None:
-        self.id = task_id
-        self.ignored = True
-
-
-SENT: dict[str, Any] = {"ignore_result": True, "result_cls": Sent, "add_to_parent": False}
+# Tasks are sent by name: a client need not import the worker's code (runner, duplicity, boto3),
+# nor Celery (offsite.publish).
 
 
 def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: BackupType,
@@ -43,11 +27,9 @@ def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: Back
               if run_id else queue_manual_run(store, host, backup_type, utcnow(), note))
     run_id = record.run_id
     if record.state == RunState.QUEUED:
-        app.send_task(
-            START_BACKUP, args=(host, backup_type.value, run_id),
-            kwargs={"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
-            queue=host_queue(host), link_error=failure_callback(host, run_id),
-            **SENT)   # the ledger, not a result, says how the run ended
+        publish_task(config.broker_url, START_BACKUP, (host, backup_type.value, run_id),
+                     {"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
+                     host_queue(host), [failure_callback(host, run_id)])
     return record
 
 
@@ -65,12 +47,10 @@ def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | No
               if run_id else queue_manual_run(store, host, RunType.VERIFY, utcnow(), note))
     run_id = record.run_id
     if record.state == RunState.QUEUED:
-        app.send_task(
-            VERIFY, args=(host, run_id),
-            kwargs={"at": at.isoformat() if at else None,
-                    "scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
-            queue=verify_queue(config, host), link_error=failure_callback(host, run_id),
-            **SENT)
+        publish_task(config.broker_url, VERIFY, (host, run_id),
+                     {"at": at.isoformat() if at else None,
+                      "scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
+                     verify_queue(config, host), [failure_callback(host, run_id)])
     return record
 
 
@@ -90,12 +70,13 @@ class SlotSend:
     slot: datetime
 
 
-def enqueue_prune(store: RunStore, host: str, run_id: str, slot: datetime) -> RunRecord:
+def enqueue_prune(config: Config, store: RunStore, host: str, run_id: str,
+                  slot: datetime) -> RunRecord:
     """A scheduled prune of the host, run by the control node with the prune identity."""
     record = queue_run(store, host, RunType.PRUNE, run_id, slot)
     if record.state == RunState.QUEUED:
-        app.send_task(PRUNE, args=(host, run_id), queue=CONTROL_QUEUE,
-                      link_error=failure_callback(host, run_id), **SENT)
+        publish_task(config.broker_url, PRUNE, (host, run_id), {}, CONTROL_QUEUE,
+                     [failure_callback(host, run_id)])
     return record
 
 
@@ -111,7 +92,7 @@ def send_slots(config: Config, store: RedisRunStore, sends: list[SlotSend],
         if send.type == RunType.VERIFY:
             enqueue_verify(config, store, send.host, None, run_id, send.slot)
         else:
-            enqueue_prune(store, send.host, run_id, send.slot)
+            enqueue_prune(config, store, send.host, run_id, send.slot)
     for send in [s for s in sends if s.type in (RunType.FULL, RunType.INCR)]:
         spec = config.host_schedule(send.host, BackupType(send.type.value))
         late_by_s, note = describe_lateness(spec, config.schedule.timezone, send.slot, sent_at)
@@ -133,6 +114,9 @@ def publish_batch(records: list[RunRecord]) -> None:
     (kombu's batch publish). Built and published by celery's own message code, skipping what
     beat does not need per message: result bookkeeping, queue declaration (a Redis queue is a
     list), and the task-sent event (Flower still sees each task when a worker receives it)."""
+    from kombu.utils.uuid import uuid
+
+    from workers.app import app   # beat's own process, where Celery is loaded anyway
     amqp = app.amqp
     with app.producer_or_acquire() as producer, producer.batch():
         for record in records:

@@ -8,6 +8,7 @@ from kombu import Exchange, Queue
 from beat_schedule import build_beat_schedule
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
+from offsite.publish import PUBLISH_RETRY_POLICY
 from offsite.tls import tls_options
 
 _VISIBILITY_MARGIN_S = 3600
@@ -68,8 +69,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
-        "task_publish_retry_policy": {"max_retries": 30, "interval_start": 0,
-                                      "interval_step": 1, "interval_max": 5},
+        "task_publish_retry_policy": PUBLISH_RETRY_POLICY,
         "result_backend_always_retry": True,
         "result_backend_max_retries": 30,
         "task_serializer": "json",
