@@ -7,7 +7,7 @@ cache is only compared with it, to say in the record when duplicity resyncs it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from offsite.catalog import BackupSet, Catalog, format_stamp, read_catalog
@@ -40,6 +40,7 @@ class ChainPlan:
     backup_type: BackupType
     notes: tuple[str, ...] = ()
     builds_on: BackupSet | None = None   # the set an incremental continues
+    listing: Catalog | None = None       # what the target held when planned (an incremental)
 
 
 def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | None, *,
@@ -94,7 +95,8 @@ def check_target_before(config: Config, host: str, requested: BackupType,
     opens the chain it continues; raises ChainMissing, KeyDoesNotOpen or TargetUnreadable."""
     if requested == BackupType.FULL:
         return ChainPlan(BackupType.FULL)
-    plan = plan_run(requested, read_catalog(config, host), last_full_time(
+    catalog = read_catalog(config, host)
+    plan = plan_run(requested, catalog, last_full_time(
         host_cache(config, host), host), max_full_interval_s=config.max_full_interval(host),
         allow_promotion=config.promote_to_full(host), now=now, host=host,
         sources_changed=change_reason(config, host), data_prefix=volume_prefix(config),
@@ -104,7 +106,7 @@ def check_target_before(config: Config, host: str, requested: BackupType,
     if plan.builds_on is not None and plan.builds_on.manifest is not None \
             and not is_public_key(config, host):
         check_key_opens(config, host, plan.builds_on.manifest)
-    return plan
+    return replace(plan, listing=catalog)
 
 
 def _promote(reason: str, allow_promotion: bool, host: str) -> ChainPlan:

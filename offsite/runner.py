@@ -51,6 +51,8 @@ def begin_run(ctx: RunContext, requested: BackupType,
         if not is_public_key(ctx.config, ctx.host):   # a public-key host holds no passphrase
             read_passphrase(ctx.config, ctx.host, step="start")
         plan = check_target_before(ctx.config, ctx.host, effective, utcnow())
+        if plan.listing is not None:
+            _planned_listings.keep(ctx.run_id, plan.listing)
         if plan.backup_type != effective or plan.notes:
             ctx.store.update(ctx.run_id, lambda record: _apply_plan(record, plan))
         prepare_host_staging(ctx.config, ctx.host)
@@ -159,7 +161,7 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     with recorded_step(ctx, UPLOAD_STEP):
         summary = write_manifest(host_staging(ctx.config, ctx.host),
                                  ctx.config.host(ctx.host).paths)
-        before, started = _catalog_or_none(ctx), utcnow()
+        before, started = _planned_listings.take(ctx.run_id) or _catalog_or_none(ctx), utcnow()
         passphrase = (None if is_public_key(ctx.config, ctx.host)
                       else read_passphrase(ctx.config, ctx.host, step=UPLOAD_STEP))
         stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx),
@@ -181,6 +183,29 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
             record.notes.append(tag_note)
     ctx.store.update(ctx.run_id, done)
     return finish_run(ctx)
+
+
+class _Listings:
+    """The target's listing an incremental was planned on, kept (in this worker process, a
+    few at most) for its upload: the set the upload must add is judged against it, so an
+    incremental lists the target twice, not three times. Nothing but this run writes to the
+    host's prefix between the two (it holds the host lease). A worker restarted between them
+    lists again."""
+
+    def __init__(self, most: int = 8) -> None:
+        self.most = most
+        self.kept: dict[str, Catalog] = {}
+
+    def keep(self, run_id: str, catalog: Catalog) -> None:
+        self.kept[run_id] = catalog
+        while len(self.kept) > self.most:
+            del self.kept[next(iter(self.kept))]
+
+    def take(self, run_id: str) -> Catalog | None:
+        return self.kept.pop(run_id, None)
+
+
+_planned_listings = _Listings()
 
 
 def _catalog_or_none(ctx: RunContext) -> Catalog | None:
