@@ -8,7 +8,7 @@ cache is only compared with it, to say in the record when duplicity resyncs it.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from offsite.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.chain_state import last_full_time
@@ -115,6 +115,23 @@ def _promote(reason: str, allow_promotion: bool, host: str) -> ChainPlan:
                            "(schedule.promote_to_full): run a full backup", host=host,
                            step="start")
     return ChainPlan(BackupType.FULL, (f"promoted to full: {reason}",))
+
+
+def wait_for_a_new_second(before: Catalog | None, now: datetime) -> float:
+    """Seconds to wait before duplicity starts, so the set it writes cannot have the name of
+    the newest set already there: duplicity names a set by the second it starts in, and a full
+    started in the second of the previous set (a run right after another) would take its name.
+    (duplicity delays an incremental itself.) Nothing to wait for a newest set in the past, nor
+    for one in the future by more than a moment: a clock that far off is the confirmation's to
+    report, not a delay's to hide."""
+    if before is None:
+        return 0.0
+    times = [backup_set.time for chain in before.chains for backup_set in chain.sets]
+    times += [other.time for other in before.orphans + before.unfinished]
+    if not times:
+        return 0.0
+    gap = (max(times) + timedelta(seconds=1) - now).total_seconds()
+    return gap if 0 < gap <= 2 else 0.0
 
 
 def set_keys(catalog: Catalog | None) -> set[tuple[str, datetime]]:

@@ -1,7 +1,8 @@
-"""Cron fields read into sets of numbers, with the grammar of celery's crontab (which beat
-followed before offsite computed slots itself): numbers, month and weekday names, `*`, ranges
+"""Cron fields read into sets of numbers, with the grammar of celery's crontab (which beat's
+schedule entries are built with, beat_schedule): numbers, month and weekday names, `*`, ranges
 (which may wrap: `22-2`), `/step` after `*` or a range, and comma lists. Our own reader, so
-that loading a config (every client command) does not import celery for a parser.
+that loading a config (every client command) does not import celery for a parser; checked
+against celery's in tests/test_cron_slots.py.
 
 Stricter than celery where celery reads text loosely: a whole part must match (celery reads
 `1-5-7` as `1-5`), names are allowed only in the month and weekday fields, a step is a

@@ -3,7 +3,7 @@
 would (its protocol 2, the labels of offsite.task_labels, the failure callback), with kombu on
 a connection made from the config alone.
 
-Why not app.send_task: loading Celery and its settings costs a client ~0.08 s, and the
+Why not app.send_task: loading Celery and its settings costs a client ~0.05 s, and the
 settings hold every host's queue and beat entry, so they grow with the fleet (0.24 s more at
 1,000 hosts) for a message to one queue. tests/test_publish.py holds this message to Celery's,
 field by field. Beat's batches still go through Celery (tasks.dispatch.publish_batch)."""

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Callable, Iterator
 
 from offsite.admission import admit
 from offsite.catalog import Catalog, format_stamp, read_catalog
-from offsite.chain_check import ChainPlan, check_target_before, confirm_uploaded
+from offsite.chain_check import (ChainPlan, check_target_before, confirm_uploaded,
+                                 wait_for_a_new_second)
 from offsite.config import Config
 from offsite.constants import BackupType, RunState, RunType
 from offsite.duplicity import upload
@@ -161,7 +163,9 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     with recorded_step(ctx, UPLOAD_STEP):
         summary = write_manifest(host_staging(ctx.config, ctx.host),
                                  ctx.config.host(ctx.host).paths)
-        before, started = _planned_listings.take(ctx.run_id) or _catalog_or_none(ctx), utcnow()
+        before = _planned_listings.take(ctx.run_id) or _catalog_or_none(ctx)
+        time.sleep(wait_for_a_new_second(before, utcnow()))
+        started = utcnow()
         passphrase = (None if is_public_key(ctx.config, ctx.host)
                       else read_passphrase(ctx.config, ctx.host, step=UPLOAD_STEP))
         stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx),

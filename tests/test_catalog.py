@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from offsite.catalog import Catalog, build_catalog, parse_stamp
-from offsite.chain_check import ChainMissing, UploadUnconfirmed, confirm_uploaded, plan_run
+from offsite.chain_check import (ChainMissing, UploadUnconfirmed, confirm_uploaded, plan_run,
+                                 wait_for_a_new_second)
 from offsite.chain_state import last_full_time
 from offsite.constants import BackupType
 from offsite.duplicity_errors import describe_failure, error_records
@@ -231,3 +232,19 @@ def test_without_a_listing_before_the_upload_only_a_set_from_its_start_counts() 
         parse_stamp(T2)
     with pytest.raises(UploadUnconfirmed):   # an older set proves nothing about this upload
         confirm_uploaded(None, after, BackupType.INCR, "h", parse_stamp(T3))
+
+
+def test_a_set_started_in_the_second_of_the_newest_set_waits_for_the_next_second() -> None:
+    """duplicity names a set by its start second: a full right after another would take the
+    previous set's name, so the upload waits for the next second; never for a set in the
+    past, an empty target, or a clock far behind the target's newest set."""
+    cat = catalog(*full(T1), *inc(T1, T2))
+    newest = parse_stamp(T2)
+    assert wait_for_a_new_second(cat, newest + timedelta(milliseconds=300)) == 0.7
+    assert wait_for_a_new_second(cat, newest + timedelta(seconds=1)) == 0.0
+    assert wait_for_a_new_second(cat, newest + timedelta(days=1)) == 0.0
+    assert wait_for_a_new_second(catalog(), newest) == 0.0
+    assert wait_for_a_new_second(None, newest) == 0.0
+    assert wait_for_a_new_second(cat, newest - timedelta(minutes=5)) == 0.0   # clock behind
+    unfinished = catalog(*full(T1), *full(T3, manifest=False))
+    assert wait_for_a_new_second(unfinished, parse_stamp(T3)) == 1.0

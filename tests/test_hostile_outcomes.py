@@ -193,12 +193,25 @@ def _big_upload_config(make_config: Any, aws: Any, tmp_path: Path) -> tuple[Path
                                      "volsize": 5})
 
 
-def _start_and_reach_upload(run_offsite: Any, config: Path) -> str:
+def _uploading(worker_pid: int) -> bool:
+    """duplicity's upload is running under the worker (not only recorded as started)."""
+    for pid in _descendants(worker_pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.endswith(b"duplicity") for arg in argv[:2]) and b"full" in argv:
+            return True
+    return False
+
+
+def _start_and_reach_upload(run_offsite: Any, config: Path, worker_pid: int) -> str:
     queued = run_offsite("backup", "carcosa", "--type", "full", config=config)
     assert queued.returncode == 0, describe(queued)
     run_id: str = queued.stdout.split()[1]
-    wait_until(lambda: any(step["name"] == "upload" for step in record_of(
-        run_offsite, config, "carcosa", run_id)["steps"]), timeout=60, what="the upload")
+    wait_until(lambda: _uploading(worker_pid), timeout=60, what="duplicity's upload")
+    assert any(step["name"] == "upload" for step in record_of(
+        run_offsite, config, "carcosa", run_id)["steps"])
     return run_id
 
 
@@ -209,7 +222,7 @@ def test_sigterm_to_the_worker_during_an_upload_lets_the_backup_finish(
     data, config = _big_upload_config(make_config, aws, tmp_path)
     worker = start_worker(config, "carcosa")
     start_control(config)
-    run_id = _start_and_reach_upload(run_offsite, config)
+    run_id = _start_and_reach_upload(run_offsite, config, worker.pid)
     worker.kill(signal.SIGTERM)       # the worker alone: a warm shutdown
     assert worker.wait(timeout=150) == 0
 
@@ -233,7 +246,7 @@ def test_sigterm_to_the_whole_worker_tree_during_an_upload_is_lost_once_and_reru
     data, config = _big_upload_config(make_config, aws, tmp_path)
     worker = start_worker(config, "carcosa")
     start_control(config)
-    run_id = _start_and_reach_upload(run_offsite, config)
+    run_id = _start_and_reach_upload(run_offsite, config, worker.pid)
     for pid in [worker.pid, *_descendants(worker.pid)]:   # systemd's KillMode=control-group
         try:
             os.kill(pid, signal.SIGTERM)
