@@ -159,10 +159,15 @@ def upload(config: Config, host: str, backup_type: BackupType,
     sources = host_sources(config, host)
     write_manifest(sources)
     problems = tuple(scan_problems(sources))
-    with public_keyring(config, host) as gnupg_home:
-        result = _run_duplicity(config, host, "upload",
-                                backup_argv(config, host, backup_type, archive_dir), on_tick,
-                                gnupg_home=gnupg_home, passphrase=passphrase)
+    try:
+        with public_keyring(config, host) as gnupg_home:
+            result = _run_duplicity(config, host, "upload",
+                                    backup_argv(config, host, backup_type, archive_dir),
+                                    on_tick, gnupg_home=gnupg_home, passphrase=passphrase)
+    finally:
+        # duplicity's own clean-up can leave a volume's temp file behind (seen when it resumes
+        # a full cut short); nothing uses the folder between uploads
+        shutil.rmtree(tempdir, ignore_errors=True)
     try:
         stats = parse_stats(result.stdout)
     except ValueError:
