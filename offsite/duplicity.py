@@ -212,9 +212,7 @@ def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
     """Run duplicity with the passphrase and upload keys in its environment only; a failure
     is explained from duplicity's own log (see offsite.duplicity_errors)."""
     env = duplicity_env(config, "", dict(os.environ))
-    env.update(decryption_env(config, host, gnupg_home))
-    if passphrase is not None:
-        env["PASSPHRASE"] = passphrase
+    env.update(decryption_env(config, host, gnupg_home, passphrase))
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     try:

@@ -170,15 +170,18 @@ def secret_keyring(config: Config, host: str | None,
             stop_agent(home, host, "encryption")
 
 
-def decryption_env(config: Config, host: str | None, gnupg_home: Path | None) -> dict[str, str]:
-    """PASSPHRASE (and GNUPGHOME) for a duplicity or gpg child: the symmetric passphrase, or in
-    public-key mode the secret key's passphrase from env PASSPHRASE ('' for an unprotected
-    key, so duplicity never waits on a prompt)."""
+def decryption_env(config: Config, host: str | None, gnupg_home: Path | None,
+                   passphrase: str | None = None) -> dict[str, str]:
+    """PASSPHRASE (and GNUPGHOME) for a duplicity or gpg child: the symmetric passphrase (the
+    one the caller already read, else read here), or in public-key mode the secret key's
+    passphrase from env PASSPHRASE ('' for an unprotected key, so duplicity never waits on a
+    prompt)."""
     env: dict[str, str] = {}
     if is_public_key(config, host):
         env["PASSPHRASE"] = os.environ.get("PASSPHRASE", "")
     else:
-        env["PASSPHRASE"] = read_passphrase(config, host)
+        env["PASSPHRASE"] = passphrase if passphrase is not None \
+            else read_passphrase(config, host)
     if gnupg_home is not None:
         env["GNUPGHOME"] = str(gnupg_home)
     return env

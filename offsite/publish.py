@@ -12,12 +12,15 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offsite.constants import CONTROL_QUEUE
 from offsite.messages import NOTIFY_FAILURE
 from offsite.task_labels import task_label
 from offsite.tls import tls_options
+
+if TYPE_CHECKING:
+    from kombu import Queue
 
 # Celery's task_publish_retry_policy for every sender (workers.settings uses it too): a
 # broker restart of about a minute is ridden out, a broker that stays down fails the send.
@@ -32,6 +35,15 @@ def failure_callback(host: str, run_id: str) -> dict[str, Any]:
     control queue (the alert keys stay on the control node), called with the failed task id."""
     return {"task": NOTIFY_FAILURE, "args": [], "kwargs": {"host": host, "run_id": run_id},
             "options": {"queue": CONTROL_QUEUE}, "subtask_type": None, "immutable": False}
+
+
+def task_queue(name: str) -> Queue:
+    """A queue bound to its own exchange under its own name, as every worker declares it and
+    every sender publishes to it: left to Celery, every queue is bound to the default
+    (control) exchange and key, so a message published there would reach every host's queue
+    at once."""
+    from kombu import Exchange, Queue
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def task_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], task_id: str,
@@ -56,13 +68,13 @@ def publish_task(broker_url: str, name: str, args: tuple[Any, ...], kwargs: dict
     """Publish the task on `queue` (declared as the workers declare it: its own direct
     exchange and routing key); returns the task id. Raises kombu's OperationalError when the
     broker stays unreachable through the retry policy."""
-    from kombu import Connection, Exchange, Producer, Queue
+    from kombu import Connection, Producer
     task_id = str(uuid.uuid4())
     body, headers, properties = task_message(name, args, kwargs, task_id, errbacks)
     with Connection(broker_url, ssl=tls_options(broker_url) or False) as connection:
         producer = Producer(connection, auto_declare=False)
         producer.publish(body, exchange="", routing_key=queue, serializer="json",
                          headers=headers, delivery_mode=PERSISTENT,
-                         declare=[Queue(queue, Exchange(queue, type="direct"), routing_key=queue)],
+                         declare=[task_queue(queue)],
                          retry=True, retry_policy=PUBLISH_RETRY_POLICY, **properties)
     return task_id

@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from kombu import Exchange, Queue
-
 from beat_schedule import build_beat_schedule
 from offsite.config import Config
 from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
-from offsite.publish import PUBLISH_RETRY_POLICY
+from offsite.publish import PUBLISH_RETRY_POLICY, task_queue
 from offsite.tls import tls_options
 
 _VISIBILITY_MARGIN_S = 3600
@@ -42,13 +40,6 @@ def beat_settings(config: Config) -> dict[str, Any]:
     }
 
 
-def _queue(name: str) -> Queue:
-    """A queue bound to its own exchange under its own name: left to Celery, every queue is
-    bound to the default (control) exchange and key, so a message published there would reach
-    every host's queue at once."""
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)
-
-
 def celery_settings(config: Config) -> dict[str, Any]:
     """Why these values:
 
@@ -59,7 +50,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
     - prefetch disabled, concurrency 1: one backup at a time per host, nothing waits reserved.
     """
     transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S}
-    queues = [_queue(CONTROL_QUEUE)] + [_queue(host_queue(host)) for host in config.hosts]
+    queues = [task_queue(CONTROL_QUEUE)] + [task_queue(host_queue(host)) for host in config.hosts]
     tls = tls_options(config.broker_url)   # rediss://: every client verifies the certificate
     return {
         **({"broker_use_ssl": tls, "redis_backend_use_ssl": tls} if tls else {}),
