@@ -15,10 +15,10 @@ from zoneinfo import ZoneInfo
 
 from celery.schedules import crontab, schedule as interval
 
-from offsite.config import Config
+from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, RunType, host_queue
-from offsite.messages import PRUNE, START_BACKUP, VERIFY
-from offsite.schedules import EverySpec, ScheduleSpec
+from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
+from offsite.schedule.specs import EverySpec, ScheduleSpec
 
 
 def entry_name(host: str, kind: RunType | str) -> str:

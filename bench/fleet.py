@@ -35,8 +35,8 @@ from bench.fleet_sim import (DEAD, EXPECTED, MISSED, STALE, Simulator, Timing, h
                              write_config, write_history)
 from bench.services import OFFSITE, BenchError, Service, child_env, start_redis
 from offsite.constants import BackupType
-from offsite.records import RedisRunStore
-from offsite.schedules import utcnow
+from offsite.ledger.records import RedisRunStore
+from offsite.schedule.specs import utcnow
 
 SENT_BATCH = re.compile(r"beat: sent (\d+) due entries in ([0-9.]+)s")
 

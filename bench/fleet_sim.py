@@ -20,12 +20,12 @@ import redis
 import yaml
 
 from offsite.constants import KEY_PREFIX, BackupType, RunState
-from offsite.heartbeat import beat_many, worker_node
-from offsite.lease import RedisHostLease
-from offsite.outbox import ALERT_KEY
-from offsite.records import RedisRunStore, RunRecord
-from offsite.run_context import new_run_id, queue_run
-from offsite.schedules import EverySpec, latest_slot, utcnow
+from offsite.ledger.heartbeat import beat_many, worker_node
+from offsite.ledger.lease import RedisHostLease
+from offsite.watch.alerts import ALERT_KEY
+from offsite.ledger.records import RedisRunStore, RunRecord
+from offsite.run.context import new_run_id, queue_run
+from offsite.schedule.specs import EverySpec, latest_slot, utcnow
 
 MISSED, DEAD, STALE = "missed-1", "dead-1", "stale-1"
 EXPECTED = {(MISSED, "backup_missed"), (DEAD, "worker_down"), (STALE, "backup_stale")}

@@ -30,12 +30,12 @@ import redis
 import yaml
 
 from bench.services import OFFSITE, BenchError, Service, child_env, free_port, start_redis
-from offsite.alerts import condition_alert
-from offsite.conditions import Conditions
+from offsite.watch.alerts import condition_alert
+from offsite.watch.conditions import Conditions
 from offsite.constants import BackupType, RunState
-from offsite.outbox import AlertOutbox
-from offsite.records import ErrorRecord, RedisRunStore, RunRecord
-from offsite.run_context import new_run_id
+from offsite.watch.alerts import AlertOutbox
+from offsite.ledger.records import ErrorRecord, RedisRunStore, RunRecord
+from offsite.run.context import new_run_id
 
 PATHS = ("/metrics", "/", "/api/hosts")
 GOAL_S = 0.2

@@ -33,7 +33,7 @@ from bench.overhead_data import MB, TextSource, Tree, change_tree, generate_tree
 from bench.overhead_runs import PASSPHRASE, OffsiteResult, PlainResult, run_offsite, run_plain
 from bench.services import (REGION, BenchError, Service, child_env, create_bucket,
                             start_moto, start_redis, start_worker)
-from offsite.config import Config, load_config
+from offsite.config.model import Config, load_config
 from offsite.constants import BackupType
 
 SCRIPT_HOST, PATHS_HOST, EMPTY_HOST = "bench", "bench-paths", "empty"

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.services import OFFSITE, BenchError, tail
-from offsite.config import Config
+from offsite.config.model import Config
 from offsite.constants import BackupType
-from offsite.duplicity import backup_argv, duplicity_env, parse_stats, upload_tempdir
-from offsite.staging import host_cache
+from offsite.duplicity.command import backup_argv, duplicity_env, parse_stats, upload_tempdir
+from offsite.host.staging import host_cache
 
 PASSPHRASE = "bench-passphrase-not-a-secret"
 

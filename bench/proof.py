@@ -1,6 +1,6 @@
 """What proof of restorability costs, side by side with its baselines in one run.
 
-1. The digest manifest on a full: `offsite.manifest.write_manifest` over the staged tree against
+1. The digest manifest on a full: `offsite.run.manifest.write_manifest` over the staged tree against
    the plain `duplicity full` of the same tree (goal: manifest ≤ 3% of the full).
 2. Verify throughput: `offsite verify --local` (restore on a fresh throwaway cache + compare with
    the manifest) against a plain `duplicity restore` of the same set on a fresh cache
@@ -27,8 +27,8 @@ from typing import Callable
 
 import yaml
 
-from offsite.config import load_config
-from offsite.manifest import write_manifest
+from offsite.config.model import load_config
+from offsite.run.manifest import write_manifest
 
 VENV_BIN = Path(sys.executable).parent
 PASSPHRASE = "bench-passphrase-not-a-secret"
@@ -102,7 +102,7 @@ def main() -> None:
             full_s.append(timed(lambda: run(
                 [duplicity, "full", "--archive-dir", str(work / "cache"), "--name", "h",
                  "--volsize", "200", str(staging), f"file://{work}/target/h"], env)))
-        from offsite.verify_run import verify_local
+        from offsite.proof.verify import verify_local
         verify_s, restore_s = [], []
         for attempt in range(args.repeat):
             plain = work / f"plain-{attempt}"

@@ -1,7 +1,7 @@
 """The tasks a host worker runs: start_backup builds the chain of scripts, then upload (which
 confirms the set in the target and finishes the run).
 
-Every argument reaches these bodies validated and typed by CheckedTask (offsite.messages): the
+Every argument reaches these bodies validated and typed by CheckedTask (offsite.wire.messages): the
 host is this worker's, the run id has the run-id format, the script is in the config."""
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from datetime import datetime
 from celery import Task, chain
 from celery.exceptions import Ignore
 
-from offsite.admission import MustWait, note_waiting
+from offsite.run.admission import MustWait, note_waiting
 from offsite.constants import BackupType, host_queue
-from offsite.messages import RUN_SCRIPT, START_BACKUP, UPLOAD
-from offsite.run_context import RunContext
-from offsite.runner import StaleRun, begin_run, run_script_step, upload_step
+from offsite.wire.messages import RUN_SCRIPT, START_BACKUP, UPLOAD
+from offsite.run.context import RunContext
+from offsite.run.steps import StaleRun, begin_run, run_script_step, upload_step
 from tasks.base import CheckedTask
 from tasks.callbacks import failure_callback
 from workers.app import app
-from offsite.heartbeat import worker_node
+from offsite.ledger.heartbeat import worker_node
 from workers.context import current_config, host_lease, refresh_config, run_store
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The base of every offsite task: its message is validated (offsite.messages) before anything
+"""The base of every offsite task: its message is validated (offsite.wire.messages) before anything
 runs, and the task's body is called with the typed values. A message that fails is recorded,
 logged in one line and rejected without requeue."""
 from __future__ import annotations
@@ -9,9 +9,9 @@ from typing import Any, NoReturn
 from celery import Task
 from celery.exceptions import Reject
 
-from offsite.messages import MessageRejected, message_fields, validate_message
-from offsite.rejections import refuse
-from offsite.schedules import utcnow
+from offsite.wire.messages import MessageRejected, message_fields, validate_message
+from offsite.wire.rejections import refuse
+from offsite.schedule.specs import utcnow
 from workers.context import current_config, redis_client, worker_host
 
 

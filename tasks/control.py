@@ -8,18 +8,18 @@ from functools import lru_cache
 
 from celery import Task
 
-from offsite.alerts import AlertSink, sink_for
-from offsite.config_digest import digest_for
+from offsite.watch.alerts import AlertSink, sink_for
+from offsite.watch.config_digest import digest_for
 from offsite.constants import BackupType, RunType
-from offsite.deadman import DeadMansSwitch
-from offsite.heartbeat import CONTROL_NODE, Heartbeat, interval_for
-from offsite.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
-from offsite.notify import report_failed_run
-from offsite.outbox import AlertOutbox
-from offsite.prune_run import prune_host as prune_one_host
-from offsite.records import RunRecord
-from offsite.schedules import utcnow
-from offsite.watchdog import Watchdog
+from offsite.watch.deadman import DeadMansSwitch
+from offsite.ledger.heartbeat import CONTROL_NODE, Heartbeat, interval_for
+from offsite.wire.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
+from offsite.watch.alerts import report_failed_run
+from offsite.watch.alerts import AlertOutbox
+from offsite.proof.prune import prune_host as prune_one_host
+from offsite.ledger.records import RunRecord
+from offsite.schedule.specs import utcnow
+from offsite.watch.watchdog import Watchdog
 from tasks.base import CheckedTask, reject
 from tasks.dispatch import enqueue_backup, enqueue_verify
 from workers.app import app

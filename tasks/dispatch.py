@@ -4,16 +4,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from offsite.config import Config
+from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
-from offsite.messages import PRUNE, START_BACKUP, VERIFY
-from offsite.publish import failure_callback, publish_task
-from offsite.records import RedisRunStore, RunRecord, RunStore
-from offsite.run_context import new_run_id, queue_manual_run, queue_run
-from offsite.schedules import describe_lateness, utcnow
+from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
+from offsite.wire.publish import failure_callback, publish_task
+from offsite.ledger.records import RedisRunStore, RunRecord, RunStore
+from offsite.run.context import new_run_id, queue_manual_run, queue_run
+from offsite.schedule.specs import describe_lateness, utcnow
 
 # Tasks are sent by name: a client need not import the worker's code (runner, duplicity, boto3),
-# nor Celery (offsite.publish).
+# nor Celery (offsite.wire.publish).
 
 
 def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: BackupType,

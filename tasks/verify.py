@@ -1,5 +1,5 @@
 """The verify task: a restore drill of one host, run where `verify.on` says (the control node or
-a named host's worker). CheckedTask has validated the message (offsite.messages): the host is
+a named host's worker). CheckedTask has validated the message (offsite.wire.messages): the host is
 configured and this is its drill node, the run id is a verify run id of that host."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from datetime import datetime
 from celery import Task
 from celery.exceptions import Ignore
 
-from offsite.admission import MustWait, note_waiting
-from offsite.messages import VERIFY
-from offsite.run_context import RunContext
-from offsite.runner import StaleRun
-from offsite.verify_run import run_verify
+from offsite.run.admission import MustWait, note_waiting
+from offsite.wire.messages import VERIFY
+from offsite.run.context import RunContext
+from offsite.run.steps import StaleRun
+from offsite.proof.verify import run_verify
 from tasks.base import CheckedTask
 from workers.app import app
 from workers.context import current_config, host_lease, run_store

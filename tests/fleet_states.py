@@ -7,11 +7,11 @@ from datetime import datetime, timedelta, timezone
 
 import redis
 
-from offsite.alerts import condition_alert
-from offsite.conditions import Conditions
+from offsite.watch.alerts import condition_alert
+from offsite.watch.conditions import Conditions
 from offsite.constants import BackupType, RunState, RunType
-from offsite.outbox import AlertOutbox
-from offsite.records import ErrorRecord, RedisRunStore, RunRecord
+from offsite.watch.alerts import AlertOutbox
+from offsite.ledger.records import ErrorRecord, RedisRunStore, RunRecord
 
 HOSTS = {"healthy-1": {"scripts": {"s": {"bash": "true"}}},
          "failing-1": {"scripts": {"s": {"bash": "true"}}},

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from offsite.records import RedisRunStore
+from offsite.ledger.records import RedisRunStore
 from tests.helpers import VENV_BIN, describe, run_command
 
 PERIOD_S = 60

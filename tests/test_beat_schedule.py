@@ -11,7 +11,7 @@ from celery.schedules import crontab, schedule as interval
 from redbeat.decoder import RedBeatJSONDecoder, RedBeatJSONEncoder
 
 from beat_schedule import START_BACKUP, build_beat_schedule, entry_name
-from offsite.config import Config, parse_config
+from offsite.config.model import Config, parse_config
 from offsite.constants import BackupType
 from workers.settings import beat_settings, celery_settings
 

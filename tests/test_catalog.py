@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from offsite.catalog import Catalog, build_catalog, parse_stamp
-from offsite.chain_check import (ChainMissing, UploadUnconfirmed, confirm_uploaded, plan_run,
+from offsite.target.catalog import Catalog, build_catalog, parse_stamp
+from offsite.run.chain import (ChainMissing, UploadUnconfirmed, confirm_uploaded, plan_run,
                                  wait_for_a_new_second)
-from offsite.chain_state import last_full_time
+from offsite.run.chain import last_full_time
 from offsite.constants import BackupType
-from offsite.duplicity_errors import describe_failure, error_records
-from offsite.restore import (BadRestoreRequest, RestoreRefused, check_time_covered,
+from offsite.duplicity.errors import describe_failure, error_records
+from offsite.proof.restore import (BadRestoreRequest, RestoreRefused, check_time_covered,
                              parse_backup_time)
-from offsite.target import TargetObject
+from offsite.target.bucket import TargetObject
 
 T1, T2, T3, T4 = "20261101T000000Z", "20261108T000000Z", "20261115T000000Z", "20261122T000000Z"
 NOW = parse_stamp(T4) + timedelta(days=1)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
-from offsite.cli import build_parser
-from offsite.config import parse_config
-from offsite.units import REFERENCE_INSTALLATION, build_units
+from offsite.cli.main import build_parser
+from offsite.config.model import parse_config
+from offsite.deploy.units import REFERENCE_INSTALLATION, build_units
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,4 +90,4 @@ def test_every_file_compose_names_has_a_committed_example(compose: dict[str, Any
 def test_the_repository_units_are_what_install_units_writes() -> None:
     for name, text in build_units(REFERENCE_INSTALLATION).items():
         assert (ROOT / "deploy/systemd" / name).read_text() == text, (
-            f"deploy/systemd/{name} is stale: regenerate with `python -m offsite.units deploy/systemd`")
+            f"deploy/systemd/{name} is stale: regenerate with `python -m offsite.deploy.units deploy/systemd`")

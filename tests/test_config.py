@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from offsite.config import parse_config
+from offsite.config.model import parse_config
 from offsite.constants import BackupType
 from offsite.errors import ConfigError
-from offsite.schedules import CronSpec, EverySpec
+from offsite.schedule.specs import CronSpec, EverySpec
 
 VALID: dict[str, Any] = {
     "target": {"url": "file:///srv/backups"},

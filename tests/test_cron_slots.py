@@ -1,7 +1,7 @@
 """Slot arithmetic checked against the definition: a brute-force scan of every minute of a year.
 
 A cron fires at each instant whose wall clock in the zone matches its fields. The scan reads
-the wall clock of every UTC minute; offsite.cron must find exactly those instants, forwards
+the wall clock of every UTC minute; offsite.schedule.cron must find exactly those instants, forwards
 (next_fire) and backwards (previous_fire), across DST changes and a leap day.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 
 from celery.schedules import crontab
 
-from offsite.cron import cron_fields, next_fire, previous_fire
-from offsite.schedules import CronSpec, EverySpec, latest_slot, next_run
+from offsite.schedule.cron import cron_fields, next_fire, previous_fire
+from offsite.schedule.specs import CronSpec, EverySpec, latest_slot, next_run
 
 UTC = timezone.utc
 START = datetime(2027, 12, 31, 0, 0, tzinfo=UTC)   # through 2028: a leap year

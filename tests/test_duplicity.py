@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from offsite.config import parse_config
+from offsite.config.model import parse_config
 from offsite.constants import BackupType
-from offsite.duplicity import backup_argv, duplicity_env, parse_stats, restore_argv
+from offsite.duplicity.command import backup_argv, duplicity_env, parse_stats, restore_argv
 
 S3_CONFIG = parse_config({
     "staging_root": "/var/lib/offsite/staging",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from offsite.errors import CommandError, CommandTimedOut
-from offsite.execute import describe_env, run_command
+from offsite.process.execute import describe_env, run_command
 from tests.helpers import wait_until
 
 

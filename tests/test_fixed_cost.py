@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from offsite.config import load_config
-from offsite.encryption import S2K_COUNT
-from offsite.keycheck import check_key_opens, remember_written
-from offsite.records import RedisRunStore
-from offsite.target import TargetUnreadable
+from offsite.config.model import load_config
+from offsite.crypto.encryption import S2K_COUNT
+from offsite.duplicity.keycheck import check_key_opens, remember_written
+from offsite.ledger.records import RedisRunStore
+from offsite.target.bucket import TargetUnreadable
 from tests.helpers import describe, offsite_argv
 
 WAKE_S = 0.3
@@ -59,7 +59,7 @@ def test_an_upload_leaves_no_gpg_agent_behind_and_keeps_the_strongest_key_deriva
         make_config: Any, start_worker: Any, run_offsite: Any, offsite_env: Any,
         tmp_path: Path) -> None:
     """Left to itself gpg asks an agent for the key-derivation count; the agent it starts times
-    ~0.7 s of hashing, and dies with the upload (offsite.reaper): every upload paid it. With
+    ~0.7 s of hashing, and dies with the upload (offsite.process.reaper): every upload paid it. With
     the count on duplicity's gpg command line no agent starts, and the sets keep the count gpg
     picked before (the largest OpenPGP can encode)."""
     target = tmp_path / "target"

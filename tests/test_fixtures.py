@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from offsite.config import load_config
+from offsite.config.model import load_config
 from tests.helpers import (VENV_BIN, AwsResources, ConfigFactory, HarnessError, ManagedProcess,
                            OffsiteEnv, RedisServer, build_offsite_env, describe, find_leaks,
                            run_command, wait_until)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from offsite.constants import RunState
-from offsite.records import RedisRunStore
+from offsite.ledger.records import RedisRunStore
 from tests.helpers import ConfigFactory, free_port, offsite_argv, wait_until
 
 HOST = "carcosa"

@@ -1,5 +1,5 @@
 """Hostile and careless configs: each one exits 2, names where the problem is, and never prints a
-Python traceback. The bulk runs in-process through `offsite.cli.main` (the real code path of the
+Python traceback. The bulk runs in-process through `offsite.cli.main.main` (the real code path of the
 `offsite` command), a sample through the real executable."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from offsite.cli import main
+from offsite.cli.main import main
 from tests.conftest import RunOffsite
 from tests.helpers import OffsiteEnv, offsite_argv, run_command
 
@@ -425,7 +425,7 @@ def test_broker_url_from_the_environment_is_checked_and_named(
 
 
 def test_every_problem_of_the_folders_is_reported_at_once(tmp_path: Path) -> None:
-    from offsite.config import parse_config
+    from offsite.config.model import parse_config
     from offsite.errors import ConfigError
     data = base_config(tmp_path)
     data.update(staging_root="/srv/o/staging", cache_root="/srv/o/staging/cache",
@@ -441,7 +441,7 @@ def test_every_problem_of_the_folders_is_reported_at_once(tmp_path: Path) -> Non
 def test_strings_that_are_not_unicode_are_refused_from_any_source(tmp_path: Path) -> None:
     """libyaml refuses a \\ud800 escape in the file; the same data given as Python objects (the
     way tests and tools call parse_config) is refused too, before it reaches an argv."""
-    from offsite.config import parse_config
+    from offsite.config.model import parse_config
     from offsite.errors import ConfigError
     data = base_config(tmp_path)
     data["hosts"] = {"carcosa": {"scripts": {"pg": {"bash": "echo \ud800"}}}}
@@ -454,8 +454,8 @@ def test_strings_that_are_not_unicode_are_refused_from_any_source(tmp_path: Path
 
 def test_min_interval_override_allows_second_scale_schedules(tmp_path: Path,
                                                              clean_env: None) -> None:
-    from offsite.config import parse_config
-    from offsite.schedules import EverySpec
+    from offsite.config.model import parse_config
+    from offsite.schedule.specs import EverySpec
     data = base_config(tmp_path)
     data["schedule"] = {"min_interval": "1s", "incr": {"every": "2s"}}
     assert parse_config(data).schedule.incr == EverySpec(2)

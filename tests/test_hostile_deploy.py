@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from offsite.config_schema import markdown_table, readme_block
+from offsite.config.schema import markdown_table, readme_block
 from tests.deploy_harness import HOST, write_minimal_config
 
 ROOT = Path(__file__).resolve().parent.parent

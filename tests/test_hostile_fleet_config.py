@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from offsite.config import parse_config
+from offsite.config.model import parse_config
 from offsite.errors import ConfigError
 
 

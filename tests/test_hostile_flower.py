@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from offsite.constants import RunState
-from offsite.records import RedisRunStore
+from offsite.ledger.records import RedisRunStore
 from tests.helpers import ConfigFactory, find_leaks, offsite_argv, wait_until
 from tests.secure_redis import Flower, PasswordRedisServer
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from offsite.heartbeat import HEARTBEATS_KEY, beat_once, last_beats, parse_beat, worker_node
+from offsite.ledger.heartbeat import HEARTBEATS_KEY, beat_once, last_beats, parse_beat, worker_node
 
 
 @pytest.mark.parametrize("value", [b"", b"nan-ish", b"1e400", b"-1e30", "\u00e9t\u00e9".encode(),

@@ -11,8 +11,8 @@ from typing import Any, Callable
 import pytest
 import redis
 
-from offsite.http import HEADER_TIMEOUT_S, MAX_CONNECTIONS
-from offsite.http_auth import hash_password
+from offsite.fleet.http import HEADER_TIMEOUT_S, MAX_CONNECTIONS
+from offsite.fleet.http_auth import hash_password
 from tests.fleet_states import HOSTS, write_fleet
 from tests.helpers import free_port
 from tests.http_client import basic, request, wait_serving

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 import redis
 
-from offsite.config import parse_config
-from offsite.config_digest import digest_for, drifted_nodes
+from offsite.config.model import parse_config
+from offsite.watch.config_digest import digest_for, drifted_nodes
 from offsite.errors import ConfigError
-from offsite.fleet import read_summary
-from offsite.heartbeat import HEARTBEATS_KEY, parse_beat, parse_digest
-from offsite.http_auth import hash_password, load_credentials, parse_credentials
+from offsite.fleet.summary import read_summary
+from offsite.ledger.heartbeat import HEARTBEATS_KEY, parse_beat, parse_digest
+from offsite.fleet.http_auth import hash_password, load_credentials, parse_credentials
 
 BASE: dict[str, Any] = {"target": {"url": "file:///srv/backups"},
                         "hosts": {"carcosa": {"scripts": {"s": {"bash": "true"}}}}}

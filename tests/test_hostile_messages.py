@@ -14,15 +14,15 @@ import pytest
 import redis
 import yaml
 
-from offsite.config import parse_config
+from offsite.config.model import parse_config
 from offsite.constants import BackupType, RunState
-from offsite.messages import (NOTIFY_FAILURE, RUN_SCRIPT, START_BACKUP, UPLOAD, VERIFY,
+from offsite.wire.messages import (NOTIFY_FAILURE, RUN_SCRIPT, START_BACKUP, UPLOAD, VERIFY,
                               MalformedMessage, NotAFailedRun, WrongWorker, check_envelope,
                               require_failed_run, shown, validate_message)
-from offsite.records import RedisRunStore, RunRecord
-from offsite.rejections import MAX_ENTRY_CHARS, MAX_REJECTED_ENTRIES, refuse
-from offsite.schedules import utcnow
-from offsite.watchdog import RERUN_SUFFIX
+from offsite.ledger.records import RedisRunStore, RunRecord
+from offsite.wire.rejections import MAX_ENTRY_CHARS, MAX_REJECTED_ENTRIES, refuse
+from offsite.schedule.specs import utcnow
+from offsite.watch.watchdog import RERUN_SUFFIX
 from tests.helpers import describe, wait_until
 from tests.injection import publish, rejected_entries, task_headers, vm_peak_rss_mib
 
@@ -301,11 +301,11 @@ def test_run_ids_of_another_form_are_refused(run_id: str) -> None:
 
 def test_message_checks_agree_with_the_tasks_they_guard(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The signatures offsite.messages binds against are the tasks' own (this loads the app, in
+    """The signatures offsite.wire.messages binds against are the tasks' own (this loads the app, in
     this process, with a config of its own)."""
     import inspect
 
-    from offsite.messages import SIGNATURES
+    from offsite.wire.messages import SIGNATURES
     from workers.app import app
     from workers.context import current_config
     path = tmp_path / "offsite.yaml"

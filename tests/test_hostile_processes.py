@@ -1,6 +1,6 @@
 """Hostile scripts: floods of output, leftover processes, snooping on the environment, files
 readable by others, running as another user. Every case drives the real worker (or the real
-CLI, or offsite.execute in this process) and checks what the system actually holds after it."""
+CLI, or offsite.process.execute in this process) and checks what the system actually holds after it."""
 from __future__ import annotations
 
 import json
@@ -17,9 +17,9 @@ from typing import Any, Callable, Iterator
 import pytest
 import redis
 
-from offsite.duplicity import parse_stats
+from offsite.duplicity.command import parse_stats
 from offsite.errors import CommandError, CommandTimedOut
-from offsite.execute import run_command
+from offsite.process.execute import run_command
 from tests.helpers import AwsResources, ManagedProcess, describe, wait_until
 from tests.procfs import environ_of, live_pids_with, peak_rss_bytes
 
@@ -148,7 +148,7 @@ def test_statistics_after_a_flood_of_stdout_are_still_parsed() -> None:
 
 def test_records_notes_are_bounded_in_number_and_length() -> None:
     from offsite.constants import BackupType
-    from offsite.records import ErrorRecord, RunRecord
+    from offsite.ledger.records import ErrorRecord, RunRecord
     record = RunRecord(run_id="carcosa-full-20261129T000000Z", host="carcosa",
                        type=BackupType.FULL)
     for index in range(500):
@@ -431,7 +431,7 @@ def test_a_huge_value_in_a_message_gives_bounded_log_lines(
 
 def test_log_filter_cuts_messages_and_tracebacks(tmp_path: Path) -> None:
     import logging
-    from offsite.logbounds import bound_handlers
+    from offsite.process.logbounds import bound_handlers
     path = tmp_path / "log"
     logger = logging.getLogger("offsite.test-hostile")
     handler = logging.FileHandler(path)

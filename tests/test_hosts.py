@@ -9,8 +9,8 @@ from typing import Any
 import redis
 
 from offsite.constants import RunState, RunType
-from offsite.host_facts import HOST_FACTS_KEY
-from offsite.records import RedisRunStore, RunRecord
+from offsite.ledger.facts import HOST_FACTS_KEY
+from offsite.ledger.records import RedisRunStore, RunRecord
 from tests.fleet_states import EXPECTED_ORDER, HOSTS, record, write_fleet
 from tests.helpers import describe
 
@@ -121,9 +121,9 @@ def test_runs_are_counted_once_when_they_end(redis_client: redis.Redis) -> None:
 
 def test_all_five_classes_sort_failed_lost_stale_unproven_healthy(
         make_config: Any, run_offsite: Any, redis_client: redis.Redis) -> None:
-    from offsite.alerts import condition_alert
-    from offsite.conditions import Conditions
-    from offsite.outbox import AlertOutbox
+    from offsite.watch.alerts import condition_alert
+    from offsite.watch.conditions import Conditions
+    from offsite.watch.alerts import AlertOutbox
     hosts = dict(HOSTS)
     hosts.update({"lost-1": HOSTS["healthy-1"], "unproven-1": HOSTS["healthy-1"],
                   "overdue-1": HOSTS["healthy-1"]})

@@ -13,7 +13,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from offsite.http_auth import hash_password
+from offsite.fleet.http_auth import hash_password
 from tests.fleet_states import EXPECTED_ORDER, HOSTS, write_fleet
 from tests.helpers import describe, free_port
 from tests.http_client import basic, dump_dom, request, screenshot, wait_serving
@@ -167,9 +167,9 @@ def test_unreadable_auth_file_stops_control_with_one_line(make_config: Any,
 
 def test_fast_exposition_says_what_prometheus_client_says(make_config: Any,
                                                           redis_client: redis.Redis) -> None:
-    from offsite.config import load_config
-    from offsite.fleet import read_summary
-    from offsite.metrics import exposition, fleet_families, reference_exposition
+    from offsite.config.model import load_config
+    from offsite.fleet.summary import read_summary
+    from offsite.fleet.metrics import exposition, fleet_families, reference_exposition
     config = load_config(make_config(HOSTS))
     write_fleet(redis_client)
     families = fleet_families(read_summary(redis_client, config))
@@ -188,7 +188,7 @@ def test_http_password_line_is_accepted_by_the_server_check(make_config: Any,
                                                              tmp_path: Path) -> None:
     import subprocess
 
-    from offsite.http_auth import parse_credentials
+    from offsite.fleet.http_auth import parse_credentials
     from tests.helpers import offsite_argv
     config = make_config(HOSTS)
     made = subprocess.run(offsite_argv(config, "http-password", "prometheus"),

@@ -9,10 +9,10 @@ import redis
 
 from offsite.constants import (ALL_RUNS_KEY, HOST_RUNS_KEY, RUN_KEY, BackupType, RunState,
                                RunType)
-from offsite.host_facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts
-from offsite.prune_run import newest_verified_set
-from offsite.records import RedisRunStore, RunRecord, VerifyRecord
-from offsite.run_context import new_run_id, queue_manual_run, queue_run
+from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts
+from offsite.proof.prune import newest_verified_set
+from offsite.ledger.records import RedisRunStore, RunRecord, VerifyRecord
+from offsite.run.context import new_run_id, queue_manual_run, queue_run
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from offsite.config import parse_config
-from offsite.iam_policy import (VERSIONING_ACTIONS, granted_actions, host_policy,
+from offsite.config.model import parse_config
+from offsite.deploy.iam_policy import (VERSIONING_ACTIONS, granted_actions, host_policy,
                                 lifecycle_rules)
-from offsite.provision import build_plan
+from offsite.deploy.provision import build_plan
 from tests.helpers import describe
 from tests.security_harness import (StrictAws, copy_host, denied, grant_head_bucket, keys_of,
                                     read_env_file, unique_prefix, write_config)

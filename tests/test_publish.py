@@ -1,4 +1,4 @@
-"""The message a client publishes without Celery (offsite.publish) is the one Celery's own
+"""The message a client publishes without Celery (offsite.wire.publish) is the one Celery's own
 send_task publishes for the same task: both are sent to a real Redis and read back raw."""
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from offsite.messages import PRUNE, START_BACKUP, VERIFY
+from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
 from tests.helpers import VENV_BIN, describe, run_command
 
 _BOTH_WAYS = """
 import json, sys
 import redis
-from offsite import publish
+from offsite.wire import publish
 from tasks.callbacks import failure_callback
 from workers.app import app
 from workers.context import current_config

@@ -1,11 +1,11 @@
-"""offsite.schedules: next slots, lateness. Pure."""
+"""offsite.schedule.specs: next slots, lateness. Pure."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from offsite.schedules import (CronSpec, EverySpec, describe_lateness, due_after, next_run,
+from offsite.schedule.specs import (CronSpec, EverySpec, describe_lateness, due_after, next_run,
                                parse_schedule_spec, slots_between)
 
 UTC = timezone.utc

@@ -18,7 +18,7 @@ import pytest
 import redis
 
 from offsite.constants import LEASE_KEY, REJECTED_KEY
-from offsite.records import RedisRunStore
+from offsite.ledger.records import RedisRunStore
 from tests.helpers import (VENV_BIN, ManagedProcess, describe, offsite_argv, run_command,
                            wait_until)
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from offsite.catalog import read_catalog
-from offsite.config import load_config
+from offsite.target.catalog import read_catalog
+from offsite.config.model import load_config
 from tests.helpers import describe, wait_until
 from tests.security_harness import (KeyPair, StrictAws, denied, grant_head_bucket, keys_of,
                                     make_key_pair, read_env_file)

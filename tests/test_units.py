@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from offsite.cli import build_parser
-from offsite.units import STOP_TIMEOUT_S, UNIT_NAMES
+from offsite.cli.main import build_parser
+from offsite.deploy.units import STOP_TIMEOUT_S, UNIT_NAMES
 from tests.deploy_harness import HOST, exec_argv, unit_settings, write_minimal_config
 from tests.helpers import VENV_BIN
 

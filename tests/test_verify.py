@@ -110,7 +110,7 @@ def test_a_restore_that_differs_from_its_manifest_fails_verify_listing_the_file(
     # upload): stage the tree and its manifest, change one byte, upload with duplicity itself.
     staging = tmp_path / "forged"
     shutil.copytree(data, staging / "files", symlinks=True)
-    from offsite.manifest import write_manifest
+    from offsite.run.manifest import write_manifest
     write_manifest(staging)
     (staging / "files" / "a.txt").write_text("alphA\n" + "alpha\n" * 999)
     env = merged_env(offsite_env, {"PASSPHRASE": (tmp_path / "passphrase").read_text().strip()})

@@ -7,16 +7,16 @@ from typing import Any, Iterator
 import pytest
 import redis
 
-from offsite.alerts import SnsSink
-from offsite.config import Config, parse_config
+from offsite.watch.alerts import SnsSink
+from offsite.config.model import Config, parse_config
 from offsite.constants import BackupType, RunState
-from offsite.heartbeat import beat_once, worker_node
-from offsite.lease import RedisHostLease
-from offsite.outbox import AlertOutbox
-from offsite.notify import report_failed_run
-from offsite.records import ErrorRecord, RedisRunStore, RunRecord, StepRecord
-from offsite.schedules import CronSpec, EverySpec
-from offsite.watchdog import Watchdog, latest_slot
+from offsite.ledger.heartbeat import beat_once, worker_node
+from offsite.ledger.lease import RedisHostLease
+from offsite.watch.alerts import AlertOutbox
+from offsite.watch.alerts import report_failed_run
+from offsite.ledger.records import ErrorRecord, RedisRunStore, RunRecord, StepRecord
+from offsite.schedule.specs import CronSpec, EverySpec
+from offsite.watch.watchdog import Watchdog, latest_slot
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)  # a Monday
 

@@ -23,12 +23,12 @@ from redis.exceptions import LockNotOwnedError
 from redbeat import RedBeatScheduler
 from redbeat.schedulers import get_redis
 
-from offsite.config import Config
-from offsite.config_digest import digest_for
+from offsite.config.model import Config
+from offsite.watch.config_digest import digest_for
 from offsite.constants import RunType
 from offsite.errors import UnknownHostError
-from offsite.heartbeat import BEAT_NODE, beat_once
-from offsite.schedules import EverySpec, due_after, latest_slot, next_run, utcnow
+from offsite.ledger.heartbeat import BEAT_NODE, beat_once
+from offsite.schedule.specs import EverySpec, due_after, latest_slot, next_run, utcnow
 from tasks.dispatch import SlotSend, send_slots
 from workers.context import current_config, run_store
 

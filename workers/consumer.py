@@ -16,9 +16,9 @@ from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 
-from offsite.messages import MessageRejected, check_body, check_envelope, shown
-from offsite.rejections import refuse
-from offsite.schedules import utcnow
+from offsite.wire.messages import MessageRejected, check_body, check_envelope, shown
+from offsite.wire.rejections import refuse
+from offsite.schedule.specs import utcnow
 from workers.context import redis_client, worker_host
 
 log = logging.getLogger(__name__)

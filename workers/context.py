@@ -8,11 +8,11 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from offsite.config import Config
-from offsite.config_reload import ReloadableConfig
+from offsite.config.model import Config
+from offsite.config.reload import ReloadableConfig
 from offsite.errors import ConfigError
-from offsite.lease import RedisHostLease
-from offsite.records import RedisRunStore
+from offsite.ledger.lease import RedisHostLease
+from offsite.ledger.records import RedisRunStore
 
 WORKER_HOST_ENV = "OFFSITE_WORKER_HOST"
 
@@ -28,9 +28,9 @@ def refresh_config(node: str) -> Config:
 
 
 def _alert_invalid(node: str, error: ConfigError, digest: str) -> None:
-    from offsite.alerts import condition_alert
-    from offsite.outbox import AlertOutbox
-    from offsite.schedules import utcnow
+    from offsite.watch.alerts import condition_alert
+    from offsite.watch.alerts import AlertOutbox
+    from offsite.schedule.specs import utcnow
     host = node.removeprefix("worker:")
     alert = condition_alert(host, "any", "config_invalid", (
         f"The config file {error.path} changed on node {node} and is invalid; that node "

@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from beat_schedule import build_beat_schedule
-from offsite.config import Config
+from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
-from offsite.publish import PUBLISH_RETRY_POLICY, task_queue
-from offsite.tls import tls_options
+from offsite.wire.publish import PUBLISH_RETRY_POLICY, task_queue
+from offsite.config.tls import tls_options
 
 _VISIBILITY_MARGIN_S = 3600
 

@@ -9,12 +9,12 @@ import threading
 from celery.signals import (after_setup_logger, after_setup_task_logger, worker_ready,
                             worker_shutting_down)
 
-from offsite.config import Config
+from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, host_queue
-from offsite.heartbeat import Heartbeat, interval_for, worker_node
-from offsite.logbounds import bound_celery_logging
-from offsite.shutdown import request_stop
-from offsite.staging import empty_host_staging, host_staging
+from offsite.ledger.heartbeat import Heartbeat, interval_for, worker_node
+from offsite.process.logbounds import bound_celery_logging
+from offsite.process.shutdown import request_stop
+from offsite.host.staging import empty_host_staging, host_staging
 from workers.app import app
 from workers.context import (WORKER_HOST_ENV, current_config, host_lease, redis_client,
                              refresh_config)
@@ -35,7 +35,7 @@ def _bound_incoming_messages() -> None:
 
 def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
     """threads pool, one slot: the main thread keeps answering pings and heartbeats while an
-    upload runs, and children die with the worker (PR_SET_PDEATHSIG in offsite.execute)."""
+    upload runs, and children die with the worker (PR_SET_PDEATHSIG in offsite.process.execute)."""
     return ["worker", "--queues", queue, "--hostname", nodename, "--pool", "threads",
             "--concurrency", "1", "--task-events", "--loglevel", loglevel,
             "--without-mingle", "--without-gossip"]
@@ -44,7 +44,7 @@ def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
 def _report_passphrase(config: Config, host: str) -> None:
     """At start, say in the worker's log what `offsite check` says about the passphrase: runs
     would fail at their start step without it."""
-    from offsite.passphrase import check_passphrase
+    from offsite.crypto.passphrase import check_passphrase
     findings = check_passphrase(config, host)
     for problem in findings.problems:
         log.error("host %s: %s: every run will fail at its start step", host, problem)
@@ -79,7 +79,7 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
 def _idle_digest(host: str) -> str | None:
     """The digest of the config the worker runs with, for its heartbeat; while no run holds
     the host it first re-reads a changed file (a run re-reads it at its start)."""
-    from offsite.config_digest import digest_for
+    from offsite.watch.config_digest import digest_for
     node = worker_node(host)
     try:
         config = refresh_config(node) if host_lease().holder(host) is None \
@@ -105,7 +105,7 @@ def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
     """Blocks running the control worker; its watchdog thread (and, with `http:` set, its HTTP
     server's) lives as long as the worker. The HTTP address is bound first: a taken port or a
     bad basic_auth_file stops the start with one line."""
-    from offsite.http import open_server, serve_in_thread
+    from offsite.fleet.http import open_server, serve_in_thread
     server = open_server(config)
     os.environ.pop(WORKER_HOST_ENV, None)
     stop = threading.Event()
@@ -114,7 +114,7 @@ def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
         worker_shutting_down.connect(lambda **_: server.shutdown(), weak=False)
 
     def start_watchdog(**_: object) -> None:
-        from offsite.escrow_watch import watch_escrow
+        from offsite.watch.escrow_watch import watch_escrow
         from tasks.control import run_watchdog
         threading.Thread(target=run_watchdog, args=(stop,), name="watchdog", daemon=True).start()
         threading.Thread(target=watch_escrow, args=(config, redis_client(), stop),

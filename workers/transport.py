@@ -12,9 +12,9 @@ from typing import Any
 import redis
 from kombu.transport import redis as kombu_redis
 
-from offsite.messages import MAX_ENVELOPE_BYTES, shown
-from offsite.rejections import refuse
-from offsite.schedules import utcnow
+from offsite.wire.messages import MAX_ENVELOPE_BYTES, shown
+from offsite.wire.rejections import refuse
+from offsite.schedule.specs import utcnow
 from workers.context import redis_client
 
 TRANSPORT = "workers.transport:Transport"

@@ -1,0 +1,41 @@
+"""`offsite list`: the chains and sets the target holds for a host, read from the target alone."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from offsite.cli.common import EXIT_OK
+from offsite.config.model import Config
+
+
+def cmd_list(args: argparse.Namespace, config: Config) -> int:
+    from offsite.target.catalog import format_stamp, read_catalog
+    config.host(args.host)
+    catalog = read_catalog(config, args.host)
+    if args.json:
+        print(json.dumps([chain.as_json() for chain in catalog.chains], indent=2))
+        return EXIT_OK
+    if not catalog.chains:
+        print(f"{catalog.location}: no complete backup chain")
+    for number, chain in enumerate(catalog.chains, 1):
+        print(f"chain {number}: {format_stamp(chain.start)} .. {format_stamp(chain.end)}")
+        for backup_set in chain.sets:
+            line = (f"  {backup_set.kind:<4} {format_stamp(backup_set.time)}  "
+                    f"{len(backup_set.volumes)} volume(s)  {backup_set.bytes} bytes")
+            if backup_set.archived:
+                line += f"  ({len(backup_set.archived)} archived)"
+            print(line)
+    for orphan in catalog.orphans:
+        print(f"not in a chain: incr {format_stamp(orphan.time)} (a set before it is missing)")
+    for unfinished in catalog.unfinished:
+        print(f"unfinished: {unfinished.kind} {format_stamp(unfinished.time)}")
+    return EXIT_OK
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    listing = sub.add_parser("list", parents=[common],
+                             help="the backup chains and sets in the target")
+    listing.add_argument("host")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(action=cmd_list)

@@ -1,0 +1,56 @@
+"""`offsite prune`: the retention plan of each host, applied with --apply."""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from offsite.cli.common import EXIT_FAILED, EXIT_OK, ledger_store
+from offsite.config.model import Config
+from offsite.constants import RunState
+
+
+def cmd_prune(args: argparse.Namespace, config: Config) -> int:
+    from offsite.ledger.lease import RedisHostLease
+    from offsite.proof.prune import prune_host
+    hosts = [args.host] if args.host else [h for h in config.hosts
+                                           if config.keep_full_chains(h) is not None]
+    for host in hosts:
+        config.host(host)
+    store = ledger_store(config)
+    lease = RedisHostLease(store.client, config.watchdog.lease_ttl)
+    failed = False
+    report: list[dict[str, Any]] = []
+    for host in hosts:
+        outcome = prune_host(config, store, lease, host, apply=args.apply)
+        state = outcome.record.state if outcome.record is not None else None
+        if state is not None and state != RunState.SUCCEEDED:
+            failed = True
+            notes = outcome.record.notes if outcome.record is not None else []
+            report.append({"host": host, "applied": False, "state": state.value,
+                           "notes": notes, "plan": None})
+            if not args.json:
+                print(f"{host}: {state.value}: {'; '.join(notes)}")
+            continue
+        report.append({"host": host, "applied": args.apply,
+                       "state": state.value if state else None, "notes": [],
+                       "plan": outcome.plan.as_json()})
+        if not args.json:
+            print(f"{host}: {'pruned' if args.apply else 'plan (nothing deleted without --apply)'}")
+            for line in outcome.plan.describe():
+                print(f"  {line}")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif not hosts:
+        print("no host has retention.keep_full_chains set: nothing to prune")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def register(sub: Any, common: argparse.ArgumentParser) -> None:
+    prune = sub.add_parser("prune", parents=[common],
+                           help="delete chains beyond retention (dry run without --apply)")
+    prune.add_argument("host", nargs="?")
+    prune.add_argument("--apply", action="store_true", help="delete (default: print the plan)")
+    prune.add_argument("--json", action="store_true",
+                       help="a list of {host, applied, state, notes, plan}")
+    prune.set_defaults(action=cmd_prune)

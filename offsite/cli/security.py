@@ -1,0 +1,54 @@
+"""The security commands of `offsite`: provision and recover (registered by offsite.cli.main)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from offsite.config.model import Config
+
+EXIT_OK = 0
+
+
+def cmd_provision(args: argparse.Namespace, config: Config) -> int:
+    from offsite.deploy.provision import build_plan, plan_as_terraform, plan_as_text
+    plan = build_plan(config)
+    if not args.apply:
+        if args.format == "json":
+            print(json.dumps(plan.as_json(), indent=2))
+        elif args.format == "terraform":
+            print(plan_as_terraform(plan))
+        else:
+            print(plan_as_text(plan))
+        return EXIT_OK
+    from offsite.deploy.provision_apply import apply_plan
+    out = Path(args.credentials_out) if args.credentials_out else None
+    lines = apply_plan(config, out)
+    print("\n".join(lines) if lines else "no changes: everything matches the plan")
+    return EXIT_OK
+
+
+def cmd_recover(args: argparse.Namespace, config: Config) -> int:
+    from offsite.proof.recover import recover_host
+    config.host(args.host)
+    print(recover_host(config, args.host, args.time, args.apply))
+    return EXIT_OK
+
+
+def add_security_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    provision = sub.add_parser("provision", parents=[common],
+                               help="the bucket and least-privilege identities (plan or apply)")
+    provision.add_argument("--format", choices=["text", "json", "terraform"], default="text")
+    provision.add_argument("--apply", action="store_true", help="create or update through boto3 "
+                           "with your own AWS credentials")
+    provision.add_argument("--credentials-out", help="with --apply: write DIR/<host>.env, "
+                           "DIR/control.env, DIR/recover.env (mode 0600)")
+    provision.set_defaults(action=cmd_provision)
+
+    recover = sub.add_parser("recover", parents=[common],
+                             help="put HOST's objects back to their versions at --time")
+    recover.add_argument("host")
+    recover.add_argument("--time", required=True, help="e.g. 2026-11-01T00:00:00Z or 3D")
+    recover.add_argument("--apply", action="store_true", help="do it (default: print the plan)")
+    recover.set_defaults(action=cmd_recover)

@@ -1,0 +1,151 @@
+"""The parts of the configuration, each a strict pydantic model (unknown keys are errors); the
+value types they share are in offsite.config.types. offsite.config.model assembles them into the
+fleet's Config and reads the YAML."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from offsite.config.rules import check_target_url
+from offsite.config.types import (EPOCH, Duration, HttpUrl, Region, Schedule, ScriptCode,
+                                  check_timezone, check_topic_arn)
+from offsite.constants import DEFAULT_SCRIPT_TIMEOUT_S, DEFAULT_UPLOAD_TIMEOUT_S
+from offsite.schedule.specs import CronSpec, EverySpec
+from offsite.config.security import Layout
+
+MAX_SCRIPTS_PER_HOST = 100
+MAX_TEXT_CHARS = 64 * 1024
+DEFAULT_MIN_INTERVAL_S = 60
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_max_length=MAX_TEXT_CHARS)
+
+
+class ScriptConfig(StrictModel):
+    bash: ScriptCode | None = Field(None, description="bash code, run as "
+                                    "`bash -e -o pipefail -c` (at most 64 KiB)")
+    python: ScriptCode | None = Field(None, description="Python code, run with the host's "
+                                      "python_interpreter (at most 64 KiB)")
+    timeout: Duration = Field(DEFAULT_SCRIPT_TIMEOUT_S,
+                              description="kill the script's process group after this long")
+    user: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_.-]{0,31}$",
+                             description="run the script as this system user (the worker must "
+                             "run as root); checked on the worker when the script runs")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ScriptConfig:
+        if (self.bash is None) == (self.python is None):
+            raise ValueError("give exactly one of 'bash' or 'python'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "bash" if self.bash is not None else "python"
+
+    @property
+    def code(self) -> str:
+        return self.bash if self.bash is not None else str(self.python)
+
+
+class HostSchedule(StrictModel):
+    full: Schedule | None = Field(None, description="when full backups run (overrides the fleet)")
+    incr: Schedule | None = Field(None, description="when incrementals run (overrides the fleet)")
+    max_full_interval: Duration | None = Field(
+        None, description="an incremental is promoted to full when the last full is older")
+    promote_to_full: bool | None = Field(
+        None, description="promote an incremental to full when the target holds no usable "
+                          "chain (else the run fails with class chain_missing)")
+
+
+class HostVerify(StrictModel):
+    schedule: Schedule | None = Field(None, description="when this host's restore drills run "
+                                                        "(overrides verify.schedule)")
+    on: str | None = Field(None, description="where this host's drills run: control, or the "
+                                            "name of a host whose worker runs them")
+
+
+class HostRetention(StrictModel):
+    keep_full_chains: int | None = Field(None, ge=1, le=1000,
+                                         description="complete chains this host keeps")
+
+
+class TargetConfig(StrictModel):
+    url: Annotated[str, AfterValidator(check_target_url)] = Field(
+        description="duplicity URL with a bucket or an absolute folder; the host name is "
+                    "appended")
+    endpoint_url: HttpUrl | None = Field(None, description="S3-compatible endpoint (MinIO, "
+                                         "Garage)")
+    region: Region | None = Field(None, description="S3 region name")
+    upload_timeout: Duration = Field(DEFAULT_UPLOAD_TIMEOUT_S,
+                                     description="kill duplicity after this long")
+    volsize: int = Field(200, gt=0, le=10240, strict=True,
+                         description="duplicity volume size in MiB")
+    retries: int = Field(3, ge=1, le=100, strict=True,
+                         description="tries of a failing backend operation (network, 5xx) "
+                                     "before the upload fails")
+    retry_delay: Duration = Field(10, description="wait between those tries")
+    layout: Layout = Field("split", description="split: data volumes under their own name "
+                           "prefix (archivable by the lifecycle); flat: duplicity's names")
+
+    def host_url(self, host: str) -> str:
+        return f"{self.url}/{host}"
+
+
+class AlertsConfig(StrictModel):
+    sns_topic_arn: Annotated[str, AfterValidator(check_topic_arn)] | None = Field(
+        None, description="SNS topic alerts are published to")
+    region: Region | None = Field(None, description="SNS region; default: the topic ARN's region")
+    endpoint_url: HttpUrl | None = Field(None, description="SNS endpoint for non-AWS services")
+    heartbeat_url: HttpUrl | None = Field(
+        None, description="dead man's switch: a healthchecks.io-style push URL the control "
+                          "node GETs on every healthy watchdog tick")
+
+    @property
+    def sns_region(self) -> str | None:
+        if self.region:
+            return self.region
+        parts = (self.sns_topic_arn or "").split(":")
+        return parts[3] if len(parts) > 3 and parts[3] else None
+
+
+class ScheduleConfig(StrictModel):
+    timezone: Annotated[str, AfterValidator(check_timezone)] = Field(
+        "UTC", description="zone the cron expressions are read in")
+    full: Schedule = Field(CronSpec("0 0 1 * *"), description="default full schedule")
+    incr: Schedule = Field(CronSpec("0 4 * * 1"), description="default incremental schedule")
+    max_full_interval: Duration = Field(35 * 86400, description="promote an incr to full after")
+    promote_to_full: bool = Field(
+        True, description="promote an incremental to full when the target holds no usable "
+                          "chain (else the run fails with class chain_missing)")
+    min_interval: Duration = Field(DEFAULT_MIN_INTERVAL_S, description="the shortest "
+                                   "`{every: D}` allowed anywhere (default 1m)")
+    anchor: AwareDatetime = Field(EPOCH, description="{every: D} slots fall at anchor + k*D")
+
+
+class WatchdogConfig(StrictModel):
+    every: Duration = Field(120, description="how often the watchdog checks")
+    start_grace: Duration = Field(900, description="a slot not started by then is missed")
+    lease_ttl: Duration = Field(60, description="a run whose lease is not renewed is lost")
+    worker_timeout: Duration = Field(300, description="a silent host worker is reported down")
+    stale_after: Duration | None = Field(
+        None, description="alert when a host had no successful backup for this long; "
+                          "default: twice its incremental interval")
+    escrow_every: Duration = Field(
+        6 * 3600, description="how often the control node checks that the keys it holds "
+                              "decrypt each host's newest backup (condition escrow_failed)")
+
+
+class VerifyConfig(StrictModel):
+    schedule: Schedule | None = Field(None, description="when restore drills run, e.g. "
+                                                        "{every: 7d}; none by default")
+    on: str = Field("control", description="where drills run: control (the control node, "
+                                           "which then needs the key) or a host's name")
+
+
+class RetentionConfig(StrictModel):
+    keep_full_chains: int | None = Field(
+        None, ge=1, le=1000, description="complete chains each host keeps; none: keep all")
+    schedule: Schedule = Field(EverySpec(86400), description="when the control node prunes "
+                                                              "(hosts with keep_full_chains)")

@@ -1,0 +1,1 @@
+"""Keys and passphrases: how a node encrypts and decrypts, and whether an escrowed key still opens a host's backups."""

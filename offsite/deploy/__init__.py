@@ -1,0 +1,1 @@
+"""Deployment: systemd units, provisioning and IAM policy, `offsite check`."""

@@ -1,0 +1,224 @@
+"""duplicity: pure builders of its command lines and environment, and the runs that use them."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from offsite.config.model import Config
+from offsite.constants import BackupType
+from offsite.duplicity.errors import describe_failure, read_log_tail
+from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
+from offsite.errors import CommandError, CommandTimedOut
+from offsite.process.execute import CommandResult, run_command
+from offsite.config.security import volume_prefix
+from offsite.host.sources import (archive_path, host_sources, record_uploaded, relocate,
+                             scan_problems, write_manifest)
+from offsite.host.staging import host_cache
+from offsite.target.bucket import probe_bucket
+
+
+def _find_duplicity() -> str:
+    """The duplicity installed beside this interpreter (the same virtualenv), else on PATH."""
+    return shutil.which("duplicity", path=os.path.dirname(sys.executable)) or "duplicity"
+
+
+DUPLICITY = _find_duplicity()
+_ACTIONS = {BackupType.FULL: "full", BackupType.INCR: "incremental"}
+_STAT_LINE = re.compile(r"^(\w+) (-?[\d.]+)")
+
+@dataclass(frozen=True)
+class UploadStats:
+    source_files: int
+    source_bytes: int
+    new_files: int
+    changed_files: int
+    deleted_files: int
+    bytes_uploaded: int
+    errors: int
+    elapsed_s: float
+    problems: tuple[str, ...] = ()    # named files of `paths:` not backed up as they are
+
+    def as_dict(self) -> dict[str, float | int]:
+        numbers = asdict(self)
+        del numbers["problems"]
+        return numbers
+
+
+def log_path(archive_dir: Path, step: str) -> Path:
+    """duplicity's machine-readable log of the latest `step` run with this cache."""
+    return archive_dir / f"{step}.log"
+
+
+def common_flags(config: Config, host: str, archive_dir: Path, step: str) -> list[str]:
+    flags = ["--archive-dir", str(archive_dir), "--name", host,
+             "--log-timestamp", "--log-file", str(log_path(archive_dir, step))]
+    if config.target.endpoint_url:
+        flags += ["--s3-endpoint-url", config.target.endpoint_url]
+    if config.target.region:
+        flags += ["--s3-region-name", config.target.region]
+    return flags
+
+
+def upload_tempdir(archive_dir: Path) -> Path:
+    """Where duplicity builds volumes during an upload: beside its cache, not in /tmp, so the
+    leftovers of a killed upload are found and removed by the next one."""
+    return archive_dir / ".upload-tmp"   # a dot: no host (the --name folder beside it) has one
+
+
+def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir: Path) -> list[str]:
+    sources = host_sources(config, host)
+    return [DUPLICITY, _ACTIONS[backup_type], *common_flags(config, host, archive_dir, "upload"),
+            "--tempdir", str(upload_tempdir(archive_dir)),
+            "--volsize", str(config.target.volsize),
+            "--num-retries", str(config.target.retries),
+            "--backend-retry-delay", str(config.target.retry_delay),
+            *encrypt_flags(config, host), *prefix_flags(volume_prefix(config)),
+            *sources.selection, str(sources.root), config.target.host_url(host)]
+
+
+def prefix_flags(data_prefix: str) -> list[str]:
+    """The name prefix of data volumes (offsite.config.security.DATA_PREFIX in the split
+    layout); a chain is read with the prefix it was written with."""
+    return ["--file-prefix-archive", data_prefix] if data_prefix else []
+
+
+def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
+                 time: str | None = None, path: str | None = None,
+                 data_prefix: str = "") -> list[str]:
+    flags = common_flags(config, host, archive_dir, "restore") + prefix_flags(data_prefix)
+    if time:
+        flags += ["--time", time]
+    if path:
+        flags += ["--path-to-restore", path]
+    return [DUPLICITY, "restore", *flags, config.target.host_url(host), str(dest)]
+
+
+def duplicity_env(config: Config, passphrase: str, base: dict[str, str]) -> dict[str, str]:
+    """The child's environment: passphrase and upload keys live here and nowhere else."""
+    env = {name: value for name, value in base.items() if not name.startswith("ALERT_AWS_")}
+    env["PASSPHRASE"] = passphrase
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        if value := base.get("DUPLICITY_" + name):
+            env[name] = value
+    if config.target.endpoint_url:
+        # S3-compatible services reject the checksums boto3 >= 1.36 sends by default.
+        env.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
+        env.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
+    return env
+
+
+def parse_stats(stdout: str) -> UploadStats:
+    """The `Backup Statistics` block duplicity prints; raises ValueError when it is absent."""
+    values: dict[str, float] = {}
+    in_block = False
+    for line in stdout.splitlines():
+        if "[ Backup Statistics ]" in line:
+            in_block = True
+        elif in_block and line.startswith("-----"):
+            break
+        elif in_block and (match := _STAT_LINE.match(line)):
+            values[match.group(1)] = float(match.group(2))
+    if not values:
+        raise ValueError("duplicity printed no statistics")
+    whole = lambda key: int(values.get(key, 0))  # noqa: E731
+    return UploadStats(source_files=whole("SourceFiles"), source_bytes=whole("SourceFileSize"),
+                       new_files=whole("NewFiles"), changed_files=whole("ChangedFiles"),
+                       deleted_files=whole("DeletedFiles"),
+                       bytes_uploaded=whole("TotalDestinationSizeChange"),
+                       errors=whole("Errors"), elapsed_s=values.get("ElapsedTime", 0.0))
+
+
+def explain(error: CommandError, log_path: Path) -> CommandError:
+    """The same error, headed by the real cause read from duplicity's log and stderr."""
+    failure = describe_failure(error.returncode, read_log_tail(log_path), error.stderr_tail)
+    cause = f"duplicity exit {error.returncode}: {failure.headline}"
+    if failure.detail and failure.detail not in failure.headline:
+        cause += f" ({failure.detail})"
+    return CommandError(cause, host=error.host, step=error.step, exit_code=error.returncode,
+                        stderr_tail=error.stderr_tail)
+
+
+def upload(config: Config, host: str, backup_type: BackupType,
+           on_tick: Callable[[], None] | None = None,
+           passphrase: str | None = None) -> UploadStats:
+    """duplicity full/incremental of the host's staging dir; raises CommandError on failure.
+    `passphrase`: the one the caller read (else duplicity's is read here)."""
+    archive_dir = host_cache(config, host)
+    tempdir = upload_tempdir(archive_dir)
+    shutil.rmtree(tempdir, ignore_errors=True)
+    tempdir.mkdir(mode=0o700)
+    problem = probe_bucket(config)
+    if problem is not None and problem[1]:
+        raise CommandError(f"{problem[0]} (not retried)", host=host, step="upload",
+                           exit_code=None, stderr_tail="")
+    sources = host_sources(config, host)
+    write_manifest(sources)
+    problems = tuple(scan_problems(sources))
+    try:
+        with public_keyring(config, host) as gnupg_home:
+            result = _run_duplicity(config, host, "upload",
+                                    backup_argv(config, host, backup_type, archive_dir),
+                                    on_tick, gnupg_home=gnupg_home, passphrase=passphrase)
+    finally:
+        # duplicity's own clean-up can leave a volume's temp file behind (seen when it resumes
+        # a full cut short); nothing uses the folder between uploads
+        shutil.rmtree(tempdir, ignore_errors=True)
+    try:
+        stats = parse_stats(result.stdout)
+    except ValueError:
+        raise CommandError("duplicity exited 0 but printed no statistics", host=host,
+                           step="upload", exit_code=0, stderr_tail=result.stderr_tail) from None
+    record_uploaded(config, host, sources)
+    if not problems:
+        return stats
+    return replace(stats, errors=max(stats.errors, len(problems)), problems=problems)
+
+
+def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
+                time: str | None = None, path: str | None = None, *, step: str = "restore",
+                on_tick: Callable[[], None] | None = None, data_prefix: str = "",
+                gnupg_home: Path | None = None) -> CommandResult:
+    """duplicity restore into dest (which must not exist), the host's `paths:` sources as
+    DEST/<name>/ beside DEST/<script>/ (see offsite.host.sources); raises CommandError naming the
+    cause. data_prefix: the layout the set was written in; gnupg_home: a keyring with the
+    secret key (public-key mode), else GNUPGHOME."""
+    sources = host_sources(config, host)
+
+    def restore_into(folder: Path, inner: str | None) -> CommandResult:
+        return _run_duplicity(config, host, step, restore_argv(
+            config, host, folder, archive_dir, time, inner, data_prefix), on_tick,
+            gnupg_home=gnupg_home)
+    if path is not None or not sources.paths:
+        return restore_into(dest, archive_path(sources, path) if path is not None else None)
+    restoring = dest.parent / f".{dest.name}.restoring"
+    shutil.rmtree(restoring, ignore_errors=True)
+    try:
+        result = restore_into(restoring, None)
+        relocate(restoring, dest, sources)
+        return result
+    finally:
+        shutil.rmtree(restoring, ignore_errors=True)
+
+
+def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
+                   on_tick: Callable[[], None] | None = None,
+                   gnupg_home: Path | None = None,
+                   passphrase: str | None = None) -> CommandResult:
+    """Run duplicity with the passphrase and upload keys in its environment only; a failure
+    is explained from duplicity's own log (see offsite.duplicity.errors)."""
+    env = duplicity_env(config, "", dict(os.environ))
+    env.update(decryption_env(config, host, gnupg_home, passphrase))
+    log_file = Path(argv[argv.index("--log-file") + 1])
+    log_file.unlink(missing_ok=True)
+    try:
+        return run_command(argv, timeout_s=config.target.upload_timeout, host=host, step=step,
+                           env=env, on_tick=on_tick)
+    except CommandError as error:
+        if isinstance(error, CommandTimedOut):
+            raise
+        raise explain(error, log_file) from None

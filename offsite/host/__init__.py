@@ -1,0 +1,1 @@
+"""One host's resolved settings and what its backup reads: the staging folder and `paths:`."""

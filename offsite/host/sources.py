@@ -1,0 +1,164 @@
+"""What a host's backup reads: its staging folder (the scripts' output) and its `paths:`, read
+by duplicity where they are through its include/exclude selection, never copied.
+
+A host without `paths:` backs up its staging folder as the source root, as always. A host with
+them backs up `/` with a selection of the staging folder and each path: the root string stays
+the same on every run (duplicity refuses an incremental whose source changed, exit 42), and a
+change of the sources is noticed by comparing with the sources of the last upload, kept beside
+the chain in the host's cache, so the next run starts a new chain and says why.
+
+The backup carries `.offsite-sources.json` in its staging folder: at restore time it says which
+path of the archive is which name, so `DEST/<name>/...` sits beside `DEST/<script>/...`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from offsite.config.model import Config
+from offsite.host.staging import host_cache, host_staging
+
+MANIFEST_NAME = ".offsite-sources.json"
+SIGNATURE_NAME = "offsite-sources.json"
+ROOT = Path("/")
+_MAX_PROBLEMS = 20
+
+
+@dataclass(frozen=True)
+class Sources:
+    root: Path
+    selection: tuple[str, ...]        # duplicity --include/--exclude arguments, in order
+    paths: dict[str, str]             # name -> absolute path read in place
+    staging: Path
+
+    def signature(self) -> str:
+        return json.dumps({"root": str(self.root), "staging": str(self.staging),
+                           "paths": self.paths}, sort_keys=True)
+
+
+def host_sources(config: Config, host: str) -> Sources:
+    staging = host_staging(config, host)
+    paths = {name: str(path) for name, path in config.host(host).paths.items()}
+    if not paths:
+        return Sources(root=staging, selection=(), paths={}, staging=staging)
+    selection: list[str] = ["--include", str(staging)]
+    for path in paths.values():
+        selection += ["--include", path]
+    selection += ["--exclude", "**"]
+    return Sources(root=ROOT, selection=tuple(selection), paths=paths, staging=staging)
+
+
+def write_manifest(sources: Sources) -> None:
+    """Into staging, so the backup itself says where each path went."""
+    if sources.paths:
+        (sources.staging / MANIFEST_NAME).write_text(json.dumps(
+            {"staging": str(sources.staging), "paths": sources.paths}))
+
+
+def record_uploaded(config: Config, host: str, sources: Sources) -> None:
+    """Beside the chain in the host's cache, private like the rest of the cache."""
+    target = host_cache(config, host) / SIGNATURE_NAME
+    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(sources.signature())
+
+
+def change_reason(config: Config, host: str) -> str | None:
+    """Why the next run must start a new chain: the sources differ from the last upload's
+    (a chain from before any `paths:` counts as the staging folder alone)."""
+    current = host_sources(config, host)
+    saved = host_cache(config, host) / SIGNATURE_NAME
+    try:
+        previous = saved.read_text()
+    except FileNotFoundError:
+        previous = Sources(root=current.staging, selection=(), paths={},
+                           staging=current.staging).signature()
+    if previous == current.signature():
+        return None
+    before = json.loads(previous).get("paths", {})
+    return (f"the host's sources changed (paths {_names(before)} -> "
+            f"{_names(current.paths)}); a new chain starts")
+
+
+def _names(paths: dict[str, str]) -> str:
+    return "{" + ", ".join(f"{name}: {path}" for name, path in sorted(paths.items())) + "}"
+
+
+def scan_problems(sources: Sources) -> list[str]:
+    """Files of the paths duplicity will not back up as they are: symlink loops and files or
+    folders this process cannot read. Named, so the run's warning says which."""
+    problems: list[str] = []
+    for name, top in sorted(sources.paths.items()):
+        if not os.path.isdir(top):
+            problems.append(f"path {name}: {top} is not a readable folder")
+            continue
+        for folder, dirs, files in os.walk(top, onerror=lambda error: problems.append(
+                f"path {name}: cannot read {error.filename}")):
+            for entry in dirs + files:
+                full = os.path.join(folder, entry)
+                problem = _problem(full)
+                if problem:
+                    problems.append(f"path {name}: {problem} {full}")
+            if len(problems) >= _MAX_PROBLEMS:
+                return problems[:_MAX_PROBLEMS] + ["(more not listed)"]
+    return problems
+
+
+def _problem(path: str) -> str | None:
+    if os.path.islink(path):
+        try:
+            Path(path).resolve(strict=True)
+        except RuntimeError:
+            return "symlink loop"
+        except OSError:
+            return None            # a dangling link is backed up as the link it is
+        return None
+    if not os.access(path, os.R_OK):   # a permission check, no open: the walk stays cheap
+        return "unreadable"
+    return None
+
+
+def archive_path(sources: Sources, path: str) -> str:
+    """A restore path as the user names it (`<script>/...` or `<name>/...`) inside the archive."""
+    if not sources.paths:
+        return path
+    first, _, rest = path.strip("/").partition("/")
+    if first in sources.paths:
+        base = sources.paths[first]
+    else:
+        base = str(sources.staging / first)
+    inner = os.path.join(base, rest) if rest else base
+    return os.path.relpath(inner, ROOT)
+
+
+def relocate(restored: Path, dest: Path, sources: Sources) -> None:
+    """Turn a restored `/`-rooted archive in `restored` into DEST/<script>/... and
+    DEST/<name>/...; an archive rooted at staging is DEST as it is."""
+    manifest = _find_manifest(restored, sources)
+    if manifest is None:
+        restored.rename(dest)
+        return
+    recorded = json.loads(manifest.read_text())
+    dest.mkdir(mode=0o700)
+    staging = restored / os.path.relpath(recorded["staging"], ROOT)
+    for child in staging.iterdir():
+        if child.name != MANIFEST_NAME:
+            child.rename(dest / child.name)
+    for name, path in recorded["paths"].items():
+        source = restored / os.path.relpath(path, ROOT)
+        if source.exists():
+            source.rename(dest / name)
+    shutil.rmtree(restored)
+
+
+def _find_manifest(restored: Path, sources: Sources) -> Path | None:
+    """Where the current config puts staging first; else anywhere (staging_root moved)."""
+    expected = restored / os.path.relpath(sources.staging, ROOT) / MANIFEST_NAME
+    if expected.is_file():
+        return expected
+    if (restored / MANIFEST_NAME).exists() or not any(restored.iterdir()):
+        return None
+    return next(iter(restored.rglob(MANIFEST_NAME)), None)

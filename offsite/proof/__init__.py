@@ -1,0 +1,1 @@
+"""What proves and trims the target: verify (restore drills), restore, retention and prune, recover."""

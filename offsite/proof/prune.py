@@ -1,0 +1,94 @@
+"""A prune of one host: planned from the target, applied under the host lease (never while a
+backup or a drill of the host runs) and recorded as a run of type `prune`."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+from offsite.target.catalog import read_catalog
+from offsite.config.model import Config
+from offsite.constants import RunState, RunType
+from offsite.errors import OffsiteError, UsageError
+from offsite.ledger.lease import HostLease
+from offsite.ledger.records import ErrorRecord, RunRecord, RunStore
+from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
+from offsite.run.context import queue_manual_run, queue_run
+from offsite.schedule.specs import utcnow
+
+log = logging.getLogger(__name__)
+PRUNE_STEP = "prune"
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    plan: PrunePlan
+    record: RunRecord | None   # the run, when applied
+
+
+def newest_verified_set(store: RunStore, host: str) -> datetime | None:
+    """The set of the host's newest successful verify: the one proven to restore."""
+    stamp = store.verified_set(host)
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
+
+
+def keep_count(config: Config, host: str) -> int:
+    keep = config.keep_full_chains(host)
+    if keep is None:
+        raise UsageError("no retention for this host: set retention.keep_full_chains (fleet) "
+                         f"or hosts.{host}.retention.keep_full_chains", host=host, step="prune")
+    return keep
+
+
+def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, apply: bool,
+               run_id: str | None = None) -> PruneOutcome:
+    """Plan (and with `apply`, carry out) the host's prune; raises OffsiteError on failure,
+    after recording it in the run when applied."""
+    keep = keep_count(config, host)
+    if not apply:
+        plan = plan_prune(read_catalog(config, host), keep, newest_verified_set(store, host), host)
+        return PruneOutcome(plan, None)
+    record = (queue_run(store, host, RunType.PRUNE, run_id) if run_id
+              else queue_manual_run(store, host, RunType.PRUNE, utcnow()))
+    run_id = record.run_id
+    if record.state != RunState.QUEUED:
+        raise OffsiteError(f"prune {run_id} is already {record.state.value}", host=host,
+                           step=PRUNE_STEP)
+    if not lease.acquire(host, run_id):
+        holder = lease.holder(host)
+        _settle(store, run_id, RunState.SKIPPED, note=f"skipped: the host is busy with run "
+                                                        f"{holder}; nothing deleted")
+        return PruneOutcome(PrunePlan(host=host), store.get(run_id))
+    try:
+        _settle(store, run_id, RunState.RUNNING)
+        plan = plan_prune(read_catalog(config, host), keep, newest_verified_set(store, host), host)
+        delete_objects(config, host, plan.objects, on_batch=lambda: lease.renew(host, run_id))
+    except OffsiteError as error:
+        _settle(store, run_id, RunState.FAILED, error=ErrorRecord(
+            step=PRUNE_STEP, message=error.one_line(),
+            failure_class=error.failure_class or "prune_failed"))
+        raise
+    finally:
+        lease.release(host, run_id)
+    note = (f"deleted {len(plan.objects)} object(s) of {len(plan.dropped)} chain(s) and "
+            f"{len(plan.stray)} stray set(s), {plan.bytes_freed} byte(s) of volumes; kept "
+            f"{len(plan.kept)} chain(s)")
+    _settle(store, run_id, RunState.SUCCEEDED, note=note)
+    log.info("prune %s: %s", run_id, note)
+    return PruneOutcome(plan, store.get(run_id))
+
+
+def _settle(store: RunStore, run_id: str, state: RunState, note: str | None = None,
+            error: ErrorRecord | None = None) -> None:
+    def change(record: RunRecord) -> None:
+        now = utcnow()
+        record.state = state
+        if state == RunState.RUNNING:
+            record.started_at = now
+        else:
+            record.finished_at = now
+        if note:
+            record.notes.append(note)
+        if error is not None:
+            record.error = error
+    store.update(run_id, change)

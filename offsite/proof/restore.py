@@ -1,0 +1,98 @@
+"""`offsite restore`: a backup of the host, as of a time the target really covers, into a new
+folder. A time before the oldest backup is refused (duplicity would silently answer with a
+later one), a time string duplicity cannot read is refused before it runs."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from offsite.target.catalog import Catalog, format_stamp, read_catalog
+from offsite.config.model import Config
+from offsite.duplicity.command import run_restore
+from offsite.crypto.encryption import secret_keyring
+from offsite.errors import OffsiteError, UsageError
+from offsite.host.staging import host_cache
+from offsite.target.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
+                          sets_needed)
+
+MAX_TIME_TEXT = 64
+
+
+class RestoreRefused(OffsiteError):
+    """The target cannot give what was asked: no backup yet, none as old as the time asked."""
+
+
+class BadRestoreRequest(UsageError):
+    """The request itself is wrong (exit 2): a time string duplicity cannot read, a destination
+    that is a file or not empty."""
+
+
+def parse_backup_time(text: str, now: datetime, host: str | None = None,
+                      step: str = "restore") -> datetime:
+    """A `--time` as duplicity reads it (ISO 8601, a date, an age like 3D2h, epoch seconds);
+    raises BadRestoreRequest naming the accepted forms."""
+    from duplicity import dup_time  # duplicity's own parser: the same reading as the restore
+    if len(text) > MAX_TIME_TEXT or not text.strip() or not text.isprintable():
+        raise BadRestoreRequest(f"bad --time {text[:MAX_TIME_TEXT]!r}: use an ISO 8601 "
+                                "time (2026-11-01T00:00:00Z), a date (2026-11-01) or an age "
+                                "(3D, 12h)", host=host, step=step)
+    dup_time.setcurtime(int(now.timestamp()))
+    try:
+        seconds = dup_time.genstrtotime(text.strip())
+    except Exception:  # duplicity raises TimeException, and ValueError/TypeError on odd input
+        raise BadRestoreRequest(f"bad --time {text!r}: use an ISO 8601 time "
+                                "(2026-11-01T00:00:00Z), a date (2026-11-01) or an age (3D, 12h)",
+                                host=host, step=step) from None
+    return datetime.fromtimestamp(int(seconds), timezone.utc)
+
+
+def check_time_covered(catalog: Catalog, at: datetime | None, host: str) -> None:
+    """Refuse a restore the target cannot answer truthfully."""
+    oldest = catalog.oldest_time
+    if oldest is None:
+        raise RestoreRefused(f"no backup yet: {catalog.location} holds no complete backup of "
+                             "this host", host=host, step="restore")
+    if at is not None and at < oldest:
+        raise RestoreRefused(f"no backup at or before {format_stamp(at)}: the oldest backup of "
+                             f"{host} is from {format_stamp(oldest)}", host=host, step="restore")
+
+
+def check_destination(dest: Path, host: str) -> None:
+    """dest must be a new or empty folder in an existing one."""
+    if dest.exists() and not dest.is_dir():
+        raise BadRestoreRequest(f"restore destination {dest} exists and is not a folder: "
+                                "choose a new folder", host=host, step="restore")
+    if dest.is_dir():
+        if any(dest.iterdir()):
+            raise BadRestoreRequest(f"restore destination {dest} is not empty: choose a new "
+                                    "folder", host=host, step="restore")
+    if not dest.parent.is_dir():
+        raise BadRestoreRequest(f"the folder {dest.parent} does not exist: create it first",
+                                host=host, step="restore")
+
+
+def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
+                 path: str | None = None, *, thaw_days: int | None = None,
+                 secret_keys_file: Path | None = None) -> str | None:
+    """Restore `host` as of `time` (default: the latest backup), optionally one `path`.
+    Archived volumes it needs are named (VolumesArchived), or with thaw_days requested from
+    S3 (the returned text says when to come back; nothing is restored then). In public-key mode
+    the secret key comes from secret_keys_file or GNUPGHOME, never from the host."""
+    at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
+    if thaw_days is not None:
+        check_thaw_days(thaw_days, host)
+    check_destination(dest, host)
+    catalog = read_catalog(config, host)
+    check_time_covered(catalog, at, host)
+    sets = sets_needed(catalog, at)
+    volumes = archived_volumes(config, host, sets)
+    if thaw_days is not None and any(volume.state != "thawed" for volume in volumes):
+        return request_thaw(config, host, volumes, thaw_days)
+    refuse_if_frozen(host, volumes)
+    with secret_keyring(config, host, secret_keys_file) as gnupg_home:
+        if dest.is_dir():
+            dest.rmdir()  # duplicity creates the folder itself
+        stamp = str(int(at.timestamp())) if at else None
+        run_restore(config, host, dest, host_cache(config, host), stamp, path,
+                    data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home)
+    return None

@@ -1,0 +1,335 @@
+"""One backup run, step by step, without Celery: the tasks and `--local` both call these."""
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Callable, Iterator
+
+from offsite.run.admission import admit
+from offsite.target.catalog import Catalog, format_stamp, read_catalog
+from offsite.run.chain import (ChainPlan, check_target_before, confirm_uploaded,
+                                 wait_for_a_new_second)
+from offsite.config.model import Config
+from offsite.constants import BackupType, RunState, RunType
+from offsite.duplicity.command import upload
+from offsite.target.thaw import tag_data_volumes
+from offsite.errors import CommandError, CommandTimedOut, OffsiteError
+from offsite.duplicity.keycheck import remember_written
+from offsite.ledger.lease import MemoryHostLease
+from offsite.run.manifest import write_manifest
+from offsite.crypto.encryption import is_public_key
+from offsite.crypto.passphrase import read_passphrase
+from offsite.ledger.records import ErrorRecord, ManifestRecord, MemoryRunStore, RunRecord, StepRecord
+from offsite.run.context import RunContext, new_run_id
+from offsite.schedule.specs import utcnow
+from offsite.run.scripts import ScriptRun, run_script, script_step
+from offsite.process.shutdown import stopping
+from offsite.host.staging import empty_host_staging, host_staging, prepare_host_staging
+from offsite.target.bucket import TargetUnreadable
+
+log = logging.getLogger(__name__)
+
+UPLOAD_STEP = "upload"
+_KILLED_GRACE_S = 3.0
+
+
+class StaleRun(OffsiteError):
+    """A step of a run that already ended or lost its lease: it must not run, nor alert."""
+
+
+def begin_run(ctx: RunContext, requested: BackupType,
+              scheduled_for: datetime | None = None) -> BackupType | None:
+    """Admit the run (see offsite.run.admission), check that the passphrase can be read, decide
+    the run's type from what the target holds (see offsite.run.chain) and prepare its staging
+    folder; a failure here is recorded at step `start`, before any dump script runs."""
+    admitted = admit(ctx, RunType(requested.value), scheduled_for)
+    if admitted is None:
+        return None
+    effective = BackupType(admitted.value)
+    try:
+        if not is_public_key(ctx.config, ctx.host):   # a public-key host holds no passphrase
+            read_passphrase(ctx.config, ctx.host, step="start")
+        plan = check_target_before(ctx.config, ctx.host, effective, utcnow())
+        if plan.listing is not None:
+            _planned_listings.keep(ctx.run_id, plan.listing)
+        if plan.backup_type != effective or plan.notes:
+            ctx.store.update(ctx.run_id, lambda record: _apply_plan(record, plan))
+        prepare_host_staging(ctx.config, ctx.host)
+    except OffsiteError as error:
+        fail_run(ctx, "start", error)
+        raise
+    except OSError as exc:
+        problem = OffsiteError(f"cannot prepare staging: {exc}", host=ctx.host, step="start")
+        fail_run(ctx, "start", problem)
+        raise problem from None
+    return plan.backup_type
+
+
+def _apply_plan(record: RunRecord, plan: ChainPlan) -> None:
+    record.type = RunType(plan.backup_type.value)
+    record.notes.extend(note for note in plan.notes if note not in record.notes)
+
+
+def lease_renewer(ctx: RunContext) -> Callable[[], None]:
+    """Renews the lease while a command runs. A renewal that cannot reach Redis is logged, not
+    raised: killing a healthy upload over a broker blip would lose work, and a lease that does
+    expire is turned into `lost` + one re-run by the watchdog."""
+    def renew() -> None:
+        try:
+            renewed = ctx.lease.renew(ctx.host, ctx.run_id)
+        except Exception as exc:  # the lease's store is unreachable: see above
+            log.warning("run %s: cannot renew the host lease: %s", ctx.run_id, exc)
+            return
+        if not renewed:
+            log.error("run %s lost its lease on host %s", ctx.run_id, ctx.host)
+    return renew
+
+
+def _guard(ctx: RunContext, step: str) -> bool:
+    """True when the step should run; False when it already finished (a redelivery)."""
+    record = ctx.store.get(ctx.run_id)
+    if record is None or record.state != RunState.RUNNING:
+        state = record.state if record else "missing"
+        raise StaleRun(f"run {ctx.run_id} is {state}; step not run", host=ctx.host, step=step)
+    if not ctx.lease.renew(ctx.host, ctx.run_id):
+        raise StaleRun(f"run {ctx.run_id} no longer holds the host lease", host=ctx.host,
+                       step=step)
+    done = record.step(step)
+    return not (done and done.finished_at)
+
+
+def _start_step(ctx: RunContext, step: str) -> None:
+    def mark(record: RunRecord) -> None:
+        record.steps = [s for s in record.steps if s.name != step]
+        record.steps.append(StepRecord(name=step, worker=ctx.worker, started_at=utcnow()))
+    ctx.store.update(ctx.run_id, mark)
+
+
+def finish_step(record: RunRecord, step: str, exit_code: int | None) -> None:
+    current = record.step(step)
+    if current is None:
+        current = StepRecord(name=step)
+        record.steps.append(current)
+    current.finished_at = utcnow()
+    current.exit_code = exit_code
+    if current.started_at:
+        current.duration_s = (current.finished_at - current.started_at).total_seconds()
+
+
+@contextmanager
+def recorded_step(ctx: RunContext, step: str) -> Iterator[None]:
+    """Record the step's start; on any error record the failure, free the host, re-raise."""
+    _start_step(ctx, step)
+    try:
+        yield
+    except OffsiteError as error:
+        if stopping(_KILLED_GRACE_S if _killed_by_signal(error) else 0.0):
+            stop_run(ctx, step, error)
+        else:
+            fail_run(ctx, step, error)
+        raise
+    except Exception as exc:
+        wrapped = OffsiteError(f"unexpected {type(exc).__name__}: {exc}", host=ctx.host,
+                               step=step)
+        fail_run(ctx, step, wrapped)
+        raise wrapped from exc
+
+
+def _killed_by_signal(error: OffsiteError) -> bool:
+    return (isinstance(error, CommandError) and not isinstance(error, CommandTimedOut)
+            and error.returncode is not None and error.returncode < 0)
+
+
+def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> None:
+    step = script_step(script)
+    if not _guard(ctx, step):
+        return
+    with recorded_step(ctx, step):
+        run_script(ctx.config, ScriptRun(ctx.host, ctx.run_id, backup_type.value, script),
+                   on_tick=lease_renewer(ctx))
+    ctx.store.update(ctx.run_id, lambda record: finish_step(record, step, 0))
+
+
+def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
+    """Write the digest manifest (offsite.run.manifest) into staging, upload, confirm the new set in
+    the target, and finish the run in the same breath: the
+    moment the set is confirmed the run is durably over, so a worker stopped right after
+    (SIGTERM lets the current task end) never leaves a finished backup looking lost."""
+    if not _guard(ctx, UPLOAD_STEP):
+        return None
+    with recorded_step(ctx, UPLOAD_STEP):
+        summary = write_manifest(host_staging(ctx.config, ctx.host),
+                                 ctx.config.host(ctx.host).paths)
+        before = _planned_listings.take(ctx.run_id) or _catalog_or_none(ctx)
+        time.sleep(wait_for_a_new_second(before, utcnow()))
+        started = utcnow()
+        passphrase = (None if is_public_key(ctx.config, ctx.host)
+                      else read_passphrase(ctx.config, ctx.host, step=UPLOAD_STEP))
+        stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx),
+                       passphrase=passphrase)
+        written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
+                                   ctx.host, started)
+        remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck
+    tag_note = tag_data_volumes(ctx.config, ctx.host, written)   # for the lifecycle rule
+
+    def done(record: RunRecord) -> None:
+        finish_step(record, UPLOAD_STEP, 0)
+        record.bytes_uploaded = stats.bytes_uploaded
+        record.stats = dict(stats.as_dict())
+        record.backup_set = format_stamp(written.time)
+        record.manifest = ManifestRecord(files=summary.files, bytes=summary.bytes,
+                                         sha256=summary.sha256)
+        record.notes.extend(stats.problems)   # `paths:` files not backed up as they are
+        if tag_note:
+            record.notes.append(tag_note)
+    ctx.store.update(ctx.run_id, done)
+    return finish_run(ctx)
+
+
+class _Listings:
+    """The target's listing an incremental was planned on, kept (in this worker process, a
+    few at most) for its upload: the set the upload must add is judged against it, so an
+    incremental lists the target twice, not three times. Nothing but this run writes to the
+    host's prefix between the two (it holds the host lease). A worker restarted between them
+    lists again."""
+
+    def __init__(self, most: int = 8) -> None:
+        self.most = most
+        self.kept: dict[str, Catalog] = {}
+
+    def keep(self, run_id: str, catalog: Catalog) -> None:
+        self.kept[run_id] = catalog
+        while len(self.kept) > self.most:
+            del self.kept[next(iter(self.kept))]
+
+    def take(self, run_id: str) -> Catalog | None:
+        return self.kept.pop(run_id, None)
+
+
+_planned_listings = _Listings()
+
+
+def _catalog_or_none(ctx: RunContext) -> Catalog | None:
+    """The target before the upload; None when it cannot be listed now (duplicity retries an
+    unreachable endpoint itself, and the check after the upload must then succeed)."""
+    try:
+        return read_catalog(ctx.config, ctx.host)
+    except TargetUnreadable as exc:
+        log.warning("run %s: cannot list the target before the upload: %s", ctx.run_id, exc)
+        return None
+
+
+def finish_run(ctx: RunContext) -> RunRecord:
+    """Mark success (warning when duplicity counted unreadable files) and free the host."""
+    def finish(record: RunRecord) -> None:
+        if record.state != RunState.RUNNING:
+            raise StaleRun(f"run {ctx.run_id} is {record.state}", host=ctx.host, step="finish")
+        complete_record(record, utcnow())
+    try:
+        return ctx.store.update(ctx.run_id, finish)
+    finally:
+        end_run(ctx)
+
+
+def upload_confirmed(record: RunRecord) -> bool:
+    """Whether the run's set was confirmed in the target: the evidence that it succeeded."""
+    upload = record.step(UPLOAD_STEP)
+    return bool(upload and upload.finished_at and upload.exit_code == 0 and record.backup_set)
+
+
+def complete_record(record: RunRecord, now: datetime) -> None:
+    """A confirmed upload's outcome: succeeded, or warning when duplicity counted files it
+    could not read."""
+    errors = int((record.stats or {}).get("errors", 0))
+    record.state = RunState.WARNING if errors else RunState.SUCCEEDED
+    if errors:
+        record.notes.append(f"duplicity could not read {errors} file(s) in staging")
+    record.finished_at = now
+
+
+def failure_class(step: str, error: OffsiteError) -> str:
+    if step == "verify":
+        return "verify_failed"   # whatever stopped it, the backup is not proven restorable
+    if error.failure_class:
+        return error.failure_class
+    if step.startswith(script_step("")):
+        if isinstance(error, CommandTimedOut):
+            return "script_timeout"
+        return "disk_full" if "No space left" in _stderr(error) else "script_failed"
+    if step == UPLOAD_STEP:
+        return "disk_full" if "No space left" in _stderr(error) else "upload_failed"
+    return "failed"
+
+
+def _stderr(error: OffsiteError) -> str:
+    return error.stderr_tail if isinstance(error, CommandError) else ""
+
+
+def _end_record(ctx: RunContext, step: str, state: RunState, error: ErrorRecord,
+                exit_code: int | None) -> RunRecord:
+    """End the run's record at `step` with `state` and its error (a final record is kept as it
+    is: a late or doubled report changes nothing)."""
+    def end(record: RunRecord) -> None:
+        if record.is_final:
+            return
+        if record.step(step):
+            finish_step(record, step, exit_code)
+        record.state = state
+        record.finished_at = utcnow()
+        record.error = error
+    return ctx.store.update(ctx.run_id, end)
+
+
+def fail_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
+    """Record the failure with its step, exit code and stderr tail; empty staging; free the host."""
+    log.error("run %s failed at %s: %s", ctx.run_id, step, error.one_line())
+    exit_code = error.returncode if isinstance(error, CommandError) else None
+    try:
+        return _end_record(ctx, step, RunState.FAILED, ErrorRecord(
+            step=step, exit_code=exit_code, message=error.one_line(),
+            stderr_tail=_stderr(error), failure_class=failure_class(step, error)), exit_code)
+    finally:
+        end_run(ctx)
+
+
+def stop_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
+    """The worker is being stopped and the step's command died with it: the run is lost with
+    the step named (the watchdog alerts once and queues its re-run), not a failure."""
+    log.warning("run %s stopped at %s by the worker's shutdown: %s", ctx.run_id, step,
+                error.one_line())
+    try:
+        return _end_record(ctx, step, RunState.LOST, ErrorRecord(
+            step=step, failure_class="run_lost",
+            message=f"the worker was stopped during {step} before the backup was confirmed "
+                    "in the target"), None)
+    finally:
+        end_run(ctx)
+
+
+def end_run(ctx: RunContext) -> None:
+    try:
+        empty_host_staging(ctx.config, ctx.host)
+    finally:
+        ctx.lease.release(ctx.host, ctx.run_id)
+
+
+def run_local(config: Config, host: str, backup_type: BackupType) -> RunRecord:
+    """Every step of a run in this process, no broker: the single-machine mode."""
+    config.host(host)
+    ctx = RunContext(config=config, store=MemoryRunStore(), lease=MemoryHostLease(), host=host,
+                     run_id=new_run_id(host, backup_type, utcnow()),
+                     worker=f"local@{socket.gethostname()}")
+    try:
+        effective = begin_run(ctx, backup_type)
+        if effective is not None:
+            for script in config.host(host).scripts:
+                run_script_step(ctx, script, effective)
+            upload_step(ctx, effective)
+    except OffsiteError:
+        pass  # recorded in the run record by the step that failed
+    record = ctx.store.get(ctx.run_id)
+    assert record is not None
+    return record

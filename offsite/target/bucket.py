@@ -1,0 +1,177 @@
+"""The S3 target as boto3 sees it with the upload keys: can we reach the bucket, and if not,
+is it worth retrying?"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offsite.config.model import Config
+from offsite.errors import OffsiteError
+
+MAX_OBJECTS = 200_000  # a host prefix holding more is refused rather than listed without end
+
+
+class TargetUnreadable(OffsiteError):
+    """The target could not be listed or read (missing bucket, no access, unreachable)."""
+
+    failure_class = "target_unreadable"
+
+
+@dataclass(frozen=True)
+class TargetObject:
+    name: str
+    size: int
+    storage_class: str = "STANDARD"
+
+
+_PERMANENT = {"403": "access denied: check DUPLICITY_AWS_ACCESS_KEY_ID / "
+                     "DUPLICITY_AWS_SECRET_ACCESS_KEY and the bucket policy",
+              "404": "the bucket does not exist: create it or fix target.url"}
+
+
+def bucket_name(config: Config) -> str | None:
+    url = config.target.url
+    if not url.startswith(("boto3+s3://", "s3://")):
+        return None
+    return url.split("://", 1)[1].split("/", 1)[0]
+
+
+def s3_client(config: Config, identity: str, max_attempts: int = 3,
+              read_timeout: int = 30) -> Any:
+    """boto3's S3 client for the target with one identity's keys from this node's environment:
+    `<identity>_AWS_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY` / `_SESSION_TOKEN` (DUPLICITY for the
+    upload keys, PRUNE, RECOVER), else boto3's default chain."""
+    import boto3   # only where an S3 target is used: a file:// host never loads it
+    from botocore.config import Config as BotoConfig
+    return boto3.client(
+        "s3", endpoint_url=config.target.endpoint_url, region_name=config.target.region,
+        aws_access_key_id=os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=os.environ.get(f"{identity}_AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=os.environ.get(f"{identity}_AWS_SESSION_TOKEN"),
+        config=BotoConfig(retries={"max_attempts": max_attempts}, connect_timeout=5,
+                          read_timeout=read_timeout))
+
+
+def upload_s3_client(config: Config) -> Any:
+    """With the host's upload keys; one attempt, the callers decide what to retry."""
+    return s3_client(config, "DUPLICITY", max_attempts=1, read_timeout=15)
+
+
+def probe_bucket(config: Config) -> tuple[str, bool] | None:
+    """None when the bucket answers; else (problem, permanent). Permanent problems (bad
+    credentials, no such bucket) are not worth retrying; an unreachable endpoint or a 5xx is."""
+    bucket = bucket_name(config)
+    if bucket is None:
+        return None
+    from botocore.exceptions import BotoCoreError, ClientError
+    client = upload_s3_client(config)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code))
+        if status in _PERMANENT:
+            return f"bucket {bucket}: {_PERMANENT[status]}", True
+        return f"bucket {bucket}: {code or status}", False
+    except BotoCoreError as exc:
+        return f"bucket {bucket} unreachable: {exc}", False
+    finally:
+        client.close()
+    return None
+
+
+def host_prefix(config: Config, host: str) -> str:
+    """The key prefix of the host's objects in the bucket (`[path/]host/`)."""
+    rest = config.target.host_url(host).split("://", 1)[1]
+    return rest.split("/", 1)[1].strip("/") + "/"
+
+
+def file_host_dir(config: Config, host: str) -> Path | None:
+    url = config.target.host_url(host)
+    return Path(url.removeprefix("file://")) if url.startswith("file://") else None
+
+
+def list_host_objects(config: Config, host: str) -> list[TargetObject]:
+    """Every object directly under the host's prefix (name, size, storage class); raises
+    TargetUnreadable with the cause and what to do."""
+    folder = file_host_dir(config, host)
+    if folder is not None:
+        try:
+            entries = [TargetObject(entry.name, entry.stat().st_size)
+                       for entry in os.scandir(folder) if entry.is_file()]
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise TargetUnreadable(f"cannot list {folder}: {exc.strerror}", host=host,
+                                   step="catalog") from None
+        if len(entries) > MAX_OBJECTS:
+            raise TargetUnreadable(f"{folder} holds more than {MAX_OBJECTS} objects",
+                                   host=host, step="catalog")
+        return entries
+    from botocore.exceptions import BotoCoreError, ClientError
+    bucket, prefix = bucket_name(config), host_prefix(config, host)
+    client = upload_s3_client(config)
+    objects: list[TargetObject] = []
+    try:
+        pages = client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/")
+        for page in pages:
+            for item in page.get("Contents", []):
+                objects.append(TargetObject(item["Key"][len(prefix):], int(item["Size"]),
+                                            item.get("StorageClass") or "STANDARD"))
+            if len(objects) > MAX_OBJECTS:
+                raise TargetUnreadable(f"s3://{bucket}/{prefix} holds more than {MAX_OBJECTS} "
+                                       "objects", host=host, step="catalog")
+    except ClientError as exc:
+        raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {_client_problem(exc)}",
+                               host=host, step="catalog") from None
+    except BotoCoreError as exc:
+        raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: unreachable ({exc})",
+                               host=host, step="catalog") from None
+    finally:
+        client.close()
+    return objects
+
+
+def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> bytes:
+    """One object of the host (a manifest), at most max_bytes; raises TargetUnreadable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    folder = file_host_dir(config, host)
+    try:
+        if folder is not None:
+            with open(folder / name, "rb") as handle:
+                data = handle.read(max_bytes + 1)
+        else:
+            client = upload_s3_client(config)
+            try:
+                body = client.get_object(Bucket=bucket_name(config),
+                                         Key=host_prefix(config, host) + name)["Body"]
+                data = body.read(max_bytes + 1)
+            finally:
+                client.close()
+    except ClientError as exc:
+        raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
+                               step="catalog") from None
+    except (BotoCoreError, OSError) as exc:
+        raise TargetUnreadable(f"cannot read {name}: {exc}", host=host, step="catalog") from None
+    if len(data) > max_bytes:
+        raise TargetUnreadable(f"{name} is larger than {max_bytes} bytes", host=host,
+                               step="catalog")
+    return data
+
+
+def _client_problem(exc: Any) -> str:
+    """What a botocore ClientError means, for a person."""
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    if code == "InvalidObjectState":
+        return ("the object is archived (Glacier): request its restoration (S3 RestoreObject) "
+                "and try again when it is thawed")
+    if status in _PERMANENT:
+        return _PERMANENT[status]
+    if code == "NoSuchBucket":
+        return _PERMANENT["404"]
+    return f"{code or status}: {error.get('Message', '')}".strip()
