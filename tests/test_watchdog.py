@@ -14,7 +14,8 @@ from offsite.ledger.heartbeat import beat_once, worker_node
 from offsite.ledger.lease import RedisHostLease
 from offsite.watch.alerts import AlertOutbox
 from offsite.watch.alerts import report_failed_run
-from offsite.ledger.records import ErrorRecord, RedisRunStore, RunRecord, StepRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import ErrorRecord, RunRecord, StepRecord
 from offsite.schedule.specs import CronSpec, EverySpec
 from offsite.watch.watchdog import Watchdog, latest_slot
 

@@ -10,7 +10,8 @@ import redis
 
 from offsite.config.model import Config
 from offsite.errors import OffsiteError
-from offsite.ledger.records import RedisRunStore, RunRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import RunRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 

@@ -11,7 +11,7 @@ from offsite.cli.common import (EXIT_FAILED, EXIT_OK, alert_locally, ledger_stor
 from offsite.config.model import Config
 from offsite.constants import BackupType, RunState
 from offsite.durations import parse_duration
-from offsite.ledger.records import record_as_json
+from offsite.ledger.run_record import record_as_json
 from offsite.ledger.status import format_outcome, format_table
 
 MAX_STATUS_LIMIT = 1000

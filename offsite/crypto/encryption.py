@@ -7,17 +7,17 @@ thing, so a stolen host (or its leaked upload keys) reveals no backup.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+import os
+import tempfile
 
-from offsite.config.model import Config
+from offsite.config.model import Config, host_encryption
+from offsite.config.security import EncryptionConfig
+from offsite.crypto.passphrase import read_passphrase
 from offsite.errors import OffsiteError
 from offsite.process.execute import run_command
-from offsite.crypto.passphrase import read_passphrase
-from offsite.config.security import EncryptionConfig, host_encryption
 
 GPG_TIMEOUT_S = 120
 KEY_FILE_MAX_BYTES = 1024 * 1024

@@ -11,17 +11,15 @@ fleet's); env PASSPHRASE is not used, since on a host node it is that host's alo
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+import os
+import tempfile
 
-from offsite.target.catalog import read_catalog
-from offsite.config.model import Config
+from offsite.config.model import Config, host_encryption
 from offsite.crypto.encryption import gpg, is_public_key, secret_keyring, stop_agent
-from offsite.errors import OffsiteError
-from offsite.config.security import host_encryption
 from offsite.target.bucket import TargetUnreadable, fetch_host_object
+from offsite.target.catalog import read_catalog
 
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 
@@ -113,18 +111,3 @@ def _with_passphrase(config: Config, host: str, manifest: str, encrypted: Path,
 def _last(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else "gpg failed"
-
-
-def security_problems(config: Config) -> list[str]:
-    """For `offsite check --connect`: differences from the provisioning plan (when the fleet is
-    managed by `offsite provision`) and hosts no key held here can decrypt."""
-    from offsite.deploy.provision_apply import plan_differences
-    problems: list[str] = []
-    if config.provision.managed:
-        problems += [f"provisioning: {line}" for line in plan_differences(config)]
-    try:
-        problems += [f"escrow: host {result.host}: {result.detail}"
-                     for result in escrow_problems(config)]
-    except OffsiteError as exc:
-        problems.append(f"escrow: {exc.one_line()}")
-    return problems

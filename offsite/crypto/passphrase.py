@@ -2,13 +2,12 @@
 there, readable, non-empty and private (for `offsite check`, the worker's start and each run)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import os
 import stat
-from dataclasses import dataclass, field
 
-from offsite.config.model import Config
+from offsite.config.model import Config, host_encryption
 from offsite.errors import PassphraseError
-from offsite.config.security import host_encryption
 
 MAX_PASSPHRASE_BYTES = 64 * 1024
 

@@ -11,22 +11,23 @@ that node holds (README, Deploying):
 Without --role, the role comes from the keys in the environment (detect_role)."""
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Mapping
 from typing import Any, Callable
-
+import os
 import redis
+import socket
 
-from offsite.watch.alerts import SnsSink
-from offsite.target.catalog import read_catalog
 from offsite.config.model import Config
 from offsite.constants import BackupType
-from offsite.errors import OffsiteError, PassphraseError
-from offsite.duplicity.keycheck import check_key_opens
+from offsite.crypto.escrow import escrow_problems
 from offsite.crypto.passphrase import read_passphrase
+from offsite.deploy.provision_apply import plan_differences
+from offsite.duplicity.keycheck import check_key_opens
+from offsite.errors import OffsiteError, PassphraseError
 from offsite.schedule.specs import next_run, utcnow
 from offsite.target.bucket import bucket_name, probe_bucket
+from offsite.target.catalog import read_catalog
+from offsite.watch.alerts import SnsSink
 
 ROLES = ("host", "control", "operator", "all")
 # the key families provision writes for each node (offsite.deploy.provision): whose keys are here
@@ -151,8 +152,7 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
     else:
         problems += key_problems(config)
     problems += sns_problems(config)
-    from offsite.crypto.escrow import security_problems   # provisioning plan, escrow of the keys
-    problems += security_problems(config)
+    problems += security_problems(config)   # provisioning plan, escrow of the keys
     return problems
 
 
@@ -188,4 +188,18 @@ def key_problems(config: Config, hosts: list[str] | None = None) -> list[str]:
                 check_key_opens(config, host, chain.last.manifest, step="check")
         except OffsiteError as error:
             problems.append(error.one_line())
+    return problems
+
+
+def security_problems(config: Config) -> list[str]:
+    """For `offsite check --connect`: differences from the provisioning plan (when the fleet is
+    managed by `offsite provision`) and hosts no key held here can decrypt."""
+    problems: list[str] = []
+    if config.provision.managed:
+        problems += [f"provisioning: {line}" for line in plan_differences(config)]
+    try:
+        problems += [f"escrow: host {result.host}: {result.detail}"
+                     for result in escrow_problems(config)]
+    except OffsiteError as exc:
+        problems.append(f"escrow: {exc.one_line()}")
     return problems

@@ -1,24 +1,23 @@
 """duplicity: pure builders of its command lines and environment, and the runs that use them."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
 import os
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Callable
 
-from offsite.config.model import Config
+from offsite.config.model import Config, volume_prefix
 from offsite.constants import BackupType
-from offsite.duplicity.errors import describe_failure, read_log_tail
 from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
+from offsite.duplicity.errors import describe_failure, read_log_tail
 from offsite.errors import CommandError, CommandTimedOut
-from offsite.process.execute import CommandResult, run_command
-from offsite.config.security import volume_prefix
 from offsite.host.sources import (archive_path, host_sources, record_uploaded, relocate,
-                             scan_problems, write_manifest)
+                                  scan_problems, write_manifest)
 from offsite.host.staging import host_cache
+from offsite.process.execute import CommandResult, run_command
 from offsite.target.bucket import probe_bucket
 
 

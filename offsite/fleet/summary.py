@@ -302,7 +302,7 @@ def _conditions_by_host(conditions: list[OpenCondition], hosts: list[str],
 
 
 def _cause(run: RunBrief) -> str:
-    from offsite.ledger.records import ErrorRecord
+    from offsite.ledger.run_record import ErrorRecord
     from offsite.ledger.status import error_cause
     if run.error is None:
         return run.run_id

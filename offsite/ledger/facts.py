@@ -28,7 +28,7 @@ from offsite.constants import FINAL_STATES, KEY_PREFIX, BackupType, RunState, Ru
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
-    from offsite.ledger.records import RunRecord
+    from offsite.ledger.run_record import RunRecord
 
 HOST_FACTS_KEY = KEY_PREFIX + "host:"
 SERIES_KEY = KEY_PREFIX + "series:"

@@ -11,7 +11,8 @@ from offsite.config.model import Config
 from offsite.constants import RunState, RunType
 from offsite.errors import OffsiteError, UsageError
 from offsite.ledger.lease import HostLease
-from offsite.ledger.records import ErrorRecord, RunRecord, RunStore
+from offsite.ledger.records import RunStore
+from offsite.ledger.run_record import ErrorRecord, RunRecord
 from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
 from offsite.run.context import queue_manual_run, queue_run
 from offsite.schedule.specs import utcnow

@@ -18,7 +18,8 @@ from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
 from offsite.ledger.lease import MemoryHostLease
-from offsite.ledger.records import MemoryRunStore, RunRecord, VerifyRecord
+from offsite.ledger.records import MemoryRunStore
+from offsite.ledger.run_record import RunRecord, VerifyRecord
 from offsite.proof.restore import check_time_covered
 from offsite.run.admission import admit
 from offsite.run.context import RunContext, new_run_id, queue_run

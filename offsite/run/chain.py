@@ -13,8 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 import re
 
-from offsite.config.model import Config
-from offsite.config.security import volume_prefix
+from offsite.config.model import Config, volume_prefix
 from offsite.constants import BackupType
 from offsite.crypto.encryption import is_public_key
 from offsite.duplicity.keycheck import check_key_opens

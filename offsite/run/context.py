@@ -8,7 +8,8 @@ from offsite.config.model import Config
 from offsite.constants import BackupType, RunType
 from offsite.errors import OffsiteError
 from offsite.ledger.lease import HostLease
-from offsite.ledger.records import RunRecord, RunStore
+from offsite.ledger.records import RunStore
+from offsite.ledger.run_record import RunRecord
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from offsite.ledger.lease import MemoryHostLease
 from offsite.run.manifest import write_manifest
 from offsite.crypto.encryption import is_public_key
 from offsite.crypto.passphrase import read_passphrase
-from offsite.ledger.records import ErrorRecord, ManifestRecord, MemoryRunStore, RunRecord, StepRecord
+from offsite.ledger.records import MemoryRunStore
+from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, StepRecord
 from offsite.run.context import RunContext, new_run_id
 from offsite.schedule.specs import utcnow
 from offsite.run.scripts import ScriptRun, run_script, script_step

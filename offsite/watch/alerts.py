@@ -18,7 +18,8 @@ from offsite.bounded import (ALERT_ATTRIBUTE_MAX_BYTES, ALERT_MESSAGE_MAX_BYTES,
 from offsite.config.model import Config
 from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, SNS_SUBJECT_MAX, RunState
 from offsite.durations import format_duration
-from offsite.ledger.records import RunRecord, RunStore
+from offsite.ledger.records import RunStore
+from offsite.ledger.run_record import RunRecord
 from offsite.wire.messages import require_failed_run
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, Hos
 from offsite.ledger.lease import HostLease
 from offsite.watch.alerts import STREAK_KEY, report_failed_run, review_streak
 from offsite.watch.alerts import AlertOutbox
-from offsite.ledger.records import ErrorRecord, RunRecord, RunStore
+from offsite.ledger.records import RunStore
+from offsite.ledger.run_record import ErrorRecord, RunRecord
 from offsite.run.steps import complete_record, upload_confirmed
 from offsite.schedule.specs import ScheduleSpec, latest_slot, period_s
 
