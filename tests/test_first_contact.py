@@ -94,7 +94,7 @@ def test_read_commands_answer_in_json(tmp_path: Path, redis_url: str, aws: Any,
     assert len(plan["plan"]["keep"]) == 1 and len(plan["plan"]["delete"]) == 1
     assert plan["plan"]["objects"] > 0
 
-    listing = json.loads(run_offsite("list", HOST, "--json", config=config).stdout)
+    listing = json.loads(run_offsite("list", HOST, "--json", config=config).stdout)["chains"]
     assert len(listing) == 2
 
 

@@ -138,5 +138,5 @@ def test_fulls_back_to_back_each_get_a_set_of_their_own(
     for _ in range(3):
         result = run_offsite("backup", "carcosa", "--type", "full", "--wait", config=config)
         assert result.returncode == 0, describe(result)
-    chains = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)
+    chains = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)["chains"]
     assert len({chain["start"] for chain in chains}) == 3, chains

@@ -139,7 +139,7 @@ def test_list_reads_the_target_like_collection_status_with_redis_down(
     shutil.rmtree(tmp_path / "cache")
     listed = run_offsite("list", "carcosa", "--json", config=config)
     assert listed.returncode == 0, describe(listed)
-    chains = json.loads(listed.stdout)
+    chains = json.loads(listed.stdout)["chains"]
     assert [[s["type"] for s in chain["sets"]] for chain in chains] == [
         ["full", "incr"], ["full", "incr", "incr"], ["full"]]
 

@@ -14,7 +14,7 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
     config.host(args.host)
     catalog = read_catalog(config, args.host)
     if args.json:
-        print(json.dumps([chain.as_json() for chain in catalog.chains], indent=2))
+        print(json.dumps(catalog.as_json(), indent=2))
         return EXIT_OK
     if not catalog.chains:
         print(f"{catalog.location}: no complete backup chain")
@@ -27,9 +27,13 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
                 line += f"  ({len(backup_set.archived)} archived)"
             print(line)
     for orphan in catalog.orphans:
-        print(f"not in a chain: incr {format_stamp(orphan.time)} (a set before it is missing)")
+        print(f"not in a chain: incr {format_stamp(orphan.time)} (a set before it is missing "
+              "or does not restore)")
     for unfinished in catalog.unfinished:
-        print(f"unfinished: {unfinished.kind} {format_stamp(unfinished.time)}")
+        print(f"unfinished: {unfinished.kind} {format_stamp(unfinished.time)}: "
+              f"{unfinished.reason or 'unfinished'}")
+    for name, why in sorted(catalog.ignored.items()):
+        print(f"ignored: {why}")
     return EXIT_OK
 
 

@@ -70,6 +70,7 @@ class RunRecord(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     bytes_uploaded: int | None = None
     backup_set: str | None = None   # time of the set confirmed in the target (UTC)
+    seal: str | None = None         # the set's seal: "<object name> sha256:<digest>"
     stats: dict[str, float] | None = None
     manifest: ManifestRecord | None = None
     verify: VerifyRecord | None = None

@@ -26,6 +26,7 @@ from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, StepRecord
 from offsite.run.context import RunContext, new_run_id
 from offsite.schedule.specs import utcnow
+from offsite.run.sealing import seal_new_set
 from offsite.run.scripts import ScriptRun, run_script, script_step
 from offsite.process.shutdown import stopping
 from offsite.host.staging import empty_host_staging, host_staging, prepare_host_staging
@@ -171,6 +172,8 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
                       else read_passphrase(ctx.config, ctx.host, step=UPLOAD_STEP))
         stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx),
                        passphrase=passphrase)
+        seal = seal_new_set(ctx.config, ctx.host, before or read_catalog(ctx.config, ctx.host),
+                            backup_type, started, ctx.run_id)   # see offsite.run.sealing
         written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
                                    ctx.host, started)
         remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck
@@ -181,6 +184,7 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         record.bytes_uploaded = stats.bytes_uploaded
         record.stats = dict(stats.as_dict())
         record.backup_set = format_stamp(written.time)
+        record.seal = f"{seal.name} sha256:{seal.digest}"
         record.manifest = ManifestRecord(files=summary.files, bytes=summary.bytes,
                                          sha256=summary.sha256)
         record.notes.extend(stats.problems)   # `paths:` files not backed up as they are

