@@ -213,3 +213,82 @@ def test_a_run_records_the_digest_of_its_seal(make_config: Any, run_offsite: Any
     assert hashlib.sha256(body).hexdigest() == digest
     assert parse_seal(body, name).run_id == record["run_id"]
     assert datetime.now(timezone.utc) >= parse_seal(body, name).time
+
+
+# --------------------------------------------------------------------------- prune
+
+
+def test_prune_of_a_target_whose_newest_full_is_broken_deletes_nothing() -> None:
+    from offsite.proof.retention import plan_prune
+    chain_a = [sealed_set("full", T1), sealed_set("incr", T2, T1, 1, position=1)]
+    chain_b = [sealed_set("full", T3, vols=3, chain_start=T3)]
+    vol2 = chain_b[0][0].named("volume")[1].name
+    plan = plan_prune(judge(chain_a + chain_b, drop={vol2}), 1, None, "carcosa")
+    assert plan.refused and vol2 in plan.refused[0] and plan.objects == []
+    assert "refused, nothing deleted" in plan.describe()[0]
+    whole = plan_prune(judge(chain_a + chain_b), 1, None, "carcosa")
+    assert not whole.refused and len(whole.dropped) == 1
+
+
+def test_once_drills_exist_a_chain_goes_only_when_a_newer_one_holds_a_verified_set() -> None:
+    from offsite.proof.retention import plan_prune
+    sets = [sealed_set("full", T1), sealed_set("full", T2, chain_start=T2),
+            sealed_set("full", T3, chain_start=T3)]
+    cat = judge(sets)
+    verified_first = plan_prune(cat, 1, parse_stamp(T1), "carcosa")
+    assert verified_first.dropped == [] and len(verified_first.kept) == 3
+    verified_middle = plan_prune(cat, 1, parse_stamp(T2), "carcosa")
+    assert [c.start for c in verified_middle.dropped] == [parse_stamp(T1)]
+    lost_verified = plan_prune(cat, 1, parse_stamp("20261001T000000Z"), "carcosa")
+    assert lost_verified.dropped == []
+
+
+def _backup(run_offsite: Any, config: Path, kind: str) -> str:
+    result = run_offsite("backup", "carcosa", "--type", kind, "--local", config=config,
+                         timeout=180)
+    assert result.returncode == 0 and "succeeded" in result.stdout, describe(result)
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_prune_never_deletes_the_last_chain_that_restores(
+        make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+    """The audit's data loss: full, incr, full with volsize 1; chain B's vol2 deleted; prune
+    --apply used to keep B (by its names) and delete A."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "random.bin").write_bytes(os.urandom(2_500_000))
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                         target={"url": f"file://{tmp_path}/target", "volsize": 1},
+                         retention={"keep_full_chains": 1})
+    _backup(run_offsite, config, "full")
+    (data / "second.txt").write_text("chain A's incremental")
+    _backup(run_offsite, config, "incr")
+    expected = {p.name: p.read_bytes() for p in data.iterdir()}
+    (data / "third.txt").write_text("chain B")
+    _backup(run_offsite, config, "full")
+    folder = tmp_path / "target" / "carcosa"
+    chains = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)["chains"]
+    assert len(chains) == 2 and chains[1]["sets"][0]["volumes"] == 3
+    chain_a_end = chains[0]["end"]
+    vol2 = sorted(folder.glob("*duplicity-full.*.vol2.difftar.gpg"))[-1]   # chain B's
+    vol2.unlink()
+    before = sorted(p.name for p in folder.iterdir())
+
+    plan = run_offsite("prune", "carcosa", config=config)
+    assert "refused, nothing deleted" in plan.stdout and vol2.name in plan.stdout, describe(plan)
+    applied = run_offsite("prune", "carcosa", "--apply", config=config)
+    assert applied.returncode == 1, describe(applied)
+    assert vol2.name in applied.stderr + applied.stdout
+    assert sorted(p.name for p in folder.iterdir()) == before
+    runs = json.loads(run_offsite("status", "carcosa", "--json", config=config).stdout)
+    assert runs[0]["type"] == "prune" and runs[0]["error"]["failure_class"] == "prune_refused"
+
+    refused = run_offsite("restore", "carcosa", str(tmp_path / "latest"), config=config)
+    assert refused.returncode == 1 and vol2.name in refused.stderr, describe(refused)
+    assert f"--time {chain_a_end}" in refused.stderr
+    restored = run_offsite("restore", "carcosa", str(tmp_path / "a"), "--time", chain_a_end,
+                           config=config, timeout=180)
+    assert restored.returncode == 0, describe(restored)
+    assert f"the incr set of {chain_a_end}" in restored.stdout
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a" / "files").iterdir()} == expected

@@ -52,12 +52,17 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from offsite.cli.progress import folder_progress, progress_line
     from offsite.proof.restore import restore_host
+    from offsite.target.catalog import format_stamp
     config.host(args.host)
+    chosen: list[Any] = []
     with progress_line(folder_progress(f"restoring {args.host}", Path(args.dest))):
         thawing = restore_host(config, args.host, Path(args.dest), time=args.time,
                                path=args.path, thaw_days=args.days if args.thaw else None,
-                               secret_keys_file=path_or_none(args.secret_keys_file))
-    print(f"not restored yet: {thawing}" if thawing else f"restored {args.host} into {args.dest}")
+                               secret_keys_file=path_or_none(args.secret_keys_file),
+                               chosen=chosen)
+    which = f" (the {chosen[0].kind} set of {format_stamp(chosen[0].time)})" if chosen else ""
+    print(f"not restored yet: {thawing}" if thawing
+          else f"restored {args.host}{which} into {args.dest}")
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ from offsite.config.model import Config, volume_prefix
 from offsite.constants import BackupType
 from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
 from offsite.duplicity.errors import describe_failure, read_log_tail
+from offsite.duplicity.launch import launch_argv
 from offsite.errors import CommandError, CommandTimedOut
 from offsite.host.sources import (archive_path, host_sources, record_uploaded, relocate,
                                   scan_problems, write_manifest)
@@ -214,6 +215,7 @@ def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
     env.update(decryption_env(config, host, gnupg_home, passphrase))
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
+    argv = launch_argv(argv)   # duplicity that cannot hang on its gpg (offsite.duplicity.launch)
     try:
         return run_command(argv, timeout_s=config.target.upload_timeout, host=host, step=step,
                            env=env, on_tick=on_tick)

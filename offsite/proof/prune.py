@@ -13,7 +13,7 @@ from offsite.errors import OffsiteError, UsageError
 from offsite.ledger.lease import HostLease
 from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import ErrorRecord, RunRecord
-from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
+from offsite.proof.retention import PrunePlan, PruneRefused, delete_objects, plan_prune
 from offsite.run.context import queue_manual_run, queue_run
 from offsite.schedule.specs import utcnow
 
@@ -63,6 +63,9 @@ def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, 
     try:
         _settle(store, run_id, RunState.RUNNING)
         plan = plan_prune(read_catalog(config, host), keep, newest_verified_set(store, host), host)
+        if plan.refused:
+            raise PruneRefused("prune refused, nothing deleted: " + "; ".join(plan.refused),
+                               host=host, step=PRUNE_STEP)
         delete_objects(config, host, plan.objects, on_batch=lambda: lease.renew(host, run_id))
     except OffsiteError as error:
         _settle(store, run_id, RunState.FAILED, error=ErrorRecord(

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
-from offsite.target.catalog import Catalog, format_stamp, read_catalog
+from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.config.model import Config
 from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
-from offsite.errors import OffsiteError, UsageError
+from offsite.errors import CommandError, OffsiteError, UsageError
+from offsite.proof.diagnose import explain_failure
 from offsite.host.staging import host_cache
 from offsite.target.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
                           sets_needed)
@@ -57,6 +58,29 @@ def check_time_covered(catalog: Catalog, at: datetime | None, host: str) -> None
                              f"{host} is from {format_stamp(oldest)}", host=host, step="restore")
 
 
+def choose_set(catalog: Catalog, at: datetime | None, host: str,
+               step: str = "restore") -> BackupSet:
+    """The set a restore as of `at` gives (default: the newest): the newest restorable set of a
+    chain at or before `at`. Without `at`, newer sets that cannot be used are refused, named
+    (RestoreRefused): restoring an older set in their place would be a silent substitution."""
+    check_time_covered(catalog, at, host)
+    candidates = [backup_set for chain in catalog.chains for backup_set in chain.sets
+                  if at is None or backup_set.time <= at]
+    if not candidates:
+        raise RestoreRefused(f"no restorable backup at or before {format_stamp(at)}"
+                             if at else "no restorable backup", host=host, step=step)
+    chosen = max(candidates, key=lambda backup_set: backup_set.time)
+    if at is None and (unusable := catalog.unusable_after(chosen.time)):
+        named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: "
+                          f"{s.reason or 'a set before it is missing or does not restore'}"
+                          for s in unusable[:5])
+        raise RestoreRefused(f"the newest backup(s) of {host} cannot be restored ({named}); "
+                             f"the newest that can is the {chosen.kind} set of "
+                             f"{format_stamp(chosen.time)}: restore it with --time "
+                             f"{format_stamp(chosen.time)}", host=host, step=step)
+    return chosen
+
+
 def check_destination(dest: Path, host: str) -> None:
     """dest must be a new or empty folder in an existing one."""
     if dest.exists() and not dest.is_dir():
@@ -73,18 +97,22 @@ def check_destination(dest: Path, host: str) -> None:
 
 def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
                  path: str | None = None, *, thaw_days: int | None = None,
-                 secret_keys_file: Path | None = None) -> str | None:
+                 secret_keys_file: Path | None = None,
+                 chosen: list[BackupSet] | None = None) -> str | None:
     """Restore `host` as of `time` (default: the latest backup), optionally one `path`.
     Archived volumes it needs are named (VolumesArchived), or with thaw_days requested from
     S3 (the returned text says when to come back; nothing is restored then). In public-key mode
-    the secret key comes from secret_keys_file or GNUPGHOME, never from the host."""
+    the secret key comes from secret_keys_file or GNUPGHOME, never from the host. The set
+    restored is appended to `chosen` (see choose_set)."""
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
     if thaw_days is not None:
         check_thaw_days(thaw_days, host)
     check_destination(dest, host)
     catalog = read_catalog(config, host)
-    check_time_covered(catalog, at, host)
-    sets = sets_needed(catalog, at)
+    backup_set = choose_set(catalog, at, host)
+    if chosen is not None:
+        chosen.append(backup_set)
+    sets = sets_needed(catalog, backup_set.time)
     volumes = archived_volumes(config, host, sets)
     if thaw_days is not None and any(volume.state != "thawed" for volume in volumes):
         return request_thaw(config, host, volumes, thaw_days)
@@ -92,7 +120,12 @@ def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
     with secret_keyring(config, host, secret_keys_file) as gnupg_home:
         if dest.is_dir():
             dest.rmdir()  # duplicity creates the folder itself
-        stamp = str(int(at.timestamp())) if at else None
-        run_restore(config, host, dest, host_cache(config, host), stamp, path,
-                    data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home)
+        stamp = str(int(backup_set.time.timestamp()))   # exactly the set chosen
+        try:
+            run_restore(config, host, dest, host_cache(config, host), stamp, path,
+                        data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home)
+        except CommandError as error:
+            raise type(error)(explain_failure(config, host, sets, error.cause), host=host,
+                               step=error.step, exit_code=error.returncode,
+                               stderr_tail=error.stderr_tail) from None
     return None

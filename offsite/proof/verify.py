@@ -20,13 +20,14 @@ from offsite.errors import OffsiteError
 from offsite.ledger.lease import MemoryHostLease
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
-from offsite.proof.restore import check_time_covered
+from offsite.proof.diagnose import explain_failure
+from offsite.proof.restore import choose_set
 from offsite.run.admission import admit
 from offsite.run.context import RunContext, new_run_id, queue_run
 from offsite.run.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
 from offsite.run.steps import end_run, finish_step, lease_renewer, recorded_step
 from offsite.schedule.specs import utcnow
-from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
+from offsite.target.catalog import format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
 MAX_LISTED_MISMATCHES = 20
@@ -56,14 +57,6 @@ class VerifyOutcome:
         return {"backup_set": self.backup_set, "files_checked": self.files_checked,
                 "bytes_read": self.bytes_read, "mismatch_count": self.mismatch_count,
                 "mismatches": list(self.mismatches)}
-
-
-def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
-    """The newest complete set at or before `at` (default: the newest), the one a restore as of
-    `at` gives; callers check first that the target covers `at`."""
-    candidates = [backup_set for chain in catalog.chains for backup_set in chain.sets
-                  if at is None or backup_set.time <= at]
-    return max(candidates, key=lambda backup_set: backup_set.time)
 
 
 def compare(restored: Path, outcome: VerifyOutcome) -> None:
@@ -111,11 +104,16 @@ def verify_backup(config: Config, host: str, at: datetime | None,
     when the target does not cover `at`. In public-key mode the secret key comes from
     secret_keys_file or this node's GNUPGHOME."""
     catalog = read_catalog(config, host)
-    check_time_covered(catalog, at, host)
-    chosen = set_at(catalog, at)
+    try:   # the set `restore` would pick: newer sets it cannot use fail the drill, named
+        chosen = choose_set(catalog, at, host, step=VERIFY_STEP)
+    except OffsiteError as refused:
+        if catalog.oldest_time is None:
+            raise
+        raise VerifyFailed(refused.cause, host=host, step=VERIFY_STEP) from None
     outcome = VerifyOutcome(backup_set=format_stamp(chosen.time))
+    needed = sets_needed(catalog, chosen.time)
     try:
-        refuse_if_frozen(host, archived_volumes(config, host, sets_needed(catalog, at)))
+        refuse_if_frozen(host, archived_volumes(config, host, needed))
     except OffsiteError as frozen:
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
     workspace = config.cache_dir / ".verify-tmp"   # no host name starts with a dot
@@ -132,7 +130,8 @@ def verify_backup(config: Config, host: str, at: datetime | None,
                             gnupg_home=gnupg_home)
         except OffsiteError as error:
             raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
-                               f"{error.cause}", host=host, step=VERIFY_STEP) from None
+                               f"{explain_failure(config, host, needed, error.cause)}",
+                               host=host, step=VERIFY_STEP) from None
         compare(dest, outcome)
     finally:
         shutil.rmtree(private, ignore_errors=True)

@@ -1,0 +1,41 @@
+"""Which object of the target makes a restore fail: after duplicity fails, the sealed objects of
+the sets the restore reads are read back and compared with their seals (size, SHA-256), so the
+error names the volume that is missing, short, swapped or from another key instead of
+`Error: 2` or a bare manifest hash."""
+from __future__ import annotations
+
+from offsite.config.model import Config
+from offsite.target.bucket import TargetUnreadable
+from offsite.target.catalog import BackupSet
+from offsite.target.seal import object_digest
+
+
+def find_bad_object(config: Config, host: str, sets: list[BackupSet]) -> str | None:
+    """A sentence naming the first sealed object (manifests first, then volumes) of `sets`
+    that is not as sealed; None when every one matches (or no set is sealed)."""
+    for role in ("manifest", "volume"):
+        for backup_set in sets:
+            if backup_set.seal is None:
+                continue
+            for sealed in backup_set.seal.named(role):   # type: ignore[arg-type]
+                try:
+                    size, digest = object_digest(config, host, sealed.name)
+                except TargetUnreadable as unreadable:
+                    return f"{role} {sealed.name} cannot be read ({unreadable.cause})"
+                if size != sealed.size:
+                    return (f"{role} {sealed.name} has {size} bytes, its seal records "
+                            f"{sealed.size}")
+                if digest != sealed.sha256:
+                    return (f"{role} {sealed.name} is not the object that was uploaded (its "
+                            "SHA-256 differs from its seal: changed, swapped with another or "
+                            "written with another key)")
+    return None
+
+
+def explain_failure(config: Config, host: str, sets: list[BackupSet], cause: str) -> str:
+    """The cause of a failed restore, headed by the object to blame when one is found."""
+    try:
+        bad = find_bad_object(config, host, sets)
+    except Exception:   # a diagnosis must never hide the failure it explains
+        bad = None
+    return f"{bad}; duplicity said: {cause}" if bad else cause
