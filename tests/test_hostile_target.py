@@ -18,7 +18,8 @@ import pytest
 from offsite.target.bucket import TargetObject
 from offsite.target.catalog import build_catalog, parse_stamp
 from offsite.target.seal import Seal, SealedObject, SealUnreadable, parse_seal, seal_name
-from tests.helpers import describe
+from tests.helpers import (AwsResources, ConfigFactory, MotoServer, build_offsite_env,
+                           describe, offsite_argv, run_command)
 from tests.security_harness import KeyPair, make_key_pair
 
 T1, T2, T3 = "20261101T000000Z", "20261108T000000Z", "20261115T000000Z"
@@ -102,7 +103,7 @@ def test_missing_signatures_leave_a_set_restorable_but_not_continuable() -> None
     cat = judge(sets, drop={sig})
     (chain,) = cat.chains
     assert chain.last.restorable and not chain.last.complete
-    assert "signatures are missing" in chain.last.reason
+    assert f"signatures {sig} are missing" in chain.last.reason
 
 
 def test_unsealed_sets_need_contiguous_volumes() -> None:
@@ -292,3 +293,255 @@ def test_prune_never_deletes_the_last_chain_that_restores(
     assert restored.returncode == 0, describe(restored)
     assert f"the incr set of {chain_a_end}" in restored.stdout
     assert {p.name: p.read_bytes() for p in (tmp_path / "a" / "files").iterdir()} == expected
+
+
+# --------------------------------------------------------------------------- the matrix
+# A chain full + incr + incr (volsize 1, the full has 3 volumes) is made once per module; each
+# case copies its target and cache, tampers with one object and asks every reader.
+
+POSITIONS = {"full": 0, "middle": 1, "newest": 2}
+OPERATIONS = ["delete", "truncate", "rename", "swap", "foreign", "flip"]
+DEADLINE_S = 150   # no command of a case may run longer (the hang ran for 12 h)
+
+
+class Template:
+    def __init__(self, root: Path, factory: ConfigFactory, data: Path, env: dict[str, str]):
+        self.root, self.factory, self.data, self.env = root, factory, data, env
+        self.sets: list[dict[str, Any]] = []
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory, moto: MotoServer) -> Iterator[Template]:
+    root = tmp_path_factory.mktemp("template")
+    aws = AwsResources(moto)
+    factory = ConfigFactory(root, "redis://127.0.0.1:1/0", aws)
+    data = root / "data"
+    data.mkdir()
+    (data / "random.bin").write_bytes(os.urandom(2_500_000))
+    home = root / "home"
+    home.mkdir()
+    env = dict(build_offsite_env(os.environ, home))
+    made = Template(root, factory, data, env)
+    config = factory({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                     target={"url": f"file://{root}/target", "volsize": 1})
+    try:
+        for number, kind in enumerate(("full", "incr", "incr")):
+            (data / f"{number}.txt").write_text(f"{kind} {number}")
+            result = run_command(offsite_argv(config, "backup", "carcosa", "--type", kind,
+                                              "--local"), env=env, cwd=root, timeout=180)
+            assert result.returncode == 0, describe(result)
+        listed = run_command(offsite_argv(config, "list", "carcosa", "--json"), env=env,
+                             cwd=root, timeout=60)
+        made.sets = json.loads(listed.stdout)["chains"][0]["sets"]
+        assert len(made.sets) == 3
+        yield made
+    finally:
+        aws.close()
+
+
+def _set_objects(folder: Path, position: int) -> dict[str, Seal]:
+    seals = sorted((parse_seal(p.read_bytes(), p.name) for p in folder.glob("offsite-seal.*")),
+                   key=lambda seal: seal.time)
+    return {"this": seals[position], "other": seals[2 if position == 0 else 0]}
+
+
+def _foreign(size: int, into: Path) -> None:
+    """A gpg file encrypted with another passphrase, of about the original's size."""
+    subprocess.run(["gpg", "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase",
+                    "not-the-fleet-passphrase", "--symmetric", "--compress-algo", "none", "-o",
+                    str(into)], input=os.urandom(max(size - 200, 10)), check=True,
+                   capture_output=True, timeout=60)
+
+
+def tamper(folder: Path, position: int, role: str, operation: str) -> str:
+    """Change one object of the set at `position` as a failing disk, a half copy or a holder
+    of the upload keys would; returns its name."""
+    seals = _set_objects(folder, position)
+    victim = seals["this"].named(role)[-1]   # type: ignore[arg-type]
+    path = folder / victim.name
+    if operation == "delete":
+        path.unlink()
+    elif operation == "truncate":
+        with open(path, "r+b") as handle:
+            handle.truncate(victim.size // 2)
+    elif operation == "rename":
+        number = victim.name.rsplit(".vol", 1)[-1].split(".")[0] if role == "volume" else ""
+        renamed = (victim.name.replace(f".vol{number}.", f".vol{int(number) + 1}.")
+                   if number else victim.name.replace("duplicity-", "duplicity-renamed-"))
+        path.rename(folder / renamed)
+    elif operation == "swap":
+        other = seals["other"].named(role)[0]   # type: ignore[arg-type]
+        mine, theirs = path.read_bytes(), (folder / other.name).read_bytes()
+        path.write_bytes(theirs)
+        (folder / other.name).write_bytes(mine)
+    elif operation == "foreign":
+        _foreign(victim.size, path)
+    elif operation == "flip":
+        body = bytearray(path.read_bytes())
+        middle = len(body) // 2
+        body[middle:middle + 64] = bytes(byte ^ 0xFF for byte in body[middle:middle + 64])
+        path.write_bytes(bytes(body))
+    return victim.name
+
+
+CASES = [(where, role, operation) for where in POSITIONS for role in ("volume", "manifest",
+                                                                       "signatures")
+         for operation in OPERATIONS if operation != "flip" or role == "volume"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("where", "role", "operation"), CASES,
+                         ids=["-".join(case) for case in CASES])
+def test_a_tampered_target_is_never_reported_whole_nor_loses_what_restores(
+        where: str, role: str, operation: str, template: Template, make_config: Any,
+        run_offsite: Any, tmp_path: Path) -> None:
+    position = POSITIONS[where]
+    shutil.copytree(template.root / "target", tmp_path / "target", symlinks=True)
+    shutil.copytree(template.root / "cache", tmp_path / "cache", symlinks=True)
+    config = make_config({"carcosa": {"scripts": {"files": {
+        "bash": f"cp -a {template.data}/. ."}}}},
+        target={"url": f"file://{tmp_path}/target", "volsize": 1},
+        encryption={"mode": "symmetric", "passphrase_file": str(template.factory.passphrase_file)},
+        staging_root=str(template.root / "staging"), retention={"keep_full_chains": 1})
+    folder = tmp_path / "target" / "carcosa"
+    name = tamper(folder, position, role, operation)
+    tampered_time = template.sets[position]["time"]
+    # signatures that are missing leave the set restorable (duplicity does not read them), but
+    # duplicity restores no newest set without them: refused, named (not substituted); present
+    # but not as sealed, an empty-cache restore fails on them: the set does not restore
+    signatures_missing = role == "signatures" and operation in ("delete", "rename")
+    restores = signatures_missing and where != "newest"
+    detected_by_size = operation != "flip"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_offsite(*args, config=config, timeout=DEADLINE_S)
+
+    listing = json.loads(run("list", "carcosa", "--json").stdout)
+    in_chains = [s for chain in listing["chains"] for s in chain["sets"]]
+    tampered = next((s for s in in_chains + listing["unfinished"] + listing["orphans"]
+                     if s["time"] == tampered_time), None)
+    assert tampered is not None, listing
+    if detected_by_size:
+        assert tampered["complete"] is False, listing
+    if detected_by_size:
+        assert name in tampered["reason"], listing
+    if not signatures_missing and detected_by_size:
+        assert tampered["restorable"] is False, listing
+        assert all(s["time"] < tampered_time for s in in_chains), listing
+
+    before = sorted(p.name for p in folder.iterdir())
+    pruned = run("prune", "carcosa", "--apply")
+    assert sorted(p.name for p in folder.iterdir()) == before, describe(pruned)
+
+    restored = run("restore", "carcosa", str(tmp_path / "restored"))
+    drill = run("verify", "carcosa", "--local")
+    if restores:
+        assert restored.returncode == 0, describe(restored)
+        assert f"set of {template.sets[-1]['time']}" in restored.stdout, describe(restored)
+        assert {p.name: p.read_bytes() for p in (tmp_path / "restored" / "files").iterdir()} \
+            == {p.name: p.read_bytes() for p in template.data.iterdir()}
+        assert drill.returncode == 0 and "0 mismatch(es)" in drill.stdout, describe(drill)
+    else:
+        assert restored.returncode == 1 and name in restored.stderr, describe(restored)
+        assert "Error: 2" not in restored.stderr
+        assert drill.returncode == 1 and name in drill.stdout, describe(drill)
+        assert "succeeded" not in drill.stdout
+
+    (template.data / "next.txt").write_text(f"after {where} {role} {operation}")
+    try:
+        following = run("backup", "carcosa", "--type", "incr", "--local")
+    finally:
+        (template.data / "next.txt").unlink()
+    assert following.returncode == 0, describe(following)
+    if detected_by_size:
+        assert "promoted to full" in following.stdout, describe(following)
+
+
+# --------------------------------------------------------------------------- progress deadline
+
+
+class StallingProxy:
+    """An HTTP proxy in front of moto that answers every request but the GET of one object,
+    whose body it never sends (a backend that hangs mid-restore)."""
+
+    def __init__(self, upstream: str, stall: str) -> None:
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+        target = urlsplit(upstream)
+        self.release = threading.Event()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.command == "GET" and stall in self.path:
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000000")
+                    self.end_headers()
+                    proxy.release.wait(120)
+                    return
+                upstream_conn = http.client.HTTPConnection(target.hostname, target.port,
+                                                           timeout=30)
+                upstream_conn.request(self.command, self.path, body=body,
+                                      headers=dict(self.headers))
+                answer = upstream_conn.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream_conn.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.slow
+def test_a_restore_that_stops_receiving_bytes_fails_naming_the_volume(
+        make_config: Any, run_offsite: Any, aws: Any, tmp_path: Path) -> None:
+    import time
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "random.bin").write_bytes(os.urandom(2_500_000))
+    hosts = {"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}}
+    config = make_config(hosts, target={"url": f"boto3+s3://{aws.bucket}", "volsize": 1,
+                                        "endpoint_url": aws.endpoint_url,
+                                        "region": aws.region})
+    _backup(run_offsite, config, "full")
+    vol2 = next(k for k in aws.object_keys("carcosa/") if ".vol2." in k).split("/", 1)[1]
+    proxy = StallingProxy(aws.endpoint_url, vol2)
+    try:
+        stalled = make_config(hosts, filename="stalled.yaml", target={
+            "url": f"boto3+s3://{aws.bucket}", "volsize": 1, "endpoint_url": proxy.url,
+            "region": aws.region, "restore_progress_timeout": "4s"})
+        started = time.monotonic()
+        result = run_offsite("restore", "carcosa", str(tmp_path / "out"), config=stalled,
+                             timeout=90)
+        took = time.monotonic() - started
+    finally:
+        proxy.close()
+    assert result.returncode == 1, describe(result)
+    assert "no progress for" in result.stderr and vol2 in result.stderr, describe(result)
+    assert took < 60, took
+    assert not (tmp_path / "out").exists() or (tmp_path / "out" / "OFFSITE-RESTORE-PARTIAL.txt"
+                                               ).is_file()
+    assert not list(tmp_path.glob(".out.restoring-*"))

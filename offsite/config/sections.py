@@ -86,6 +86,9 @@ class TargetConfig(StrictModel):
                          description="tries of a failing backend operation (network, 5xx) "
                                      "before the upload fails")
     retry_delay: Duration = Field(10, description="wait between those tries")
+    restore_progress_timeout: Duration = Field(
+        1800, description="a restore, verify or drill that restores no byte (and downloads "
+                          "none) for this long fails, naming the volume it was reading")
     layout: Layout = Field("split", description="split: data volumes under their own name "
                            "prefix (archivable by the lifecycle); flat: duplicity's names")
 

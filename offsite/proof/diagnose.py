@@ -39,3 +39,12 @@ def explain_failure(config: Config, host: str, sets: list[BackupSet], cause: str
     except Exception:   # a diagnosis must never hide the failure it explains
         bad = None
     return f"{bad}; duplicity said: {cause}" if bad else cause
+
+
+def volume_order(sets: list[BackupSet]) -> list[str]:
+    """The volumes of `sets` in the order a restore reads them (the chain's order, then each
+    set's volume number): what duplicity's `Processed volume N of M` counts."""
+    def number(name: str) -> int:
+        digits = name.rsplit(".vol", 1)[-1].split(".", 1)[0]
+        return int(digits) if digits.isdigit() else 0
+    return [name for backup_set in sets for name in sorted(backup_set.volume_names, key=number)]

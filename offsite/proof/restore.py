@@ -11,7 +11,7 @@ from offsite.config.model import Config
 from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
 from offsite.errors import CommandError, OffsiteError, UsageError
-from offsite.proof.diagnose import explain_failure
+from offsite.proof.diagnose import explain_failure, volume_order
 from offsite.host.staging import host_cache
 from offsite.target.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
                           sets_needed)
@@ -51,11 +51,29 @@ def check_time_covered(catalog: Catalog, at: datetime | None, host: str) -> None
     """Refuse a restore the target cannot answer truthfully."""
     oldest = catalog.oldest_time
     if oldest is None:
+        broken = [s for s in catalog.unfinished + catalog.orphans
+                  if s.seal is not None or s.manifest is not None]
+        if broken:
+            named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: "
+                              f"{s.reason or 'a set before it is missing'}" for s in broken[:5])
+            raise RestoreRefused(f"no restorable backup: no set in {catalog.location} restores "
+                                 f"({named})", host=host, step="restore")
         raise RestoreRefused(f"no backup yet: {catalog.location} holds no complete backup of "
                              "this host", host=host, step="restore")
     if at is not None and at < oldest:
         raise RestoreRefused(f"no backup at or before {format_stamp(at)}: the oldest backup of "
                              f"{host} is from {format_stamp(oldest)}", host=host, step="restore")
+
+
+def discarded_by_duplicity(catalog: Catalog) -> BackupSet | None:
+    """The set duplicity will not restore although its volumes are whole: the last incremental
+    of the newest chain when its signatures are missing and the set before it has them
+    (duplicity "discards last backup set, because of missing signature file" and would restore
+    the set before it in its place)."""
+    chain = catalog.newest_chain
+    if chain is None or len(chain.sets) < 2 or chain.last.signatures:
+        return None
+    return chain.last if all(s.signatures for s in chain.sets[:-1]) else None
 
 
 def choose_set(catalog: Catalog, at: datetime | None, host: str,
@@ -64,16 +82,21 @@ def choose_set(catalog: Catalog, at: datetime | None, host: str,
     chain at or before `at`. Without `at`, newer sets that cannot be used are refused, named
     (RestoreRefused): restoring an older set in their place would be a silent substitution."""
     check_time_covered(catalog, at, host)
+    discarded = discarded_by_duplicity(catalog)
     candidates = [backup_set for chain in catalog.chains for backup_set in chain.sets
-                  if at is None or backup_set.time <= at]
+                  if (at is None or backup_set.time <= at) and backup_set is not discarded]
     if not candidates:
         raise RestoreRefused(f"no restorable backup at or before {format_stamp(at)}"
                              if at else "no restorable backup", host=host, step=step)
     chosen = max(candidates, key=lambda backup_set: backup_set.time)
-    if at is None and (unusable := catalog.unusable_after(chosen.time)):
-        named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: "
-                          f"{s.reason or 'a set before it is missing or does not restore'}"
-                          for s in unusable[:5])
+    unusable = catalog.unusable_after(chosen.time) if at is None else []
+    if at is None and discarded is not None:
+        unusable = [discarded, *unusable]
+    if unusable:
+        named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: " + (
+            "duplicity restores no newest set without its signatures ("
+            + s.reason + ")" if s is discarded else
+            s.reason or "a set before it is missing or does not restore") for s in unusable[:5])
         raise RestoreRefused(f"the newest backup(s) of {host} cannot be restored ({named}); "
                              f"the newest that can is the {chosen.kind} set of "
                              f"{format_stamp(chosen.time)}: restore it with --time "
@@ -123,7 +146,8 @@ def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
         stamp = str(int(backup_set.time.timestamp()))   # exactly the set chosen
         try:
             run_restore(config, host, dest, host_cache(config, host), stamp, path,
-                        data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home)
+                        data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home,
+                        volume_names=volume_order(sets))
         except CommandError as error:
             raise type(error)(explain_failure(config, host, sets, error.cause), host=host,
                                step=error.step, exit_code=error.returncode,

@@ -20,7 +20,7 @@ from offsite.errors import OffsiteError
 from offsite.ledger.lease import MemoryHostLease
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
-from offsite.proof.diagnose import explain_failure
+from offsite.proof.diagnose import explain_failure, volume_order
 from offsite.proof.restore import choose_set
 from offsite.run.admission import admit
 from offsite.run.context import RunContext, new_run_id, queue_run
@@ -107,7 +107,7 @@ def verify_backup(config: Config, host: str, at: datetime | None,
     try:   # the set `restore` would pick: newer sets it cannot use fail the drill, named
         chosen = choose_set(catalog, at, host, step=VERIFY_STEP)
     except OffsiteError as refused:
-        if catalog.oldest_time is None:
+        if refused.cause.startswith("no backup yet"):
             raise
         raise VerifyFailed(refused.cause, host=host, step=VERIFY_STEP) from None
     outcome = VerifyOutcome(backup_set=format_stamp(chosen.time))
@@ -127,7 +127,7 @@ def verify_backup(config: Config, host: str, at: datetime | None,
                 run_restore(config, host, dest, throwaway_cache,
                             str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
                             on_tick=on_tick, data_prefix=chosen.data_prefix,
-                            gnupg_home=gnupg_home)
+                            gnupg_home=gnupg_home, volume_names=volume_order(needed))
         except OffsiteError as error:
             raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
                                f"{explain_failure(config, host, needed, error.cause)}",

@@ -21,6 +21,7 @@ from offsite.durations import format_duration
 from offsite.errors import OffsiteError
 from offsite.host.sources import change_reason
 from offsite.host.staging import host_cache
+from offsite.target.bucket import TargetUnreadable
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 
 
@@ -69,6 +70,10 @@ def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | Non
         reason = (f"the newest chain in the target {catalog.location} is broken: the "
                   f"{broken[0].kind} set of {format_stamp(broken[0].time)} does not continue it "
                   f"({broken[0].reason or 'a set before it is missing or does not restore'})")
+    elif newer := [s for s in catalog.ignored_sets if s.time > chain.end]:
+        reason = (f"the target {catalog.location} holds a finished {newer[-1].kind} set of "
+                  f"{format_stamp(newer[-1].time)} without a seal, newer than the newest chain "
+                  "(duplicity would continue it)")
     elif unsigned := [s for s in chain.sets if not s.signatures]:
         reason = (f"the newest chain in the target {catalog.location} cannot be continued: the "
                   f"signatures of its {unsigned[0].kind} set of "
@@ -111,9 +116,14 @@ def ignored_notes(catalog: Catalog) -> tuple[str, ...]:
 def check_target_before(config: Config, host: str, requested: BackupType,
                         now: datetime) -> ChainPlan:
     """Plan an admitted run from the target, and for an incremental prove that this node's key
-    opens the chain it continues; raises ChainMissing, KeyDoesNotOpen or TargetUnreadable."""
+    opens the chain it continues; raises ChainMissing, KeyDoesNotOpen or TargetUnreadable (a
+    full that cannot list the target runs: duplicity retries the backend itself)."""
     if requested == BackupType.FULL:
-        return ChainPlan(BackupType.FULL)
+        try:
+            listing = read_catalog(config, host)
+        except TargetUnreadable:
+            return ChainPlan(BackupType.FULL)
+        return ChainPlan(BackupType.FULL, ignored_notes(listing), listing=listing)
     catalog = read_catalog(config, host)
     plan = plan_run(requested, catalog, last_full_time(
         host_cache(config, host), host), max_full_interval_s=config.max_full_interval(host),

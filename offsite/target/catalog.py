@@ -82,8 +82,11 @@ class BackupSet:
             return "; ".join(self.problems)
         if self.manifest is None or not self.volumes:
             return "unfinished: no manifest" if self.manifest is None else "no volume"
-        return "" if self.signatures else "its signatures are missing (it restores, but no " \
-                                          "incremental can continue it)"
+        if self.signatures:
+            return ""
+        names = ", ".join(o.name for o in self.seal.named("signatures")) if self.seal else ""
+        return (f"its signatures {names + ' ' if names else ''}are missing (no incremental can "
+                "continue it)")
 
     def as_json(self) -> dict[str, object]:
         answer: dict[str, object] = {
@@ -133,6 +136,7 @@ class Catalog:
     orphans: list[BackupSet]
     unfinished: list[BackupSet]
     ignored: dict[str, str] = field(default_factory=dict)
+    ignored_sets: list[BackupSet] = field(default_factory=list)   # finished, without a seal
 
     def as_json(self) -> dict[str, object]:
         return {"location": self.location,
@@ -208,6 +212,7 @@ def build_catalog(location: str, objects: Iterable[TargetObject],
         else:
             backup_set.manifest = obj.name
     sealed_since = min((seal.time for seal in seals.values()), default=None)
+    ignored_sets: list[BackupSet] = []
     for key in list(sets):
         backup_set = sets[key]
         if backup_set.seal is not None:
@@ -219,10 +224,12 @@ def build_catalog(location: str, objects: Iterable[TargetObject],
                                  f"{format_stamp(backup_set.time)} without a seal, newer than "
                                  "the first sealed set (junk, a forged object, or an upload cut "
                                  "short before its seal was written)")
-            del sets[key]
+            ignored_sets.append(sets.pop(key))
         else:
             _judge_unsealed(backup_set)
-    return _chains(location, list(sets.values()), ignored)
+    catalog = _chains(location, list(sets.values()), ignored)
+    catalog.ignored_sets = sorted(ignored_sets, key=lambda s: s.time)
+    return catalog
 
 
 def _chains(location: str, sets: list[BackupSet], ignored: dict[str, str]) -> Catalog:
@@ -271,8 +278,12 @@ def _judge_sealed(backup_set: BackupSet, ignored: dict[str, str]) -> None:
         else:
             problem = ""
         if sealed.role == "signatures":
-            backup_set.signatures = backup_set.signatures or not problem
-            if not problem:
+            # missing, the set restores (duplicity does not need them); present but not as
+            # sealed, an empty-cache restore fails on it (duplicity syncs and decrypts it)
+            if size is not None and problem:
+                backup_set.problems.append(problem)
+            elif not problem:
+                backup_set.signatures = True
                 backup_set.signature_names.append(sealed.name)
             continue
         if problem:
