@@ -545,3 +545,63 @@ def test_a_restore_that_stops_receiving_bytes_fails_naming_the_volume(
     assert not (tmp_path / "out").exists() or (tmp_path / "out" / "OFFSITE-RESTORE-PARTIAL.txt"
                                                ).is_file()
     assert not list(tmp_path.glob(".out.restoring-*"))
+
+
+# --------------------------------------------------------------------------- smaller truths
+
+
+def test_a_fifo_as_config_or_basic_auth_file_is_refused_not_waited_on(
+        run_offsite: Any, tmp_path: Path) -> None:
+    from offsite.errors import ConfigError
+    from offsite.fleet.http_auth import load_credentials
+    fifo = tmp_path / "offsite.yaml"
+    os.mkfifo(fifo)
+    result = run_offsite("check", config=fifo, timeout=30)
+    assert result.returncode == 2 and "not a regular file" in result.stderr, describe(result)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_credentials(fifo)
+
+
+def test_a_blank_passphrase_in_the_environment_is_refused(make_config: Any, run_offsite: Any,
+                                                          tmp_path: Path) -> None:
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": "echo a > a"}}}},
+                         target={"url": f"file://{tmp_path}/target"})
+    result = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config,
+                         env_extra={"PASSPHRASE": "   "})
+    assert result.returncode == 1 and "PASSPHRASE is set but blank" in result.stdout, \
+        describe(result)
+    assert not (tmp_path / "target" / "carcosa").exists()
+
+
+def test_script_stderr_cannot_drive_the_terminal_of_status() -> None:
+    from offsite.bounded import printable
+    from offsite.constants import RunState, RunType
+    from offsite.ledger.run_record import ErrorRecord, RunRecord
+    from offsite.ledger.status import format_outcome, format_table
+    record = RunRecord(run_id="carcosa-full-1", host="carcosa", type=RunType.FULL,
+                       state=RunState.FAILED, error=ErrorRecord(
+                           step="script:pg", message="boom \x1b]0;owned\x07\x1b[2J\r done",
+                           failure_class="script_failed"))
+    for text in (format_outcome(record), format_table([record])):
+        assert "\x1b" not in text and "\x07" not in text and "\r" not in text
+        assert "\\x1b]0;owned" in text
+    assert printable("a\tb\x9bc") == "a\\x09b\\x9bc"
+
+
+def test_a_restore_never_touches_a_folder_beside_its_destination(
+        make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("a")
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}},
+                                      "paths": {"extra": str(data)}}},
+                         target={"url": f"file://{tmp_path}/target"})
+    _backup(run_offsite, config, "full")
+    mine = tmp_path / ".out.restoring"   # the name the old restore emptied with rm -rf
+    mine.mkdir()
+    (mine / "precious.txt").write_text("mine")
+    result = run_offsite("restore", "carcosa", str(tmp_path / "out"), config=config)
+    assert result.returncode == 0, describe(result)
+    assert (mine / "precious.txt").read_text() == "mine"
+    assert (tmp_path / "out" / "extra" / "a.txt").read_text() == "a"
+    assert not list(tmp_path.glob(".out.restoring-*"))

@@ -18,6 +18,7 @@ from offsite.config.sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, HostRet
                                      WatchdogConfig)
 from offsite.config.types import DataRoot, Interpreter, Name
 from offsite.constants import DEFAULT_CONFIG_PATH, BackupType
+from offsite.bounded import read_regular_file
 from offsite.durations import format_duration
 from offsite.errors import ConfigError, UnknownHostError
 from offsite.config.http import HttpConfig
@@ -194,8 +195,7 @@ def config_path(explicit: str | None) -> Path:
 def load_config(path: Path) -> Config:
     """Read and validate the file; raises ConfigError listing every problem with its path."""
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        raw = read_regular_file(path, MAX_CONFIG_BYTES)   # a FIFO is refused, not waited on
     except FileNotFoundError:
         raise ConfigError(["file not found: create it or pass --config FILE"],
                           path=str(path)) from None

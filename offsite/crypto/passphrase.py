@@ -16,6 +16,9 @@ def read_passphrase(config: Config, host: str | None, step: str = "encryption") 
     """The passphrase from env PASSPHRASE or encryption.passphrase_file on this host; raises
     PassphraseError (at `step`) when it is missing, unreadable or empty."""
     if passphrase := os.environ.get("PASSPHRASE"):
+        if not passphrase.strip():
+            raise PassphraseError("PASSPHRASE is set but blank: set the passphrase, or unset "
+                                  "it to use encryption.passphrase_file", host=host, step=step)
         return passphrase
     path = host_encryption(config, host).passphrase_file
     if path is None:

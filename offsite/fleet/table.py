@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from offsite.bounded import printable
 from offsite.fleet.summary import FleetSummary, Health, HostRow, RunBrief
 
 HOST_WIDTH_MAX = 28
@@ -61,5 +62,6 @@ def format_hosts(summary: FleetSummary) -> str:
     host_width = min(HOST_WIDTH_MAX, max([len("HOST")] + [len(r.host) for r in summary.rows]))
     widths = [8, host_width, RUN_WIDTH, RUN_WIDTH, RUN_WIDTH, AGE_WIDTH, 9, CONDITIONS_WIDTH, 0]
     for cells in [list(HEADER)] + [_cells(row, summary.at, host_width) for row in summary.rows]:
+        cells = [printable(cell) for cell in cells]   # a script's stderr: escapes neutralised
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
     return "\n".join(lines)
