@@ -288,8 +288,9 @@ def test_processes_a_script_leaves_behind_are_ended_with_its_step(
         run_offsite: Callable[..., Any], redis_client: redis.Redis, marker: str,
         outcome: str, ending: str, timeout: str, rc: int) -> None:
     config = make_config({"carcosa": {"scripts": {
-        "messy": {"bash": _leftover_script(marker, ending), "timeout": timeout},
-        "after": {"bash": "true"}}}})
+        "messy": {"bash": "echo m > m; " + _leftover_script(marker, ending),
+                  "timeout": timeout},
+        "after": {"bash": "echo after > after"}}}})   # a script writing nothing: `warning`
     worker = start_worker(config, "carcosa")
     run_id = backup_wait(run_offsite, config, expect_rc=rc)
     wait_until(_none_left(marker), 20, f"the leftovers of a script that {outcome} to end")

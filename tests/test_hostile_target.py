@@ -605,3 +605,15 @@ def test_a_restore_never_touches_a_folder_beside_its_destination(
     assert (mine / "precious.txt").read_text() == "mine"
     assert (tmp_path / "out" / "extra" / "a.txt").read_text() == "a"
     assert not list(tmp_path.glob(".out.restoring-*"))
+
+
+def test_a_script_that_writes_nothing_ends_the_run_as_warning(
+        make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+    config = make_config({"carcosa": {"scripts": {"empty": {"bash": "true"},
+                                                  "files": {"bash": "echo a > a"}}}},
+                         target={"url": f"file://{tmp_path}/target"})
+    result = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config)
+    assert result.returncode == 0, describe(result)
+    assert ": warning" in result.stdout and "script empty exited 0 but wrote nothing" \
+        in result.stdout, describe(result)
+    assert "script files" not in result.stdout

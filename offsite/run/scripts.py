@@ -111,3 +111,20 @@ def run_script(config: Config, run: ScriptRun,
     return run_command(argv, timeout_s=script.timeout, host=run.host, step=script_step(run.name),
                        env=script_env(run, user=user), cwd=folder,
                        capture_stdout=False, on_tick=on_tick, run_as=run_as)
+
+
+EMPTY_OUTPUT_NOTE = "empty output:"   # the head of the note that makes a run end `warning`
+
+
+def empty_output_note(config: Config, host: str, name: str) -> str | None:
+    """A note when the script exited 0 but left nothing in its folder (a dump that silently
+    wrote nothing backs up nothing: the run ends `warning`, not `succeeded`)."""
+    folder = script_staging(config, host, name)
+    try:
+        if any(folder.iterdir()):
+            return None
+    except OSError:
+        return None
+    return (f"{EMPTY_OUTPUT_NOTE} script {name} exited 0 but wrote nothing into its folder: "
+            "nothing of it is backed up")
+

@@ -27,7 +27,8 @@ from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, St
 from offsite.run.context import RunContext, new_run_id
 from offsite.schedule.specs import utcnow
 from offsite.run.sealing import seal_new_set
-from offsite.run.scripts import ScriptRun, run_script, script_step
+from offsite.run.scripts import (EMPTY_OUTPUT_NOTE, ScriptRun, empty_output_note, run_script,
+                                 script_step)
 from offsite.process.shutdown import stopping
 from offsite.host.staging import empty_host_staging, host_staging, prepare_host_staging
 from offsite.target.bucket import TargetUnreadable
@@ -152,7 +153,13 @@ def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> No
     with recorded_step(ctx, step):
         run_script(ctx.config, ScriptRun(ctx.host, ctx.run_id, backup_type.value, script),
                    on_tick=lease_renewer(ctx))
-    ctx.store.update(ctx.run_id, lambda record: finish_step(record, step, 0))
+    note = empty_output_note(ctx.config, ctx.host, script)
+
+    def finish(record: RunRecord) -> None:
+        finish_step(record, step, 0)
+        if note and note not in record.notes:
+            record.notes.append(note)
+    ctx.store.update(ctx.run_id, finish)
 
 
 def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
@@ -249,7 +256,8 @@ def complete_record(record: RunRecord, now: datetime) -> None:
     """A confirmed upload's outcome: succeeded, or warning when duplicity counted files it
     could not read."""
     errors = int((record.stats or {}).get("errors", 0))
-    record.state = RunState.WARNING if errors else RunState.SUCCEEDED
+    empty = any(note.startswith(EMPTY_OUTPUT_NOTE) for note in record.notes)
+    record.state = RunState.WARNING if errors or empty else RunState.SUCCEEDED
     if errors:
         record.notes.append(f"duplicity could not read {errors} file(s) in staging")
     record.finished_at = now
