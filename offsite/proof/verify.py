@@ -4,7 +4,6 @@ compare every restored file with the digest manifest written at backup time."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -29,7 +28,6 @@ from offsite.schedule.specs import utcnow
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
-MAX_LISTED_MISMATCHES = 20
 VERIFY_STEP = "verify"
 
 
@@ -37,25 +35,6 @@ class VerifyFailed(OffsiteError):
     """The restore did not give back what the manifest recorded (or could not be made)."""
 
     failure_class = "verify_failed"
-
-
-@dataclass
-class VerifyOutcome:
-    backup_set: str
-    files_checked: int = 0
-    bytes_read: int = 0
-    mismatch_count: int = 0
-    mismatches: list[str] = field(default_factory=list)
-
-    def add(self, problem: str) -> None:
-        self.mismatch_count += 1
-        if len(self.mismatches) < MAX_LISTED_MISMATCHES:
-            self.mismatches.append(problem[:300])
-
-    def as_dict(self) -> dict[str, object]:
-        return {"backup_set": self.backup_set, "files_checked": self.files_checked,
-                "bytes_read": self.bytes_read, "mismatch_count": self.mismatch_count,
-                "mismatches": list(self.mismatches)}
 
 
 def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
@@ -66,7 +45,7 @@ def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
     return max(candidates, key=lambda backup_set: backup_set.time)
 
 
-def compare(restored: Path, outcome: VerifyOutcome) -> None:
+def compare(restored: Path, outcome: VerifyRecord) -> None:
     """Every manifest entry must be restored identically, and nothing else restored."""
     try:
         expected: dict[str, Entry] = {entry.path: entry
@@ -94,7 +73,7 @@ def compare(restored: Path, outcome: VerifyOutcome) -> None:
         outcome.add(f"missing: {missing} is in the manifest but not in the restore")
 
 
-def walk_restored(restored: Path, outcome: VerifyOutcome) -> list[Entry]:
+def walk_restored(restored: Path, outcome: VerifyRecord) -> list[Entry]:
     entries = list(walk(restored))
     for entry in entries:
         if entry.kind == "file":
@@ -105,7 +84,7 @@ def walk_restored(restored: Path, outcome: VerifyOutcome) -> list[Entry]:
 
 def verify_backup(config: Config, host: str, at: datetime | None,
                   on_tick: Callable[[], None] | None = None,
-                  secret_keys_file: Path | None = None) -> VerifyOutcome:
+                  secret_keys_file: Path | None = None) -> VerifyRecord:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
     when the target does not cover `at`. In public-key mode the secret key comes from
@@ -113,7 +92,7 @@ def verify_backup(config: Config, host: str, at: datetime | None,
     catalog = read_catalog(config, host)
     check_time_covered(catalog, at, host)
     chosen = set_at(catalog, at)
-    outcome = VerifyOutcome(backup_set=format_stamp(chosen.time))
+    outcome = VerifyRecord(backup_set=format_stamp(chosen.time))
     try:
         refuse_if_frozen(host, archived_volumes(config, host, sets_needed(catalog, at)))
     except OffsiteError as frozen:
@@ -151,7 +130,7 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
                                 secret_keys_file=secret_keys_file)
 
         def record_outcome(record: RunRecord) -> None:
-            record.verify = VerifyRecord.model_validate(outcome.as_dict())
+            record.verify = outcome
             record.backup_set = outcome.backup_set
         ctx.store.update(ctx.run_id, record_outcome)
         if outcome.mismatch_count:
