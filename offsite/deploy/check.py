@@ -1,7 +1,7 @@
 """`offsite check`: what the config schedules, and whether broker, bucket and SNS answer.
 
 `--connect --role R` checks what the node of role R needs and nothing else, with the keys
-that node holds (README, Deploying):
+that node holds (docs/operations.md, Deploying):
 - host: the broker, the bucket with the upload keys (DUPLICITY_AWS_*), its passphrase (or
   public keys) and its own newest chain;
 - control: the broker, the SNS topic with the alert keys (ALERT_AWS_*), the prune identity
