@@ -17,7 +17,7 @@ from offsite.wire.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
 from offsite.watch.alerts import report_failed_run
 from offsite.watch.alerts import AlertOutbox
 from offsite.proof.prune import prune_host as prune_one_host
-from offsite.ledger.records import RunRecord
+from offsite.ledger.run_record import RunRecord
 from offsite.schedule.specs import utcnow
 from offsite.watch.watchdog import Watchdog
 from tasks.base import CheckedTask, reject
