@@ -1,1 +1,1 @@
-"""One host's resolved settings and what its backup reads: the staging folder and `paths:`."""
+"""One host: its resolved settings (settings), its staging folder and `paths:` (staging, sources)."""
