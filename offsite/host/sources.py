@@ -18,8 +18,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from offsite.config.model import Config
-from offsite.host.staging import host_cache, host_staging
+from offsite.host.settings import HostSettings
+from offsite.host.staging import host_cache
 
 MANIFEST_NAME = ".offsite-sources.json"
 SIGNATURE_NAME = "offsite-sources.json"
@@ -39,9 +39,9 @@ class Sources:
                            "paths": self.paths}, sort_keys=True)
 
 
-def host_sources(config: Config, host: str) -> Sources:
-    staging = host_staging(config, host)
-    paths = {name: str(path) for name, path in config.host(host).paths.items()}
+def host_sources(settings: HostSettings) -> Sources:
+    staging = settings.staging
+    paths = {name: str(path) for name, path in settings.paths.items()}
     if not paths:
         return Sources(root=staging, selection=(), paths={}, staging=staging)
     selection: list[str] = ["--include", str(staging)]
@@ -58,19 +58,19 @@ def write_manifest(sources: Sources) -> None:
             {"staging": str(sources.staging), "paths": sources.paths}))
 
 
-def record_uploaded(config: Config, host: str, sources: Sources) -> None:
+def record_uploaded(settings: HostSettings, sources: Sources) -> None:
     """Beside the chain in the host's cache, private like the rest of the cache."""
-    target = host_cache(config, host) / SIGNATURE_NAME
+    target = host_cache(settings) / SIGNATURE_NAME
     descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(sources.signature())
 
 
-def change_reason(config: Config, host: str) -> str | None:
+def change_reason(settings: HostSettings) -> str | None:
     """Why the next run must start a new chain: the sources differ from the last upload's
     (a chain from before any `paths:` counts as the staging folder alone)."""
-    current = host_sources(config, host)
-    saved = host_cache(config, host) / SIGNATURE_NAME
+    current = host_sources(settings)
+    saved = host_cache(settings) / SIGNATURE_NAME
     try:
         previous = saved.read_text()
     except FileNotFoundError:

@@ -8,7 +8,7 @@ import shutil
 import stat
 from pathlib import Path
 
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 
 log = logging.getLogger(__name__)
 
@@ -33,33 +33,26 @@ def private_dir(path: Path, shared_ok: bool = False) -> Path:
     return path
 
 
-def host_staging(config: Config, host: str) -> Path:
-    return config.staging_root / host
-
-
-def script_staging(config: Config, host: str, script: str) -> Path:
-    return host_staging(config, host) / script
-
-
-def prepare_host_staging(config: Config, host: str) -> Path:
+def prepare_host_staging(settings: HostSettings) -> Path:
     """An empty staging folder for the host, with one empty folder per script."""
-    private_dir(config.staging_root, shared_ok=True)
-    root = host_staging(config, host)
-    empty_host_staging(config, host)
+    private_dir(settings.staging_root, shared_ok=True)
+    root = settings.staging
+    empty_host_staging(settings)
     private_dir(root)
-    for script in config.host(host).scripts:
+    for script in settings.scripts:
         (root / script).mkdir(mode=PRIVATE_DIR_MODE)
         (root / script).chmod(PRIVATE_DIR_MODE)
     return root
 
 
-def empty_host_staging(config: Config, host: str) -> None:
-    root = host_staging(config, host)
+def empty_host_staging(settings: HostSettings) -> None:
+    root = settings.staging
     if root.exists():
         shutil.rmtree(root)
 
 
-def host_cache(config: Config, host: str) -> Path:
-    """duplicity's archive dir for the host: kept between runs so incrementals need no download."""
-    private_dir(config.cache_dir, shared_ok=True)
-    return private_dir(config.cache_dir / host)
+def host_cache(settings: HostSettings) -> Path:
+    """duplicity's archive dir for the host, made private if need be: kept between runs so
+    incrementals need no download."""
+    private_dir(settings.cache_root, shared_ok=True)
+    return private_dir(settings.cache)
