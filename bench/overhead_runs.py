@@ -20,7 +20,7 @@ from offsite.config.model import Config
 from offsite.constants import BackupType
 from offsite.duplicity.command import backup_argv, duplicity_env, parse_stats, upload_tempdir
 from offsite.host.settings import resolve_host
-from offsite.host.staging import host_cache
+from offsite.host.sources import host_cache
 
 PASSPHRASE = "bench-passphrase-not-a-secret"
 

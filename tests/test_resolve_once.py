@@ -16,7 +16,9 @@ import pytest
 from offsite.config.model import Config, parse_config
 from offsite.constants import BackupType, RunState
 from offsite.errors import UnknownHostError
-from offsite.host.settings import resolve_host
+from offsite.host.settings import (EncryptionSettings, HostSettings, TargetSettings,
+                                   resolve_host)
+from offsite.run.context import RunContext
 from offsite.run.steps import run_local
 
 MAX_UPLOAD_MODULES = 8
@@ -40,14 +42,21 @@ def fleet(tmp_path: Path, **host: Any) -> Config:
                            "encryption": {"passphrase_file": str(tmp_path / "hali-pass")}}}})
 
 
+SETTINGS_TYPES = (Config, RunContext, HostSettings, TargetSettings, EncryptionSettings)
+
+
 class Recorder:
-    """Which offsite modules' functions run, inside `within` (a function's name) or anywhere,
-    and how often a function of interest is called; a profile hook on every thread."""
+    """A profile hook on every thread. Inside `within` (a function's name; anywhere when None)
+    it records which offsite modules' functions run (`modules`) and which of them are handed
+    the host's settings, a RunContext holding them, or the Config as an argument (`carriers`: the modules the settings
+    are threaded through; `self` does not count: a settings object's own properties are not a
+    module it travels through); and it counts the calls of the function named `count`."""
 
     def __init__(self, within: str | None = None, count: str | None = None) -> None:
         self.within, self.count = within, count
         self.depth = 0
         self.modules: set[str] = set()
+        self.carriers: set[str] = set()
         self.calls = 0
         self.lock = threading.Lock()
 
@@ -68,7 +77,12 @@ class Recorder:
                 self.calls += 1
             if self.within is None or self.depth > 0:
                 relative = os.path.relpath(code.co_filename, PACKAGE)[:-3]
-                self.modules.add("offsite." + relative.replace(os.sep, "."))
+                module = "offsite." + relative.replace(os.sep, ".")
+                self.modules.add(module)
+                arguments = [frame.f_locals.get(name) for name
+                             in code.co_varnames[:code.co_argcount] if name != "self"]
+                if any(isinstance(value, SETTINGS_TYPES) for value in arguments):
+                    self.carriers.add(module)
 
     def __enter__(self) -> Recorder:
         threading.setprofile(self.hook)
@@ -122,17 +136,27 @@ def test_an_s3_target_gives_bucket_and_prefix(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_an_upload_visits_at_most_8_modules_and_resolves_the_host_once(
+def test_an_upload_hands_the_settings_to_at_most_8_modules_and_never_rereads_the_config(
         tmp_path: Path, passphrase_env: None) -> None:
-    config = fleet(tmp_path)
+    config = fleet(tmp_path, paths={"srv": str(tmp_path / "data")})
     with Recorder(within="upload_step") as upload:
         record = run_local(config, "carcosa", BackupType.FULL)
     assert record.state == RunState.SUCCEEDED, record
-    assert len(upload.modules) <= MAX_UPLOAD_MODULES, (
-        f"the upload step ran functions of {len(upload.modules)} modules: "
-        f"{sorted(upload.modules)}")
+    visited = f"(every module whose functions ran: {sorted(upload.modules)})"
+    assert "offsite.duplicity.command" in upload.carriers, visited   # the recorder records
+    assert len(upload.carriers) <= MAX_UPLOAD_MODULES, (
+        f"the upload step handed the host's settings to {len(upload.carriers)} modules: "
+        f"{sorted(upload.carriers)} {visited}")
+    rederived = sorted(module for module in upload.modules if module.startswith("offsite.config."))
+    assert not rederived, f"the upload step looked into the Config again: {rederived}"
 
+
+@pytest.mark.slow
+def test_a_run_resolves_its_host_once(tmp_path: Path, passphrase_env: None) -> None:
+    config = fleet(tmp_path)
+    assert run_local(config, "carcosa", BackupType.FULL).state == RunState.SUCCEEDED
     with Recorder(count="resolve_host") as run:
         record = run_local(config, "carcosa", BackupType.INCR)
     assert record.state == RunState.SUCCEEDED, record
     assert run.calls == 1, f"resolve_host ran {run.calls} times in one run"
+    assert len(run.modules) > 10, sorted(run.modules)   # the hook saw the whole run

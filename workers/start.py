@@ -15,7 +15,7 @@ from offsite.ledger.heartbeat import Heartbeat, interval_for, worker_node
 from offsite.process.logbounds import bound_celery_logging
 from offsite.process.shutdown import request_stop
 from offsite.host.settings import resolve_host
-from offsite.host.staging import empty_host_staging
+from offsite.host.sources import empty_host_staging
 from workers.app import app
 from workers.context import (WORKER_HOST_ENV, current_config, host_lease, redis_client,
                              refresh_config)

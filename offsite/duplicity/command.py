@@ -14,9 +14,8 @@ from offsite.constants import BackupType
 from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
 from offsite.duplicity.errors import describe_failure, read_log_tail
 from offsite.errors import CommandError, CommandTimedOut
-from offsite.host.sources import (Sources, archive_path, host_sources, record_uploaded,
-                                  relocate, scan_problems, write_manifest)
-from offsite.host.staging import host_cache
+from offsite.host.sources import (Sources, archive_path, host_cache, host_sources,
+                                  record_uploaded, relocate, scan_problems, write_manifest)
 from offsite.process.execute import CommandResult, run_command
 from offsite.target.bucket import probe_bucket
 

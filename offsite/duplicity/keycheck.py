@@ -13,7 +13,7 @@ from offsite.duplicity.errors import describe_failure
 from offsite.errors import OffsiteError
 from offsite.process.execute import run_command
 from offsite.crypto.passphrase import read_passphrase
-from offsite.host.staging import host_cache
+from offsite.host.sources import host_cache
 from offsite.target.bucket import fetch_host_object
 
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024

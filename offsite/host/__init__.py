@@ -1,1 +1,2 @@
-"""One host: its resolved settings (settings), its staging folder and `paths:` (staging, sources)."""
+"""One host: its settings resolved once (settings), and what its backup reads: the staging
+folder, `paths:` and the duplicity cache beside them (sources)."""

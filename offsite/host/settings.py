@@ -96,7 +96,7 @@ class HostSettings:
 
     @property
     def cache(self) -> Path:
-        """duplicity's archive dir for the host (see offsite.host.staging.host_cache)."""
+        """duplicity's archive dir for the host (made private by offsite.host.sources.host_cache)."""
         return self.cache_root / self.name
 
     def script_staging(self, script: str) -> Path:

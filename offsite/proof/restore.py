@@ -11,7 +11,7 @@ from offsite.host.settings import HostSettings
 from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
 from offsite.errors import OffsiteError, UsageError
-from offsite.host.staging import host_cache
+from offsite.host.sources import host_cache
 from offsite.target.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
                           sets_needed)
 

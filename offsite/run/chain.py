@@ -19,7 +19,7 @@ from offsite.durations import format_duration
 from offsite.errors import OffsiteError
 from offsite.host.settings import HostSettings
 from offsite.host.sources import change_reason
-from offsite.host.staging import host_cache
+from offsite.host.sources import host_cache
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 
 

@@ -28,7 +28,7 @@ from offsite.schedule.specs import utcnow
 from offsite.run.scripts import ScriptRun, run_script, script_step
 from offsite.process.shutdown import stopping
 from offsite.host.settings import resolve_host
-from offsite.host.staging import empty_host_staging, prepare_host_staging
+from offsite.host.sources import empty_host_staging, prepare_host_staging
 from offsite.target.bucket import TargetUnreadable
 
 log = logging.getLogger(__name__)
