@@ -16,6 +16,7 @@ from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
+from offsite.host.settings import HostSettings, resolve_host
 from offsite.ledger.lease import MemoryHostLease
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
@@ -82,30 +83,31 @@ def walk_restored(restored: Path, outcome: VerifyRecord) -> list[Entry]:
     return entries
 
 
-def verify_backup(config: Config, host: str, at: datetime | None,
+def verify_backup(settings: HostSettings, at: datetime | None,
                   on_tick: Callable[[], None] | None = None,
                   secret_keys_file: Path | None = None) -> VerifyRecord:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
     when the target does not cover `at`. In public-key mode the secret key comes from
     secret_keys_file or this node's GNUPGHOME."""
-    catalog = read_catalog(config, host)
+    host = settings.name
+    catalog = read_catalog(settings)
     check_time_covered(catalog, at, host)
     chosen = set_at(catalog, at)
     outcome = VerifyRecord(backup_set=format_stamp(chosen.time))
     try:
-        refuse_if_frozen(host, archived_volumes(config, host, sets_needed(catalog, at)))
+        refuse_if_frozen(host, archived_volumes(settings, sets_needed(catalog, at)))
     except OffsiteError as frozen:
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
-    workspace = config.cache_dir / ".verify-tmp"   # no host name starts with a dot
+    workspace = settings.cache_root / ".verify-tmp"   # no host name starts with a dot
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700
     try:
         dest, throwaway_cache = private / "restore", private / "cache"
         throwaway_cache.mkdir(mode=0o700)
         try:
-            with secret_keyring(config, host, secret_keys_file) as gnupg_home:
-                run_restore(config, host, dest, throwaway_cache,
+            with secret_keyring(host, secret_keys_file) as gnupg_home:
+                run_restore(settings, dest, throwaway_cache,
                             str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
                             on_tick=on_tick, data_prefix=chosen.data_prefix,
                             gnupg_home=gnupg_home)
@@ -126,7 +128,7 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
     if admit(ctx, RunType.VERIFY, scheduled_for) is None:
         return None
     with recorded_step(ctx, VERIFY_STEP):
-        outcome = verify_backup(ctx.config, ctx.host, at, on_tick=lease_renewer(ctx),
+        outcome = verify_backup(ctx.settings, at, on_tick=lease_renewer(ctx),
                                 secret_keys_file=secret_keys_file)
 
         def record_outcome(record: RunRecord) -> None:
@@ -152,10 +154,9 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
 def verify_local(config: Config, host: str, at: datetime | None,
                  secret_keys_file: Path | None = None) -> RunRecord:
     """A verify in this process, no broker: `offsite verify --local`."""
-    config.host(host)
     store = MemoryRunStore()
-    ctx = RunContext(config=config, store=store, lease=MemoryHostLease(), host=host,
-                     run_id=new_run_id(host, RunType.VERIFY, utcnow()),
+    ctx = RunContext(config=config, settings=resolve_host(config, host), store=store,
+                     lease=MemoryHostLease(), run_id=new_run_id(host, RunType.VERIFY, utcnow()),
                      worker=f"local@{socket.gethostname()}")
     queue_run(store, host, RunType.VERIFY, ctx.run_id)
     try:
