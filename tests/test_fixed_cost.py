@@ -111,7 +111,7 @@ def test_the_command_line_turns_the_collector_back_on_before_its_work(
                          target={"url": f"file://{tmp_path}/target"})
     argv = [str(config) if arg == "CONFIG" else arg for arg in args]
     probe = ("import gc, sys\n"
-             "from offsite import cli\n"
+             "from offsite.cli import main as cli\n"
              "seen = []\n"
              "real = cli.settle\n"
              "def settle(*a):\n"
