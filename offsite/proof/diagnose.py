@@ -4,13 +4,13 @@ error names the volume that is missing, short, swapped or from another key inste
 `Error: 2` or a bare manifest hash."""
 from __future__ import annotations
 
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.target.bucket import TargetUnreadable
 from offsite.target.catalog import BackupSet
 from offsite.target.seal import object_digest
 
 
-def find_bad_object(config: Config, host: str, sets: list[BackupSet]) -> str | None:
+def find_bad_object(settings: HostSettings, sets: list[BackupSet]) -> str | None:
     """A sentence naming the first sealed object (manifests first, then volumes) of `sets`
     that is not as sealed; None when every one matches (or no set is sealed)."""
     for role in ("manifest", "volume"):
@@ -19,7 +19,7 @@ def find_bad_object(config: Config, host: str, sets: list[BackupSet]) -> str | N
                 continue
             for sealed in backup_set.seal.named(role):   # type: ignore[arg-type]
                 try:
-                    size, digest = object_digest(config, host, sealed.name)
+                    size, digest = object_digest(settings, sealed.name)
                 except TargetUnreadable as unreadable:
                     return f"{role} {sealed.name} cannot be read ({unreadable.cause})"
                 if size != sealed.size:
@@ -32,10 +32,10 @@ def find_bad_object(config: Config, host: str, sets: list[BackupSet]) -> str | N
     return None
 
 
-def explain_failure(config: Config, host: str, sets: list[BackupSet], cause: str) -> str:
+def explain_failure(settings: HostSettings, sets: list[BackupSet], cause: str) -> str:
     """The cause of a failed restore, headed by the object to blame when one is found."""
     try:
-        bad = find_bad_object(config, host, sets)
+        bad = find_bad_object(settings, sets)
     except Exception:   # a diagnosis must never hide the failure it explains
         bad = None
     return f"{bad}; duplicity said: {cause}" if bad else cause

@@ -7,12 +7,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
 from offsite.errors import CommandError, OffsiteError, UsageError
 from offsite.proof.diagnose import explain_failure, volume_order
-from offsite.host.staging import host_cache
+from offsite.host.sources import host_cache
 from offsite.target.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
                           sets_needed)
 
@@ -118,7 +118,7 @@ def check_destination(dest: Path, host: str) -> None:
                                 host=host, step="restore")
 
 
-def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
+def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
                  path: str | None = None, *, thaw_days: int | None = None,
                  secret_keys_file: Path | None = None,
                  chosen: list[BackupSet] | None = None) -> str | None:
@@ -127,29 +127,30 @@ def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
     S3 (the returned text says when to come back; nothing is restored then). In public-key mode
     the secret key comes from secret_keys_file or GNUPGHOME, never from the host. The set
     restored is appended to `chosen` (see choose_set)."""
+    host = settings.name
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
     if thaw_days is not None:
         check_thaw_days(thaw_days, host)
     check_destination(dest, host)
-    catalog = read_catalog(config, host)
+    catalog = read_catalog(settings)
     backup_set = choose_set(catalog, at, host)
     if chosen is not None:
         chosen.append(backup_set)
     sets = sets_needed(catalog, backup_set.time)
-    volumes = archived_volumes(config, host, sets)
+    volumes = archived_volumes(settings, sets)
     if thaw_days is not None and any(volume.state != "thawed" for volume in volumes):
-        return request_thaw(config, host, volumes, thaw_days)
+        return request_thaw(settings, volumes, thaw_days)
     refuse_if_frozen(host, volumes)
-    with secret_keyring(config, host, secret_keys_file) as gnupg_home:
+    with secret_keyring(host, secret_keys_file) as gnupg_home:
         if dest.is_dir():
             dest.rmdir()  # duplicity creates the folder itself
         stamp = str(int(backup_set.time.timestamp()))   # exactly the set chosen
         try:
-            run_restore(config, host, dest, host_cache(config, host), stamp, path,
+            run_restore(settings, dest, host_cache(settings), stamp, path,
                         data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home,
                         volume_names=volume_order(sets))
         except CommandError as error:
-            raise type(error)(explain_failure(config, host, sets, error.cause), host=host,
-                               step=error.step, exit_code=error.returncode,
-                               stderr_tail=error.stderr_tail) from None
+            raise type(error)(explain_failure(settings, sets, error.cause), host=host,
+                              step=error.step, exit_code=error.returncode,
+                              stderr_tail=error.stderr_tail) from None
     return None

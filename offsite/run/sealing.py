@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from offsite.config.model import Config
 from offsite.constants import BackupType
+from offsite.host.settings import HostSettings
 from offsite.target.bucket import list_host_objects
 from offsite.target.catalog import BackupSet, Catalog, build_catalog, format_stamp
 from offsite.target.seal import Seal, SealFailed, SealedObject, object_digest, write_seal
@@ -36,11 +36,12 @@ def place_in_chain(new: BackupSet, sealed: Catalog) -> tuple[datetime, int]:
     return new.start, 1   # it continues a set this catalog does not chain: say what it knows
 
 
-def seal_new_set(config: Config, host: str, sealed: Catalog, backup_type: BackupType,
+def seal_new_set(settings: HostSettings, sealed: Catalog, backup_type: BackupType,
                  started: datetime, run_id: str) -> Seal:
     """Seal the set this upload wrote; raises SealFailed (the set is missing or not whole by
     its names, an object changed size while it was read) or TargetUnreadable."""
-    raw = build_catalog(sealed.location, list_host_objects(config, host))
+    host = settings.name
+    raw = build_catalog(sealed.location, list_host_objects(settings))
     new = find_new_set(raw, sealed, backup_type, started)
     kind = "full" if backup_type == BackupType.FULL else "incremental"
     if new is None:
@@ -57,12 +58,12 @@ def seal_new_set(config: Config, host: str, sealed: Catalog, backup_type: Backup
     roles += [(name, "signatures") for name in sorted(new.signature_names)]
     objects: list[SealedObject] = []
     for name, role in roles:
-        size, digest = object_digest(config, host, name)
+        size, digest = object_digest(settings, name)
         if size != new.sizes.get(name):
             raise SealFailed(f"{name} changed while it was sealed ({new.sizes.get(name)} bytes "
                              f"listed, {size} read): not sealed", host=host, step="upload")
         objects.append(SealedObject(name, size, digest, role))   # type: ignore[arg-type]
     seal = Seal(kind=new.kind, time=new.time, start=new.start, chain_start=chain_start,
                 position=position, objects=tuple(objects), run_id=run_id)
-    write_seal(config, host, seal)
+    write_seal(settings, seal)
     return seal

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Literal, Mapping
 
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.target.bucket import TargetObject, list_host_objects
 from offsite.target.seal import Seal, SetKey, parse_seal_name, read_seals
 
@@ -326,9 +326,8 @@ def _add_volume(backup_set: BackupSet, number: int, obj: TargetObject, prefix: s
         backup_set.archived.append(obj.name)
 
 
-def read_catalog(config: Config, host: str) -> Catalog:
+def read_catalog(settings: HostSettings) -> Catalog:
     """List the host's prefix in the target and read its seals; raises TargetUnreadable."""
-    location = config.target.host_url(host)
-    objects = list_host_objects(config, host)
-    seals, problems = read_seals(config, host, [obj.name for obj in objects])
-    return build_catalog(location, objects, seals, problems)
+    objects = list_host_objects(settings)
+    seals, problems = read_seals(settings, [obj.name for obj in objects])
+    return build_catalog(settings.target.url, objects, seals, problems)

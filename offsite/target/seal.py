@@ -16,10 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable, Literal
 
-from offsite.config.model import Config
 from offsite.errors import OffsiteError
-from offsite.target.bucket import (TargetUnreadable, bucket_name, fetch_host_object,
-                                   file_host_dir, host_prefix, upload_s3_client)
+from offsite.host.settings import HostSettings
+from offsite.target.bucket import TargetUnreadable, fetch_host_object, upload_s3_client
 
 SEAL_FORMAT = "offsite-seal/1"
 MAX_SEAL_BYTES = 1024 * 1024        # a seal names a set's objects: a few KiB, even for 1000s
@@ -156,10 +155,11 @@ def _sealed_object(item: Any) -> SealedObject:
     return SealedObject(name, size, digest, role)
 
 
-def object_digest(config: Config, host: str, name: str) -> tuple[int, str]:
+def object_digest(settings: HostSettings, name: str) -> tuple[int, str]:
     """(size, SHA-256) of one of the host's objects, read in chunks; raises TargetUnreadable."""
     digest, size = hashlib.sha256(), 0
-    folder = file_host_dir(config, host)
+    host, target = settings.name, settings.target
+    folder = target.file_dir
     try:
         if folder is not None:
             with open(folder / name, "rb") as handle:
@@ -168,10 +168,9 @@ def object_digest(config: Config, host: str, name: str) -> tuple[int, str]:
                     size += len(chunk)
             return size, digest.hexdigest()
         from botocore.exceptions import BotoCoreError, ClientError
-        client = upload_s3_client(config)
+        client = upload_s3_client(target)
         try:
-            body = client.get_object(Bucket=bucket_name(config),
-                                     Key=host_prefix(config, host) + name)["Body"]
+            body = client.get_object(Bucket=target.bucket, Key=target.prefix + name)["Body"]
             for chunk in body.iter_chunks(_CHUNK):
                 digest.update(chunk)
                 size += len(chunk)
@@ -186,10 +185,11 @@ def object_digest(config: Config, host: str, name: str) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def write_seal(config: Config, host: str, seal: Seal) -> None:
+def write_seal(settings: HostSettings, seal: Seal) -> None:
     """Put the seal beside its set; raises SealFailed."""
     data = seal.to_bytes()
-    folder = file_host_dir(config, host)
+    host, target = settings.name, settings.target
+    folder = target.file_dir
     try:
         if folder is not None:
             partial = folder / f".{seal.name}.part"
@@ -197,10 +197,10 @@ def write_seal(config: Config, host: str, seal: Seal) -> None:
             partial.replace(folder / seal.name)
             return
         from botocore.exceptions import BotoCoreError, ClientError
-        client = upload_s3_client(config)
+        client = upload_s3_client(target)
         try:
-            client.put_object(Bucket=bucket_name(config), Key=host_prefix(config, host) +
-                              seal.name, Body=data, ContentType="application/json")
+            client.put_object(Bucket=target.bucket, Key=target.prefix + seal.name, Body=data,
+                              ContentType="application/json")
         except (BotoCoreError, ClientError) as exc:
             raise SealFailed(f"cannot write the seal {seal.name}: {exc}", host=host,
                              step="upload") from None
@@ -211,7 +211,7 @@ def write_seal(config: Config, host: str, seal: Seal) -> None:
                          host=host, step="upload") from None
 
 
-def read_seals(config: Config, host: str,
+def read_seals(settings: HostSettings,
                names: Iterable[str]) -> tuple[dict[SetKey, Seal], list[str]]:
     """The seals among the host's object names, and a problem line for each one that is not a
     seal (raises TargetUnreadable when the target cannot be read at all)."""
@@ -221,7 +221,7 @@ def read_seals(config: Config, host: str,
         if parse_seal_name(name) is None:
             continue
         try:
-            seal = parse_seal(fetch_host_object(config, host, name, MAX_SEAL_BYTES), name)
+            seal = parse_seal(fetch_host_object(settings, name, MAX_SEAL_BYTES), name)
         except SealUnreadable as bad:
             problems.append(bad.cause)
             continue
