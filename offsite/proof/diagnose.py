@@ -5,9 +5,8 @@ error names the volume that is missing, short, swapped or from another key inste
 from __future__ import annotations
 
 from offsite.host.settings import HostSettings
-from offsite.target.bucket import TargetUnreadable
+from offsite.target.bucket import TargetUnreadable, object_digest
 from offsite.target.catalog import BackupSet
-from offsite.target.seal import object_digest
 
 
 def find_bad_object(settings: HostSettings, sets: list[BackupSet]) -> str | None:

@@ -6,12 +6,12 @@ on a short write must not be sealed as whole."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Callable
 
 from offsite.constants import BackupType
-from offsite.host.settings import HostSettings
-from offsite.target.bucket import list_host_objects
+from offsite.target.bucket import TargetObject
 from offsite.target.catalog import BackupSet, Catalog, build_catalog, format_stamp
-from offsite.target.seal import Seal, SealFailed, SealedObject, object_digest, write_seal
+from offsite.target.seal import Seal, SealFailed, SealedObject
 
 
 def find_new_set(raw: Catalog, sealed: Catalog, backup_type: BackupType,
@@ -36,12 +36,15 @@ def place_in_chain(new: BackupSet, sealed: Catalog) -> tuple[datetime, int]:
     return new.start, 1   # it continues a set this catalog does not chain: say what it knows
 
 
-def seal_new_set(settings: HostSettings, sealed: Catalog, backup_type: BackupType,
-                 started: datetime, run_id: str) -> Seal:
-    """Seal the set this upload wrote; raises SealFailed (the set is missing or not whole by
-    its names, an object changed size while it was read) or TargetUnreadable."""
-    host = settings.name
-    raw = build_catalog(sealed.location, list_host_objects(settings))
+def seal_new_set(host: str, objects: list[TargetObject], sealed: Catalog,
+                 backup_type: BackupType, started: datetime, run_id: str,
+                 digest: Callable[[str], tuple[int, str]]) -> Seal:
+    """The seal of the set this upload wrote, found among `objects` (the host's prefix listed
+    after the upload), each object read back with `digest(name) -> (size, sha256)`
+    (offsite.target.bucket.object_digest); the caller writes it beside the set. Raises
+    SealFailed (the set is missing or not whole by its names, an object changed size while it
+    was read) or TargetUnreadable."""
+    raw = build_catalog(sealed.location, objects)
     new = find_new_set(raw, sealed, backup_type, started)
     kind = "full" if backup_type == BackupType.FULL else "incremental"
     if new is None:
@@ -56,14 +59,13 @@ def seal_new_set(settings: HostSettings, sealed: Catalog, backup_type: BackupTyp
     roles = [(name, "volume") for name in sorted(new.volume_names)]
     roles += [(new.manifest, "manifest")] if new.manifest else []
     roles += [(name, "signatures") for name in sorted(new.signature_names)]
-    objects: list[SealedObject] = []
+    sealed_objects: list[SealedObject] = []
     for name, role in roles:
-        size, digest = object_digest(settings, name)
+        size, sha256 = digest(name)
         if size != new.sizes.get(name):
             raise SealFailed(f"{name} changed while it was sealed ({new.sizes.get(name)} bytes "
                              f"listed, {size} read): not sealed", host=host, step="upload")
-        objects.append(SealedObject(name, size, digest, role))   # type: ignore[arg-type]
+        sealed_objects.append(SealedObject(name, size, sha256, role))   # type: ignore[arg-type]
     seal = Seal(kind=new.kind, time=new.time, start=new.start, chain_start=chain_start,
-                position=position, objects=tuple(objects), run_id=run_id)
-    write_seal(settings, seal)
+                position=position, objects=tuple(sealed_objects), run_id=run_id)
     return seal

@@ -31,7 +31,8 @@ from offsite.run.scripts import (EMPTY_OUTPUT_NOTE, ScriptRun, empty_output_note
 from offsite.process.shutdown import stopping
 from offsite.host.settings import resolve_host
 from offsite.host.sources import empty_host_staging, prepare_host_staging
-from offsite.target.bucket import TargetUnreadable
+from offsite.target.bucket import (TargetUnreadable, list_host_objects, object_digest,
+                                   put_host_object)
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,10 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
                       else read_passphrase(ctx.settings, step=UPLOAD_STEP))
         stats = upload(ctx.settings, backup_type, on_tick=lease_renewer(ctx),
                        passphrase=passphrase)
-        seal = seal_new_set(ctx.settings, before or read_catalog(ctx.settings), backup_type,
-                            started, ctx.run_id)   # see offsite.run.sealing
+        seal = seal_new_set(ctx.host, list_host_objects(ctx.settings),
+                            before or read_catalog(ctx.settings), backup_type, started,
+                            ctx.run_id, lambda name: object_digest(ctx.settings, name))
+        put_host_object(ctx.settings, seal.name, seal.to_bytes())   # see offsite.run.sealing
         written = confirm_uploaded(before, read_catalog(ctx.settings), backup_type,
                                    ctx.host, started)
         remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from typing import Iterable, Literal, Mapping
 
 from offsite.host.settings import HostSettings
-from offsite.target.bucket import TargetObject, list_host_objects
+from offsite.target.bucket import TargetObject, fetch_host_object, list_host_objects
 from offsite.target.seal import Seal, SetKey, parse_seal_name, read_seals
 
 _STAMP = r"\d{8}T\d{6}Z"
@@ -329,5 +329,6 @@ def _add_volume(backup_set: BackupSet, number: int, obj: TargetObject, prefix: s
 def read_catalog(settings: HostSettings) -> Catalog:
     """List the host's prefix in the target and read its seals; raises TargetUnreadable."""
     objects = list_host_objects(settings)
-    seals, problems = read_seals(settings, [obj.name for obj in objects])
+    seals, problems = read_seals(lambda name, most: fetch_host_object(settings, name, most),
+                                 [obj.name for obj in objects])
     return build_catalog(settings.target.url, objects, seals, problems)

@@ -14,15 +14,13 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 from offsite.errors import OffsiteError
-from offsite.host.settings import HostSettings
-from offsite.target.bucket import TargetUnreadable, fetch_host_object, upload_s3_client
+from offsite.target.bucket import TargetUnreadable
 
 SEAL_FORMAT = "offsite-seal/1"
 MAX_SEAL_BYTES = 1024 * 1024        # a seal names a set's objects: a few KiB, even for 1000s
-_CHUNK = 1024 * 1024
 _STAMP = r"\d{8}T\d{6}Z"
 _SEAL_NAME = re.compile(
     rf"^offsite-seal\.(?:full\.(?P<full>{_STAMP})|inc\.(?P<start>{_STAMP})\.to\.(?P<end>{_STAMP}))"
@@ -155,73 +153,18 @@ def _sealed_object(item: Any) -> SealedObject:
     return SealedObject(name, size, digest, role)
 
 
-def object_digest(settings: HostSettings, name: str) -> tuple[int, str]:
-    """(size, SHA-256) of one of the host's objects, read in chunks; raises TargetUnreadable."""
-    digest, size = hashlib.sha256(), 0
-    host, target = settings.name, settings.target
-    folder = target.file_dir
-    try:
-        if folder is not None:
-            with open(folder / name, "rb") as handle:
-                while chunk := handle.read(_CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
-            return size, digest.hexdigest()
-        from botocore.exceptions import BotoCoreError, ClientError
-        client = upload_s3_client(target)
-        try:
-            body = client.get_object(Bucket=target.bucket, Key=target.prefix + name)["Body"]
-            for chunk in body.iter_chunks(_CHUNK):
-                digest.update(chunk)
-                size += len(chunk)
-        except (BotoCoreError, ClientError) as exc:
-            raise TargetUnreadable(f"cannot read {name}: {exc}", host=host,
-                                   step="seal") from None
-        finally:
-            client.close()
-    except OSError as exc:
-        raise TargetUnreadable(f"cannot read {name}: {exc.strerror or exc}", host=host,
-                               step="seal") from None
-    return size, digest.hexdigest()
-
-
-def write_seal(settings: HostSettings, seal: Seal) -> None:
-    """Put the seal beside its set; raises SealFailed."""
-    data = seal.to_bytes()
-    host, target = settings.name, settings.target
-    folder = target.file_dir
-    try:
-        if folder is not None:
-            partial = folder / f".{seal.name}.part"
-            partial.write_bytes(data)
-            partial.replace(folder / seal.name)
-            return
-        from botocore.exceptions import BotoCoreError, ClientError
-        client = upload_s3_client(target)
-        try:
-            client.put_object(Bucket=target.bucket, Key=target.prefix + seal.name, Body=data,
-                              ContentType="application/json")
-        except (BotoCoreError, ClientError) as exc:
-            raise SealFailed(f"cannot write the seal {seal.name}: {exc}", host=host,
-                             step="upload") from None
-        finally:
-            client.close()
-    except OSError as exc:
-        raise SealFailed(f"cannot write the seal {seal.name}: {exc.strerror or exc}",
-                         host=host, step="upload") from None
-
-
-def read_seals(settings: HostSettings,
+def read_seals(fetch: Callable[[str, int], bytes],
                names: Iterable[str]) -> tuple[dict[SetKey, Seal], list[str]]:
-    """The seals among the host's object names, and a problem line for each one that is not a
-    seal (raises TargetUnreadable when the target cannot be read at all)."""
+    """The seals among the host's object names, read with `fetch(name, max_bytes)`, and a
+    problem line for each one that is not a seal (raises TargetUnreadable when the target
+    cannot be read at all)."""
     seals: dict[SetKey, Seal] = {}
     problems: list[str] = []
     for name in names:
         if parse_seal_name(name) is None:
             continue
         try:
-            seal = parse_seal(fetch_host_object(settings, name, MAX_SEAL_BYTES), name)
+            seal = parse_seal(fetch(name, MAX_SEAL_BYTES), name)
         except SealUnreadable as bad:
             problems.append(bad.cause)
             continue
