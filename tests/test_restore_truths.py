@@ -226,3 +226,38 @@ def test_a_script_that_writes_nothing_ends_the_run_as_warning(
     assert ": warning" in result.stdout and "script empty exited 0 but wrote nothing" \
         in result.stdout, describe(result)
     assert "script files" not in result.stdout
+
+
+@pytest.mark.slow
+def test_junk_in_the_target_is_ignored_and_alerted_once_as_target_tampered(
+        make_config: Any, run_offsite: Any, start_worker: Any, start_control: Any, aws: Any,
+        tmp_path: Path) -> None:
+    from tests.test_backup_flow import backup
+    from tests.test_failures import FAST_WATCHDOG
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("a")
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                         target={"url": f"file://{tmp_path}/target"}, watchdog=FAST_WATCHDOG)
+    start_worker(config, "carcosa")
+    start_control(config)
+    assert backup(run_offsite, config, "carcosa", "full")["state"] == "succeeded"
+    forged = "duplicity-full.20991231T000000Z.manifest.gpg"
+    (tmp_path / "target" / "carcosa" / forged).write_bytes(os.urandom(300))
+    (tmp_path / "target" / "carcosa" / "duplicity-junk").write_bytes(b"")
+    (data / "b.txt").write_text("b")
+    record = backup(run_offsite, config, "carcosa", "incr")
+    assert record["state"] == "succeeded", record
+    assert any(note.startswith("target_tampered:") and forged in note
+               for note in record["notes"]), record
+    listing = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)
+    assert [s["type"] for c in listing["chains"] for s in c["sets"]][-1] == record["type"]
+    assert forged in {item["name"] for item in listing["ignored"]}
+    alerts = aws.alerts(1, timeout=30)
+    tampered = [a for a in alerts if a["MessageAttributes"]["class"]["Value"] == "target_tampered"]
+    assert len(tampered) == 1 and forged in tampered[0]["Message"], alerts
+    assert len([a for a in aws.alerts(2, timeout=4)
+                if a["MessageAttributes"]["class"]["Value"] == "target_tampered"]) == 1
+    restored = run_offsite("restore", "carcosa", str(tmp_path / "out"), config=config)
+    assert restored.returncode == 0, describe(restored)
+    assert (tmp_path / "out" / "files" / "b.txt").read_text() == "b"

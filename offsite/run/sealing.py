@@ -16,14 +16,15 @@ from offsite.target.seal import Seal, SealFailed, SealedObject
 
 def find_new_set(raw: Catalog, sealed: Catalog, backup_type: BackupType,
                  started: datetime) -> BackupSet | None:
-    """The newest set of the run's type timed from the upload's start on that has no seal yet,
-    from a catalog judged by names alone (`raw`)."""
+    """The first set of the run's type timed from the upload's start on that has no seal yet,
+    from a catalog judged by names alone (`raw`): duplicity names the set by the second it
+    starts in, right after `started`; a later-dated one (a forged 2099 set) is not this run's."""
     kind = "full" if backup_type == BackupType.FULL else "incr"
     have = {(s.kind, s.time) for chain in sealed.chains for s in chain.sets if s.seal}
     candidates = [s for chain in raw.chains for s in chain.sets] + raw.orphans + raw.unfinished
     fresh = [s for s in candidates if s.kind == kind and (s.kind, s.time) not in have
              and s.time >= started.replace(microsecond=0)]
-    return max(fresh, key=lambda s: s.time, default=None)
+    return min(fresh, key=lambda s: s.time, default=None)
 
 
 def place_in_chain(new: BackupSet, sealed: Catalog) -> tuple[datetime, int]:
