@@ -16,15 +16,21 @@ from offsite.target.seal import Seal, SealFailed, SealedObject
 
 def find_new_set(raw: Catalog, sealed: Catalog, backup_type: BackupType,
                  started: datetime) -> BackupSet | None:
-    """The first set of the run's type timed from the upload's start on that has no seal yet,
-    from a catalog judged by names alone (`raw`): duplicity names the set by the second it
-    starts in, right after `started`; a later-dated one (a forged 2099 set) is not this run's."""
+    """The set this upload wrote, from a catalog judged by names alone (`raw`): the first set
+    of the run's type without a seal timed from the upload's start on (duplicity names a set by
+    the second it starts in; a later-dated one, a forged 2099 set, is not this run's), else one
+    that `sealed` (the listing before the upload) held unfinished: duplicity resumed it and it
+    keeps its first start's name."""
     kind = "full" if backup_type == BackupType.FULL else "incr"
     have = {(s.kind, s.time) for chain in sealed.chains for s in chain.sets if s.seal}
+    resumed = {(s.kind, s.time) for s in sealed.unfinished if s.seal is None}
     candidates = [s for chain in raw.chains for s in chain.sets] + raw.orphans + raw.unfinished
-    fresh = [s for s in candidates if s.kind == kind and (s.kind, s.time) not in have
-             and s.time >= started.replace(microsecond=0)]
-    return min(fresh, key=lambda s: s.time, default=None)
+    mine = [s for s in candidates if s.kind == kind and (s.kind, s.time) not in have]
+    fresh = [s for s in mine if s.time >= started.replace(microsecond=0)]
+    if fresh:
+        return min(fresh, key=lambda s: s.time)
+    return max((s for s in mine if (s.kind, s.time) in resumed), key=lambda s: s.time,
+               default=None)
 
 
 def place_in_chain(new: BackupSet, sealed: Catalog) -> tuple[datetime, int]:
