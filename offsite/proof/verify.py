@@ -17,14 +17,14 @@ from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
-from offsite.ledger.lease import MemoryHostLease
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
 from offsite.proof.restore import check_time_covered
 from offsite.run.admission import admit
-from offsite.run.context import RunContext, new_run_id, queue_run
+from offsite.run.context import RunContext, queue_run
+from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
 from offsite.run.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
-from offsite.run.steps import end_run, finish_step, lease_renewer, recorded_step
+from offsite.run.steps import StaleRun, end_stale, finish_step, lease_renewer, recorded_step
 from offsite.schedule.specs import utcnow
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
@@ -151,6 +151,7 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
                                 secret_keys_file=secret_keys_file)
 
         def record_outcome(record: RunRecord) -> None:
+            _still_running(ctx, record)
             record.verify = VerifyRecord.model_validate(outcome.as_dict())
             record.backup_set = outcome.backup_set
         ctx.store.update(ctx.run_id, record_outcome)
@@ -161,28 +162,42 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
                 host=ctx.host, step=VERIFY_STEP)
 
     def succeed(record: RunRecord) -> None:
+        _still_running(ctx, record)
         finish_step(record, VERIFY_STEP, 0)
         record.state = RunState.SUCCEEDED
         record.finished_at = utcnow()
     try:
         return ctx.store.update(ctx.run_id, succeed)
     finally:
-        end_run(ctx)
+        end_stale(ctx)   # a stale run leaves another run's staging and lease alone
+
+
+def _still_running(ctx: RunContext, record: RunRecord) -> None:
+    """A drill that finishes after its record was made final (the watchdog settled it) leaves
+    that record as it is: no final state is written over another."""
+    if record.state != RunState.RUNNING:
+        raise StaleRun(f"run {ctx.run_id} is already {record.state.value}; its outcome is "
+                       "not recorded", host=ctx.host, step=VERIFY_STEP)
 
 
 def verify_local(config: Config, host: str, at: datetime | None,
                  secret_keys_file: Path | None = None) -> RunRecord:
-    """A verify in this process, no broker: `offsite verify --local`."""
+    """A verify in this process, no worker: `offsite verify --local`, under the host lock the
+    workers take (offsite.run.local); raises HostBusy when another run holds the host."""
     config.host(host)
     store = MemoryRunStore()
-    ctx = RunContext(config=config, store=store, lease=MemoryHostLease(), host=host,
-                     run_id=new_run_id(host, RunType.VERIFY, utcnow()),
+    lease = local_lease(config, host, reachable_broker(config))
+    run_id = local_run_id(lease, host, RunType.VERIFY, utcnow())
+    take_host(lease, host, run_id)
+    ctx = RunContext(config=config, store=store, lease=lease, host=host, run_id=run_id,
                      worker=f"local@{socket.gethostname()}")
     queue_run(store, host, RunType.VERIFY, ctx.run_id)
     try:
         run_verify(ctx, at, secret_keys_file=secret_keys_file)
     except OffsiteError:
         pass  # recorded by the step that failed
+    finally:
+        lease.release(host, run_id)
     record = store.get(ctx.run_id)
     assert record is not None
     return record

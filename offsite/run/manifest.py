@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 MANIFEST_DIR = ".offsite"
 MANIFEST_NAME = "manifest.jsonl"
@@ -24,6 +24,7 @@ _CHUNK = 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024   # a manifest line longer than this is not ours
 _HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 _HASH_BATCH = 64
+TICK_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,13 @@ def _digested(entries: Iterator[Entry], root: Path, prefix: str) -> Iterator[Ent
                     yield replace(entry, sha256=sha256) if sha256 else entry
 
 
-def write_manifest(root: Path, paths: Mapping[str, Path] | None = None) -> ManifestSummary:
+def write_manifest(root: Path, paths: Mapping[str, Path] | None = None,
+                   on_tick: Callable[[], None] | None = None) -> ManifestSummary:
     """Hash every file under root (the staging folder) into root's manifest, and list the
     files of each `paths:` source as `<name>/...` with their size (read in place, often large
     and static: hashing them would read them whole on every run); returns the count, the total
-    size and the manifest's own digest."""
+    size and the manifest's own digest. `on_tick` is called every TICK_ENTRIES entries (the
+    run checks there that it still holds its host lease)."""
     target = manifest_path(root)
     target.parent.mkdir(mode=0o700, exist_ok=True)
     files = total = 0
@@ -117,7 +120,9 @@ def write_manifest(root: Path, paths: Mapping[str, Path] | None = None) -> Manif
         digest.update(header.encode())
         entries = [walk(root)] + [walk(Path(top), prefix=f"{name}/", digests=False)
                                   for name, top in sorted((paths or {}).items())]
-        for entry in (entry for source in entries for entry in source):
+        for count, entry in enumerate(entry for source in entries for entry in source):
+            if on_tick is not None and count % TICK_ENTRIES == 0:
+                on_tick()
             record: dict[str, object] = {"path": entry.path, "kind": entry.kind}
             if entry.kind == "file":
                 record["size"] = entry.size
