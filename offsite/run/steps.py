@@ -19,6 +19,7 @@ from offsite.target.thaw import tag_data_volumes
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.duplicity.keycheck import remember_written
 from offsite.ledger.renewer import LeaseLost
+from offsite.run.files_cache import FilesCache
 from offsite.run.manifest import write_manifest
 from offsite.crypto.encryption import is_public_key
 from offsite.crypto.passphrase import read_passphrase
@@ -29,7 +30,8 @@ from offsite.run.local import local_lease, local_run_id, reachable_broker, take_
 from offsite.schedule.specs import utcnow
 from offsite.run.scripts import ScriptRun, run_script, script_step
 from offsite.process.shutdown import stopping
-from offsite.host.staging import empty_host_staging, host_staging, prepare_host_staging
+from offsite.host.staging import (empty_host_staging, host_cache, host_staging,
+                                  prepare_host_staging)
 from offsite.target.bucket import TargetUnreadable
 
 log = logging.getLogger(__name__)
@@ -178,9 +180,11 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     (SIGTERM lets the current task end) never leaves a finished backup looking lost."""
     if not _guard(ctx, UPLOAD_STEP):
         return None
-    with recorded_step(ctx, UPLOAD_STEP):
+    with recorded_step(ctx, UPLOAD_STEP), FilesCache(
+            host_cache(ctx.config, ctx.host), reuse=backup_type == BackupType.INCR) as cache:
         summary = write_manifest(host_staging(ctx.config, ctx.host),
-                                 ctx.config.host(ctx.host).paths, on_tick=lease_renewer(ctx))
+                                 ctx.config.host(ctx.host).paths, on_tick=lease_renewer(ctx),
+                                 cache=cache)
         before = _planned_listings.take(ctx.run_id) or _catalog_or_none(ctx)
         time.sleep(wait_for_a_new_second(before, utcnow()))
         started = utcnow()
@@ -191,6 +195,7 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
                                    ctx.host, started)
         remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck
+        cache.commit()   # the digests of a confirmed set: the next incremental's files cache
     tag_note = tag_data_volumes(ctx.config, ctx.host, written)   # for the lifecycle rule
 
     def done(record: RunRecord) -> None:
