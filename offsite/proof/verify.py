@@ -4,7 +4,6 @@ compare every restored file with the digest manifest written at backup time."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -19,17 +18,16 @@ from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
+from offsite.proof.compare import VerifyOutcome, compare
 from offsite.proof.restore import check_time_covered
 from offsite.run.admission import admit
 from offsite.run.context import RunContext, queue_run
 from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
-from offsite.run.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
 from offsite.run.steps import StaleRun, end_stale, finish_step, lease_renewer, recorded_step
 from offsite.schedule.specs import utcnow
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
-MAX_LISTED_MISMATCHES = 20
 VERIFY_STEP = "verify"
 
 
@@ -37,25 +35,6 @@ class VerifyFailed(OffsiteError):
     """The restore did not give back what the manifest recorded (or could not be made)."""
 
     failure_class = "verify_failed"
-
-
-@dataclass
-class VerifyOutcome:
-    backup_set: str
-    files_checked: int = 0
-    bytes_read: int = 0
-    mismatch_count: int = 0
-    mismatches: list[str] = field(default_factory=list)
-
-    def add(self, problem: str) -> None:
-        self.mismatch_count += 1
-        if len(self.mismatches) < MAX_LISTED_MISMATCHES:
-            self.mismatches.append(problem[:300])
-
-    def as_dict(self) -> dict[str, object]:
-        return {"backup_set": self.backup_set, "files_checked": self.files_checked,
-                "bytes_read": self.bytes_read, "mismatch_count": self.mismatch_count,
-                "mismatches": list(self.mismatches)}
 
 
 def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
@@ -66,46 +45,10 @@ def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
     return max(candidates, key=lambda backup_set: backup_set.time)
 
 
-def compare(restored: Path, outcome: VerifyOutcome) -> None:
-    """Every manifest entry must be restored identically, and nothing else restored."""
-    try:
-        expected: dict[str, Entry] = {entry.path: entry
-                                      for entry in read_manifest(manifest_path(restored))}
-    except ManifestUnreadable as problem:
-        outcome.add(f"manifest: {problem}")
-        return
-    for found in walk_restored(restored, outcome):
-        wanted = expected.pop(found.path, None)
-        if wanted is None:
-            outcome.add(f"extra: {found.path} is in the restore but not in the manifest")
-        elif wanted.kind != found.kind:
-            outcome.add(f"different: {found.path} is a {found.kind}, the manifest says "
-                        f"{wanted.kind}")
-        elif found.kind == "symlink" and found.target != wanted.target:
-            outcome.add(f"different: {found.path} links to {found.target}, the manifest says "
-                        f"{wanted.target}")
-        elif found.kind == "file" and found.size != wanted.size:
-            outcome.add(f"different: {found.path} has {found.size} bytes, the manifest says "
-                        f"{wanted.size}")
-        elif found.kind == "file" and wanted.sha256 is not None \
-                and found.sha256 != wanted.sha256:
-            outcome.add(f"different: {found.path} has another SHA-256 than the manifest")
-    for missing in sorted(expected):
-        outcome.add(f"missing: {missing} is in the manifest but not in the restore")
-
-
-def walk_restored(restored: Path, outcome: VerifyOutcome) -> list[Entry]:
-    entries = list(walk(restored))
-    for entry in entries:
-        if entry.kind == "file":
-            outcome.files_checked += 1
-            outcome.bytes_read += entry.size
-    return entries
-
-
 def verify_backup(config: Config, host: str, at: datetime | None,
                   on_tick: Callable[[], None] | None = None,
-                  secret_keys_file: Path | None = None) -> VerifyOutcome:
+                  secret_keys_file: Path | None = None,
+                  leftovers: list[Path] | None = None) -> VerifyOutcome:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
     when the target does not cover `at`. In public-key mode the secret key comes from
@@ -133,9 +76,12 @@ def verify_backup(config: Config, host: str, at: datetime | None,
         except OffsiteError as error:
             raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
                                f"{error.cause}", host=host, step=VERIFY_STEP) from None
-        compare(dest, outcome)
+        compare(dest, outcome, on_tick)
     finally:
-        shutil.rmtree(private, ignore_errors=True)
+        if leftovers is None:
+            shutil.rmtree(private, ignore_errors=True)
+        else:
+            leftovers.append(private)
     return outcome
 
 
@@ -146,30 +92,40 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
     (recorded)."""
     if admit(ctx, RunType.VERIFY, scheduled_for) is None:
         return None
-    with recorded_step(ctx, VERIFY_STEP):
-        outcome = verify_backup(ctx.config, ctx.host, at, on_tick=lease_renewer(ctx),
-                                secret_keys_file=secret_keys_file)
-
-        def record_outcome(record: RunRecord) -> None:
-            _still_running(ctx, record)
-            record.verify = VerifyRecord.model_validate(outcome.as_dict())
-            record.backup_set = outcome.backup_set
-        ctx.store.update(ctx.run_id, record_outcome)
-        if outcome.mismatch_count:
-            raise VerifyFailed(
-                f"the set of {outcome.backup_set} restored with {outcome.mismatch_count} "
-                f"mismatch(es) against its manifest: {'; '.join(outcome.mismatches[:3])}",
-                host=ctx.host, step=VERIFY_STEP)
-
-    def succeed(record: RunRecord) -> None:
-        _still_running(ctx, record)
-        finish_step(record, VERIFY_STEP, 0)
-        record.state = RunState.SUCCEEDED
-        record.finished_at = utcnow()
+    leftovers: list[Path] = []   # the restored tree: removed once the record is final
     try:
-        return ctx.store.update(ctx.run_id, succeed)
+        with recorded_step(ctx, VERIFY_STEP):
+            outcome = verify_backup(ctx.config, ctx.host, at, on_tick=lease_renewer(ctx),
+                                    secret_keys_file=secret_keys_file, leftovers=leftovers)
+
+            def record_outcome(record: RunRecord) -> None:
+                _still_running(ctx, record)
+                record.verify = VerifyRecord.model_validate(outcome.as_dict())
+                record.backup_set = outcome.backup_set
+            ctx.store.update(ctx.run_id, record_outcome)
+            if outcome.mismatch_count:
+                raise VerifyFailed(
+                    f"the set of {outcome.backup_set} restored with {outcome.mismatch_count} "
+                    f"mismatch(es) against its manifest: {'; '.join(outcome.mismatches[:3])}",
+                    host=ctx.host, step=VERIFY_STEP)
+
+        def succeed(record: RunRecord) -> None:
+            _still_running(ctx, record)
+            finish_step(record, VERIFY_STEP, 0)
+            record.state = RunState.SUCCEEDED
+            record.finished_at = utcnow()
+        try:
+            return ctx.store.update(ctx.run_id, succeed)
+        finally:
+            _remove(leftovers)   # under the lease, still renewed by its keeper
+            end_stale(ctx)   # a stale run leaves another run's staging and lease alone
     finally:
-        end_stale(ctx)   # a stale run leaves another run's staging and lease alone
+        _remove(leftovers)
+
+
+def _remove(folders: list[Path]) -> None:
+    while folders:
+        shutil.rmtree(folders.pop(), ignore_errors=True)
 
 
 def _still_running(ctx: RunContext, record: RunRecord) -> None:
