@@ -12,10 +12,20 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
+import stat
 from pathlib import Path
 
 from offsite.config.model import Config
+from offsite.errors import OffsiteError
 from offsite.host.staging import private_dir
+
+_MAX_ID_BYTES = 200
+_RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+
+class HostLockUnusable(OffsiteError):
+    """The host's lock file is not a plain file offsite can lock (a symlink, a folder...)."""
 
 
 def lock_path(config: Config, host: str) -> Path:
@@ -36,16 +46,33 @@ class FileHostLease:
         return cls(lock_path(config, host))
 
     def last_run_id(self) -> str | None:
-        """The id written by the last run that took the lock (it may hold it still)."""
+        """The id written by the last run that took the lock (it may hold it still); None when
+        the file holds anything else."""
         try:
-            return self.path.read_text().strip() or None
-        except (FileNotFoundError, UnicodeDecodeError):
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
             return None
+        try:
+            text = os.read(fd, _MAX_ID_BYTES + 1).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        finally:
+            os.close(fd)
+        return text if _RUN_ID.fullmatch(text) else None
 
     def acquire(self, host: str, run_id: str) -> bool:
         if self._fd is not None:
             return self._run_id == run_id
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
+        except OSError as exc:
+            raise HostLockUnusable(f"cannot open the host lock file {self.path}: "
+                                   f"{exc.strerror or exc}; remove it (it must be a plain file "
+                                   "offsite creates)", host=host, step="start") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise HostLockUnusable(f"the host lock file {self.path} is not a plain file; "
+                                   "remove it", host=host, step="start")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -69,8 +96,8 @@ class FileHostLease:
         if self._fd is not None:
             return self._run_id
         try:
-            fd = os.open(self.path, os.O_RDONLY)
-        except FileNotFoundError:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
             return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
