@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Callable
+import time
+from contextlib import contextmanager, nullcontext
+from typing import Callable, ContextManager, Iterator
 
 from offsite.constants import LEASE_RENEWALS_PER_TTL, RunState
 from offsite.errors import OffsiteError
@@ -52,8 +54,11 @@ class LeaseKeeper:
     """A daemon thread renewing one run's lease until stopped (see the module's docstring)."""
 
     def __init__(self, lease: HostLease, host: str, run_id: str, ttl_s: float,
-                 state_of: RunStateOf | None = None) -> None:
+                 state_of: RunStateOf | None = None,
+                 idle_s: Callable[[], float] | None = None) -> None:
         self.lease = lease
+        self.ttl_s = ttl_s
+        self.idle_s = idle_s
         self.host = host
         self.run_id = run_id
         self.period_s = renewal_period(ttl_s)
@@ -85,6 +90,11 @@ class LeaseKeeper:
     def _run(self) -> None:
         failing = False
         while not self._stop.wait(self.period_s):
+            if self.idle_s is not None and self.idle_s() > self.ttl_s:
+                self.lost = ("ran no step in this process for lease_ttl (its next task never "
+                             "came?): its lease is left to lapse")
+                log.error("run %s: %s", self.run_id, self.lost)
+                return
             try:
                 self.renew_once()
                 if failing:
@@ -130,6 +140,8 @@ class RenewingLease:
         self.ttl_s = ttl_s
         self.state_of = state_of
         self._keepers: dict[tuple[str, str], LeaseKeeper] = {}
+        self._busy: dict[tuple[str, str], int] = {}
+        self._idle_since: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
 
     def keeper(self, host: str, run_id: str) -> LeaseKeeper | None:
@@ -141,8 +153,35 @@ class RenewingLease:
             current = self._keepers.get((host, run_id))
             if current is not None and current.alive:
                 return
+            self._idle_since.setdefault((host, run_id), time.monotonic())
             self._keepers[(host, run_id)] = LeaseKeeper(
-                self.inner, host, run_id, self.ttl_s, self.state_of).start()
+                self.inner, host, run_id, self.ttl_s, self.state_of,
+                lambda: self.idle_s(host, run_id)).start()
+
+    @contextmanager
+    def working(self, host: str, run_id: str) -> Iterator[None]:
+        """While inside, the run is working in this process: its keeper renews whatever the
+        work does. Between two of its tasks (a step ended, the next not begun) the keeper
+        renews for at most lease_ttl: a run whose next task never comes is left to lapse and
+        the watchdog finds it lost, as before keepers."""
+        key = (host, run_id)
+        with self._lock:
+            self._busy[key] = self._busy.get(key, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy[key] -= 1
+                if not self._busy[key]:
+                    del self._busy[key]
+                    self._idle_since[key] = time.monotonic()
+
+    def idle_s(self, host: str, run_id: str) -> float:
+        """How long the run has not been working here (0 while it is)."""
+        with self._lock:
+            if (host, run_id) in self._busy:
+                return 0.0
+            return time.monotonic() - self._idle_since.get((host, run_id), time.monotonic())
 
     def acquire(self, host: str, run_id: str) -> bool:
         if not self.inner.acquire(host, run_id):
@@ -162,6 +201,7 @@ class RenewingLease:
     def release(self, host: str, run_id: str) -> None:
         with self._lock:
             current = self._keepers.pop((host, run_id), None)
+            self._idle_since.pop((host, run_id), None)
         if current is not None:
             current.stop()
         if current is None or current.alive:
@@ -175,3 +215,11 @@ class RenewingLease:
         with self._lock:
             return sum(1 for keeper in self._keepers.values() if keeper.alive)
 
+
+def keep_working(lease: HostLease, host: str, run_id: str) -> ContextManager[None]:
+    """`RenewingLease.working` for a lease that keeps runs alive (itself, or one it holds as
+    `shared`, as a local command's lease does); nothing for the others."""
+    for candidate in (lease, getattr(lease, "shared", None)):
+        if isinstance(candidate, RenewingLease):
+            return candidate.working(host, run_id)
+    return nullcontext()

@@ -22,6 +22,7 @@ from offsite.proof.compare import VerifyOutcome, compare
 from offsite.proof.restore import check_time_covered
 from offsite.run.admission import admit
 from offsite.run.context import RunContext, queue_run
+from offsite.run.working import working
 from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
 from offsite.run.steps import StaleRun, end_stale, finish_step, lease_renewer, recorded_step
 from offsite.schedule.specs import utcnow
@@ -85,6 +86,7 @@ def verify_backup(config: Config, host: str, at: datetime | None,
     return outcome
 
 
+@working
 def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | None = None,
                secret_keys_file: Path | None = None) -> RunRecord | None:
     """Run the verify `ctx.run_id`; None when it was not admitted (a duplicate message, a newer

@@ -26,6 +26,7 @@ from offsite.crypto.passphrase import read_passphrase
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, StepRecord
 from offsite.run.context import RunContext
+from offsite.run.working import working
 from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
 from offsite.schedule.specs import utcnow
 from offsite.run.scripts import ScriptRun, run_script, script_step
@@ -44,6 +45,7 @@ class StaleRun(OffsiteError):
     """A step of a run that already ended or lost its lease: it must not run, nor alert."""
 
 
+@working
 def begin_run(ctx: RunContext, requested: BackupType,
               scheduled_for: datetime | None = None) -> BackupType | None:
     """Admit the run (see offsite.run.admission), check that the passphrase can be read, decide
@@ -163,6 +165,7 @@ def _killed_by_signal(error: OffsiteError) -> bool:
             and error.returncode is not None and error.returncode < 0)
 
 
+@working
 def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> None:
     step = script_step(script)
     if not _guard(ctx, step):
@@ -173,6 +176,7 @@ def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> No
     ctx.store.update(ctx.run_id, lambda record: finish_step(record, step, 0))
 
 
+@working
 def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     """Write the digest manifest (offsite.run.manifest) into staging, upload, confirm the new set in
     the target, and finish the run in the same breath: the
