@@ -56,7 +56,8 @@ class LeaseWatch:
 def test_a_kept_lease_outlives_many_periods_and_is_freed_at_release(
         redis_client: redis.Redis) -> None:
     lease = RenewingLease(RedisHostLease(redis_client, 2), 2)
-    with LeaseWatch(redis_client, "carcosa") as watch:
+    with LeaseWatch(redis_client, "carcosa") as watch, \
+            lease.working("carcosa", "carcosa-full-20261204T000000Z"):
         assert lease.acquire("carcosa", "carcosa-full-20261204T000000Z")
         deadline = time.monotonic() + 7   # three and a half lease periods, no renew() called
         while time.monotonic() < deadline:
@@ -66,6 +67,22 @@ def test_a_kept_lease_outlives_many_periods_and_is_freed_at_release(
         lease.release("carcosa", "carcosa-full-20261204T000000Z")
     assert watch.holders == [None, "carcosa-full-20261204T000000Z", None]
     assert lease.running() == 0
+
+
+def test_a_run_idle_here_for_a_whole_lease_is_left_to_lapse(redis_client: redis.Redis) -> None:
+    """Between two tasks of a run the keeper renews at most lease_ttl: a run whose next task
+    never comes lapses and the watchdog finds it lost."""
+    lease = RenewingLease(RedisHostLease(redis_client, 2), 2)
+    busy, idle = "carcosa-full-20261204T000000Z", "other-full-20261204T000000Z"
+    with lease.working("carcosa", busy):
+        assert lease.acquire("carcosa", busy)
+        assert lease.acquire("other", idle)
+        wait_until(lambda: redis_client.get(LEASE_KEY + "other") is None, timeout=10,
+                   what="the idle run's lease to lapse")
+        assert lease.renew("carcosa", busy) and not lease.renew("other", idle)
+        assert redis_client.get(LEASE_KEY + "carcosa") == busy
+    lease.release("carcosa", busy)
+    lease.release("other", idle)
 
 
 def test_a_lapsed_lease_nobody_holds_is_retaken(redis_client: redis.Redis) -> None:
