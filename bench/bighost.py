@@ -44,6 +44,7 @@ from bench.services import OFFSITE, Service, child_env, start_redis, start_worke
 from offsite.config.model import load_config
 from offsite.constants import LEASE_KEY, BackupType
 from offsite.duplicity.command import duplicity_env, restore_argv
+from offsite.host.settings import resolve_host
 from offsite.target.catalog import read_catalog
 
 DUMP_HOST, TREE_HOST = "dump", "tree"
@@ -184,15 +185,16 @@ def phase_drill(args: argparse.Namespace, work: Path, config_path: Path, broker_
 
 
 def _plain_restore(config: Any, work: Path, env: dict[str, str]) -> float:
+    settings = resolve_host(config, TREE_HOST)
     dest, cache = work / "plain-restore", work / "plain-restore-cache"
     shutil.rmtree(dest, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
     cache.mkdir()
-    newest = max((s for chain in read_catalog(config, TREE_HOST).chains for s in chain.sets),
+    newest = max((s for chain in read_catalog(settings).chains for s in chain.sets),
                  key=lambda backup_set: backup_set.time)
-    argv = restore_argv(config, TREE_HOST, dest, cache, None, None, newest.data_prefix)
+    argv = restore_argv(settings, dest, cache, None, None, newest.data_prefix)
     started = time.monotonic()
-    subprocess.run(argv, check=True, env=duplicity_env(config, PASSPHRASE, env),
+    subprocess.run(argv, check=True, env=duplicity_env(settings, PASSPHRASE, env),
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seconds = time.monotonic() - started
     shutil.rmtree(dest, ignore_errors=True)

@@ -17,7 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from offsite.proof.compare import VerifyOutcome, compare
+from offsite.ledger.run_record import VerifyRecord
+from offsite.proof.compare import compare
 from offsite.run.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
 
 PER_FOLDER = 1000
@@ -37,7 +38,7 @@ def make(root: Path, files: int, seed: int = 11) -> None:
     write_manifest(root)
 
 
-def compare_before(restored: Path, outcome: VerifyOutcome) -> None:
+def compare_before(restored: Path, outcome: VerifyRecord) -> None:
     """The compare offsite had before (offsite/proof/verify.py at 8120516): the baseline."""
     try:
         expected: dict[str, Entry] = {entry.path: entry
@@ -61,7 +62,7 @@ def compare_before(restored: Path, outcome: VerifyOutcome) -> None:
 
 
 def run(root: Path, how: str) -> None:
-    outcome = VerifyOutcome("bench")
+    outcome = VerifyRecord(backup_set="bench")
     started = time.monotonic()
     if how == "new":
         compare(root, outcome)

@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 
 from offsite.config.model import load_config
+from offsite.host.settings import resolve_host
 from offsite.constants import RunState, RunType
 from offsite.ledger.lease import MemoryHostLease
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import RunRecord
-from offsite.proof.compare import VerifyOutcome, compare
+from offsite.ledger.run_record import VerifyRecord
+from offsite.proof.compare import compare
 from offsite.proof.verify import run_verify
 from offsite.run.context import RunContext, queue_run
 from offsite.run.manifest import write_manifest
@@ -39,7 +41,7 @@ def staged(root: Path) -> Path:
 
 def test_an_identical_restore_has_no_mismatch(tmp_path: Path) -> None:
     root = staged(tmp_path / "restore")
-    outcome = VerifyOutcome("20261204T000000Z")
+    outcome = VerifyRecord(backup_set="20261204T000000Z")
     ticks: list[int] = []
     compare(root, outcome, on_tick=lambda: ticks.append(1))
     assert outcome.mismatch_count == 0, outcome.mismatches
@@ -57,7 +59,7 @@ def test_every_kind_of_difference_is_named(tmp_path: Path) -> None:
     (root / "link").unlink()
     os.symlink("elsewhere", root / "link")
     (root / "d" / "extra").write_text("not in the manifest\n")
-    outcome = VerifyOutcome("20261204T000000Z")
+    outcome = VerifyRecord(backup_set="20261204T000000Z")
     compare(root, outcome)
     assert sorted(outcome.mismatches) == sorted([
         "different: content.txt has another SHA-256 than the manifest",
@@ -72,7 +74,7 @@ def test_every_kind_of_difference_is_named(tmp_path: Path) -> None:
 
 def test_a_missing_manifest_is_named(tmp_path: Path) -> None:
     (tmp_path / "restore").mkdir()
-    outcome = VerifyOutcome("20261204T000000Z")
+    outcome = VerifyRecord(backup_set="20261204T000000Z")
     compare(tmp_path / "restore", outcome)
     assert outcome.mismatches == ["manifest: the backup holds no .offsite/manifest.jsonl"]
 
@@ -92,8 +94,9 @@ def test_a_drill_finishing_after_its_record_was_made_final_does_not_overwrite_it
     assert result.returncode == 0, describe(result)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     store, lease = MemoryRunStore(), MemoryHostLease()
-    ctx = RunContext(config=load_config(path), store=store, lease=lease, host="carcosa",
-                     run_id="carcosa-verify-20261204T000000Z", worker="test")
+    config = load_config(path)
+    ctx = RunContext(config=config, settings=resolve_host(config, "carcosa"), store=store,
+                     lease=lease, run_id="carcosa-verify-20261204T000000Z", worker="test")
     queue_run(store, "carcosa", RunType.VERIFY, ctx.run_id)
     errors: list[BaseException] = []
 

@@ -11,21 +11,22 @@ from offsite.constants import RunState
 
 
 def cmd_prune(args: argparse.Namespace, config: Config) -> int:
+    from offsite.host.settings import resolve_host
     from offsite.ledger.records import MemoryRunStore, RedisRunStore, RunStore
     from offsite.proof.prune import prune_host
     from offsite.run.local import local_lease, reachable_broker
     hosts = [args.host] if args.host else [h for h in config.hosts
                                            if config.keep_full_chains(h) is not None]
-    for host in hosts:
-        config.host(host)
+    resolved = [resolve_host(config, host) for host in hosts]   # an unknown host: before any
     # with no broker at hand (the embedded default) the prune is recorded in this process only
     client = reachable_broker(config)
     store: RunStore = RedisRunStore(client) if client is not None else MemoryRunStore()
     failed = False
     report: list[dict[str, Any]] = []
-    for host in hosts:
-        lease = local_lease(config, host, client)   # the host lock the workers take
-        outcome = prune_host(config, store, lease, host, apply=args.apply)
+    for settings in resolved:
+        host = settings.name
+        lease = local_lease(config, settings, client)   # the host lock the workers take
+        outcome = prune_host(settings, store, lease, apply=args.apply)
         state = outcome.record.state if outcome.record is not None else None
         if state is not None and state != RunState.SUCCEEDED:
             failed = True

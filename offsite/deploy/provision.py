@@ -19,7 +19,8 @@ from offsite.config.model import Config
 from offsite.errors import OffsiteError
 from offsite.deploy.iam_policy import (PUBLIC_ACCESS_BLOCK, Policy, alert_policy, host_policy,
                                 lifecycle_rules, prune_policy, recover_policy)
-from offsite.target.bucket import bucket_name, host_prefix
+from offsite.host.settings import resolve_host
+from offsite.target.bucket import bucket_name
 
 POLICY_NAME = "offsite"
 MAX_USER_NAME = 64
@@ -72,7 +73,7 @@ def build_plan(config: Config) -> Plan:
     prefix = config.provision.name_prefix
     root = _root_prefix(config)
     identities = [Identity(f"{prefix}-host-{host}", "host", host,
-                           host_policy(bucket, host_prefix(config, host)), "DUPLICITY_AWS_",
+                           host_policy(bucket, resolve_host(config, host).target.prefix), "DUPLICITY_AWS_",
                            f"{host}.env") for host in config.hosts]
     if config.alerts.sns_topic_arn:
         identities.append(Identity(f"{prefix}-alert", "alert", None,

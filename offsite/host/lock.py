@@ -16,9 +16,9 @@ import re
 import stat
 from pathlib import Path
 
-from offsite.config.model import Config
 from offsite.errors import OffsiteError
-from offsite.host.staging import private_dir
+from offsite.host.settings import HostSettings
+from offsite.host.sources import private_dir
 
 _MAX_ID_BYTES = 200
 _RUN_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
@@ -28,8 +28,8 @@ class HostLockUnusable(OffsiteError):
     """The host's lock file is not a plain file offsite can lock (a symlink, a folder...)."""
 
 
-def lock_path(config: Config, host: str) -> Path:
-    return config.staging_root / f".{host}.lock"   # no host name starts with a dot
+def lock_path(settings: HostSettings) -> Path:
+    return settings.staging_root / f".{settings.name}.lock"   # no host name starts with a dot
 
 
 class FileHostLease:
@@ -41,9 +41,9 @@ class FileHostLease:
         self._run_id: str | None = None
 
     @classmethod
-    def for_host(cls, config: Config, host: str) -> FileHostLease:
-        private_dir(config.staging_root, shared_ok=True)
-        return cls(lock_path(config, host))
+    def for_host(cls, settings: HostSettings) -> FileHostLease:
+        private_dir(settings.staging_root, shared_ok=True)
+        return cls(lock_path(settings))
 
     def last_run_id(self) -> str | None:
         """The id written by the last run that took the lock (it may hold it still); None when

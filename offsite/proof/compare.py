@@ -21,37 +21,18 @@ import os
 import sqlite3
 import stat
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator
 
+from offsite.ledger.run_record import VerifyRecord
 from offsite.run.manifest import (Entry, ManifestUnreadable, file_digest, manifest_path,
                                   read_manifest, walk)
 
-MAX_LISTED_MISMATCHES = 20
 _BATCH = 256
 _THREADS = max(1, min(4, os.cpu_count() or 1))
 _INDEX_NAME = "manifest-index.sqlite"
-
-
-@dataclass
-class VerifyOutcome:
-    backup_set: str
-    files_checked: int = 0
-    bytes_read: int = 0
-    mismatch_count: int = 0
-    mismatches: list[str] = field(default_factory=list)
-
-    def add(self, problem: str) -> None:
-        self.mismatch_count += 1
-        if len(self.mismatches) < MAX_LISTED_MISMATCHES:
-            self.mismatches.append(problem[:300])
-
-    def as_dict(self) -> dict[str, object]:
-        return {"backup_set": self.backup_set, "files_checked": self.files_checked,
-                "bytes_read": self.bytes_read, "mismatch_count": self.mismatch_count,
-                "mismatches": list(self.mismatches)}
 
 
 @dataclass(frozen=True)
@@ -61,7 +42,7 @@ class _Checked:
     size: int = 0            # bytes read to check it
 
 
-def compare(restored: Path, outcome: VerifyOutcome,
+def compare(restored: Path, outcome: VerifyRecord,
             on_tick: Callable[[], None] | None = None) -> None:
     """Every manifest entry must be restored identically, and nothing else restored."""
     found = 0
@@ -125,7 +106,7 @@ def _count(restored: Path, on_tick: Callable[[], None] | None) -> int:
     return sum(1 for _ in _restored_entries(restored, on_tick))
 
 
-def _name_extras(restored: Path, outcome: VerifyOutcome,
+def _name_extras(restored: Path, outcome: VerifyRecord,
                  on_tick: Callable[[], None] | None) -> None:
     """The restored paths the manifest does not hold, through an on-disk index of its paths."""
     index_path = restored.parent / _INDEX_NAME

@@ -16,15 +16,16 @@ from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
+from offsite.host.settings import HostSettings, resolve_host
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
-from offsite.proof.compare import VerifyOutcome, compare
 from offsite.proof.restore import check_time_covered
 from offsite.run.admission import admit
+from offsite.proof.compare import compare
 from offsite.run.context import RunContext, queue_run
-from offsite.run.working import working
 from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
 from offsite.run.steps import StaleRun, end_stale, finish_step, lease_renewer, recorded_step
+from offsite.run.working import working
 from offsite.schedule.specs import utcnow
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
@@ -46,31 +47,33 @@ def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
     return max(candidates, key=lambda backup_set: backup_set.time)
 
 
-def verify_backup(config: Config, host: str, at: datetime | None,
+def verify_backup(settings: HostSettings, at: datetime | None,
                   on_tick: Callable[[], None] | None = None,
                   secret_keys_file: Path | None = None,
-                  leftovers: list[Path] | None = None) -> VerifyOutcome:
+                  leftovers: list[Path] | None = None) -> VerifyRecord:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
     when the target does not cover `at`. In public-key mode the secret key comes from
-    secret_keys_file or this node's GNUPGHOME."""
-    catalog = read_catalog(config, host)
+    secret_keys_file or this node's GNUPGHOME. With `leftovers`, the drill's private folder is
+    added to it for the caller to remove (after its record is final) instead of removed here."""
+    host = settings.name
+    catalog = read_catalog(settings)
     check_time_covered(catalog, at, host)
     chosen = set_at(catalog, at)
-    outcome = VerifyOutcome(backup_set=format_stamp(chosen.time))
+    outcome = VerifyRecord(backup_set=format_stamp(chosen.time))
     try:
-        refuse_if_frozen(host, archived_volumes(config, host, sets_needed(catalog, at)))
+        refuse_if_frozen(host, archived_volumes(settings, sets_needed(catalog, at)))
     except OffsiteError as frozen:
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
-    workspace = config.cache_dir / ".verify-tmp"   # no host name starts with a dot
+    workspace = settings.cache_root / ".verify-tmp"   # no host name starts with a dot
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700
     try:
         dest, throwaway_cache = private / "restore", private / "cache"
         throwaway_cache.mkdir(mode=0o700)
         try:
-            with secret_keyring(config, host, secret_keys_file) as gnupg_home:
-                run_restore(config, host, dest, throwaway_cache,
+            with secret_keyring(host, secret_keys_file) as gnupg_home:
+                run_restore(settings, dest, throwaway_cache,
                             str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
                             on_tick=on_tick, data_prefix=chosen.data_prefix,
                             gnupg_home=gnupg_home)
@@ -91,18 +94,18 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
                secret_keys_file: Path | None = None) -> RunRecord | None:
     """Run the verify `ctx.run_id`; None when it was not admitted (a duplicate message, a newer
     drill waiting). Raises MustWait when a backup holds the host, OffsiteError on failure
-    (recorded)."""
+    (recorded), StaleRun when its record was made final meanwhile (kept as it is)."""
     if admit(ctx, RunType.VERIFY, scheduled_for) is None:
         return None
     leftovers: list[Path] = []   # the restored tree: removed once the record is final
     try:
         with recorded_step(ctx, VERIFY_STEP):
-            outcome = verify_backup(ctx.config, ctx.host, at, on_tick=lease_renewer(ctx),
+            outcome = verify_backup(ctx.settings, at, on_tick=lease_renewer(ctx),
                                     secret_keys_file=secret_keys_file, leftovers=leftovers)
 
             def record_outcome(record: RunRecord) -> None:
                 _still_running(ctx, record)
-                record.verify = VerifyRecord.model_validate(outcome.as_dict())
+                record.verify = outcome
                 record.backup_set = outcome.backup_set
             ctx.store.update(ctx.run_id, record_outcome)
             if outcome.mismatch_count:
@@ -142,12 +145,12 @@ def verify_local(config: Config, host: str, at: datetime | None,
                  secret_keys_file: Path | None = None) -> RunRecord:
     """A verify in this process, no worker: `offsite verify --local`, under the host lock the
     workers take (offsite.run.local); raises HostBusy when another run holds the host."""
-    config.host(host)
+    settings = resolve_host(config, host)
     store = MemoryRunStore()
-    lease = local_lease(config, host, reachable_broker(config))
+    lease = local_lease(config, settings, reachable_broker(config))
     run_id = local_run_id(lease, host, RunType.VERIFY, utcnow())
     take_host(lease, host, run_id)
-    ctx = RunContext(config=config, store=store, lease=lease, host=host, run_id=run_id,
+    ctx = RunContext(config=config, settings=settings, store=store, lease=lease, run_id=run_id,
                      worker=f"local@{socket.gethostname()}")
     queue_run(store, host, RunType.VERIFY, ctx.run_id)
     try:

@@ -23,6 +23,7 @@ from offsite.config.model import Config
 from offsite.constants import BackupType, RunType
 from offsite.errors import OffsiteError
 from offsite.host.lock import FileHostLease
+from offsite.host.settings import HostSettings
 from offsite.ledger.lease import HostLease, RedisHostLease
 from offsite.ledger.renewer import RenewingLease
 from offsite.run.context import new_run_id
@@ -81,12 +82,13 @@ def reachable_broker(config: Config) -> redis.Redis | None:
     return client
 
 
-def local_lease(config: Config, host: str, client: redis.Redis | None) -> LocalLease:
+def local_lease(config: Config, settings: HostSettings,
+                client: redis.Redis | None) -> LocalLease:
     """The host lock of a local command (see the module's docstring); `client`: the broker
     as reachable_broker found it (None: there is none, the lock file alone)."""
     ttl = config.watchdog.lease_ttl
     shared = RenewingLease(RedisHostLease(client, ttl), ttl) if client is not None else None
-    return LocalLease(FileHostLease.for_host(config, host), shared)
+    return LocalLease(FileHostLease.for_host(settings), shared)
 
 
 def local_run_id(lease: LocalLease, host: str, kind: BackupType | RunType,
