@@ -204,8 +204,7 @@ class RenewingLease:
             self._idle_since.pop((host, run_id), None)
         if current is not None:
             current.stop()
-        if current is None or current.alive:
-            self.inner.release(host, run_id)
+        self.inner.release(host, run_id)   # only deletes the lease while it is this run's
 
     def holder(self, host: str) -> str | None:
         return self.inner.holder(host)
