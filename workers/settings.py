@@ -36,6 +36,7 @@ def beat_settings(config: Config) -> dict[str, Any]:
         "redbeat_key_prefix": KEY_PREFIX + "redbeat:",
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "beat_max_loop_interval": BEAT_LOOP_S,
+        "beat_enable_remote_control": False,
         **({"redbeat_redis_use_ssl": tls} if (tls := tls_options(config.broker_url)) else {}),
     }
 
@@ -82,6 +83,10 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "timezone": config.schedule.timezone,
         "beat_schedule": build_beat_schedule(config),
         "enable_utc": True,
+        # no remote control: a broadcast (shutdown, rate_limit, cancel_consumer, add_consumer,
+        # pool_restart, revoke) from anyone who can write to Redis reaches no offsite process;
+        # the heartbeat hash replaces pings and Flower keeps its task view from events
+        "worker_enable_remote_control": False,
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
         # refuses in one line what never reaches a task (pickle, unknown task names)
