@@ -62,6 +62,11 @@ def test_broadcasts_reach_no_worker_and_no_control_node(
         intruder.close()
     processes = [*workers, control]
     assert all(process.alive for process in processes)
+    # each worker's heartbeat names the queues it reads: its own, and only its own
+    wait_until(lambda: redis_client.hget("offsite:consuming", f"worker:{OTHER}") is not None,
+               timeout=30, what="the heartbeat to name the queues read")
+    for host in (HOST, OTHER):
+        assert redis_client.hget("offsite:consuming", f"worker:{host}") == f"backup.{host}"
     runs = [_backup_succeeds(run_offsite, config, HOST),
             _backup_succeeds(run_offsite, config, OTHER)]
     store = RedisRunStore(redis_client)

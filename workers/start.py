@@ -72,10 +72,11 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> int:
     _bound_incoming_messages()
     heartbeats: list[Heartbeat] = []
 
-    def start_heartbeat(**_: object) -> None:
+    def start_heartbeat(sender: object = None, **_: object) -> None:
         heartbeats.append(Heartbeat(redis_client, worker_node(host),
                                     interval_for(config.watchdog.worker_timeout),
-                                    digest=lambda: _idle_digest(host)).start())
+                                    digest=lambda: _idle_digest(host),
+                                    queues=lambda: consumed_queues(sender)).start())
 
     def stop_heartbeat(**_: object) -> None:
         for heartbeat in heartbeats:
@@ -85,6 +86,15 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> int:
     worker_shutting_down.connect(stop_heartbeat, weak=False)
     return _run_worker(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}",
                                     loglevel), f"the worker of host {host}")
+
+
+def consumed_queues(consumer: object) -> list[str] | None:
+    """The queues the worker's consumer reads now (None while it has no task consumer: it is
+    connecting), for its heartbeat."""
+    task_consumer = getattr(consumer, "task_consumer", None)
+    if task_consumer is None:
+        return None
+    return [str(queue.name) for queue in getattr(task_consumer, "queues", [])]
 
 
 def _idle_digest(host: str) -> str | None:

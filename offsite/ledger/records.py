@@ -18,7 +18,7 @@ from redis.client import Pipeline
 from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, KEEP_RUNS_DAYS,
                                KEEP_RUNS_PER_HOST, KEY_PREFIX, RUN_KEY, RunState, RunType)
 from offsite.errors import OffsiteError
-from offsite.ledger.facts import HOST_FACTS_KEY, stage_facts, unstage_run
+from offsite.ledger.facts import HOST_FACTS_KEY, QUEUED_KEY, stage_facts, unstage_run
 from offsite.schedule.specs import utcnow
 
 
@@ -144,6 +144,7 @@ _CREATE_QUEUED = """
 if not redis.call('set', KEYS[1], ARGV[1], 'NX') then return {0, 0, '0'} end
 redis.call('zadd', KEYS[2], ARGV[2], ARGV[3])
 redis.call('zadd', KEYS[3], ARGV[2], ARGV[3])
+redis.call('zadd', KEYS[4], ARGV[2], ARGV[3])
 local oldest = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
 return {1, redis.call('zcard', KEYS[2]), oldest[2]}
 """
@@ -189,7 +190,7 @@ class RedisRunStore:
                 if record.state != RunState.QUEUED:
                     raise ValueError(f"create_many takes queued records, not {record.state}")
                 create(keys=[RUN_KEY + record.run_id, HOST_RUNS_KEY + record.host,
-                             ALL_RUNS_KEY],
+                             ALL_RUNS_KEY, QUEUED_KEY],
                        args=[record.to_json(), record.created_at.timestamp(), record.run_id],
                        client=pipe)
             replies = pipe.execute()
