@@ -7,6 +7,7 @@ from beat_schedule import build_beat_schedule
 from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
 from offsite.wire.publish import PUBLISH_RETRY_POLICY, task_queue
+from offsite.config.broker import redbeat_options, transport_options
 from offsite.config.tls import tls_options
 
 _VISIBILITY_MARGIN_S = 3600
@@ -29,10 +30,11 @@ def beat_settings(config: Config) -> dict[str, Any]:
     Applied in the beat process only (workers.start.start_beat): Celery masks the password
     of broker_url and result_backend when a worker shows its settings (`inspect conf`,
     Flower's worker page) but not of redbeat_redis_url, so no worker may carry it."""
+    redbeat = redbeat_options(config.broker_url, config.broker_sentinel_master)
     return {
         "beat_scheduler": "workers.beat:SlotScheduler",
-        "redbeat_redis_url": config.broker_url,
-        "redbeat_redis_options": {"retry_period": -1},
+        "redbeat_redis_url": redbeat["redbeat_redis_url"],
+        "redbeat_redis_options": {"retry_period": -1, **redbeat.get("redbeat_redis_options", {})},
         "redbeat_key_prefix": KEY_PREFIX + "redbeat:",
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "beat_max_loop_interval": BEAT_LOOP_S,
@@ -50,7 +52,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
       whose task is still running, and every client (workers, beat, Flower) shares it;
     - prefetch disabled, concurrency 1: one backup at a time per host, nothing waits reserved.
     """
-    transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S}
+    transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S,
+                 **transport_options(config.broker_url, config.broker_sentinel_master)}
     queues = [task_queue(CONTROL_QUEUE)] + [task_queue(host_queue(host)) for host in config.hosts]
     tls = tls_options(config.broker_url)   # rediss://: every client verifies the certificate
     return {

@@ -20,7 +20,7 @@ from workers.app import app
 from workers.context import (WORKER_HOST_ENV, current_config, host_lease, redis_client,
                              refresh_config)
 from workers.settings import beat_settings
-from workers.transport import TRANSPORT
+from workers.transport import SENTINEL_TRANSPORT, TRANSPORT
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,9 @@ after_setup_task_logger.connect(bound_celery_logging, weak=False)
 
 def _bound_incoming_messages() -> None:
     """An oversized message is dropped as it comes off the queue, before kombu decodes it."""
-    app.conf.broker_transport = TRANSPORT
+    from offsite.config.broker import is_sentinel
+    app.conf.broker_transport = SENTINEL_TRANSPORT if is_sentinel(current_config().broker_url) \
+        else TRANSPORT
 
 
 def _run_worker(argv: list[str], role: str) -> int:

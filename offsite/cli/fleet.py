@@ -11,11 +11,11 @@ from offsite.config.model import Config
 
 def cmd_hosts(args: argparse.Namespace, config: Config) -> int:
     """Exit 1 with one line when the broker is down (offsite.cli.main maps RedisError)."""
-    import redis
     from offsite.fleet.summary import read_summary
     from offsite.fleet.table import format_hosts
-    client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=5, socket_timeout=30,
-                                  decode_responses=True)
+    from offsite.config.broker import broker_client
+    client = broker_client(config.broker_url, config.broker_sentinel_master,
+                           socket_connect_timeout=5, socket_timeout=30, decode_responses=True)
     summary = read_summary(client, config)
     if args.json:
         print(json.dumps(summary.as_json(), indent=2))
@@ -28,10 +28,11 @@ def cmd_ledger_rebuild(args: argparse.Namespace, config: Config) -> int:
     """Rebuild the newest full and incremental records of hosts from the target (all hosts
     whose facts hold no success, or the hosts named); exit 1 when a host's target could not
     be read."""
-    import redis
     from offsite.ledger.records import RedisRunStore
     from offsite.watch.ledger_lost import hosts_without_success, rebuild_ledger
-    client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=5, socket_timeout=30)
+    from offsite.config.broker import broker_client
+    client = broker_client(config.broker_url, config.broker_sentinel_master,
+                           socket_connect_timeout=5, socket_timeout=30)
     for host in args.hosts:
         config.host(host)
     hosts = args.hosts or hosts_without_success(client, config)

@@ -20,6 +20,7 @@ import redis
 
 from offsite.watch.alerts import SnsSink
 from offsite.target.catalog import read_catalog
+from offsite.config.broker import broker_client
 from offsite.config.model import Config
 from offsite.constants import BackupType
 from offsite.errors import OffsiteError, PassphraseError
@@ -80,7 +81,8 @@ def hosts_as_json(config: Config) -> list[dict[str, Any]]:
 
 def broker_problems(config: Config) -> list[str]:
     try:
-        client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=5)
+        client = broker_client(config.broker_url, config.broker_sentinel_master,
+                               socket_connect_timeout=5, socket_timeout=10)
         try:
             client.ping()
         finally:
@@ -97,8 +99,8 @@ def persistence_problems(config: Config) -> list[str]:
     """The broker's Redis must keep an append-only file: it holds beat's schedule, the run
     ledger and the pending alerts, and a restart without one loses them all."""
     try:
-        client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=5,
-                                      socket_timeout=10)
+        client = broker_client(config.broker_url, config.broker_sentinel_master,
+                               socket_connect_timeout=5, socket_timeout=10)
         try:
             info = client.info("persistence")
         finally:
