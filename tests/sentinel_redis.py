@@ -13,15 +13,20 @@ MASTER_NAME = "offsite"
 
 
 class SentinelGroup:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, password: str | None = None) -> None:
+        """password: asked by the master, the replica and the sentinels alike."""
         self.directory = directory
+        self.password = password
         self.data_ports = [free_port(), free_port()]
         self.sentinel_ports = [free_port(), free_port(), free_port()]
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self._clients: dict[int, redis.Redis] = {}
 
     @property
     def url(self) -> str:
-        return ";".join(f"sentinel://127.0.0.1:{port}" for port in self.sentinel_ports)
+        auth = f":{self.password}@" if self.password else ""
+        return ";".join(f"sentinel://{auth if n == 0 else ''}127.0.0.1:{port}"
+                        for n, port in enumerate(self.sentinel_ports))
 
     def _spawn(self, port: int, argv: list[str]) -> None:
         log = self.directory / f"redis-{port}.log"
@@ -38,13 +43,17 @@ class SentinelGroup:
                     "--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(folder)]
             if port == replica:
                 argv += ["--replicaof", "127.0.0.1", str(master)]
+            if self.password:
+                argv += ["--requirepass", self.password, "--masterauth", self.password]
             self._spawn(port, argv)
         for port in self.sentinel_ports:
             conf = self.directory / f"sentinel-{port}.conf"
             conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {self.directory}\n"
                             f"sentinel monitor {MASTER_NAME} 127.0.0.1 {master} 2\n"
                             f"sentinel down-after-milliseconds {MASTER_NAME} 1000\n"
-                            f"sentinel failover-timeout {MASTER_NAME} 5000\n")
+                            f"sentinel failover-timeout {MASTER_NAME} 5000\n"
+                            + (f"sentinel auth-pass {MASTER_NAME} {self.password}\n"
+                               f"requirepass {self.password}\n" if self.password else ""))
             self._spawn(port, ["redis-server", str(conf), "--sentinel"])
         try:
             wait_until(lambda: self._replica_linked() and all(
@@ -57,8 +66,12 @@ class SentinelGroup:
             raise HarnessError(f"the sentinel group did not come up:\n{logs}") from None
 
     def _client(self, port: int) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=port, socket_timeout=1,
-                           socket_connect_timeout=1, decode_responses=True)
+        """One client per server, closed by stop()."""
+        if port not in self._clients:
+            self._clients[port] = redis.Redis(
+                host="127.0.0.1", port=port, socket_timeout=1, password=self.password,
+                socket_connect_timeout=1, decode_responses=True)
+        return self._clients[port]
 
     def _replica_linked(self) -> bool:
         try:
@@ -91,11 +104,16 @@ class SentinelGroup:
         return self._client(port)
 
     def kill(self, port: int) -> None:
+        if (client := self._clients.pop(port, None)) is not None:
+            client.close()
         process = self.processes[port]
         process.kill()
         process.wait(10)
 
     def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
         for process in self.processes.values():
             if process.poll() is None:
                 process.kill()

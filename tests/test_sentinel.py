@@ -23,11 +23,11 @@ from tests.sentinel_redis import MASTER_NAME, SentinelGroup
 HOST = "carcosa"
 
 
-@pytest.fixture
-def sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
+@pytest.fixture(params=[None, "s3cret-sentinel-pw"], ids=["open", "password"])
+def sentinels(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SentinelGroup]:
     directory = tmp_path / "sentinel"
     directory.mkdir()
-    group = SentinelGroup(directory)
+    group = SentinelGroup(directory, password=request.param)
     group.start()
     try:
         yield group
@@ -84,6 +84,9 @@ def test_a_fleet_on_sentinel_survives_the_masters_death(
     for process in (beat, control):
         assert process.alive, process.log_text()[-3000:]
         assert "Traceback" not in process.log_text(), process.log_text()[-3000:]
+    if sentinels.password:   # reached with it, shown nowhere
+        logs = "".join(p.log_text() for p in (beat, control)) + first.stdout + first.stderr
+        assert sentinels.password not in logs
 
 
 def test_sentinel_urls_and_the_master_name_are_checked_together(tmp_path: Path) -> None:
@@ -111,7 +114,8 @@ def test_sentinel_urls_and_the_master_name_are_checked_together(tmp_path: Path) 
 def test_a_final_state_is_on_the_replica_when_the_update_returns(
         sentinels: SentinelGroup) -> None:
     client = broker_client(sentinels.url, MASTER_NAME, socket_timeout=10)
-    replica = redis.Redis(host="127.0.0.1", port=sentinels.data_ports[1])
+    replica = redis.Redis(host="127.0.0.1", port=sentinels.data_ports[1],
+                          password=sentinels.password)
     try:
         store = RedisRunStore(client, replicas=1)
         for n in range(20):
@@ -125,14 +129,22 @@ def test_a_final_state_is_on_the_replica_when_the_update_returns(
             copy = replica.get(f"offsite:run:{run_id}")   # read at once, no waiting
             assert copy is not None and RunRecord.model_validate_json(copy).is_final, n
     finally:
-        client.close()
+        _close(client)
         replica.close()
+
+
+def _close(client: redis.Redis) -> None:
+    """The master's client and the sentinels' connections behind it."""
+    manager = getattr(client.connection_pool, "sentinel_manager", None)
+    for sentinel in getattr(manager, "sentinels", []):
+        sentinel.close()
+    client.close()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_a_run_cut_by_the_masters_death_ends_final_on_the_new_master(
-        sentinels: SentinelGroup, make_config: Any, start_worker: Any, start_control: Any,
+        request: pytest.FixtureRequest, sentinels: SentinelGroup, make_config: Any, start_worker: Any, start_control: Any,
         run_offsite: Any, tmp_path: Path) -> None:
     gate = tmp_path / "go"
     config = make_config({HOST: {"scripts": {"s": {
@@ -151,6 +163,7 @@ def test_a_run_cut_by_the_masters_death_ends_final_on_the_new_master(
                what="the sentinels to promote the replica")
     gate.touch()
     store = RedisRunStore(broker_client(sentinels.url, MASTER_NAME, socket_timeout=10))
+    request.addfinalizer(lambda: _close(store.client))
     wait_until(lambda: (r := store.get(run_id)) is not None and r.is_final, timeout=180,
                what="the cut run to end", interval=0.5)
     record = store.get(run_id)
