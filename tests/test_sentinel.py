@@ -179,3 +179,35 @@ def test_a_run_cut_by_the_masters_death_ends_final_on_the_new_master(
     # the group is degraded (its only replica was promoted): said, not waited for
     assert "no replica is connected" in worker.log_text()
     assert "replica(s) within" not in worker.log_text()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_beat_keeps_its_slots_once_across_a_failover(
+        request: pytest.FixtureRequest, sentinels: SentinelGroup, make_config: Any,
+        start_worker: Any, start_process: Any, tmp_path: Path) -> None:
+    if sentinels.password:
+        pytest.skip("the failover itself is the subject: once is enough")
+    config = make_config({HOST: {"scripts": {"s": {"bash": "echo a > a"}}}},
+                         broker_url=sentinels.url, broker_sentinel_master=MASTER_NAME,
+                         target={"url": f"file://{tmp_path}/target"}, alerts=None,
+                         schedule={"full": {"every": "1d"}, "incr": {"every": "3s"}})
+    start_worker(config, HOST)
+    beat = start_process("beat", offsite_argv(config, "beat"), "beat: Acquired lock")
+    store = RedisRunStore(broker_client(sentinels.url, MASTER_NAME, socket_timeout=10))
+    request.addfinalizer(lambda: _close(store.client))
+
+    def slots() -> list[Any]:
+        return [r.scheduled_for for r in store.recent(HOST, 200)
+                if r.scheduled_for is not None and r.is_final]
+    wait_until(lambda: len(slots()) >= 2, timeout=120, what="two scheduled runs", interval=0.5)
+    before = len(slots())
+    sentinels.kill(sentinels.data_ports[0])   # beat's lock and entries were on it
+    wait_until(lambda: sentinels.master_port() == sentinels.data_ports[1], timeout=60,
+               what="the sentinels to promote the replica")
+    wait_until(lambda: len(slots()) >= before + 3, timeout=180,
+               what="beat to send three more slots on the new master", interval=0.5)
+    sent = slots()
+    assert len(sent) == len(set(sent)), f"a slot ran twice: {sorted(sent)}"
+    assert all(slot.timestamp() % 3 == 0 for slot in sent), sent
+    assert beat.alive and "Traceback" not in beat.log_text(), beat.log_text()[-3000:]
