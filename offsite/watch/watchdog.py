@@ -305,7 +305,8 @@ def _missed_alert(host: str, kind: BackupType, slot: datetime, grace: timedelta)
         host, kind.value, "backup_missed",
         f"The {kind.value} backup of host {host} due at {slot.isoformat()} did not start "
         f"within {format_duration(grace.total_seconds())}: is `offsite worker {host}` running "
-        "and is `offsite beat` running?")
+        "and is `offsite beat` running (`offsite hosts`)? A slot due while Redis lost its data "
+        "(alert ledger_lost) was never sent; beat sends the next one.")
 
 
 def _missed_recovery(host: str, kind: BackupType, run_id: str) -> AlertText:
