@@ -50,7 +50,7 @@ def test_a_fleet_on_sentinel_survives_the_masters_death(
                          broker_url=sentinels.url, broker_sentinel_master=MASTER_NAME,
                          target={"url": f"file://{tmp_path}/target"}, alerts=None,
                          schedule={"full": {"every": "1d"}, "incr": {"every": "1h"}})
-    start_worker(config, HOST)
+    worker = start_worker(config, HOST)
     control = start_control(config)
     beat = start_process("beat", offsite_argv(config, "beat"), "beat: Acquired lock")
     first = run_offsite("backup", HOST, "--type", "full", "--wait", config=config, timeout=180)
@@ -81,7 +81,12 @@ def test_a_fleet_on_sentinel_survives_the_masters_death(
         return all(float(beats.get(node, "0").split(" ")[0]) > killed_at
                    for node in ("beat", "control", f"worker:{HOST}"))
     wait_until(beats_after_the_failover, timeout=60, what="every node to beat on the new master")
-    for process in (beat, control):
+    # the worker's transport behind Sentinel still screens what comes off its queue
+    new_master.lpush(f"backup.{HOST}", b'{"nope "task": "tasks.backup.upload", "id": "hostile-x"')
+    wait_until(lambda: any("hostile-x" in str(entry) and "not a kombu message envelope"
+                           in str(entry) for entry in new_master.lrange("offsite:rejected", 0, -1)),
+               timeout=30, what="the worker to refuse a malformed envelope")
+    for process in (worker, beat, control):
         assert process.alive, process.log_text()[-3000:]
         assert "Traceback" not in process.log_text(), process.log_text()[-3000:]
     if sentinels.password:   # reached with it, shown nowhere

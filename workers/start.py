@@ -30,10 +30,17 @@ after_setup_task_logger.connect(bound_celery_logging, weak=False)
 
 
 def _bound_incoming_messages() -> None:
-    """An oversized message is dropped as it comes off the queue, before kombu decodes it."""
-    from offsite.config.broker import is_sentinel
-    app.conf.broker_transport = SENTINEL_TRANSPORT if is_sentinel(current_config().broker_url) \
-        else TRANSPORT
+    """An oversized message is dropped as it comes off the queue, before kombu decodes it.
+    Behind Sentinel, kombu treats each `sentinel://` part of the URL as an alternate and, on
+    a failover, builds the next connection from that part's scheme: the `sentinel` alias is
+    pointed at offsite's transport in this process, so every alternate screens too."""
+    from kombu.transport import TRANSPORT_ALIASES
+    from offsite.config.broker import SENTINEL_SCHEME, is_sentinel
+    if is_sentinel(current_config().broker_url):
+        TRANSPORT_ALIASES[SENTINEL_SCHEME] = SENTINEL_TRANSPORT
+        app.conf.broker_transport = SENTINEL_TRANSPORT
+    else:
+        app.conf.broker_transport = TRANSPORT
 
 
 def _run_worker(argv: list[str], role: str) -> int:
