@@ -127,6 +127,9 @@ class ScheduleConfig(StrictModel):
 class WatchdogConfig(StrictModel):
     every: Duration = Field(120, description="how often the watchdog checks")
     start_grace: Duration = Field(900, description="a slot not started by then is missed")
+    queued_grace: Duration = Field(
+        3600, description="a run still queued this long after start_grace (counted from its "
+                          "request) raises run_stuck")
     lease_ttl: Duration = Field(
         60, ge=MIN_LEASE_TTL_S, description="a run whose lease is not renewed for this long is "
         f"lost; renewed every third of it, so at least {MIN_LEASE_TTL_S}s")

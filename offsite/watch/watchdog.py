@@ -20,6 +20,7 @@ from offsite.watch.conditions import CONDITIONS_KEY, Conditions
 from offsite.config.model import Config
 from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState, RunType
 from offsite.watch.drift import check_drift
+from offsite.watch.stuck import check_consuming, check_stuck
 from offsite.durations import format_duration
 from offsite.ledger.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
 from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts, RunningRun
@@ -91,6 +92,8 @@ class Watchdog:
         self.handle_attention(now)
         observed: dict[str, tuple[bool, AlertText, AlertText]] = {}
         self.check_overdue(running, view.active, observed, now)
+        check_stuck(self.client, self.store, self.config, view.active, observed, now)
+        check_consuming(self.client, self.config, view.heartbeats, observed, now)
         slots: dict[tuple[ScheduleSpec, str], datetime | None] = {}
         periods: dict[ScheduleSpec, float] = {}
         for host in hosts:
@@ -303,7 +306,8 @@ def _missed_alert(host: str, kind: BackupType, slot: datetime, grace: timedelta)
         host, kind.value, "backup_missed",
         f"The {kind.value} backup of host {host} due at {slot.isoformat()} did not start "
         f"within {format_duration(grace.total_seconds())}: is `offsite worker {host}` running "
-        "and is `offsite beat` running?")
+        "and is `offsite beat` running (`offsite hosts`)? A slot due while Redis lost its data "
+        "(alert ledger_lost) was never sent; beat sends the next one.")
 
 
 def _missed_recovery(host: str, kind: BackupType, run_id: str) -> AlertText:
