@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import ConfigFactory, free_port
 
 HOST = "carcosa"
@@ -35,6 +37,7 @@ def _config(tmp_path: Path, redis_url: str, aws: Any, sns_up: bool = True,
                    encryption=encryption)
 
 
+@pytest.mark.slow
 def test_a_host_node_checks_its_broker_bucket_passphrase_not_sns(
         tmp_path: Path, redis_url: str, aws: Any, run_offsite: Any, offsite_env: Any) -> None:
     config = _config(tmp_path, redis_url, aws, sns_up=False)
@@ -106,9 +109,11 @@ def test_a_dead_broker_fails_every_role(tmp_path: Path, aws: Any, run_offsite: A
 
 
 def test_a_public_key_host_checks_its_public_keys_not_a_passphrase(
-        tmp_path: Path, redis_url: str, aws: Any, run_offsite: Any, offsite_env: Any) -> None:
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, redis_url: str, aws: Any,
+        run_offsite: Any, offsite_env: Any) -> None:
     from tests.security_harness import make_key_pair
-    pair = make_key_pair(tmp_path / "keys", "escrow")
+    # a short folder: gpg's sockets live in its home, and a socket path holds 107 bytes at most
+    pair = make_key_pair(tmp_path_factory.mktemp("keys"), "escrow")
     factory = ConfigFactory(tmp_path, redis_url, aws)
 
     def config_with(keys_file: Path) -> Path:
