@@ -54,6 +54,7 @@ def test_a_host_node_checks_its_broker_bucket_passphrase_not_sns(
     assert "SNS topic not reachable" in everything.stderr
 
 
+@pytest.mark.slow
 def test_a_control_node_checks_sns_and_needs_no_passphrase_without_drills(
         tmp_path: Path, redis_url: str, aws: Any, run_offsite: Any, offsite_env: Any) -> None:
     config = _config(tmp_path, redis_url, aws, passphrase=False)
@@ -98,6 +99,7 @@ def test_an_operator_lists_the_bucket_and_its_recover_identity(
     assert json.loads(result.stdout)["role"] == "operator"
 
 
+@pytest.mark.slow
 def test_a_dead_broker_fails_every_role(tmp_path: Path, aws: Any, run_offsite: Any,
                                         offsite_env: Any) -> None:
     config = _config(tmp_path, f"redis://127.0.0.1:{free_port()}/0", aws)
@@ -108,6 +110,7 @@ def test_a_dead_broker_fails_every_role(tmp_path: Path, aws: Any, run_offsite: A
         assert "broker unreachable" in result.stderr, role
 
 
+@pytest.mark.slow
 def test_a_public_key_host_checks_its_public_keys_not_a_passphrase(
         tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, redis_url: str, aws: Any,
         run_offsite: Any, offsite_env: Any) -> None:

@@ -508,6 +508,7 @@ BIG_INPUTS = {
 
 
 @pytest.mark.parametrize("name", BIG_INPUTS)
+@pytest.mark.slow
 def test_big_or_explosive_yaml_is_refused(
         name: str, tmp_path: Path, offsite_env: OffsiteEnv) -> None:
     """The real `offsite check` refuses each one, without a traceback. Its wall time and peak
