@@ -33,7 +33,9 @@ def test_drills_run_on_schedule_and_a_stopped_drill_node_raises_restore_unproven
     (data / "a.txt").write_text("alpha\n")
     config = make_config(
         {"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}},
-                     "verify": {"schedule": {"every": "4s"}, "on": "drills"}},
+                     # restore_unproven is raised after twice the period without a success:
+                     # 16 s, which a drill on a loaded machine (gpg, duplicity) stays within
+                     "verify": {"schedule": {"every": "8s"}, "on": "drills"}},
          "drills": {"scripts": {"none": {"bash": "true"}}}},
         schedule={"full": YEARLY, "incr": YEARLY, "min_interval": "1s"},
         watchdog=FAST_WATCHDOG, target={"url": f"file://{tmp_path}/target"})
