@@ -136,8 +136,10 @@ def measure_idle_rss(work: Path, repeat: int) -> Figure:
     with ExitStack() as stack:
         env = child_env(work / "home")
         config = write_config(work, start_redis(stack, work))
-        for _ in range(repeat):
-            worker = start_worker(stack, config, "carcosa", work, env)
+        for index in range(repeat):
+            logs = work / f"start-{index}"   # a log of its own: "ready." must be this start's
+            logs.mkdir()
+            worker = start_worker(stack, config, "carcosa", logs, env)
             status = Path(f"/proc/{worker.proc.pid}/status").read_text()
             rss_kib = int(next(line.split()[1] for line in status.splitlines()
                                if line.startswith("VmRSS:")))
