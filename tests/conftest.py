@@ -19,6 +19,24 @@ from tests.helpers import (REGION, TEST_AWS_KEY_ID, TEST_AWS_SECRET, AwsResource
 WORKER_READY = " ready."
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_gnupg_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """gpg run by the test process itself gets a keyring of this session's (of this xdist
+    worker's) own, never the user's ~/.gnupg shared with the other workers. Children get none:
+    their HOME is the test's (tests.helpers.build_offsite_env) and GNUPGHOME is scrubbed."""
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    before = os.environ.get("GNUPGHOME")
+    os.environ["GNUPGHOME"] = str(home)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GNUPGHOME", None)
+        else:
+            os.environ["GNUPGHOME"] = before
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))

@@ -12,6 +12,8 @@ import pytest
 from tests.helpers import describe, offsite_argv, wait_until
 from tests.test_failures import FAST_WATCHDOG, attributes
 
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
+
 BEAT_LOCKED = "beat: Acquired lock"
 YEARLY = "0 0 1 1 *"
 

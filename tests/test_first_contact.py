@@ -11,7 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import OFFSITE, VENV_BIN, ConfigFactory, offsite_argv
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 HOST = "carcosa"
 

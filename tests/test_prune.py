@@ -6,11 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from offsite.constants import LEASE_KEY
 from tests.helpers import describe
 from tests.test_backup_flow import same_tree
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 
 def test_prune_keeps_two_of_four_chains_and_the_newest_restores(

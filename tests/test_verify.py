@@ -11,9 +11,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import VENV_BIN, describe, merged_env, run_command
 from tests.test_backup_flow import backup, record_of
 from tests.test_failures import attributes, only_alert
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 
 def tree(root: Path) -> Path:
