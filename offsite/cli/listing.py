@@ -5,14 +5,14 @@ import argparse
 import json
 from typing import Any
 
-from offsite.cli.common import EXIT_OK
+from offsite.cli.common import EXIT_OK, add_target_argument, targeted
 from offsite.config.model import Config
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
     from offsite.target.catalog import format_stamp, read_catalog
     config.host(args.host)
-    catalog = read_catalog(config, args.host)
+    catalog = read_catalog(targeted(config, args), args.host)
     if args.json:
         print(json.dumps([chain.as_json() for chain in catalog.chains], indent=2))
         return EXIT_OK
@@ -38,4 +38,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                              help="the backup chains and sets in the target")
     listing.add_argument("host")
     listing.add_argument("--json", action="store_true")
+    add_target_argument(listing)
     listing.set_defaults(action=cmd_list)

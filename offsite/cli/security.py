@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from offsite.cli.common import add_target_argument, targeted
 from offsite.config.model import Config
 
 EXIT_OK = 0
@@ -32,7 +33,7 @@ def cmd_provision(args: argparse.Namespace, config: Config) -> int:
 def cmd_recover(args: argparse.Namespace, config: Config) -> int:
     from offsite.proof.recover import recover_host
     config.host(args.host)
-    print(recover_host(config, args.host, args.time, args.apply))
+    print(recover_host(targeted(config, args), args.host, args.time, args.apply))
     return EXIT_OK
 
 
@@ -51,4 +52,5 @@ def add_security_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     recover.add_argument("host")
     recover.add_argument("--time", required=True, help="e.g. 2026-11-01T00:00:00Z or 3D")
     recover.add_argument("--apply", action="store_true", help="do it (default: print the plan)")
+    add_target_argument(recover)
     recover.set_defaults(action=cmd_recover)

@@ -10,6 +10,7 @@ import shutil
 import sys
 
 from offsite.config.model import Config, volume_prefix
+from offsite.config.replicas import identity_prefix
 from offsite.constants import BackupType
 from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
 from offsite.duplicity.errors import describe_failure, read_log_tail
@@ -101,8 +102,9 @@ def duplicity_env(config: Config, passphrase: str, base: dict[str, str]) -> dict
     """The child's environment: passphrase and upload keys live here and nowhere else."""
     env = {name: value for name, value in base.items() if not name.startswith("ALERT_AWS_")}
     env["PASSPHRASE"] = passphrase
+    keys = identity_prefix(config.target, "DUPLICITY")   # a replica's: <NAME>_AWS_*
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        if value := base.get("DUPLICITY_" + name):
+        if value := base.get(f"{keys}_{name}"):
             env[name] = value
     if config.target.endpoint_url:
         # S3-compatible services reject the checksums boto3 >= 1.36 sends by default.

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from offsite.config.model import Config
+from offsite.config.replicas import identity_prefix
 from offsite.errors import OffsiteError
 
 MAX_OBJECTS = 200_000  # a host prefix holding more is refused rather than listed without end
@@ -45,6 +46,7 @@ def s3_client(config: Config, identity: str, max_attempts: int = 3,
     upload keys, PRUNE, RECOVER), else boto3's default chain."""
     import boto3   # only where an S3 target is used: a file:// host never loads it
     from botocore.config import Config as BotoConfig
+    identity = identity_prefix(config.target, identity)   # a replica's own keys
     return boto3.client(
         "s3", endpoint_url=config.target.endpoint_url, region_name=config.target.region,
         aws_access_key_id=os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"),
