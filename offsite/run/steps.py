@@ -25,6 +25,7 @@ from offsite.crypto.passphrase import read_passphrase
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, StepRecord
 from offsite.run.context import RunContext, new_run_id
+from offsite.run.replicas import replicate_step
 from offsite.schedule.specs import utcnow
 from offsite.run.scripts import ScriptRun, run_script, script_step
 from offsite.process.shutdown import stopping
@@ -187,6 +188,7 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         if tag_note:
             record.notes.append(tag_note)
     ctx.store.update(ctx.run_id, done)
+    replicate_step(ctx, lease_renewer(ctx))   # never raises: see offsite.run.replicas
     return finish_run(ctx)
 
 

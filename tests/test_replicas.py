@@ -1,0 +1,175 @@
+"""Redundant targets: every set of a host reaches its replica on another S3 server (SeaweedFS, a
+real storage server), checked object by object; a replica that is down leaves the backup
+succeeded and `behind`, and catches up on the next run; a damaged copy is found and copied again;
+`list`, `verify`, `restore` and `recover` read a replica with `--target NAME`."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from tests.helpers import describe, find_leaks
+from tests.seaweed import S3Store, SeaweedServer
+from tests.test_backup_flow import backup, same_tree, write_tree
+
+SECOND_KEYS = {"SECOND_AWS_ACCESS_KEY_ID": "AKIASECONDREPLICA1",
+               "SECOND_AWS_SECRET_ACCESS_KEY": "second-replica-secret-0123456789"}
+
+
+@pytest.fixture
+def replica(seaweed: SeaweedServer) -> Iterator[S3Store]:
+    """A versioned bucket on the session's SeaweedFS."""
+    seaweed.start()
+    store = S3Store("seaweedfs", seaweed.endpoint_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def own_seaweed(tmp_path: Path) -> Iterator[SeaweedServer]:
+    """A SeaweedFS of the test's own, to be stopped and started again."""
+    server = SeaweedServer(tmp_path / "seaweed-own")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def data_tree(root: Path) -> Path:
+    write_tree(root, {"db.sql": b"-- dump\n" * 2000, "sub/blob.bin": bytes(range(256)) * 900})
+    return root
+
+
+def sha(store: S3Store, key: str) -> str:
+    body = store.s3.get_object(Bucket=store.bucket, Key=key)["Body"]
+    try:
+        return hashlib.sha256(body.read()).hexdigest()
+    finally:
+        body.close()
+
+
+def chains(run_offsite: Any, config: Path, *target: str) -> Any:
+    result = run_offsite("list", "carcosa", "--json", *target, config=config,
+                         env_extra=SECOND_KEYS)
+    assert result.returncode == 0, describe(result)
+    return json.loads(result.stdout)
+
+
+@pytest.mark.slow
+def test_full_and_incr_through_the_worker_reach_the_replica_which_restores_alone(
+        make_config: Any, start_worker: Any, run_offsite: Any, target_store: S3Store,
+        replica: S3Store, redis_client: Any, tmp_path: Path) -> None:
+    data = data_tree(tmp_path / "data")
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                         replicas={"second": replica.target()})
+    worker = start_worker(config, "carcosa", env_extra=SECOND_KEYS)
+    full = backup(run_offsite, config, "carcosa", "full")
+    (data / "later.txt").write_text("after the full\n")
+    incr = backup(run_offsite, config, "carcosa", "incr")
+
+    for record in (full, incr):
+        assert record["state"] == "succeeded", record
+        assert record["replicas"]["second"]["state"] == "current", record
+        assert record["replicas"]["second"]["newest_set"] == record["backup_set"]
+        assert [step["name"] for step in record["steps"]][-2:] == ["upload", "replicate"]
+    assert incr["replicas"]["second"]["copied_sets"] == 1
+    primary_keys = target_store.object_keys("carcosa/")
+    assert replica.object_keys("carcosa/") == primary_keys
+    for key in primary_keys:
+        assert sha(replica, key) == sha(target_store, key), key
+    assert chains(run_offsite, config, "--target", "second") == chains(run_offsite, config)
+
+    verified = run_offsite("verify", "carcosa", "--local", "--target", "second", config=config,
+                           env_extra=SECOND_KEYS, timeout=180)
+    assert verified.returncode == 0, describe(verified)
+    for key in primary_keys:   # the primary's host folder is gone: the replica alone restores
+        target_store.s3.delete_object(Bucket=target_store.bucket, Key=key)
+    assert target_store.object_keys("carcosa/") == []
+    restored = tmp_path / "restored"
+    result = run_offsite("restore", "carcosa", str(restored), "--target", "second",
+                         config=config, env_extra=SECOND_KEYS, timeout=180)
+    assert result.returncode == 0, describe(result)
+    assert same_tree(restored / "files", data)
+
+    ledger = "".join(str(redis_client.get(key)) for key in redis_client.keys("*")
+                     if redis_client.type(key) == "string")
+    assert not find_leaks(ledger + worker.log_text(), SECOND_KEYS.values())
+
+
+@pytest.mark.slow
+def test_a_replica_down_leaves_the_backup_succeeded_behind_then_it_catches_up_and_heals(
+        make_config: Any, run_offsite: Any, target_store: S3Store, own_seaweed: SeaweedServer,
+        tmp_path: Path) -> None:
+    data = data_tree(tmp_path / "data")
+    replica = S3Store("seaweedfs", own_seaweed.endpoint_url)
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                         replicas={"second": replica.target(retries=1)})
+    try:
+        own_seaweed.stop()
+        down = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config,
+                           env_extra=SECOND_KEYS, timeout=180)
+        assert down.returncode == 0, describe(down)
+        assert ": succeeded" in down.stdout and "second: none (behind)" in down.stdout
+        assert "replica second behind" in down.stdout
+
+        own_seaweed.start()
+        (data / "later.txt").write_text("while the replica was down\n")
+        back = run_offsite("backup", "carcosa", "--type", "incr", "--local", config=config,
+                           env_extra=SECOND_KEYS, timeout=180)
+        assert back.returncode == 0 and "(current)" in back.stdout, describe(back)
+        keys = target_store.object_keys("carcosa/")
+        assert replica.object_keys("carcosa/") == keys   # both sets: the full caught up
+        assert chains(run_offsite, config, "--target", "second") == chains(run_offsite, config)
+
+        volume = next(key for key in keys if ".difftar" in key)
+        size = len(replica.s3.get_object(Bucket=replica.bucket, Key=volume)["Body"].read())
+        replica.s3.put_object(Bucket=replica.bucket, Key=volume, Body=b"\0" * size)
+        (data / "third.txt").write_text("third\n")
+        healed = run_offsite("backup", "carcosa", "--type", "incr", "--local", config=config,
+                             env_extra=SECOND_KEYS, timeout=180)
+        assert healed.returncode == 0 and "(current)" in healed.stdout, describe(healed)
+        assert sha(replica, volume) == sha(target_store, volume)
+        assert replica.object_keys("carcosa/") == target_store.object_keys("carcosa/")
+    finally:
+        replica.close()
+
+
+def test_a_host_opted_out_gets_no_replicate_step(
+        make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+    data = data_tree(tmp_path / "data")
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}},
+                                      "replicas": []}},
+                         target={"url": f"file://{tmp_path}/primary"},
+                         replicas={"second": {"url": f"file://{tmp_path}/second"}})
+    result = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config)
+    assert result.returncode == 0 and "replicas" not in result.stdout, describe(result)
+    assert not (tmp_path / "second").exists()
+
+
+def test_file_replica_gets_every_object_and_lists_the_same_chains(
+        make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+    data = data_tree(tmp_path / "data")
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                         target={"url": f"file://{tmp_path}/primary"},
+                         replicas={"second": {"url": f"file://{tmp_path}/second"}})
+    result = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config)
+    assert result.returncode == 0 and "(current)" in result.stdout, describe(result)
+    (tmp_path / "primary" / "carcosa" / "offsite-seal.extra").write_text("not a set's")
+    stamp = sorted(p.name for p in (tmp_path / "primary" / "carcosa").iterdir())[0]
+    seal = stamp.split(".")[1]   # an object a later change may add, named with the set's time
+    (tmp_path / "primary" / "carcosa" / f"seal.{seal}.json").write_text("{}")
+    again = run_offsite("backup", "carcosa", "--type", "incr", "--local", config=config)
+    assert again.returncode == 0, describe(again)
+    primary = {p.name: p.read_bytes() for p in (tmp_path / "primary" / "carcosa").iterdir()}
+    second = {p.name: p.read_bytes() for p in (tmp_path / "second" / "carcosa").iterdir()}
+    assert f"seal.{seal}.json" in second, sorted(second)
+    assert "offsite-seal.extra" not in second   # not a set's object
+    del primary["offsite-seal.extra"]
+    assert second == primary
+    assert chains(run_offsite, config, "--target", "second") == chains(run_offsite, config)
