@@ -78,7 +78,7 @@ def test_full_and_incr_through_the_worker_reach_the_replica_which_restores_alone
         assert record["replicas"]["second"]["state"] == "current", record
         assert record["replicas"]["second"]["newest_set"] == record["backup_set"]
         assert [step["name"] for step in record["steps"]][-2:] == ["upload", "replicate"]
-    assert incr["replicas"]["second"]["copied_sets"] == 1
+    assert incr["replicas"]["second"]["copied_sets"] == 1, json.dumps(incr["replicas"])
     primary_keys = target_store.object_keys("carcosa/")
     assert replica.object_keys("carcosa/") == primary_keys
     for key in primary_keys:

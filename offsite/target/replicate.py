@@ -126,13 +126,13 @@ class _Discard:
         return len(data)
 
 
-def set_objects(backup_set: BackupSet, names: list[str]) -> list[str]:
+def set_objects(backup_set: BackupSet, names: list[str], claimed: set[str]) -> list[str]:
     """The set's objects: those the catalog gave it, and every other object (not claimed by a
     set) whose name carries the set's time stamp; volumes first, then signatures, the manifest
     (and the rest) last, so a replica never shows a manifest before its volumes."""
     stamp = backup_set.time.strftime("%Y%m%dT%H%M%SZ")
     own = set(backup_set.objects)
-    extra = [name for name in names if stamp in name and name not in own]
+    extra = [name for name in names if stamp in name and name not in claimed]
     ordered = sorted(own, key=lambda name: (0 if ".difftar" in name else
                                             1 if ".sigtar" in name else 2, name))
     return ordered + sorted(extra)
@@ -151,6 +151,8 @@ def replicate_host(primary: Config, replica: Config, name: str, host: str,
     sets = sorted([s for chain in catalog.chains for s in chain.sets] + catalog.orphans,
                   key=lambda s: s.time)
     whole: list[str] = []
+    claimed = {name for backup_set in [*sets, *catalog.unfinished]
+               for name in backup_set.objects}
     source, dest = _Side(primary, host), None
     try:
         dest = _Side(replica, host)
@@ -159,12 +161,13 @@ def replicate_host(primary: Config, replica: Config, name: str, host: str,
         try:
             for backup_set in sets:
                 stamp = format_stamp(backup_set.time)
-                names = set_objects(backup_set, list(sizes))
+                names = set_objects(backup_set, list(sizes), claimed)
                 todo = [n for n in names if present.get(n) != sizes[n]]
                 damaged = [n for n in names if n not in todo and not dest.intact(n, sizes[n])]
                 outcome.recopied += damaged
                 for object_name in todo + damaged:
                     _copy_checked(source, dest, object_name, scratch, host)
+                    present[object_name] = sizes[object_name]
                     outcome.copied_objects += 1
                     if on_object is not None:
                         on_object()
