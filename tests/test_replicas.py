@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from tests.helpers import describe, find_leaks
+from tests.helpers import describe, find_leaks, wait_until
 from tests.seaweed import S3Store, SeaweedServer
 from tests.test_backup_flow import backup, same_tree, write_tree
 
@@ -173,3 +173,93 @@ def test_file_replica_gets_every_object_and_lists_the_same_chains(
     del primary["offsite-seal.extra"]
     assert second == primary
     assert chains(run_offsite, config, "--target", "second") == chains(run_offsite, config)
+
+
+def classes_of(aws: Any) -> list[str]:
+    """The classes of every alert so far (without waiting)."""
+    return [a["MessageAttributes"]["class"]["Value"] for a in aws.alerts(0, 0)]
+
+
+def alert_classes(aws: Any, expected: int, timeout: float) -> list[tuple[str, str]]:
+    return [(a["MessageAttributes"]["class"]["Value"], a["Subject"])
+            for a in aws.alerts(expected, timeout=timeout)]
+
+
+@pytest.mark.slow
+def test_replica_stopped_raises_replica_behind_after_the_age_and_recovers_once_caught_up(
+        make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any, aws: Any,
+        own_seaweed: SeaweedServer, tmp_path: Path) -> None:
+    data = data_tree(tmp_path / "data")
+    replica = S3Store("seaweedfs", own_seaweed.endpoint_url)
+    try:
+        config = make_config(
+            {"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+            replicas={"second": replica.target()},
+            watchdog={"every": "1s", "replica_behind_after": "3s"})
+        own_seaweed.stop()
+        start_worker(config, "carcosa", env_extra=SECOND_KEYS)
+        start_control(config)
+        full = backup(run_offsite, config, "carcosa", "full")
+        assert full["state"] == "succeeded", full
+        assert full["replicas"]["second"]["state"] == "behind", full
+        assert full["replicas"]["second"]["lacking"] == 1
+
+        wait_until(lambda: "replica_behind" in classes_of(aws), 60, "replica_behind")
+
+        own_seaweed.start()
+        incr = backup(run_offsite, config, "carcosa", "incr")
+        assert incr["replicas"]["second"]["state"] == "current", incr
+        assert incr["replicas"]["second"]["copied_sets"] == 2   # the full caught up too
+        wait_until(lambda: "recovered from replica behind" in " ".join(
+            a["Subject"] for a in aws.alerts(0, 0)), 60, "the recovery from replica_behind")
+        assert classes_of(aws).count("replica_behind") == 1
+    finally:
+        replica.close()
+
+
+def test_a_failed_copy_raises_replica_failed_once_and_clears(
+        aws: Any, redis_url: str, aws_credentials: None) -> None:
+    import redis
+
+    from offsite.config.model import parse_config
+    from offsite.constants import BackupType, RunState
+    from offsite.ledger.lease import RedisHostLease
+    from offsite.ledger.records import RedisRunStore
+    from offsite.ledger.run_record import ReplicaRecord, RunRecord
+    from offsite.schedule.specs import utcnow
+    from offsite.watch.alerts import AlertOutbox, SnsSink
+    from offsite.watch.watchdog import Watchdog
+
+    config = parse_config({
+        "broker_url": redis_url, "target": {"url": "file:///nowhere"},
+        "replicas": {"second": {"url": "file:///elsewhere"}},
+        "alerts": {"sns_topic_arn": aws.topic_arn, "endpoint_url": aws.endpoint_url,
+                   "region": "eu-west-1"},
+        "hosts": {"carcosa": {"scripts": {"s": {"bash": "true"}}}}})
+    client = redis.Redis.from_url(redis_url)
+    try:
+        store = RedisRunStore(client)
+        dog = Watchdog(config=config, store=store, client=client,
+                       lease=RedisHostLease(client, 60), outbox=AlertOutbox(client),
+                       sink=SnsSink(config), redispatch=lambda lost, rerun: None)
+        now = utcnow()
+        failed = ReplicaRecord(state="failed", newest_set=None, behind_since=now,
+                               problem="vol1: the copy differs (written twice)")
+        store.create(RunRecord(run_id="carcosa-full-1", host="carcosa", type=BackupType.FULL,
+                               state=RunState.SUCCEEDED, created_at=now, finished_at=now,
+                               replicas={"second": failed}))
+        dog.tick(now)
+        dog.tick(now)
+        found = [(c, s) for c, s in alert_classes(aws, 1, 10) if c.startswith("replica")]
+        assert [c for c, _ in found] == ["replica_failed"], found
+        assert "written twice" in aws.alerts(1, 1)[0]["Message"] or any(
+            "written twice" in a["Message"] for a in aws.alerts(1, 1))
+        store.create(RunRecord(run_id="carcosa-incr-2", host="carcosa", type=BackupType.INCR,
+                               state=RunState.SUCCEEDED, created_at=utcnow(),
+                               finished_at=utcnow(),
+                               replicas={"second": ReplicaRecord(state="current")}))
+        dog.tick(utcnow())
+        classes = [c for c, s in alert_classes(aws, 2, 10)]
+        assert classes.count("replica_failed") == 1 and "recovered" in classes, classes
+    finally:
+        client.close()

@@ -20,6 +20,7 @@ from offsite.watch.conditions import CONDITIONS_KEY, Conditions
 from offsite.config.model import Config
 from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState
 from offsite.watch.drift import check_drift
+from offsite.watch.replica_watch import check_replicas
 from offsite.durations import format_duration
 from offsite.ledger.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
 from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts, RunningRun
@@ -101,6 +102,7 @@ class Watchdog:
             self.check_worker(host, view.heartbeats[host], since, now, observed)
         self.apply(observed, view.active, now)
         check_drift(self.client, self.config, self.conditions, view.active, now)
+        check_replicas(self.store, self.config, self.conditions, view.active, now)
         for host in view.streak_hosts:
             review_streak(self.store, self.client, self.outbox, host, now)
         self.outbox.deliver_due(self.sink, now)
