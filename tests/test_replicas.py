@@ -263,3 +263,52 @@ def test_a_failed_copy_raises_replica_failed_once_and_clears(
         assert classes.count("replica_failed") == 1 and "recovered" in classes, classes
     finally:
         client.close()
+
+
+def _catalog(*fulls: str) -> Any:
+    from offsite.target.bucket import TargetObject
+    from offsite.target.catalog import build_catalog
+    names = [name for stamp in fulls for name in (
+        f"duplicity-full.{stamp}.vol1.difftar.gpg", f"duplicity-full.{stamp}.manifest.gpg",
+        f"duplicity-full-signatures.{stamp}.sigtar.gpg")]
+    return build_catalog("file:///x/carcosa", [TargetObject(name, 10) for name in names])
+
+
+def test_a_replica_never_loses_a_chain_the_primary_keeps() -> None:
+    from offsite.proof.replica_prune import protected_sets, replica_plan
+    from offsite.proof.retention import plan_prune
+    a, b, c = "20261101T000000Z", "20261108T000000Z", "20261115T000000Z"
+    primary = _catalog(a, b)            # the primary lost its newest chain; the replica has it
+    primary_plan = plan_prune(primary, 1, None, "carcosa")
+    assert [chain.full.time.strftime("%Y%m%dT%H%M%SZ") for chain in primary_plan.kept] == [b]
+    plan = replica_plan(_catalog(a, b, c), 1, None, "carcosa",
+                        protected_sets(primary, primary_plan))
+    kept = [chain.full.time.strftime("%Y%m%dT%H%M%SZ") for chain in plan.kept]
+    assert kept == [b, c] and "the primary keeps it" in plan.reasons.values()
+    assert plan.objects == sorted(n for n in plan.objects if a in n) and len(plan.objects) == 3
+
+
+def test_prune_applies_retention_to_the_primary_and_the_replica(
+        make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+    data = data_tree(tmp_path / "data")
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                         target={"url": f"file://{tmp_path}/primary"},
+                         replicas={"second": {"url": f"file://{tmp_path}/second"}},
+                         retention={"keep_full_chains": 1})
+    for number in range(3):
+        (data / f"file{number}.txt").write_text(f"{number}\n")
+        result = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config)
+        assert result.returncode == 0 and "(current)" in result.stdout, describe(result)
+    assert len(chains(run_offsite, config, "--target", "second")) == 3
+    plan = run_offsite("prune", "carcosa", config=config)
+    assert plan.returncode == 0, describe(plan)
+    assert "replica second:" in plan.stdout and plan.stdout.count("delete chain") == 4
+    applied = run_offsite("prune", "carcosa", "--apply", config=config)
+    assert applied.returncode == 0, describe(applied)
+    newest = chains(run_offsite, config)
+    assert len(newest) == 1 and chains(run_offsite, config, "--target", "second") == newest
+    restored = tmp_path / "restored"
+    result = run_offsite("restore", "carcosa", str(restored), "--target", "second",
+                         config=config, timeout=180)
+    assert result.returncode == 0, describe(result)
+    assert same_tree(restored / "files", data)

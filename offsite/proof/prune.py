@@ -3,7 +3,7 @@ backup or a drill of the host runs) and recorded as a run of type `prune`."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from offsite.target.catalog import read_catalog
@@ -13,6 +13,7 @@ from offsite.errors import OffsiteError, UsageError
 from offsite.ledger.lease import HostLease
 from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import ErrorRecord, RunRecord
+from offsite.proof.replica_prune import prune_replicas
 from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
 from offsite.run.context import queue_manual_run, queue_run
 from offsite.schedule.specs import utcnow
@@ -25,6 +26,8 @@ PRUNE_STEP = "prune"
 class PruneOutcome:
     plan: PrunePlan
     record: RunRecord | None   # the run, when applied
+    replicas: dict[str, PrunePlan] = field(default_factory=dict)   # each replica's plan
+    replica_problems: list[str] = field(default_factory=list)
 
 
 def newest_verified_set(store: RunStore, host: str) -> datetime | None:
@@ -47,8 +50,11 @@ def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, 
     after recording it in the run when applied."""
     keep = keep_count(config, host)
     if not apply:
-        plan = plan_prune(read_catalog(config, host), keep, newest_verified_set(store, host), host)
-        return PruneOutcome(plan, None)
+        verified = newest_verified_set(store, host)
+        catalog = read_catalog(config, host)
+        plan = plan_prune(catalog, keep, verified, host)
+        replicas, problems = prune_replicas(config, host, keep, verified, catalog, plan, False)
+        return PruneOutcome(plan, None, replicas, problems)
     record = (queue_run(store, host, RunType.PRUNE, run_id) if run_id
               else queue_manual_run(store, host, RunType.PRUNE, utcnow()))
     run_id = record.run_id
@@ -62,8 +68,12 @@ def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, 
         return PruneOutcome(PrunePlan(host=host), store.get(run_id))
     try:
         _settle(store, run_id, RunState.RUNNING)
-        plan = plan_prune(read_catalog(config, host), keep, newest_verified_set(store, host), host)
+        verified = newest_verified_set(store, host)
+        catalog = read_catalog(config, host)
+        plan = plan_prune(catalog, keep, verified, host)
         delete_objects(config, host, plan.objects, on_batch=lambda: lease.renew(host, run_id))
+        replicas, problems = prune_replicas(config, host, keep, verified, catalog, plan, True,
+                                            on_batch=lambda: lease.renew(host, run_id))
     except OffsiteError as error:
         _settle(store, run_id, RunState.FAILED, error=ErrorRecord(
             step=PRUNE_STEP, message=error.one_line(),
@@ -74,9 +84,14 @@ def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, 
     note = (f"deleted {len(plan.objects)} object(s) of {len(plan.dropped)} chain(s) and "
             f"{len(plan.stray)} stray set(s), {plan.bytes_freed} byte(s) of volumes; kept "
             f"{len(plan.kept)} chain(s)")
+    for name, replica in replicas.items():
+        note += (f"; replica {name}: deleted {len(replica.objects)} object(s) of "
+                 f"{len(replica.dropped)} chain(s), kept {len(replica.kept)}")
+    for problem in problems:
+        note += f"; {problem}"
     _settle(store, run_id, RunState.SUCCEEDED, note=note)
     log.info("prune %s: %s", run_id, note)
-    return PruneOutcome(plan, store.get(run_id))
+    return PruneOutcome(plan, store.get(run_id), replicas, problems)
 
 
 def _settle(store: RunStore, run_id: str, state: RunState, note: str | None = None,
