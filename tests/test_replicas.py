@@ -312,3 +312,32 @@ def test_prune_applies_retention_to_the_primary_and_the_replica(
                          config=config, timeout=180)
     assert result.returncode == 0, describe(result)
     assert same_tree(restored / "files", data)
+
+
+@pytest.mark.slow
+def test_drills_rotate_over_the_primary_and_the_replica_each_restoring_alone(
+        make_config: Any, start_control: Any, run_offsite: Any, tmp_path: Path) -> None:
+    data = data_tree(tmp_path / "data")
+    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
+                         target={"url": f"file://{tmp_path}/primary"},
+                         replicas={"second": {"url": f"file://{tmp_path}/second"}})
+    result = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config)
+    assert result.returncode == 0 and "(current)" in result.stdout, describe(result)
+    start_control(config)
+    targets = []
+    for _ in range(3):
+        drill = run_offsite("verify", "carcosa", "--wait", "--timeout", "150", "--json",
+                            config=config, timeout=180)
+        assert drill.returncode == 0, describe(drill)
+        record = json.loads(drill.stdout)
+        assert record["state"] == "succeeded" and record["verify"]["mismatch_count"] == 0
+        targets.append(record["target"])
+    assert targets == ["primary", "second", "primary"]
+
+    for volume in (tmp_path / "second" / "carcosa").glob("*.difftar.gpg"):
+        volume.write_bytes(b"\0" * volume.stat().st_size)   # the replica's copy is damaged
+    drill = run_offsite("verify", "carcosa", "--wait", "--timeout", "150", "--json",
+                        config=config, timeout=180)
+    record = json.loads(drill.stdout)
+    assert drill.returncode == 1 and record["target"] == "second", describe(drill)
+    assert record["state"] == "failed" and record["error"]["failure_class"] == "verify_failed"

@@ -25,8 +25,9 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
         from offsite.cli.progress import progress_line
         from offsite.proof.verify import verify_local
         with progress_line(lambda elapsed: f"verifying {args.host}: {elapsed:.0f}s"):
-            record = verify_local(targeted(config, args), args.host, at, Path(args.secret_keys_file)
-                                  if args.secret_keys_file else None)
+            targeted(config, args)   # an unknown target is a usage error before any work
+            record = verify_local(config, args.host, at, Path(args.secret_keys_file)
+                                  if args.secret_keys_file else None, target=args.target)
         if record.state == RunState.FAILED:
             alert_locally(config, record)
     else:

@@ -59,6 +59,9 @@ def replica_problems(config: Config) -> list[PathProblem]:
                 f"{name[:64]!r} is not a configured replica (configured: {configured})")))
         if len(set(chosen)) != len(chosen):
             problems.append(PathProblem(f"hosts.{host}.replicas", "names a replica twice"))
+    for name in sorted(set(config.verify.targets or []) - {PRIMARY, *config.replicas}):
+        problems.append(PathProblem("verify.targets", (
+            f"{name[:64]!r} is neither primary nor a configured replica")))
     seen = {_place(config.target): "target"}
     for name, replica in config.replicas.items():
         place = _place(replica)

@@ -154,6 +154,10 @@ class VerifyConfig(StrictModel):
                                                         "{every: 7d}; none by default")
     on: str = Field("control", description="where drills run: control (the control node, "
                                            "which then needs the key) or a host's name")
+    targets: list[str] | None = Field(
+        None, min_length=1, max_length=17,
+        description="the targets drills rotate over (primary and replica names); default: "
+                    "primary and each of the host's replicas")
 
 
 class RetentionConfig(StrictModel):

@@ -13,6 +13,8 @@ import socket
 import tempfile
 
 from offsite.config.model import Config
+from offsite.config.replicas import PRIMARY, target_view
+from offsite.proof.drill_target import next_drill_target
 from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
@@ -140,14 +142,18 @@ def verify_backup(config: Config, host: str, at: datetime | None,
 
 
 def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | None = None,
-               secret_keys_file: Path | None = None) -> RunRecord | None:
+               secret_keys_file: Path | None = None,
+               target: str | None = None) -> RunRecord | None:
     """Run the verify `ctx.run_id`; None when it was not admitted (a duplicate message, a newer
     drill waiting). Raises MustWait when a backup holds the host, OffsiteError on failure
     (recorded)."""
     if admit(ctx, RunType.VERIFY, scheduled_for) is None:
         return None
     with recorded_step(ctx, VERIFY_STEP):
-        outcome = verify_backup(ctx.config, ctx.host, at, on_tick=lease_renewer(ctx),
+        target = target or next_drill_target(ctx.config, ctx.store, ctx.host, ctx.run_id)
+        ctx.store.update(ctx.run_id, lambda record: setattr(record, "target", target))
+        outcome = verify_backup(target_view(ctx.config, target), ctx.host, at,
+                                on_tick=lease_renewer(ctx),
                                 secret_keys_file=secret_keys_file)
 
         def record_outcome(record: RunRecord) -> None:
@@ -171,7 +177,7 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
 
 
 def verify_local(config: Config, host: str, at: datetime | None,
-                 secret_keys_file: Path | None = None) -> RunRecord:
+                 secret_keys_file: Path | None = None, target: str | None = None) -> RunRecord:
     """A verify in this process, no broker: `offsite verify --local`."""
     config.host(host)
     store = MemoryRunStore()
@@ -180,7 +186,7 @@ def verify_local(config: Config, host: str, at: datetime | None,
                      worker=f"local@{socket.gethostname()}")
     queue_run(store, host, RunType.VERIFY, ctx.run_id)
     try:
-        run_verify(ctx, at, secret_keys_file=secret_keys_file)
+        run_verify(ctx, at, secret_keys_file=secret_keys_file, target=target or PRIMARY)
     except OffsiteError:
         pass  # recorded by the step that failed
     record = store.get(ctx.run_id)
