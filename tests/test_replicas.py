@@ -84,6 +84,12 @@ def test_full_and_incr_through_the_worker_reach_the_replica_which_restores_alone
     for key in primary_keys:
         assert sha(replica, key) == sha(target_store, key), key
     assert chains(run_offsite, config, "--target", "second") == chains(run_offsite, config)
+    hosts = run_offsite("hosts", config=config)
+    assert hosts.returncode == 0, describe(hosts)
+    assert f"replicas: second {incr['backup_set']} (current)" in hosts.stdout, hosts.stdout
+    listed = json.loads(run_offsite("hosts", "--json", config=config).stdout)
+    assert listed[0]["replicas"] == {"second": {"state": "current",
+                                                "newest_set": incr["backup_set"]}}
 
     verified = run_offsite("verify", "carcosa", "--local", "--target", "second", config=config,
                            env_extra=SECOND_KEYS, timeout=180)
