@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -142,6 +143,19 @@ def test_a_replica_down_leaves_the_backup_succeeded_behind_then_it_catches_up_an
         assert healed.returncode == 0 and "(current)" in healed.stdout, describe(healed)
         assert sha(replica, volume) == sha(target_store, volume)
         assert replica.object_keys("carcosa/") == target_store.object_keys("carcosa/")
+
+        moment = int(time.time()) + 1   # after the copies, before the deletion below
+        wait_until(lambda: time.time() >= moment + 1, 5, "a second after the copies")
+        at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(moment))
+        replica.s3.delete_object(Bucket=replica.bucket, Key=volume)   # on the replica only
+        recovered = run_offsite("recover", "carcosa", "--time", at, "--target", "second",
+                                "--apply", config=config, env_extra={
+                                    **SECOND_KEYS, "SECOND_RECOVER_AWS_ACCESS_KEY_ID": "AKIAR2",
+                                    "SECOND_RECOVER_AWS_SECRET_ACCESS_KEY": "recover-2"})
+        assert recovered.returncode == 0, describe(recovered)
+        assert f"undelete {volume}" in recovered.stdout and "put back 1 object(s)" in \
+            recovered.stdout
+        assert sha(replica, volume) == sha(target_store, volume)
     finally:
         replica.close()
 
@@ -347,3 +361,30 @@ def test_drills_rotate_over_the_primary_and_the_replica_each_restoring_alone(
     record = json.loads(drill.stdout)
     assert drill.returncode == 1 and record["target"] == "second", describe(drill)
     assert record["state"] == "failed" and record["error"]["failure_class"] == "verify_failed"
+
+
+def test_provision_plans_each_replica_bucket_and_a_host_identity_on_it(
+        make_config: Any, run_offsite: Any, replica: S3Store) -> None:
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "true"}}},
+                          "quiet": {"scripts": {"s": {"bash": "true"}}, "replicas": []}},
+                         replicas={"second": replica.target()})
+    plan = run_offsite("provision", config=config)
+    assert plan.returncode == 0, describe(plan)
+    assert f"replica second (apply with --target second" in plan.stdout
+    assert f"bucket {replica.bucket} (eu-west-1): versioning Enabled" in plan.stdout
+    assert "keys SECOND_AWS_* in carcosa.env" in plan.stdout
+    assert "quiet.env" not in plan.stdout.split("replica second")[1]
+    assert "keys SECOND_PRUNE_AWS_* in control.env" in plan.stdout
+    assert "keys SECOND_RECOVER_AWS_* in recover.env" in plan.stdout
+    data = json.loads(run_offsite("provision", "--format", "json", config=config).stdout)
+    second = data["replicas"]["second"]
+    assert second["bucket"]["name"] == replica.bucket
+    users = {identity["user"]: identity for identity in second["identities"]}
+    host = next(i for i in users.values() if i["role"] == "host")
+    assert host["host"] == "carcosa" and "-second-host-carcosa" in host["user"]
+    assert {i["role"] for i in users.values()} == {"host", "prune", "recover"}
+    primary_host = next(i for i in data["identities"] if i["host"] == "carcosa")
+    assert host["policy"]["Statement"][0]["Action"] == \
+        primary_host["policy"]["Statement"][0]["Action"]
+    only = run_offsite("provision", "--target", "second", config=config)
+    assert only.returncode == 0 and f"bucket {replica.bucket}" in only.stdout.splitlines()[0]

@@ -14,14 +14,22 @@ EXIT_OK = 0
 
 def cmd_provision(args: argparse.Namespace, config: Config) -> int:
     from offsite.deploy.provision import build_plan, plan_as_terraform, plan_as_text
+    from offsite.deploy.replica_provision import replica_plans
+    config = targeted(config, args)   # --target NAME: that replica's bucket and identities
     plan = build_plan(config)
+    others = replica_plans(config) if args.target is None else {}
     if not args.apply:
         if args.format == "json":
-            print(json.dumps(plan.as_json(), indent=2))
+            print(json.dumps({**plan.as_json(), "replicas": {
+                name: other.as_json() for name, other in others.items()}}, indent=2))
         elif args.format == "terraform":
             print(plan_as_terraform(plan))
         else:
             print(plan_as_text(plan))
+            for name, other in others.items():
+                print(f"replica {name} (apply with --target {name} and that provider's "
+                      "credentials):")
+                print("\n".join(f"  {line}" for line in plan_as_text(other).splitlines()[:-1]))
         return EXIT_OK
     from offsite.deploy.provision_apply import apply_plan
     out = Path(args.credentials_out) if args.credentials_out else None
@@ -45,6 +53,7 @@ def add_security_commands(sub: Any, common: argparse.ArgumentParser) -> None:
                            "with your own AWS credentials")
     provision.add_argument("--credentials-out", help="with --apply: write DIR/<host>.env, "
                            "DIR/control.env, DIR/recover.env (mode 0600)")
+    add_target_argument(provision)
     provision.set_defaults(action=cmd_provision)
 
     recover = sub.add_parser("recover", parents=[common],
