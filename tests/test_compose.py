@@ -95,7 +95,7 @@ def test_the_repository_units_are_what_install_units_writes() -> None:
 
 def test_the_example_replica_is_on_a_second_provider_with_its_keys_in_the_env_files(
         compose: dict[str, Any]) -> None:
-    from offsite.config.replicas import host_replicas
+    from offsite.config.targets import host_replicas
     config = parse_config(yaml.safe_load((ROOT / "deploy/offsite.yaml.example").read_text()))
     assert config.replicas, "the example shows a replica"
     worker = compose["services"]["worker-carcosa"]

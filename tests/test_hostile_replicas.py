@@ -100,7 +100,7 @@ def test_a_valid_replica_and_an_opted_out_host_pass_check(
     path.write_text(yaml.safe_dump(data))
     assert main(["check", "--config", str(path)]) == 0, capsys.readouterr().err
     from offsite.config.model import load_config
-    from offsite.config.replicas import host_replicas, target_names
+    from offsite.config.targets import host_replicas, target_names
     config = load_config(path)
     assert host_replicas(config, "carcosa") == ["second", "third"]
     assert host_replicas(config, "quiet") == []

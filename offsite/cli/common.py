@@ -64,5 +64,5 @@ def add_target_argument(parser: Any) -> None:
 def targeted(config: Config, args: Any) -> Config:
     """The config as seen through `--target NAME` (offsite.config.replicas.target_view);
     raises UsageError for a name that is not a target."""
-    from offsite.config.replicas import target_view
+    from offsite.config.targets import target_view
     return target_view(config, getattr(args, "target", None))

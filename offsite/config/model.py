@@ -92,7 +92,10 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Config:
         problems = (self._folder_problems() + self._interval_problems()
-                    + self._drill_node_problems() + replica_problems(self))
+                    + self._drill_node_problems() + replica_problems(
+                        self.target, self.replicas,
+                        {name: host.replicas for name, host in self.hosts.items()},
+                        self.verify.targets))
         if problems:
             raise ConfigProblems(problems)
         return self

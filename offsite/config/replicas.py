@@ -8,22 +8,21 @@ of them; `[]`: none). The credentials of a replica come from the node's environm
 the upload's (PRUNE, RECOVER) reads `<NAME>_<ROLE>_AWS_*` first. They are never in the config,
 a message or the ledger.
 
-A per-target command sees a replica through `target_view`: the same Config with the replica as
-its `target` (and its own duplicity cache), so everything that reads `config.target` works on it.
+A per-target command sees a replica through offsite.config.targets.target_view: the same Config
+with the replica as its `target`, so everything that reads `config.target` works on it.
 """
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated
 
 from pydantic import AfterValidator
 
 from offsite.config.rules import PathProblem
-from offsite.errors import UsageError
 
 if TYPE_CHECKING:
-    from offsite.config.model import Config
     from offsite.config.sections import TargetConfig
 
 PRIMARY = "primary"   # the name of `target:` for --target
@@ -47,23 +46,25 @@ def check_replica_name(value: str) -> str:
 ReplicaName = Annotated[str, AfterValidator(check_replica_name)]
 
 
-def replica_problems(config: Config) -> list[PathProblem]:
-    """Hosts naming replicas that are not configured, a name twice, and two targets that are
-    one place (a copy of a set onto itself would prove nothing)."""
+def replica_problems(target: TargetConfig, replicas: Mapping[str, TargetConfig],
+                     host_choices: Mapping[str, list[str] | None],
+                     verify_targets: list[str] | None) -> list[PathProblem]:
+    """Hosts naming replicas that are not configured, a name twice, drill targets that are not
+    targets, and two targets that are one place (a copy of a set onto itself proves nothing)."""
     problems: list[PathProblem] = []
-    for host, host_config in config.hosts.items():
-        chosen = host_config.replicas or []
-        for name in sorted(set(chosen) - set(config.replicas)):
-            configured = ", ".join(sorted(config.replicas)) or "none"
+    for host, choice in host_choices.items():
+        chosen = choice or []
+        for name in sorted(set(chosen) - set(replicas)):
+            configured = ", ".join(sorted(replicas)) or "none"
             problems.append(PathProblem(f"hosts.{host}.replicas", (
                 f"{name[:64]!r} is not a configured replica (configured: {configured})")))
         if len(set(chosen)) != len(chosen):
             problems.append(PathProblem(f"hosts.{host}.replicas", "names a replica twice"))
-    for name in sorted(set(config.verify.targets or []) - {PRIMARY, *config.replicas}):
+    for name in sorted(set(verify_targets or []) - {PRIMARY, *replicas}):
         problems.append(PathProblem("verify.targets", (
             f"{name[:64]!r} is neither primary nor a configured replica")))
-    seen = {_place(config.target): "target"}
-    for name, replica in config.replicas.items():
+    seen = {_place(target): "target"}
+    for name, replica in replicas.items():
         place = _place(replica)
         if place in seen:
             problems.append(PathProblem(f"replicas.{name}.url", (
@@ -76,35 +77,6 @@ def replica_problems(config: Config) -> list[PathProblem]:
 def _place(target: TargetConfig) -> tuple[str, str]:
     scheme, _, rest = target.url.partition("://")
     return (target.endpoint_url or "aws" if scheme != "file" else "file", rest.rstrip("/"))
-
-
-def host_replicas(config: Config, host: str) -> list[str]:
-    """The replicas the host's sets are copied to, in the config's order."""
-    chosen = config.host(host).replicas
-    if chosen is None:
-        return list(config.replicas)
-    return [name for name in config.replicas if name in chosen]
-
-
-def target_names(config: Config, host: str | None = None) -> list[str]:
-    """`primary` and the replicas (of the host, when given)."""
-    return [PRIMARY, *(host_replicas(config, host) if host else config.replicas)]
-
-
-def target_view(config: Config, name: str | None) -> Config:
-    """The config with replica `name` as its target (the config itself for None or primary);
-    raises UsageError naming the configured targets."""
-    if name in (None, PRIMARY):
-        return config
-    assert name is not None
-    replica = config.replicas.get(name)
-    if replica is None:
-        known = ", ".join([PRIMARY, *config.replicas])
-        raise UsageError(f"no target named {name[:64]!r}: the targets are {known}")
-    target = replica.model_copy()
-    target._identity = name.upper()
-    return config.model_copy(update={"target": target,
-                                     "cache_root": config.cache_dir / f"replica-{name}"})
 
 
 def identity_prefix(target: TargetConfig, role: str) -> str:

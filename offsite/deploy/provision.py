@@ -16,7 +16,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from offsite.config.model import Config
-from offsite.config.replicas import host_replicas
+from offsite.config.targets import host_replicas
 from offsite.errors import OffsiteError
 from offsite.deploy.iam_policy import (PUBLIC_ACCESS_BLOCK, Policy, alert_policy, host_policy,
                                 lifecycle_rules, prune_policy, recover_policy)

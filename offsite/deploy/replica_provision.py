@@ -10,7 +10,7 @@ default AWS chain."""
 from __future__ import annotations
 
 from offsite.config.model import Config
-from offsite.config.replicas import target_view
+from offsite.config.targets import target_view
 from offsite.deploy.provision import Plan, build_plan
 from offsite.target.bucket import bucket_name
 

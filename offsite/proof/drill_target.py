@@ -6,7 +6,8 @@ record's `target`); a drill asked for one target (`verify --local --target NAME`
 from __future__ import annotations
 
 from offsite.config.model import Config
-from offsite.config.replicas import PRIMARY, target_names
+from offsite.config.replicas import PRIMARY
+from offsite.config.targets import target_names
 from offsite.constants import RunType
 from offsite.ledger.records import RunStore
 

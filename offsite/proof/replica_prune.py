@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Callable
 
 from offsite.config.model import Config
-from offsite.config.replicas import host_replicas, target_view
+from offsite.config.targets import host_replicas, target_view
 from offsite.errors import OffsiteError
 from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
 from offsite.target.catalog import Catalog, format_stamp, read_catalog

@@ -13,7 +13,8 @@ import socket
 import tempfile
 
 from offsite.config.model import Config
-from offsite.config.replicas import PRIMARY, target_view
+from offsite.config.replicas import PRIMARY
+from offsite.config.targets import target_view
 from offsite.proof.drill_target import next_drill_target
 from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring

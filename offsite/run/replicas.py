@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 from typing import Callable
 
-from offsite.config.replicas import host_replicas, target_view
+from offsite.config.targets import host_replicas, target_view
 from offsite.ledger.run_record import ReplicaRecord, RunRecord, StepRecord
 from offsite.run.context import RunContext
 from offsite.schedule.specs import utcnow

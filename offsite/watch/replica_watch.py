@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from offsite.config.model import Config
-from offsite.config.replicas import host_replicas
+from offsite.config.targets import host_replicas
 from offsite.durations import format_duration
 from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import ReplicaRecord
