@@ -8,7 +8,8 @@ from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
 from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
 from offsite.wire.publish import failure_callback, publish_task
-from offsite.ledger.records import RedisRunStore, RunRecord, RunStore
+from offsite.ledger.records import RedisRunStore, RunStore
+from offsite.ledger.run_record import RunRecord
 from offsite.run.context import new_run_id, queue_manual_run, queue_run
 from offsite.schedule.specs import describe_lateness, utcnow
 

@@ -14,7 +14,8 @@ from offsite.constants import CONTROL_QUEUE, host_queue
 from offsite.ledger.heartbeat import Heartbeat, interval_for, worker_node
 from offsite.process.logbounds import bound_celery_logging
 from offsite.process.shutdown import request_stop
-from offsite.host.staging import empty_host_staging, host_staging
+from offsite.host.settings import resolve_host
+from offsite.host.sources import empty_host_staging
 from workers.app import app
 from workers.context import (WORKER_HOST_ENV, current_config, host_lease, redis_client,
                              refresh_config)
@@ -94,8 +95,9 @@ def _clear_leftover_staging(config: Config, host: str) -> None:
     """A dump left in staging by a run that was stopped is removed when the worker starts again
     (unless a run still holds the host)."""
     try:
-        if host_lease().holder(host) is None and host_staging(config, host).exists():
-            empty_host_staging(config, host)
+        settings = resolve_host(config, host)
+        if host_lease().holder(host) is None and settings.staging.exists():
+            empty_host_staging(settings)
             log.warning("removed the staging folder a stopped run left for host %s", host)
     except Exception as exc:  # Redis away at start-up: the next run empties staging anyway
         log.warning("could not check for a stopped run's staging folder: %s", exc)

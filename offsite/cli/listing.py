@@ -7,12 +7,12 @@ from typing import Any
 
 from offsite.cli.common import EXIT_OK, add_target_argument, targeted
 from offsite.config.model import Config
+from offsite.host.settings import resolve_host
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
     from offsite.target.catalog import format_stamp, read_catalog
-    config.host(args.host)
-    catalog = read_catalog(targeted(config, args), args.host)
+    catalog = read_catalog(resolve_host(targeted(config, args), args.host))
     if args.json:
         print(json.dumps([chain.as_json() for chain in catalog.chains], indent=2))
         return EXIT_OK

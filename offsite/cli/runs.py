@@ -51,11 +51,11 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from offsite.cli.progress import folder_progress, progress_line
+    from offsite.host.settings import resolve_host
     from offsite.proof.restore import restore_host
-    config.host(args.host)
-    config = targeted(config, args)
+    settings = resolve_host(targeted(config, args), args.host)
     with progress_line(folder_progress(f"restoring {args.host}", Path(args.dest))):
-        thawing = restore_host(config, args.host, Path(args.dest), time=args.time,
+        thawing = restore_host(settings, Path(args.dest), time=args.time,
                                path=args.path, thaw_days=args.days if args.thaw else None,
                                secret_keys_file=path_or_none(args.secret_keys_file))
     print(f"not restored yet: {thawing}" if thawing else f"restored {args.host} into {args.dest}")

@@ -39,9 +39,10 @@ def cmd_provision(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_recover(args: argparse.Namespace, config: Config) -> int:
+    from offsite.host.settings import resolve_host
     from offsite.proof.recover import recover_host
-    config.host(args.host)
-    print(recover_host(targeted(config, args), args.host, args.time, args.apply))
+    print(recover_host(resolve_host(targeted(config, args), args.host), args.time,
+                       args.apply))
     return EXIT_OK
 
 

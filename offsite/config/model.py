@@ -23,7 +23,7 @@ from offsite.durations import format_duration
 from offsite.errors import ConfigError, UnknownHostError
 from offsite.config.http import HttpConfig
 from offsite.schedule.specs import EverySpec, ScheduleSpec
-from offsite.config.security import DATA_PREFIX, EncryptionConfig, HostEncryption, ProvisionConfig
+from offsite.config.security import EncryptionConfig, HostEncryption, ProvisionConfig
 from offsite.config.yaml_loader import MAX_CONFIG_BYTES, YamlProblem, decode_config_bytes, load_yaml
 
 __all__ = ["Config", "HostConfig", "ScriptConfig", "config_path", "load_config", "parse_config"]
@@ -262,17 +262,3 @@ def _describe(error: Any) -> list[str]:
     message = message.removeprefix("Value error, ")
     return [f"At '{where}': {message}" if where else message]
 
-
-def host_encryption(config: Config, host: str | None) -> EncryptionConfig:
-    """The encryption settings of `host`: the fleet's, with the host's own overrides."""
-    fleet: EncryptionConfig = config.encryption
-    own = config.hosts[host].encryption if host is not None and host in config.hosts else None
-    if own is None:
-        return fleet
-    updates = {name: value for name, value in own.model_dump().items() if value is not None}
-    return fleet.model_copy(update=updates)
-
-
-def volume_prefix(config: Config) -> str:
-    """The name prefix new data volumes are written with ('' in the flat layout)."""
-    return DATA_PREFIX if config.target.layout == "split" else ""

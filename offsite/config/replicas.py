@@ -79,12 +79,12 @@ def _place(target: TargetConfig) -> tuple[str, str]:
     return (target.endpoint_url or "aws" if scheme != "file" else "file", rest.rstrip("/"))
 
 
-def identity_prefix(target: TargetConfig, role: str) -> str:
-    """The environment prefix (before `_AWS_ACCESS_KEY_ID`) of `role`'s keys on this target:
-    the role itself on the primary; on a replica `<NAME>_<ROLE>` when set, else `<NAME>`."""
-    name = target.identity
-    if name is None:
+def identity_prefix(replica: str | None, role: str) -> str:
+    """The environment prefix (before `_AWS_ACCESS_KEY_ID`) of `role`'s keys on a target: the
+    role itself on the primary (`replica` None); on a replica (its upper-cased name)
+    `<NAME>_<ROLE>` when set, else `<NAME>`."""
+    if replica is None:
         return role
-    if role != "DUPLICITY" and os.environ.get(f"{name}_{role}_AWS_ACCESS_KEY_ID"):
-        return f"{name}_{role}"
-    return name
+    if role != "DUPLICITY" and os.environ.get(f"{replica}_{role}_AWS_ACCESS_KEY_ID"):
+        return f"{replica}_{role}"
+    return replica

@@ -1,7 +1,7 @@
 """`offsite check`: what the config schedules, and whether broker, bucket and SNS answer.
 
 `--connect --role R` checks what the node of role R needs and nothing else, with the keys
-that node holds (README, Deploying):
+that node holds (docs/operations.md, Deploying):
 - host: the broker, the bucket with the upload keys (DUPLICITY_AWS_*), its passphrase (or
   public keys) and its own newest chain;
 - control: the broker, the SNS topic with the alert keys (ALERT_AWS_*), the prune identity
@@ -24,6 +24,7 @@ from offsite.crypto.passphrase import read_passphrase
 from offsite.deploy.provision_apply import plan_differences
 from offsite.duplicity.keycheck import check_key_opens
 from offsite.errors import OffsiteError, PassphraseError
+from offsite.host.settings import HostSettings, TargetSettings, resolve_host
 from offsite.schedule.specs import next_run, utcnow
 from offsite.target.bucket import bucket_name, probe_bucket
 from offsite.target.catalog import read_catalog
@@ -101,14 +102,19 @@ def sns_problems(config: Config) -> list[str]:
     return []
 
 
-def _listing_problem(config: Config, what: str, client_of: Callable[[Config], Any],
+def _fleet_target(config: Config) -> TargetSettings:
+    """The target as any host sees it: the bucket, endpoint and region are the fleet's."""
+    return resolve_host(config, next(iter(config.hosts))).target
+
+
+def _listing_problem(config: Config, what: str, client_of: Callable[[TargetSettings], Any],
                      prefix: str = "") -> list[str]:
     """Whether `what`'s identity can list the bucket (under prefix)."""
     bucket = bucket_name(config)
     if bucket is None:
         return []
     try:
-        client = client_of(config)
+        client = client_of(_fleet_target(config))
         try:
             client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         finally:
@@ -124,8 +130,9 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
     problems = broker_problems(config)
     if role == "host":
         assert host is not None
-        problems += public_key_problems(config, host)
-        if (bucket_problem := probe_bucket(config)) is not None:
+        settings = resolve_host(config, host)
+        problems += public_key_problems(settings)
+        if (bucket_problem := probe_bucket(settings.target)) is not None:
             return problems + [f"{bucket_problem[0]} (upload keys DUPLICITY_AWS_*)"]
         return problems + key_problems(config, [host])
     if role == "control":
@@ -147,7 +154,7 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
             problems += _listing_problem(config, "recover identity (RECOVER_AWS_*)",
                                          recover_client)
         return problems
-    if (bucket_problem := probe_bucket(config)) is not None:
+    if (bucket_problem := probe_bucket(_fleet_target(config))) is not None:
         problems.append(bucket_problem[0])
     else:
         problems += key_problems(config)
@@ -156,12 +163,12 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
     return problems
 
 
-def public_key_problems(config: Config, host: str) -> list[str]:
+def public_key_problems(settings: HostSettings) -> list[str]:
     """In public-key mode: the host's public keys file holds the recipients' keys (and no
     secret one), as a run would import them."""
     from offsite.crypto.encryption import public_keyring
     try:
-        with public_keyring(config, host):
+        with public_keyring(settings):
             return []
     except OffsiteError as error:
         return [f"public keys: {error.one_line()}"]
@@ -178,14 +185,15 @@ def key_problems(config: Config, hosts: list[str] | None = None) -> list[str]:
     a changed passphrase is found here, not at the next restore."""
     problems = []
     for host in hosts if hosts is not None else list(config.hosts):
+        settings = resolve_host(config, host)
         try:
-            read_passphrase(config, host)
+            read_passphrase(settings)
         except PassphraseError:
             continue   # reported by the passphrase check itself
         try:
-            chain = read_catalog(config, host).newest_chain
+            chain = read_catalog(settings).newest_chain
             if chain is not None and chain.last.manifest is not None:
-                check_key_opens(config, host, chain.last.manifest, step="check")
+                check_key_opens(settings, chain.last.manifest, step="check")
         except OffsiteError as error:
             problems.append(error.one_line())
     return problems

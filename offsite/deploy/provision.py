@@ -20,7 +20,8 @@ from offsite.config.targets import host_replicas
 from offsite.errors import OffsiteError
 from offsite.deploy.iam_policy import (PUBLIC_ACCESS_BLOCK, Policy, alert_policy, host_policy,
                                 lifecycle_rules, prune_policy, recover_policy)
-from offsite.target.bucket import bucket_name, host_prefix
+from offsite.host.settings import resolve_host
+from offsite.target.bucket import bucket_name
 
 POLICY_NAME = "offsite"
 MAX_USER_NAME = 64
@@ -77,7 +78,7 @@ def build_plan(config: Config) -> Plan:
     hosts = [host for host in config.hosts
              if replica is None or replica.lower() in host_replicas(config, host)]
     identities = [Identity(f"{prefix}-host-{host}", "host", host,
-                           host_policy(bucket, host_prefix(config, host)),
+                           host_policy(bucket, resolve_host(config, host).target.prefix),
                            f"{replica}_AWS_" if replica else "DUPLICITY_AWS_",
                            f"{host}.env") for host in hosts]
     if config.alerts.sns_topic_arn and replica is None:

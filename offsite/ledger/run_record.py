@@ -13,6 +13,8 @@ from offsite.bounded import (NOTE_MAX_BYTES, NOTES_MAX, RECORD_MAX_BYTES, RECORD
 from offsite.constants import FINAL_STATES, RunState, RunType
 from offsite.schedule.specs import utcnow
 
+MAX_LISTED_MISMATCHES = 20
+
 
 class StepRecord(BaseModel):
     name: str
@@ -49,12 +51,18 @@ class ManifestRecord(BaseModel):
 
 
 class VerifyRecord(BaseModel):
-    """What a verify run compared (offsite.proof.verify)."""
+    """What a drill compared (offsite.proof.verify): filled while it compares, then stored in
+    its run record as is. Every mismatch is counted; the first MAX_LISTED_MISMATCHES listed."""
     backup_set: str
     files_checked: int = 0
     bytes_read: int = 0
     mismatch_count: int = 0
     mismatches: list[str] = Field(default_factory=list)
+
+    def add(self, problem: str) -> None:
+        self.mismatch_count += 1
+        if len(self.mismatches) < MAX_LISTED_MISMATCHES:
+            self.mismatches.append(problem[:300])
 
 
 class ReplicaRecord(BaseModel):

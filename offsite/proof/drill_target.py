@@ -7,27 +7,29 @@ from __future__ import annotations
 
 from offsite.config.model import Config
 from offsite.config.replicas import PRIMARY
-from offsite.config.targets import target_names
 from offsite.constants import RunType
+from offsite.host.settings import HostSettings
+from offsite.host.targets import host_targets
 from offsite.ledger.records import RunStore
 
 RECENT_RUNS = 50
 
 
-def drill_targets(config: Config, host: str) -> list[str]:
-    """The targets the host's drills rotate over, in order."""
-    own = target_names(config, host)
+def drill_targets(config: Config, settings: HostSettings) -> list[str]:
+    """The targets the host's drills rotate over, in order (`verify.targets` is the fleet's)."""
+    own = host_targets(settings)
     chosen = config.verify.targets
     if chosen is None:
         return own
     return [name for name in chosen if name in own] or [PRIMARY]
 
 
-def next_drill_target(config: Config, store: RunStore, host: str, run_id: str) -> str:
-    targets = drill_targets(config, host)
+def next_drill_target(config: Config, settings: HostSettings, store: RunStore,
+                      run_id: str) -> str:
+    targets = drill_targets(config, settings)
     if len(targets) == 1:
         return targets[0]
-    for record in store.recent(host, limit=RECENT_RUNS):
+    for record in store.recent(settings.name, limit=RECENT_RUNS):
         if record.type == RunType.VERIFY and record.run_id != run_id and record.target:
             if record.target in targets:
                 return targets[(targets.index(record.target) + 1) % len(targets)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from offsite.target.catalog import read_catalog
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.constants import RunState, RunType
 from offsite.errors import OffsiteError, UsageError
 from offsite.ledger.lease import HostLease
@@ -36,24 +36,25 @@ def newest_verified_set(store: RunStore, host: str) -> datetime | None:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
 
 
-def keep_count(config: Config, host: str) -> int:
-    keep = config.keep_full_chains(host)
+def keep_count(settings: HostSettings) -> int:
+    host, keep = settings.name, settings.keep_full_chains
     if keep is None:
         raise UsageError("no retention for this host: set retention.keep_full_chains (fleet) "
                          f"or hosts.{host}.retention.keep_full_chains", host=host, step="prune")
     return keep
 
 
-def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, apply: bool,
+def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, apply: bool,
                run_id: str | None = None) -> PruneOutcome:
     """Plan (and with `apply`, carry out) the host's prune; raises OffsiteError on failure,
     after recording it in the run when applied."""
-    keep = keep_count(config, host)
+    host = settings.name
+    keep = keep_count(settings)
     if not apply:
         verified = newest_verified_set(store, host)
-        catalog = read_catalog(config, host)
+        catalog = read_catalog(settings)
         plan = plan_prune(catalog, keep, verified, host)
-        replicas, problems = prune_replicas(config, host, keep, verified, catalog, plan, False)
+        replicas, problems = prune_replicas(settings, keep, verified, catalog, plan, False)
         return PruneOutcome(plan, None, replicas, problems)
     record = (queue_run(store, host, RunType.PRUNE, run_id) if run_id
               else queue_manual_run(store, host, RunType.PRUNE, utcnow()))
@@ -69,10 +70,10 @@ def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, 
     try:
         _settle(store, run_id, RunState.RUNNING)
         verified = newest_verified_set(store, host)
-        catalog = read_catalog(config, host)
+        catalog = read_catalog(settings)
         plan = plan_prune(catalog, keep, verified, host)
-        delete_objects(config, host, plan.objects, on_batch=lambda: lease.renew(host, run_id))
-        replicas, problems = prune_replicas(config, host, keep, verified, catalog, plan, True,
+        delete_objects(settings, plan.objects, on_batch=lambda: lease.renew(host, run_id))
+        replicas, problems = prune_replicas(settings, keep, verified, catalog, plan, True,
                                             on_batch=lambda: lease.renew(host, run_id))
     except OffsiteError as error:
         _settle(store, run_id, RunState.FAILED, error=ErrorRecord(

@@ -10,8 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Callable
 
-from offsite.config.model import Config
-from offsite.config.targets import host_replicas, target_view
+from offsite.host.settings import HostSettings
+from offsite.host.targets import on_target
 from offsite.errors import OffsiteError
 from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
 from offsite.target.catalog import Catalog, format_stamp, read_catalog
@@ -40,7 +40,7 @@ def replica_plan(catalog: Catalog, keep: int, verified: datetime | None, host: s
     return plan
 
 
-def prune_replicas(config: Config, host: str, keep: int, verified: datetime | None,
+def prune_replicas(settings: HostSettings, keep: int, verified: datetime | None,
                    primary: Catalog, primary_plan: PrunePlan, apply: bool,
                    on_batch: Callable[[], object] | None = None
                    ) -> tuple[dict[str, PrunePlan], list[str]]:
@@ -48,12 +48,12 @@ def prune_replicas(config: Config, host: str, keep: int, verified: datetime | No
     protected = protected_sets(primary, primary_plan)
     plans: dict[str, PrunePlan] = {}
     problems: list[str] = []
-    for name in host_replicas(config, host):
-        view = target_view(config, name)
+    for name in settings.replicas:
+        view = on_target(settings, name)
         try:
-            plan = replica_plan(read_catalog(view, host), keep, verified, host, protected)
+            plan = replica_plan(read_catalog(view), keep, verified, settings.name, protected)
             if apply:
-                delete_objects(view, host, plan.objects, on_batch=on_batch)
+                delete_objects(view, plan.objects, on_batch=on_batch)
         except OffsiteError as error:
             problems.append(f"replica {name} not pruned: {error.cause}")
             continue

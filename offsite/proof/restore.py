@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from offsite.target.catalog import Catalog, format_stamp, read_catalog
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
 from offsite.errors import OffsiteError, UsageError
-from offsite.host.staging import host_cache
+from offsite.host.sources import host_cache
 from offsite.target.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
                           sets_needed)
 
@@ -71,28 +71,29 @@ def check_destination(dest: Path, host: str) -> None:
                                 host=host, step="restore")
 
 
-def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
+def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
                  path: str | None = None, *, thaw_days: int | None = None,
                  secret_keys_file: Path | None = None) -> str | None:
     """Restore `host` as of `time` (default: the latest backup), optionally one `path`.
     Archived volumes it needs are named (VolumesArchived), or with thaw_days requested from
     S3 (the returned text says when to come back; nothing is restored then). In public-key mode
     the secret key comes from secret_keys_file or GNUPGHOME, never from the host."""
+    host = settings.name
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
     if thaw_days is not None:
         check_thaw_days(thaw_days, host)
     check_destination(dest, host)
-    catalog = read_catalog(config, host)
+    catalog = read_catalog(settings)
     check_time_covered(catalog, at, host)
     sets = sets_needed(catalog, at)
-    volumes = archived_volumes(config, host, sets)
+    volumes = archived_volumes(settings, sets)
     if thaw_days is not None and any(volume.state != "thawed" for volume in volumes):
-        return request_thaw(config, host, volumes, thaw_days)
+        return request_thaw(settings, volumes, thaw_days)
     refuse_if_frozen(host, volumes)
-    with secret_keyring(config, host, secret_keys_file) as gnupg_home:
+    with secret_keyring(host, secret_keys_file) as gnupg_home:
         if dest.is_dir():
             dest.rmdir()  # duplicity creates the folder itself
         stamp = str(int(at.timestamp())) if at else None
-        run_restore(config, host, dest, host_cache(config, host), stamp, path,
+        run_restore(settings, dest, host_cache(settings), stamp, path,
                     data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home)
     return None

@@ -4,7 +4,6 @@ compare every restored file with the digest manifest written at backup time."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -14,12 +13,13 @@ import tempfile
 
 from offsite.config.model import Config
 from offsite.config.replicas import PRIMARY
-from offsite.config.targets import target_view
+from offsite.host.targets import on_target
 from offsite.proof.drill_target import next_drill_target
 from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
+from offsite.host.settings import HostSettings, resolve_host
 from offsite.ledger.lease import MemoryHostLease
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
@@ -32,7 +32,6 @@ from offsite.schedule.specs import utcnow
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
-MAX_LISTED_MISMATCHES = 20
 VERIFY_STEP = "verify"
 
 
@@ -40,25 +39,6 @@ class VerifyFailed(OffsiteError):
     """The restore did not give back what the manifest recorded (or could not be made)."""
 
     failure_class = "verify_failed"
-
-
-@dataclass
-class VerifyOutcome:
-    backup_set: str
-    files_checked: int = 0
-    bytes_read: int = 0
-    mismatch_count: int = 0
-    mismatches: list[str] = field(default_factory=list)
-
-    def add(self, problem: str) -> None:
-        self.mismatch_count += 1
-        if len(self.mismatches) < MAX_LISTED_MISMATCHES:
-            self.mismatches.append(problem[:300])
-
-    def as_dict(self) -> dict[str, object]:
-        return {"backup_set": self.backup_set, "files_checked": self.files_checked,
-                "bytes_read": self.bytes_read, "mismatch_count": self.mismatch_count,
-                "mismatches": list(self.mismatches)}
 
 
 def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
@@ -69,7 +49,7 @@ def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
     return max(candidates, key=lambda backup_set: backup_set.time)
 
 
-def compare(restored: Path, outcome: VerifyOutcome) -> None:
+def compare(restored: Path, outcome: VerifyRecord) -> None:
     """Every manifest entry must be restored identically, and nothing else restored."""
     try:
         expected: dict[str, Entry] = {entry.path: entry
@@ -97,7 +77,7 @@ def compare(restored: Path, outcome: VerifyOutcome) -> None:
         outcome.add(f"missing: {missing} is in the manifest but not in the restore")
 
 
-def walk_restored(restored: Path, outcome: VerifyOutcome) -> list[Entry]:
+def walk_restored(restored: Path, outcome: VerifyRecord) -> list[Entry]:
     entries = list(walk(restored))
     for entry in entries:
         if entry.kind == "file":
@@ -106,30 +86,31 @@ def walk_restored(restored: Path, outcome: VerifyOutcome) -> list[Entry]:
     return entries
 
 
-def verify_backup(config: Config, host: str, at: datetime | None,
+def verify_backup(settings: HostSettings, at: datetime | None,
                   on_tick: Callable[[], None] | None = None,
-                  secret_keys_file: Path | None = None) -> VerifyOutcome:
+                  secret_keys_file: Path | None = None) -> VerifyRecord:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
     when the target does not cover `at`. In public-key mode the secret key comes from
     secret_keys_file or this node's GNUPGHOME."""
-    catalog = read_catalog(config, host)
+    host = settings.name
+    catalog = read_catalog(settings)
     check_time_covered(catalog, at, host)
     chosen = set_at(catalog, at)
-    outcome = VerifyOutcome(backup_set=format_stamp(chosen.time))
+    outcome = VerifyRecord(backup_set=format_stamp(chosen.time))
     try:
-        refuse_if_frozen(host, archived_volumes(config, host, sets_needed(catalog, at)))
+        refuse_if_frozen(host, archived_volumes(settings, sets_needed(catalog, at)))
     except OffsiteError as frozen:
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
-    workspace = config.cache_dir / ".verify-tmp"   # no host name starts with a dot
+    workspace = settings.cache_root / ".verify-tmp"   # no host name starts with a dot
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700
     try:
         dest, throwaway_cache = private / "restore", private / "cache"
         throwaway_cache.mkdir(mode=0o700)
         try:
-            with secret_keyring(config, host, secret_keys_file) as gnupg_home:
-                run_restore(config, host, dest, throwaway_cache,
+            with secret_keyring(host, secret_keys_file) as gnupg_home:
+                run_restore(settings, dest, throwaway_cache,
                             str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
                             on_tick=on_tick, data_prefix=chosen.data_prefix,
                             gnupg_home=gnupg_home)
@@ -151,14 +132,13 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
     if admit(ctx, RunType.VERIFY, scheduled_for) is None:
         return None
     with recorded_step(ctx, VERIFY_STEP):
-        target = target or next_drill_target(ctx.config, ctx.store, ctx.host, ctx.run_id)
+        target = target or next_drill_target(ctx.config, ctx.settings, ctx.store, ctx.run_id)
         ctx.store.update(ctx.run_id, lambda record: setattr(record, "target", target))
-        outcome = verify_backup(target_view(ctx.config, target), ctx.host, at,
-                                on_tick=lease_renewer(ctx),
+        outcome = verify_backup(on_target(ctx.settings, target), at, on_tick=lease_renewer(ctx),
                                 secret_keys_file=secret_keys_file)
 
         def record_outcome(record: RunRecord) -> None:
-            record.verify = VerifyRecord.model_validate(outcome.as_dict())
+            record.verify = outcome
             record.backup_set = outcome.backup_set
         ctx.store.update(ctx.run_id, record_outcome)
         if outcome.mismatch_count:
@@ -180,10 +160,9 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
 def verify_local(config: Config, host: str, at: datetime | None,
                  secret_keys_file: Path | None = None, target: str | None = None) -> RunRecord:
     """A verify in this process, no broker: `offsite verify --local`."""
-    config.host(host)
     store = MemoryRunStore()
-    ctx = RunContext(config=config, store=store, lease=MemoryHostLease(), host=host,
-                     run_id=new_run_id(host, RunType.VERIFY, utcnow()),
+    ctx = RunContext(config=config, settings=resolve_host(config, host), store=store,
+                     lease=MemoryHostLease(), run_id=new_run_id(host, RunType.VERIFY, utcnow()),
                      worker=f"local@{socket.gethostname()}")
     queue_run(store, host, RunType.VERIFY, ctx.run_id)
     try:

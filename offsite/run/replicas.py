@@ -14,7 +14,7 @@ import logging
 from datetime import datetime
 from typing import Callable
 
-from offsite.config.targets import host_replicas, target_view
+from offsite.host.targets import on_target
 from offsite.ledger.run_record import ReplicaRecord, RunRecord, StepRecord
 from offsite.run.context import RunContext
 from offsite.schedule.specs import utcnow
@@ -29,7 +29,7 @@ def replicate_step(ctx: RunContext,
                    renew: Callable[[], None] | None = None) -> dict[str, ReplicaRecord]:
     """Copy to every replica of the host; record and return each replica's state. Never
     raises for a replica's problem (logged, recorded, alerted by the watchdog)."""
-    names = host_replicas(ctx.config, ctx.host)
+    names = list(ctx.settings.replicas)
     if not names:
         return {}
     started = utcnow()
@@ -37,7 +37,7 @@ def replicate_step(ctx: RunContext,
     records: dict[str, ReplicaRecord] = {}
     for name in names:
         try:
-            outcome = replicate_host(ctx.config, target_view(ctx.config, name), name, ctx.host,
+            outcome = replicate_host(ctx.settings, on_target(ctx.settings, name), name,
                                      on_object=renew)
         except Exception as exc:  # noqa: BLE001 - the primary unreadable, or a bug: not fatal
             outcome = ReplicaOutcome(name, state="behind",

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from offsite.config.model import Config
 from offsite.errors import OffsiteError
-from offsite.target.bucket import (TargetUnreadable, bucket_name, file_host_dir, host_prefix,
-                                   list_host_objects, s3_client)
+from offsite.host.settings import HostSettings
+from offsite.target.bucket import TargetUnreadable, list_host_objects, s3_client
 from offsite.target.catalog import BackupSet, build_catalog, format_stamp
 
 CHUNK = 1 << 20
@@ -64,13 +63,15 @@ class ReplicaOutcome:
 class _Side:
     """One target (primary or replica) of one host, as the copy needs it."""
 
-    def __init__(self, config: Config, host: str) -> None:
-        self.config, self.host = config, host
-        self.folder = file_host_dir(config, host)
+    def __init__(self, settings: HostSettings) -> None:
+        self.host = settings.name
+        self.folder = settings.target.file_dir
+        self.bucket, self.prefix = settings.target.bucket, ""
         self.client: Any = None
         if self.folder is None:
-            self.client = s3_client(config, "DUPLICITY", max_attempts=3, read_timeout=60)
-            self.bucket, self.prefix = bucket_name(config), host_prefix(config, host)
+            self.client = s3_client(settings.target, "DUPLICITY", max_attempts=3,
+                                    read_timeout=60)
+            self.prefix = settings.target.prefix
 
     def close(self) -> None:
         if self.client is not None:
@@ -138,25 +139,26 @@ def set_objects(backup_set: BackupSet, names: list[str], claimed: set[str]) -> l
     return ordered + sorted(extra)
 
 
-def replicate_host(primary: Config, replica: Config, name: str, host: str,
+def replicate_host(primary: HostSettings, replica: HostSettings, name: str,
                    on_object: Callable[[], None] | None = None) -> ReplicaOutcome:
     """Copy what the replica lacks of the host's sets, oldest first, checking every copy.
     Never raises for a replica that cannot be reached (the outcome says `behind`, with the
     cause) nor for a copy that fails its check (`failed`); raises TargetUnreadable when the
     primary cannot be listed (there is nothing to copy from)."""
     outcome = ReplicaOutcome(name)
-    primary_objects = list_host_objects(primary, host)
+    host = primary.name
+    primary_objects = list_host_objects(primary)
     sizes = {obj.name: obj.size for obj in primary_objects}
-    catalog = build_catalog(primary.target.host_url(host), primary_objects)
+    catalog = build_catalog(primary.target.url, primary_objects)
     sets = sorted([s for chain in catalog.chains for s in chain.sets] + catalog.orphans,
                   key=lambda s: s.time)
     whole: list[str] = []
     claimed = {name for backup_set in [*sets, *catalog.unfinished]
                for name in backup_set.objects}
-    source, dest = _Side(primary, host), None
+    source, dest = _Side(primary), None
     try:
-        dest = _Side(replica, host)
-        present = {obj.name: obj.size for obj in list_host_objects(replica, host)}
+        dest = _Side(replica)
+        present = {obj.name: obj.size for obj in list_host_objects(replica)}
         scratch = Path(tempfile.mkdtemp(prefix="replicate-", dir=_scratch_root(primary)))
         try:
             for backup_set in sets:
@@ -210,8 +212,8 @@ def _copy_checked(source: _Side, dest: _Side, name: str, scratch: Path, host: st
                 f"{digest.sha256[:16]}… (written twice)", host=host, step="replicate")
 
 
-def _scratch_root(config: Config) -> Path:
-    root = config.cache_dir / ".replicate-tmp"
+def _scratch_root(settings: HostSettings) -> Path:
+    root = settings.cache_root / ".replicate-tmp"   # no host name starts with a dot
     root.mkdir(parents=True, exist_ok=True)
     return root
 
