@@ -13,7 +13,6 @@ with the replica as its `target`, so everything that reads `config.target` works
 """
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated
@@ -77,14 +76,3 @@ def replica_problems(target: TargetConfig, replicas: Mapping[str, TargetConfig],
 def _place(target: TargetConfig) -> tuple[str, str]:
     scheme, _, rest = target.url.partition("://")
     return (target.endpoint_url or "aws" if scheme != "file" else "file", rest.rstrip("/"))
-
-
-def identity_prefix(replica: str | None, role: str) -> str:
-    """The environment prefix (before `_AWS_ACCESS_KEY_ID`) of `role`'s keys on a target: the
-    role itself on the primary (`replica` None); on a replica (its upper-cased name)
-    `<NAME>_<ROLE>` when set, else `<NAME>`."""
-    if replica is None:
-        return role
-    if role != "DUPLICITY" and os.environ.get(f"{replica}_{role}_AWS_ACCESS_KEY_ID"):
-        return f"{replica}_{role}"
-    return replica

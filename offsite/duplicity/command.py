@@ -10,7 +10,6 @@ import shutil
 import sys
 
 from offsite.host.settings import HostSettings
-from offsite.config.replicas import identity_prefix
 from offsite.constants import BackupType
 from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
 from offsite.duplicity.errors import describe_failure, read_log_tail
@@ -104,7 +103,7 @@ def duplicity_env(settings: HostSettings, passphrase: str,
     """The child's environment: passphrase and upload keys live here and nowhere else."""
     env = {name: value for name, value in base.items() if not name.startswith("ALERT_AWS_")}
     env["PASSPHRASE"] = passphrase
-    keys = identity_prefix(settings.target.identity, "DUPLICITY")   # a replica's: <NAME>_AWS_*
+    keys = settings.target.keys("DUPLICITY")   # a replica's: <NAME>_AWS_*
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         if value := base.get(f"{keys}_{name}"):
             env[name] = value

@@ -4,6 +4,7 @@ merged. A run (and each command) calls `resolve_host` once and passes the result
 below it looks the host up in the Config again."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -47,6 +48,16 @@ class TargetSettings:
     retry_delay: int
     lifecycle: LifecycleConfig
     identity: str | None = None   # a replica's upper-cased name: its keys are <NAME>_AWS_*
+
+    def keys(self, role: str) -> str:
+        """The environment prefix (before `_AWS_ACCESS_KEY_ID`) of `role`'s keys (DUPLICITY,
+        PRUNE, RECOVER) on this target: the role itself on the primary; on a replica
+        `<NAME>_<ROLE>` when that is set, else `<NAME>` (offsite.config.replicas)."""
+        if self.identity is None:
+            return role
+        if role != "DUPLICITY" and os.environ.get(f"{self.identity}_{role}_AWS_ACCESS_KEY_ID"):
+            return f"{self.identity}_{role}"
+        return self.identity
 
     @property
     def volume_prefix(self) -> str:

@@ -187,7 +187,8 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         if tag_note:
             record.notes.append(tag_note)
     ctx.store.update(ctx.run_id, done)
-    replicate_step(ctx, lease_renewer(ctx))   # never raises: see offsite.run.replicas
+    if ctx.settings.replicas:   # never raises: see offsite.run.replicas
+        replicate_step(ctx, lease_renewer(ctx))
     return finish_run(ctx)
 
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from offsite.config.model import Config
-from offsite.config.replicas import identity_prefix
 from offsite.host.settings import HostSettings, TargetSettings
 from offsite.errors import OffsiteError
 
@@ -47,7 +46,7 @@ def s3_client(target: TargetSettings, identity: str, max_attempts: int = 3,
     upload keys, PRUNE, RECOVER), else boto3's default chain."""
     import boto3   # only where an S3 target is used: a file:// host never loads it
     from botocore.config import Config as BotoConfig
-    identity = identity_prefix(target.identity, identity)   # a replica's own keys
+    identity = target.keys(identity)   # a replica's own keys
     return boto3.client(
         "s3", endpoint_url=target.endpoint_url, region_name=target.region,
         aws_access_key_id=os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"),
