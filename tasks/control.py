@@ -12,6 +12,7 @@ from offsite.watch.alerts import AlertSink, sink_for
 from offsite.watch.config_digest import digest_for
 from offsite.constants import BackupType, RunType
 from offsite.watch.deadman import DeadMansSwitch
+from offsite.watch.ledger_lost import LedgerWatch
 from offsite.ledger.heartbeat import CONTROL_NODE, Heartbeat, interval_for
 from offsite.wire.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
 from offsite.watch.alerts import report_failed_run
@@ -88,10 +89,12 @@ def run_watchdog(stop: threading.Event) -> None:
     heartbeat = Heartbeat(redis_client, CONTROL_NODE, interval_for(config.watchdog.worker_timeout),
                           digest=lambda: digest_for(config, CONTROL_NODE)).start()
     dog = watchdog()
+    ledger = LedgerWatch(config, dog.client, dog.store, dog.outbox)
     switch = DeadMansSwitch(config.alerts.heartbeat_url)
     try:
         while not stop.wait(every):
             try:
+                ledger.check(utcnow())   # a lost ledger is rebuilt before it is judged
                 dog.tick(utcnow())
             except Exception:
                 log.exception("watchdog tick failed; retrying in %ss", every)

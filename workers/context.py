@@ -8,10 +8,13 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from offsite.config.broker import broker_client
 from offsite.config.model import Config
 from offsite.config.reload import ReloadableConfig
 from offsite.errors import ConfigError
+from offsite.constants import RunState
 from offsite.ledger.lease import RedisHostLease
+from offsite.ledger.renewer import RenewingLease
 from offsite.ledger.records import RedisRunStore
 
 WORKER_HOST_ENV = "OFFSITE_WORKER_HOST"
@@ -47,16 +50,32 @@ def worker_host() -> str | None:
 @lru_cache(maxsize=1)
 def redis_client() -> redis.Redis:
     """Rides out a Redis restart of about a minute before an operation fails."""
-    return redis.Redis.from_url(
-        current_config().broker_url, socket_timeout=30, socket_connect_timeout=5,
+    config = current_config()
+    return broker_client(
+        config.broker_url, config.broker_sentinel_master, socket_timeout=30,
+        socket_connect_timeout=5,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=15),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 def run_store() -> RedisRunStore:
-    return RedisRunStore(redis_client())
+    from offsite.config.broker import is_sentinel
+    return RedisRunStore(redis_client(),
+                         replicas=1 if is_sentinel(current_config().broker_url) else 0)
 
 
-def host_lease() -> RedisHostLease:
-    return RedisHostLease(redis_client(), current_config().watchdog.lease_ttl)
+def host_lease() -> RenewingLease:
+    """This process's host lease: a run that takes it is kept alive by a lease keeper thread
+    until it releases it (offsite.ledger.renewer), whatever the run is doing."""
+    return _renewing_lease(current_config().watchdog.lease_ttl)
+
+
+@lru_cache(maxsize=4)
+def _renewing_lease(ttl_s: int) -> RenewingLease:
+    store = run_store()
+
+    def state_of(run_id: str) -> RunState | None:
+        record = store.get(run_id)
+        return record.state if record else None
+    return RenewingLease(RedisHostLease(redis_client(), ttl_s), ttl_s, state_of)

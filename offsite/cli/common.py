@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
 
 from offsite.config.model import Config
 from offsite.errors import OffsiteError
@@ -26,8 +25,10 @@ def masked_url(url: str) -> str:
 
 
 def ledger_store(config: Config) -> RedisRunStore:
-    return RedisRunStore(redis.Redis.from_url(config.broker_url, socket_connect_timeout=5,
-                                              socket_timeout=30))
+    from offsite.config.broker import broker_client, is_sentinel
+    return RedisRunStore(broker_client(config.broker_url, config.broker_sentinel_master,
+                                       socket_connect_timeout=5, socket_timeout=30),
+                         replicas=1 if is_sentinel(config.broker_url) else 0)
 
 
 def alert_locally(config: Config, record: RunRecord) -> None:

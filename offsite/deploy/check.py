@@ -17,6 +17,7 @@ import os
 import redis
 import socket
 
+from offsite.config.broker import broker_client
 from offsite.config.model import Config
 from offsite.constants import BackupType
 from offsite.crypto.escrow import escrow_problems
@@ -82,13 +83,37 @@ def hosts_as_json(config: Config) -> list[dict[str, Any]]:
 
 def broker_problems(config: Config) -> list[str]:
     try:
-        client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=5)
+        client = broker_client(config.broker_url, config.broker_sentinel_master,
+                               socket_connect_timeout=5, socket_timeout=10)
         try:
             client.ping()
         finally:
             client.close()
     except redis.RedisError as exc:
         return [f"broker unreachable: {exc}"]
+    return []
+
+
+PERSISTENCE_LINES = "`appendonly yes` and `appendfsync everysec`"
+
+
+def persistence_problems(config: Config) -> list[str]:
+    """The broker's Redis must keep an append-only file: it holds beat's schedule, the run
+    ledger and the pending alerts, and a restart without one loses them all."""
+    try:
+        client = broker_client(config.broker_url, config.broker_sentinel_master,
+                               socket_connect_timeout=5, socket_timeout=10)
+        try:
+            info = client.info("persistence")
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        return [f"broker persistence unknown: INFO persistence failed ({exc}); it must have "
+                f"{PERSISTENCE_LINES} in its redis.conf"]
+    if str(info.get("aof_enabled", "0")) != "1":
+        return ["broker Redis keeps no append-only file (aof_enabled:0): a restart loses "
+                "beat's schedule, the run ledger and pending alerts; add "
+                f"{PERSISTENCE_LINES} to its redis.conf (deploy/redis.conf.example)"]
     return []
 
 
@@ -136,6 +161,8 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
             return problems + [f"{bucket_problem[0]} (upload keys DUPLICITY_AWS_*)"]
         return problems + key_problems(config, [host])
     if role == "control":
+        if not problems:
+            problems += persistence_problems(config)
         problems += sns_problems(config)
         if any(config.keep_full_chains(h) is not None for h in config.hosts):
             from offsite.proof.retention import prune_s3_client

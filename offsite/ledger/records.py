@@ -1,6 +1,7 @@
 """Run records: what happened to each run, kept in Redis (or in memory for --local runs)."""
 from __future__ import annotations
 
+import logging
 import time
 from typing import Callable, Iterable, Protocol, cast
 
@@ -10,7 +11,7 @@ from redis.client import Pipeline
 from offsite.constants import (ALL_RUNS_KEY, HOST_RUNS_KEY, KEEP_RUNS_DAYS, KEEP_RUNS_PER_HOST,
                                KEY_PREFIX, RUN_KEY, RunState, RunType)
 from offsite.errors import OffsiteError
-from offsite.ledger.facts import HOST_FACTS_KEY, stage_facts, unstage_run
+from offsite.ledger.facts import HOST_FACTS_KEY, QUEUED_KEY, stage_facts, unstage_run
 from offsite.ledger.run_record import RunRecord
 
 
@@ -31,11 +32,15 @@ class RunStore(Protocol):
 
 # -> {created (0/1), runs in the host's index, score of its oldest run}
 FINAL_CHANNEL = KEY_PREFIX + "final:"   # pub/sub channel final:<run_id>: the run ended
+REPLICA_WAIT_MS = 10_000
+REPLICA_PROBE_KEY = KEY_PREFIX + "replicated"
+_log = logging.getLogger(__name__)
 
 _CREATE_QUEUED = """
 if not redis.call('set', KEYS[1], ARGV[1], 'NX') then return {0, 0, '0'} end
 redis.call('zadd', KEYS[2], ARGV[2], ARGV[3])
 redis.call('zadd', KEYS[3], ARGV[2], ARGV[3])
+redis.call('zadd', KEYS[4], ARGV[2], ARGV[3])
 local oldest = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
 return {1, redis.call('zcard', KEYS[2]), oldest[2]}
 """
@@ -45,8 +50,11 @@ class RedisRunStore:
     """Records as JSON strings under `offsite:run:<id>`, indexed by creation time per host."""
 
     def __init__(self, client: redis.Redis, keep_runs: int = KEEP_RUNS_PER_HOST,
-                 keep_days: float = KEEP_RUNS_DAYS) -> None:
+                 keep_days: float = KEEP_RUNS_DAYS, replicas: int = 0) -> None:
+        """replicas: how many replicas must hold a final state before it is reported final
+        (a broker behind Redis Sentinel: a failover then never loses a final state)."""
         self.client = client
+        self.replicas = replicas
         self.keep_runs = keep_runs
         self.keep_s = keep_days * 86400
 
@@ -81,7 +89,7 @@ class RedisRunStore:
                 if record.state != RunState.QUEUED:
                     raise ValueError(f"create_many takes queued records, not {record.state}")
                 create(keys=[RUN_KEY + record.run_id, HOST_RUNS_KEY + record.host,
-                             ALL_RUNS_KEY],
+                             ALL_RUNS_KEY, QUEUED_KEY],
                        args=[record.to_json(), record.created_at.timestamp(), record.run_id],
                        client=pipe)
             replies = pipe.execute()
@@ -161,12 +169,34 @@ class RedisRunStore:
                     pipe.multi()
                     pipe.set(key, record.to_json())
                     stage_facts(pipe, record, newly_final=record.is_final and not was_final)
-                    if record.is_final:
+                    if record.is_final and not self.replicas:
                         pipe.publish(FINAL_CHANNEL + run_id, record.state.value)
                     pipe.execute()
+                    if record.is_final and self.replicas:
+                        self._replicated(run_id)
+                        self.client.publish(FINAL_CHANNEL + run_id, record.state.value)
                     return record
                 except redis.WatchError:
                     continue
+
+    def _replicated(self, run_id: str) -> None:
+        """WAIT until `replicas` replicas hold the write; one line when they do not in time
+        (the state stands on the master; a failover before the replica catches up can lose
+        it, and the watchdog then finds the run lost and re-runs it)."""
+        # WAIT counts the writes of its own connection: a write on the same connection just
+        # before it is replicated after the transaction above, so waiting for it waits for both
+        connected = int(self.client.info("replication").get("connected_slaves", 0))
+        if connected == 0:   # a degraded group (after a failover): nothing to wait for
+            _log.warning("the final state of run %s is on the master only: no replica is "
+                         "connected", run_id)
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(REPLICA_PROBE_KEY, run_id)
+            pipe.wait(min(self.replicas, connected), REPLICA_WAIT_MS)
+            acked = int(pipe.execute()[1])
+        if acked < min(self.replicas, connected):
+            _log.warning("the final state of run %s reached %d of %d replica(s) within %d ms",
+                         run_id, acked, min(self.replicas, connected), REPLICA_WAIT_MS)
 
     def wait_final(self, run_id: str, timeout_s: float | None) -> RunRecord | None:
         """The run's record once it is final, woken by the message its final write publishes

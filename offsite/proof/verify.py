@@ -20,14 +20,15 @@ from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
 from offsite.host.settings import HostSettings, resolve_host
-from offsite.ledger.lease import MemoryHostLease
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
 from offsite.proof.restore import check_time_covered
 from offsite.run.admission import admit
-from offsite.run.context import RunContext, new_run_id, queue_run
-from offsite.run.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
-from offsite.run.steps import end_run, finish_step, lease_renewer, recorded_step
+from offsite.proof.compare import compare
+from offsite.run.context import RunContext, queue_run
+from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
+from offsite.run.steps import StaleRun, end_stale, finish_step, lease_renewer, recorded_step
+from offsite.run.working import working
 from offsite.schedule.specs import utcnow
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
@@ -49,50 +50,15 @@ def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
     return max(candidates, key=lambda backup_set: backup_set.time)
 
 
-def compare(restored: Path, outcome: VerifyRecord) -> None:
-    """Every manifest entry must be restored identically, and nothing else restored."""
-    try:
-        expected: dict[str, Entry] = {entry.path: entry
-                                      for entry in read_manifest(manifest_path(restored))}
-    except ManifestUnreadable as problem:
-        outcome.add(f"manifest: {problem}")
-        return
-    for found in walk_restored(restored, outcome):
-        wanted = expected.pop(found.path, None)
-        if wanted is None:
-            outcome.add(f"extra: {found.path} is in the restore but not in the manifest")
-        elif wanted.kind != found.kind:
-            outcome.add(f"different: {found.path} is a {found.kind}, the manifest says "
-                        f"{wanted.kind}")
-        elif found.kind == "symlink" and found.target != wanted.target:
-            outcome.add(f"different: {found.path} links to {found.target}, the manifest says "
-                        f"{wanted.target}")
-        elif found.kind == "file" and found.size != wanted.size:
-            outcome.add(f"different: {found.path} has {found.size} bytes, the manifest says "
-                        f"{wanted.size}")
-        elif found.kind == "file" and wanted.sha256 is not None \
-                and found.sha256 != wanted.sha256:
-            outcome.add(f"different: {found.path} has another SHA-256 than the manifest")
-    for missing in sorted(expected):
-        outcome.add(f"missing: {missing} is in the manifest but not in the restore")
-
-
-def walk_restored(restored: Path, outcome: VerifyRecord) -> list[Entry]:
-    entries = list(walk(restored))
-    for entry in entries:
-        if entry.kind == "file":
-            outcome.files_checked += 1
-            outcome.bytes_read += entry.size
-    return entries
-
-
 def verify_backup(settings: HostSettings, at: datetime | None,
                   on_tick: Callable[[], None] | None = None,
-                  secret_keys_file: Path | None = None) -> VerifyRecord:
+                  secret_keys_file: Path | None = None,
+                  leftovers: list[Path] | None = None) -> VerifyRecord:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
     when the target does not cover `at`. In public-key mode the secret key comes from
-    secret_keys_file or this node's GNUPGHOME."""
+    secret_keys_file or this node's GNUPGHOME. With `leftovers`, the drill's private folder is
+    added to it for the caller to remove (after its record is final) instead of removed here."""
     host = settings.name
     catalog = read_catalog(settings)
     check_time_covered(catalog, at, host)
@@ -117,58 +83,91 @@ def verify_backup(settings: HostSettings, at: datetime | None,
         except OffsiteError as error:
             raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
                                f"{error.cause}", host=host, step=VERIFY_STEP) from None
-        compare(dest, outcome)
+        compare(dest, outcome, on_tick)
     finally:
-        shutil.rmtree(private, ignore_errors=True)
+        if leftovers is None:
+            shutil.rmtree(private, ignore_errors=True)
+        else:
+            leftovers.append(private)
     return outcome
 
 
+@working
 def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | None = None,
                secret_keys_file: Path | None = None,
                target: str | None = None) -> RunRecord | None:
     """Run the verify `ctx.run_id`; None when it was not admitted (a duplicate message, a newer
     drill waiting). Raises MustWait when a backup holds the host, OffsiteError on failure
-    (recorded)."""
+    (recorded), StaleRun when its record was made final meanwhile (kept as it is)."""
     if admit(ctx, RunType.VERIFY, scheduled_for) is None:
         return None
-    with recorded_step(ctx, VERIFY_STEP):
-        target = target or next_drill_target(ctx.config, ctx.settings, ctx.store, ctx.run_id)
-        ctx.store.update(ctx.run_id, lambda record: setattr(record, "target", target))
-        outcome = verify_backup(on_target(ctx.settings, target), at, on_tick=lease_renewer(ctx),
-                                secret_keys_file=secret_keys_file)
-
-        def record_outcome(record: RunRecord) -> None:
-            record.verify = outcome
-            record.backup_set = outcome.backup_set
-        ctx.store.update(ctx.run_id, record_outcome)
-        if outcome.mismatch_count:
-            raise VerifyFailed(
-                f"the set of {outcome.backup_set} restored with {outcome.mismatch_count} "
-                f"mismatch(es) against its manifest: {'; '.join(outcome.mismatches[:3])}",
-                host=ctx.host, step=VERIFY_STEP)
-
-    def succeed(record: RunRecord) -> None:
-        finish_step(record, VERIFY_STEP, 0)
-        record.state = RunState.SUCCEEDED
-        record.finished_at = utcnow()
+    leftovers: list[Path] = []   # the restored tree: removed once the record is final
     try:
-        return ctx.store.update(ctx.run_id, succeed)
+        with recorded_step(ctx, VERIFY_STEP):
+            target = target or next_drill_target(ctx.config, ctx.settings, ctx.store,
+                                                 ctx.run_id)
+            ctx.store.update(ctx.run_id, lambda record: setattr(record, "target", target))
+            outcome = verify_backup(on_target(ctx.settings, target), at,
+                                    on_tick=lease_renewer(ctx),
+                                    secret_keys_file=secret_keys_file, leftovers=leftovers)
+
+            def record_outcome(record: RunRecord) -> None:
+                _still_running(ctx, record)
+                record.verify = outcome
+                record.backup_set = outcome.backup_set
+            ctx.store.update(ctx.run_id, record_outcome)
+            if outcome.mismatch_count:
+                raise VerifyFailed(
+                    f"the set of {outcome.backup_set} restored with {outcome.mismatch_count} "
+                    f"mismatch(es) against its manifest: {'; '.join(outcome.mismatches[:3])}",
+                    host=ctx.host, step=VERIFY_STEP)
+
+        def succeed(record: RunRecord) -> None:
+            _still_running(ctx, record)
+            finish_step(record, VERIFY_STEP, 0)
+            record.state = RunState.SUCCEEDED
+            record.finished_at = utcnow()
+        try:
+            return ctx.store.update(ctx.run_id, succeed)
+        finally:
+            _remove(leftovers)   # under the lease, still renewed by its keeper
+            end_stale(ctx)   # a stale run leaves another run's staging and lease alone
     finally:
-        end_run(ctx)
+        _remove(leftovers)
+
+
+def _remove(folders: list[Path]) -> None:
+    while folders:
+        shutil.rmtree(folders.pop(), ignore_errors=True)
+
+
+def _still_running(ctx: RunContext, record: RunRecord) -> None:
+    """A drill that finishes after its record was made final (the watchdog settled it) leaves
+    that record as it is: no final state is written over another."""
+    if record.state != RunState.RUNNING:
+        raise StaleRun(f"run {ctx.run_id} is already {record.state.value}; its outcome is "
+                       "not recorded", host=ctx.host, step=VERIFY_STEP)
 
 
 def verify_local(config: Config, host: str, at: datetime | None,
                  secret_keys_file: Path | None = None, target: str | None = None) -> RunRecord:
-    """A verify in this process, no broker: `offsite verify --local`."""
+    """A verify in this process, no worker: `offsite verify --local`, under the host lock the
+    workers take (offsite.run.local); raises HostBusy when another run holds the host.
+    `target`: the primary (default) or a replica of the host."""
+    settings = resolve_host(config, host)
     store = MemoryRunStore()
-    ctx = RunContext(config=config, settings=resolve_host(config, host), store=store,
-                     lease=MemoryHostLease(), run_id=new_run_id(host, RunType.VERIFY, utcnow()),
+    lease = local_lease(config, settings, reachable_broker(config))
+    run_id = local_run_id(lease, host, RunType.VERIFY, utcnow())
+    take_host(lease, host, run_id)
+    ctx = RunContext(config=config, settings=settings, store=store, lease=lease, run_id=run_id,
                      worker=f"local@{socket.gethostname()}")
     queue_run(store, host, RunType.VERIFY, ctx.run_id)
     try:
         run_verify(ctx, at, secret_keys_file=secret_keys_file, target=target or PRIMARY)
     except OffsiteError:
         pass  # recorded by the step that failed
+    finally:
+        lease.release(host, run_id)
     record = store.get(ctx.run_id)
     assert record is not None
     return record

@@ -18,9 +18,10 @@ import redis
 from offsite.watch.alerts import Alert, AlertSink, condition_alert, recovery_alert
 from offsite.watch.conditions import CONDITIONS_KEY, Conditions
 from offsite.config.model import Config
-from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState
+from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState, RunType
 from offsite.watch.drift import check_drift
 from offsite.watch.replica_watch import check_replicas
+from offsite.watch.stuck import check_consuming, check_stuck
 from offsite.durations import format_duration
 from offsite.ledger.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
 from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts, RunningRun
@@ -92,6 +93,8 @@ class Watchdog:
         self.handle_attention(now)
         observed: dict[str, tuple[bool, AlertText, AlertText]] = {}
         self.check_overdue(running, view.active, observed, now)
+        check_stuck(self.client, self.store, self.config, view.active, observed, now)
+        check_consuming(self.client, self.config, view.heartbeats, observed, now)
         slots: dict[tuple[ScheduleSpec, str], datetime | None] = {}
         periods: dict[ScheduleSpec, float] = {}
         for host in hosts:
@@ -165,7 +168,7 @@ class Watchdog:
             current.finished_at = now
             current.error = ErrorRecord(
                 step=step, failure_class="run_lost",
-                message=(f"the host worker stopped renewing the run's lease during "
+                message=(f"{_runner(current)} stopped renewing the run's lease during "
                          f"{step or 'the run'}: killed, crashed or cut off from Redis"))
             if not current.run_id.endswith(RERUN_SUFFIX):
                 current.notes.append(f"re-run queued as {current.run_id}{RERUN_SUFFIX}")
@@ -305,9 +308,21 @@ def _missed_alert(host: str, kind: BackupType, slot: datetime, grace: timedelta)
         host, kind.value, "backup_missed",
         f"The {kind.value} backup of host {host} due at {slot.isoformat()} did not start "
         f"within {format_duration(grace.total_seconds())}: is `offsite worker {host}` running "
-        "and is `offsite beat` running?")
+        "and is `offsite beat` running (`offsite hosts`)? A slot due while Redis lost its data "
+        "(alert ledger_lost) was never sent; beat sends the next one.")
 
 
 def _missed_recovery(host: str, kind: BackupType, run_id: str) -> AlertText:
     return lambda: recovery_alert(host, kind.value, "backup_missed",
                                   f"Host {host} is backing up again: run {run_id} started.")
+
+
+def _runner(record: RunRecord) -> str:
+    """Who runs the run, in words: a drill or a prune is not the host worker's doing."""
+    worker = next((s.worker for s in reversed(record.steps) if s.worker), None)
+    named = f" ({worker})" if worker else ""
+    if record.type == RunType.VERIFY:
+        return f"the node running the drill{named}"
+    if record.type == RunType.PRUNE:
+        return f"the node running the prune{named}"
+    return f"the host worker{named}"
