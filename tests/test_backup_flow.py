@@ -14,6 +14,7 @@ import redis
 from celery import Celery
 
 from tests.helpers import describe, find_leaks, wait_until
+from tests.seaweed import S3_SERVERS
 
 HOSTS = ("carcosa", "nyarlathotep")
 
@@ -80,9 +81,10 @@ def fleet(make_config: Any, sources: dict[str, Path], tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("target_store", S3_SERVERS, indirect=True)
 def test_full_incremental_restore_round_trip_across_two_hosts(
         fleet: Path, sources: dict[str, Path], start_worker: Any, run_offsite: Any,
-        aws: Any, tmp_path: Path) -> None:
+        target_store: Any, tmp_path: Path) -> None:
     for host in HOSTS:
         start_worker(fleet, host)
 
@@ -106,7 +108,7 @@ def test_full_incremental_restore_round_trip_across_two_hosts(
     assert incr["state"] == "succeeded" and incr["type"] == "incr"
     assert 0 < incr["bytes_uploaded"] < fulls["carcosa"]["bytes_uploaded"] / 10
 
-    keys = aws.object_keys()
+    keys = target_store.object_keys()
     for host in HOSTS:
         own = [key for key in keys if key.startswith(f"{host}/")]
         assert any(".manifest" in key for key in own), keys

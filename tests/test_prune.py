@@ -11,13 +11,15 @@ import redis
 
 from offsite.constants import LEASE_KEY
 from tests.helpers import describe
+from tests.seaweed import S3_SERVERS
 from tests.test_backup_flow import same_tree
 
 pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 
+@pytest.mark.parametrize("target_store", S3_SERVERS, indirect=True)
 def test_prune_keeps_two_of_four_chains_and_the_newest_restores(
-        make_config: Any, run_offsite: Any, redis_client: redis.Redis, aws: Any,
+        make_config: Any, run_offsite: Any, redis_client: redis.Redis, target_store: Any,
         tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -52,7 +54,7 @@ def test_prune_keeps_two_of_four_chains_and_the_newest_restores(
     assert applied.returncode == 0, describe(applied)
     left = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)["chains"]
     assert [chain["start"] for chain in left] == times[2:]
-    assert not [k for k in aws.object_keys("carcosa/") if any(
+    assert not [k for k in target_store.object_keys("carcosa/") if any(
         t.replace("-", "").replace(":", "") in k for t in times[:2])]
     runs = json.loads(run_offsite("status", "carcosa", "--json", config=config).stdout)
     assert [(r["type"], r["state"]) for r in runs] == [

@@ -5,14 +5,14 @@ import argparse
 import json
 from typing import Any
 
-from offsite.cli.common import EXIT_OK
+from offsite.cli.common import EXIT_OK, add_target_argument, targeted
 from offsite.config.model import Config
 from offsite.host.settings import resolve_host
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
     from offsite.target.catalog import format_stamp, read_catalog
-    catalog = read_catalog(resolve_host(config, args.host))
+    catalog = read_catalog(resolve_host(targeted(config, args), args.host))
     if args.json:
         print(json.dumps(catalog.as_json(), indent=2))
         return EXIT_OK
@@ -42,4 +42,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                              help="the backup chains and sets in the target")
     listing.add_argument("host")
     listing.add_argument("--json", action="store_true")
+    add_target_argument(listing)
     listing.set_defaults(action=cmd_list)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from offsite.cli.common import (EXIT_FAILED, EXIT_OK, alert_locally, ledger_store, path_or_none,
-                                wait_for)
+                                wait_for, add_target_argument, targeted)
 from offsite.config.model import Config
 from offsite.constants import BackupType, RunState
 from offsite.durations import parse_duration
@@ -54,7 +54,7 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from offsite.host.settings import resolve_host
     from offsite.proof.restore import restore_host
     from offsite.target.catalog import format_stamp
-    settings = resolve_host(config, args.host)
+    settings = resolve_host(targeted(config, args), args.host)
     chosen: list[Any] = []
     with progress_line(folder_progress(f"restoring {args.host}", Path(args.dest))):
         thawing = restore_host(settings, Path(args.dest), time=args.time,
@@ -110,4 +110,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     restore.add_argument("--days", type=int, default=7, help="with --thaw: keep thawed copies")
     restore.add_argument("--secret-keys-file", help="public-key mode: the secret key (else "
                                                     "GNUPGHOME); never kept on a host")
+    add_target_argument(restore)
     restore.set_defaults(action=cmd_restore)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr,
+                      model_validator)
 
 from offsite.config.rules import check_target_url
 from offsite.config.types import (EPOCH, Duration, HttpUrl, Region, Schedule, ScriptCode,
@@ -92,6 +93,14 @@ class TargetConfig(StrictModel):
     layout: Layout = Field("split", description="split: data volumes under their own name "
                            "prefix (archivable by the lifecycle); flat: duplicity's names")
 
+    # None: the primary target (DUPLICITY_AWS_* keys); a replica's upper-cased name when seen
+    # through offsite.config.replicas.target_view (<NAME>_AWS_* keys). Not a config key.
+    _identity: str | None = PrivateAttr(None)
+
+    @property
+    def identity(self) -> str | None:
+        return self._identity
+
     def host_url(self, host: str) -> str:
         return f"{self.url}/{host}"
 
@@ -140,6 +149,9 @@ class WatchdogConfig(StrictModel):
     stale_after: Duration | None = Field(
         None, description="alert when a host had no successful backup for this long; "
                           "default: twice its incremental interval")
+    replica_behind_after: Duration = Field(
+        86400, description="alert (replica_behind) when a replica lacks a set the primary has "
+                           "held for longer than this")
     escrow_every: Duration = Field(
         6 * 3600, description="how often the control node checks that the keys it holds "
                               "decrypt each host's newest backup (condition escrow_failed)")
@@ -150,6 +162,10 @@ class VerifyConfig(StrictModel):
                                                         "{every: 7d}; none by default")
     on: str = Field("control", description="where drills run: control (the control node, "
                                            "which then needs the key) or a host's name")
+    targets: list[str] | None = Field(
+        None, min_length=1, max_length=17,
+        description="the targets drills rotate over (primary and replica names); default: "
+                    "primary and each of the host's replicas")
 
 
 class RetentionConfig(StrictModel):

@@ -106,8 +106,9 @@ def duplicity_env(settings: HostSettings, passphrase: str,
     """The child's environment: passphrase and upload keys live here and nowhere else."""
     env = {name: value for name, value in base.items() if not name.startswith("ALERT_AWS_")}
     env["PASSPHRASE"] = passphrase
+    keys = settings.target.keys("DUPLICITY")   # a replica's: <NAME>_AWS_*
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        if value := base.get("DUPLICITY_" + name):
+        if value := base.get(f"{keys}_{name}"):
             env[name] = value
     if settings.target.endpoint_url:
         # S3-compatible services reject the checksums boto3 >= 1.36 sends by default.

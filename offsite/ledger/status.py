@@ -33,6 +33,10 @@ def format_outcome(record: RunRecord) -> str:
         line += f", {_bytes(record.bytes_uploaded)} uploaded"
     if record.error:
         line += f" at {record.error.step}: {record.error.message}"
+    if record.replicas:   # each replica's newest set and state (offsite.run.replicas)
+        line += "; replicas " + ", ".join(
+            f"{name}: {replica.newest_set or 'none'} ({replica.state})"
+            for name, replica in record.replicas.items())
     for note in record.notes:
         line += f" ({note})"
     return printable(line)   # a script's stderr may hold terminal escape sequences

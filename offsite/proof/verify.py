@@ -12,6 +12,9 @@ import socket
 import tempfile
 
 from offsite.config.model import Config
+from offsite.config.replicas import PRIMARY
+from offsite.host.targets import on_target
+from offsite.proof.drill_target import next_drill_target
 from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
@@ -90,7 +93,8 @@ def verify_backup(settings: HostSettings, at: datetime | None,
 
 @working
 def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | None = None,
-               secret_keys_file: Path | None = None) -> RunRecord | None:
+               secret_keys_file: Path | None = None,
+               target: str | None = None) -> RunRecord | None:
     """Run the verify `ctx.run_id`; None when it was not admitted (a duplicate message, a newer
     drill waiting). Raises MustWait when a backup holds the host, OffsiteError on failure
     (recorded), StaleRun when its record was made final meanwhile (kept as it is)."""
@@ -99,7 +103,11 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
     leftovers: list[Path] = []   # the restored tree: removed once the record is final
     try:
         with recorded_step(ctx, VERIFY_STEP):
-            outcome = verify_backup(ctx.settings, at, on_tick=lease_renewer(ctx),
+            target = target or next_drill_target(ctx.config, ctx.settings, ctx.store,
+                                                 ctx.run_id)
+            ctx.store.update(ctx.run_id, lambda record: setattr(record, "target", target))
+            outcome = verify_backup(on_target(ctx.settings, target), at,
+                                    on_tick=lease_renewer(ctx),
                                     secret_keys_file=secret_keys_file, leftovers=leftovers)
 
             def record_outcome(record: RunRecord) -> None:
@@ -141,9 +149,10 @@ def _still_running(ctx: RunContext, record: RunRecord) -> None:
 
 
 def verify_local(config: Config, host: str, at: datetime | None,
-                 secret_keys_file: Path | None = None) -> RunRecord:
+                 secret_keys_file: Path | None = None, target: str | None = None) -> RunRecord:
     """A verify in this process, no worker: `offsite verify --local`, under the host lock the
-    workers take (offsite.run.local); raises HostBusy when another run holds the host."""
+    workers take (offsite.run.local); raises HostBusy when another run holds the host.
+    `target`: the primary (default) or a replica of the host."""
     settings = resolve_host(config, host)
     store = MemoryRunStore()
     lease = local_lease(config, settings, reachable_broker(config))
@@ -153,7 +162,7 @@ def verify_local(config: Config, host: str, at: datetime | None,
                      worker=f"local@{socket.gethostname()}")
     queue_run(store, host, RunType.VERIFY, ctx.run_id)
     try:
-        run_verify(ctx, at, secret_keys_file=secret_keys_file)
+        run_verify(ctx, at, secret_keys_file=secret_keys_file, target=target or PRIMARY)
     except OffsiteError:
         pass  # recorded by the step that failed
     finally:

@@ -27,6 +27,7 @@ from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, St
 from offsite.run.context import RunContext
 from offsite.run.working import working
 from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
+from offsite.run.replicas import replicate_step
 from offsite.schedule.specs import utcnow
 from offsite.run.sealing import seal_new_set
 from offsite.run.scripts import (EMPTY_OUTPUT_NOTE, ScriptRun, empty_output_note, run_script,
@@ -225,6 +226,8 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         if tag_note:
             record.notes.append(tag_note)
     ctx.store.update(ctx.run_id, done)
+    if ctx.settings.replicas:   # never raises: see offsite.run.replicas
+        replicate_step(ctx, lease_renewer(ctx))
     return finish_run(ctx)
 
 

@@ -48,6 +48,7 @@ def s3_client(target: TargetSettings, identity: str, max_attempts: int = 3,
     upload keys, PRUNE, RECOVER), else boto3's default chain."""
     import boto3   # only where an S3 target is used: a file:// host never loads it
     from botocore.config import Config as BotoConfig
+    identity = target.keys(identity)   # a replica's own keys
     return boto3.client(
         "s3", endpoint_url=target.endpoint_url, region_name=target.region,
         aws_access_key_id=os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"),

@@ -20,6 +20,7 @@ from offsite.watch.conditions import CONDITIONS_KEY, Conditions
 from offsite.config.model import Config
 from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState, RunType
 from offsite.watch.drift import check_drift
+from offsite.watch.replica_watch import check_replicas
 from offsite.watch.stuck import check_consuming, check_stuck
 from offsite.watch.tampered import check_tampered
 from offsite.durations import format_duration
@@ -106,6 +107,7 @@ class Watchdog:
             check_tampered(self.store, host, facts, observed)   # see offsite.watch.tampered
         self.apply(observed, view.active, now)
         check_drift(self.client, self.config, self.conditions, view.active, now)
+        check_replicas(self.store, self.config, self.conditions, view.active, now)
         for host in view.streak_hosts:
             review_streak(self.store, self.client, self.outbox, host, now)
         self.outbox.deliver_due(self.sink, now)
