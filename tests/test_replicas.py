@@ -59,7 +59,7 @@ def chains(run_offsite: Any, config: Path, *target: str) -> Any:
     result = run_offsite("list", "carcosa", "--json", *target, config=config,
                          env_extra=SECOND_KEYS)
     assert result.returncode == 0, describe(result)
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)["chains"]
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -127,13 +128,20 @@ class _Discard:
         return len(data)
 
 
+_STAMP = re.compile(r"\d{8}T\d{6}Z")
+
+
 def set_objects(backup_set: BackupSet, names: list[str], claimed: set[str]) -> list[str]:
     """The set's objects: those the catalog gave it, and every other object (not claimed by a
     set) whose name carries the set's time stamp; volumes first, then signatures, the manifest
     (and the rest) last, so a replica never shows a manifest before its volumes."""
     stamp = backup_set.time.strftime("%Y%m%dT%H%M%SZ")
     own = set(backup_set.objects)
-    extra = [name for name in names if stamp in name and name not in claimed]
+    if backup_set.seal is not None:
+        own.add(backup_set.seal.name)
+    # an incremental's names carry the set it follows, then its own time: the last stamp counts
+    extra = [name for name in names if _STAMP.findall(name)[-1:] == [stamp]
+             and name not in claimed and name not in own]
     ordered = sorted(own, key=lambda name: (0 if ".difftar" in name else
                                             1 if ".sigtar" in name else 2, name))
     return ordered + sorted(extra)
