@@ -70,6 +70,8 @@ def duplicity_uploading(worker_pid: int) -> bool:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if any(arg.endswith(b"duplicity") for arg in argv[:2]) and b"full" in argv:
+        # duplicity itself, or duplicity through offsite's launcher (offsite.duplicity.launch)
+        if any(arg.endswith(b"duplicity") or arg == b"offsite.duplicity.launch"
+               for arg in argv[:3]) and b"full" in argv:
             return True
     return False
