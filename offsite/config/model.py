@@ -93,9 +93,9 @@ class Config(StrictModel):
         """A drill runs on the control node or on a configured host's worker."""
         problems = []
         for name, host in self.hosts.items():
-            on = host.verify.on or self.verify.on
+            on = host.verify.where or self.verify.where
             if on != "control" and on not in self.hosts:
-                where = f"hosts.{name}.verify.on" if host.verify.on else "verify.on"
+                where = f"hosts.{name}.verify.where" if host.verify.where else "verify.where"
                 problems.append(PathProblem(where, f"{on[:64]!r} is neither 'control' nor a "
                                             "configured host"))
         return problems
@@ -171,7 +171,7 @@ class Config(StrictModel):
 
     def verify_on(self, name: str) -> str:
         """Where the host's drills run: "control" or a host name."""
-        return self.host(name).verify.on or self.verify.on
+        return self.host(name).verify.where or self.verify.where
 
     def max_run_s(self, name: str) -> int:
         """The longest a run of the host may take: every script's timeout plus the upload's."""

@@ -3,9 +3,10 @@ value types they share are in offsite.config.types. offsite.config.model assembl
 fleet's Config and reads the YAML."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field,
+                      model_validator)
 
 from offsite.config.rules import check_target_url
 from offsite.config.types import (EPOCH, Duration, HttpUrl, Region, Schedule, ScriptCode,
@@ -59,11 +60,31 @@ class HostSchedule(StrictModel):
                           "chain (else the run fails with class chain_missing)")
 
 
+def _drill_placement(data: Any) -> Any:
+    """`where` (or the old key `"on"`, quoted; an unquoted `on:` is read by YAML as the
+    boolean true and refused by offsite.config.rules.scan_data, naming `where`)."""
+    if not isinstance(data, dict):
+        return data
+    if "where" in data and "on" in data:
+        raise ValueError("give 'where' (or the old 'on'), not both")
+    return data
+
+
+_WHERE = AliasChoices("where", "on")
+
+
 class HostVerify(StrictModel):
     schedule: Schedule | None = Field(None, description="when this host's restore drills run "
                                                         "(overrides verify.schedule)")
-    on: str | None = Field(None, description="where this host's drills run: control, or the "
-                                            "name of a host whose worker runs them")
+    where: str | None = Field(None, validation_alias=_WHERE,
+                              description="where this host's drills run: control, or the "
+                                          "name of a host whose worker runs them (the old "
+                                          "name `\"on\"` is accepted quoted)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _placement(cls, data: Any) -> Any:
+        return _drill_placement(data)
 
 
 class HostRetention(StrictModel):
@@ -140,8 +161,15 @@ class WatchdogConfig(StrictModel):
 class VerifyConfig(StrictModel):
     schedule: Schedule | None = Field(None, description="when restore drills run, e.g. "
                                                         "{every: 7d}; none by default")
-    on: str = Field("control", description="where drills run: control (the control node, "
-                                           "which then needs the key) or a host's name")
+    where: str = Field("control", validation_alias=_WHERE,
+                       description="where drills run: control (the control node, which then "
+                                   "needs the key and the read identity READ_AWS_*) or a "
+                                   "host's name (the old name `\"on\"` is accepted quoted)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _placement(cls, data: Any) -> Any:
+        return _drill_placement(data)
 
 
 class RetentionConfig(StrictModel):

@@ -19,7 +19,7 @@ from offsite.config.security import volume_prefix
 from offsite.host.sources import (archive_path, host_sources, record_uploaded, relocate,
                              scan_problems, write_manifest)
 from offsite.host.staging import host_cache
-from offsite.target.bucket import probe_bucket
+from offsite.target.bucket import UPLOAD_IDENTITY, probe_bucket, reading_identity
 
 
 def _find_duplicity() -> str:
@@ -98,12 +98,18 @@ def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
     return [DUPLICITY, "restore", *flags, config.target.host_url(host), str(dest)]
 
 
-def duplicity_env(config: Config, passphrase: str, base: dict[str, str]) -> dict[str, str]:
-    """The child's environment: passphrase and upload keys live here and nowhere else."""
-    env = {name: value for name, value in base.items() if not name.startswith("ALERT_AWS_")}
+_OTHER_KEYS = ("ALERT_AWS_", "PRUNE_AWS_", "RECOVER_AWS_", "READ_AWS_", "DUPLICITY_AWS_")
+
+
+def duplicity_env(config: Config, passphrase: str, base: dict[str, str],
+                  identity: str = UPLOAD_IDENTITY) -> dict[str, str]:
+    """The child's environment: passphrase and the keys of one identity (`<identity>_AWS_*`:
+    the upload keys for a backup, this node's reading identity for a restore) live here and
+    nowhere else; the other identities' keys are left out."""
+    env = {name: value for name, value in base.items() if not name.startswith(_OTHER_KEYS)}
     env["PASSPHRASE"] = passphrase
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        if value := base.get("DUPLICITY_" + name):
+        if value := base.get(f"{identity}_{name}"):
             env[name] = value
     if config.target.endpoint_url:
         # S3-compatible services reject the checksums boto3 >= 1.36 sends by default.
@@ -192,7 +198,7 @@ def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
     def restore_into(folder: Path, inner: str | None) -> CommandResult:
         return _run_duplicity(config, host, step, restore_argv(
             config, host, folder, archive_dir, time, inner, data_prefix), on_tick,
-            gnupg_home=gnupg_home)
+            gnupg_home=gnupg_home, identity=reading_identity())
     if path is not None or not sources.paths:
         return restore_into(dest, archive_path(sources, path) if path is not None else None)
     restoring = dest.parent / f".{dest.name}.restoring"
@@ -208,10 +214,11 @@ def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
 def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
                    on_tick: Callable[[], None] | None = None,
                    gnupg_home: Path | None = None,
-                   passphrase: str | None = None) -> CommandResult:
-    """Run duplicity with the passphrase and upload keys in its environment only; a failure
-    is explained from duplicity's own log (see offsite.duplicity.errors)."""
-    env = duplicity_env(config, "", dict(os.environ))
+                   passphrase: str | None = None,
+                   identity: str = UPLOAD_IDENTITY) -> CommandResult:
+    """Run duplicity with the passphrase and one identity's keys in its environment only; a
+    failure is explained from duplicity's own log (see offsite.duplicity.errors)."""
+    env = duplicity_env(config, "", dict(os.environ), identity)
     env.update(decryption_env(config, host, gnupg_home, passphrase))
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from offsite.config.model import Config
@@ -26,9 +27,26 @@ class TargetObject:
     storage_class: str = "STANDARD"
 
 
-_PERMANENT = {"403": "access denied: check DUPLICITY_AWS_ACCESS_KEY_ID / "
-                     "DUPLICITY_AWS_SECRET_ACCESS_KEY and the bucket policy",
+_PERMANENT = {"403": "access denied to {who}: check {variables} and the identity's policy "
+                     "(offsite provision)",
               "404": "the bucket does not exist: create it or fix target.url"}
+_WHO = {"DUPLICITY": "the upload keys", "READ": "the read identity", "PRUNE": "the prune identity",
+        "RECOVER": "the recover identity"}
+
+
+def credentials_problem(exc: Exception, identity: str) -> str | None:
+    """What a missing or incomplete key means, naming the variables to set; None for other
+    errors. botocore says only "Unable to locate credentials"."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return (f"no credentials for {_WHO.get(identity, identity)}: set "
+                f"{identity_variables(identity)} on this node (offsite provision writes them)")
+    return None
+
+
+def access_problem(status: str, identity: str) -> str:
+    return _PERMANENT[status].format(who=_WHO.get(identity, identity),
+                                     variables=identity_variables(identity))
 
 
 def bucket_name(config: Config) -> str | None:
@@ -56,7 +74,29 @@ def s3_client(config: Config, identity: str, max_attempts: int = 3,
 
 def upload_s3_client(config: Config) -> Any:
     """With the host's upload keys; one attempt, the callers decide what to retry."""
-    return s3_client(config, "DUPLICITY", max_attempts=1, read_timeout=15)
+    return s3_client(config, UPLOAD_IDENTITY, max_attempts=1, read_timeout=15)
+
+
+UPLOAD_IDENTITY = "DUPLICITY"   # DUPLICITY_AWS_*: a host's upload keys (its own prefix)
+READ_IDENTITY = "READ"          # READ_AWS_*: list and get on the whole bucket, nothing else
+
+
+def reading_identity(env: Mapping[str, str] | None = None) -> str:
+    """The identity this node reads the target with (catalog, restore, drills, `list`): the
+    read-only identity READ_AWS_* that `offsite provision` writes for the control node and the
+    operator when it is set, else the host's upload keys DUPLICITY_AWS_* (else, when neither is
+    set, boto3's default chain)."""
+    env = os.environ if env is None else env
+    return READ_IDENTITY if env.get(f"{READ_IDENTITY}_AWS_ACCESS_KEY_ID") else UPLOAD_IDENTITY
+
+
+def identity_variables(identity: str) -> str:
+    return f"{identity}_AWS_ACCESS_KEY_ID / {identity}_AWS_SECRET_ACCESS_KEY"
+
+
+def read_s3_client(config: Config) -> Any:
+    """With this node's reading identity (see reading_identity); one attempt."""
+    return s3_client(config, reading_identity(), max_attempts=1, read_timeout=15)
 
 
 def probe_bucket(config: Config) -> tuple[str, bool] | None:
@@ -73,9 +113,11 @@ def probe_bucket(config: Config) -> tuple[str, bool] | None:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code))
         if status in _PERMANENT:
-            return f"bucket {bucket}: {_PERMANENT[status]}", True
+            return f"bucket {bucket}: {access_problem(status, UPLOAD_IDENTITY)}", True
         return f"bucket {bucket}: {code or status}", False
     except BotoCoreError as exc:
+        if (missing := credentials_problem(exc, UPLOAD_IDENTITY)) is not None:
+            return f"bucket {bucket}: {missing}", True
         return f"bucket {bucket} unreachable: {exc}", False
     finally:
         client.close()
@@ -112,7 +154,7 @@ def list_host_objects(config: Config, host: str) -> list[TargetObject]:
         return entries
     from botocore.exceptions import BotoCoreError, ClientError
     bucket, prefix = bucket_name(config), host_prefix(config, host)
-    client = upload_s3_client(config)
+    client = read_s3_client(config)
     objects: list[TargetObject] = []
     try:
         pages = client.get_paginator("list_objects_v2").paginate(
@@ -128,7 +170,8 @@ def list_host_objects(config: Config, host: str) -> list[TargetObject]:
         raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {_client_problem(exc)}",
                                host=host, step="catalog") from None
     except BotoCoreError as exc:
-        raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: unreachable ({exc})",
+        problem = credentials_problem(exc, reading_identity()) or f"unreachable ({exc})"
+        raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {problem}",
                                host=host, step="catalog") from None
     finally:
         client.close()
@@ -144,7 +187,7 @@ def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> b
             with open(folder / name, "rb") as handle:
                 data = handle.read(max_bytes + 1)
         else:
-            client = upload_s3_client(config)
+            client = read_s3_client(config)
             try:
                 body = client.get_object(Bucket=bucket_name(config),
                                          Key=host_prefix(config, host) + name)["Body"]
@@ -155,15 +198,19 @@ def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> b
         raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
                                step="catalog") from None
     except (BotoCoreError, OSError) as exc:
-        raise TargetUnreadable(f"cannot read {name}: {exc}", host=host, step="catalog") from None
+        problem = credentials_problem(exc, reading_identity()) or str(exc)
+        raise TargetUnreadable(f"cannot read {name}: {problem}", host=host,
+                               step="catalog") from None
     if len(data) > max_bytes:
         raise TargetUnreadable(f"{name} is larger than {max_bytes} bytes", host=host,
                                step="catalog")
     return data
 
 
-def _client_problem(exc: Any) -> str:
-    """What a botocore ClientError means, for a person."""
+def _client_problem(exc: Any, identity: str | None = None) -> str:
+    """What a botocore ClientError means, for a person (naming the reading identity's
+    variables on an access denied)."""
+    identity = identity or reading_identity()
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
@@ -171,7 +218,7 @@ def _client_problem(exc: Any) -> str:
         return ("the object is archived (Glacier): request its restoration (S3 RestoreObject) "
                 "and try again when it is thawed")
     if status in _PERMANENT:
-        return _PERMANENT[status]
+        return access_problem(status, identity)
     if code == "NoSuchBucket":
         return _PERMANENT["404"]
     return f"{code or status}: {error.get('Message', '')}".strip()

@@ -17,7 +17,7 @@ from offsite.target.catalog import BackupSet, Catalog
 from offsite.config.model import Config
 from offsite.errors import OffsiteError
 from offsite.config.security import VOLUME_TAG
-from offsite.target.bucket import bucket_name, host_prefix, upload_s3_client
+from offsite.target.bucket import bucket_name, host_prefix, read_s3_client, upload_s3_client
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def archived_volumes(config: Config, host: str, sets: list[BackupSet]) -> list[A
     bucket = bucket_name(config)
     if not names or bucket is None:
         return []
-    client = upload_s3_client(config)
+    client = read_s3_client(config)
     prefix = host_prefix(config, host)
     found: list[ArchivedVolume] = []
     try:

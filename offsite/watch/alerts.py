@@ -60,9 +60,12 @@ def _subject(host: str, kind: str, what: str) -> str:
     return sns_subject(f"offsite: {host} {kind} backup {what.replace('_', ' ')}")
 
 
-def condition_alert(host: str, kind: str, failure: str, text: str) -> Alert:
+def condition_alert(host: str, kind: str, failure: str, text: str,
+                    hint: str | None = None) -> Alert:
+    """`hint`: the command that shows more (default `offsite status HOST`; a fleet-wide
+    condition names one that takes no host)."""
     return Alert(subject=_subject(host, kind, failure),
-                 message=f"{text}\nnext: run `offsite status {host}`",
+                 message=f"{text}\nnext: run `{hint or f'offsite status {host}'}`",
                  attributes={"host": host, "type": kind, "class": failure})
 
 
