@@ -44,6 +44,18 @@ def credentials_problem(exc: Exception, identity: str) -> str | None:
     return None
 
 
+def reading_credentials_problem(exc: Exception) -> str | None:
+    """credentials_problem for this node's reads: with neither READ_AWS_* nor DUPLICITY_AWS_*
+    set, both are named (the read identity off the hosts, the upload keys on a host)."""
+    identity = reading_identity()
+    problem = credentials_problem(exc, identity)
+    if problem is None or os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"):
+        return problem
+    return (f"no credentials to read the bucket: set {identity_variables(READ_IDENTITY)} (the "
+            f"read identity: control node, operator) or {identity_variables(UPLOAD_IDENTITY)} "
+            "(a host's upload keys); offsite provision writes them")
+
+
 def access_problem(status: str, identity: str) -> str:
     return _PERMANENT[status].format(who=_WHO.get(identity, identity),
                                      variables=identity_variables(identity))
@@ -170,7 +182,7 @@ def list_host_objects(config: Config, host: str) -> list[TargetObject]:
         raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {_client_problem(exc)}",
                                host=host, step="catalog") from None
     except BotoCoreError as exc:
-        problem = credentials_problem(exc, reading_identity()) or f"unreachable ({exc})"
+        problem = reading_credentials_problem(exc) or f"unreachable ({exc})"
         raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {problem}",
                                host=host, step="catalog") from None
     finally:
@@ -198,7 +210,7 @@ def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> b
         raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
                                step="catalog") from None
     except (BotoCoreError, OSError) as exc:
-        problem = credentials_problem(exc, reading_identity()) or str(exc)
+        problem = reading_credentials_problem(exc) or str(exc)
         raise TargetUnreadable(f"cannot read {name}: {problem}", host=host,
                                step="catalog") from None
     if len(data) > max_bytes:
