@@ -1,0 +1,102 @@
+"""Hostile input to the operator's new surfaces: the drill-placement key `verify.where` (and the
+old `"on"`, and YAML's unquoted `on:`), the read identity's variables (READ_AWS_*), and the
+environment duplicity is given for a restore."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from offsite.config.model import ConfigError, load_config, parse_config
+from offsite.duplicity.command import duplicity_env
+from offsite.target.bucket import READ_IDENTITY, UPLOAD_IDENTITY, reading_identity
+
+HOSTS = {"alpha": {"scripts": {"s": {"bash": "true"}}}, "beta": {"scripts": {"s": {"bash": "true"}}}}
+
+
+def _config(verify: Any, host_verify: Any = None) -> Any:
+    hosts: dict[str, Any] = {name: dict(value) for name, value in HOSTS.items()}
+    if host_verify is not None:
+        hosts["alpha"]["verify"] = host_verify
+    return parse_config({"target": {"url": "file:///srv/backups"}, "verify": verify,
+                         "hosts": hosts})
+
+
+def _load(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / "offsite.yaml"
+    path.write_text("target: {url: 'file:///srv/backups'}\n" + text +
+                    "hosts:\n  alpha: {scripts: {s: {bash: 'true'}}}\n"
+                    "  beta: {scripts: {s: {bash: 'true'}}}\n")
+    return load_config(path)
+
+
+def test_where_and_the_quoted_old_on_both_place_drills(tmp_path: Path) -> None:
+    assert _config({"where": "beta"}).verify_on("alpha") == "beta"
+    assert _config({"on": "beta"}).verify_on("alpha") == "beta"
+    assert _config({}, {"where": "beta"}).verify_on("alpha") == "beta"
+    assert _config({}, {"on": "beta"}).verify_on("alpha") == "beta"
+    assert _config({}).verify_on("alpha") == "control"
+    loaded = _load(tmp_path, "verify: {schedule: {every: 7d}, where: control}\n")
+    assert loaded.verify_on("alpha") == "control"
+    quoted = _load(tmp_path, "verify: {schedule: {every: 7d}, \"on\": beta}\n")
+    assert quoted.verify_on("alpha") == "beta"
+
+
+@pytest.mark.parametrize("text, named", [
+    ("verify: {schedule: {every: 7d}, on: control}\n", "write `where: control`"),
+    ("verify:\n  on: control\n", "write `where: control`"),
+    ("verify: {where: control, \"on\": control}\n", "not both"),
+    ("verify: {where: nowhere}\n", "'nowhere' is neither 'control' nor a configured host"),
+    ("verify: {where: ''}\n", "is neither 'control' nor a configured host"),
+    ("verify: {where: [control]}\n", "verify.where"),
+    ("verify: {where: {a: 1}}\n", "verify.where"),
+    ("verify: {where: null}\n", "verify.where"),
+    ("verify: {where: 12}\n", "verify.where"),
+    ("verify: {off: control}\n", "verify.false"),
+    ("verify: {wher: control}\n", "unknown key"),
+    ("verify: {where: \"control\\u0000\"}\n", "NUL"),
+    ("verify: {where: ../../etc}\n", "neither 'control' nor a configured host"),
+])
+def test_a_bad_drill_placement_is_refused_naming_it(tmp_path: Path, text: str,
+                                                    named: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        _load(tmp_path, text)
+    message = str(refused.value)
+    assert named in message, message
+    assert "\n" not in message.strip() or "At '" in message
+
+
+def test_a_host_level_unquoted_on_is_refused_naming_where(tmp_path: Path) -> None:
+    path = tmp_path / "offsite.yaml"
+    path.write_text("target: {url: 'file:///srv/backups'}\nhosts:\n"
+                    "  alpha: {scripts: {s: {bash: 'true'}}, verify: {on: control}}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+    assert "hosts.alpha.verify" in str(refused.value)
+    assert "write `where: control`" in str(refused.value)
+
+
+@pytest.mark.parametrize("value", ["", None])
+def test_an_empty_read_key_is_not_the_read_identity(value: str | None) -> None:
+    env = {"DUPLICITY_AWS_ACCESS_KEY_ID": "AKIAUP"}
+    if value is not None:
+        env["READ_AWS_ACCESS_KEY_ID"] = value
+    assert reading_identity(env) == UPLOAD_IDENTITY
+    assert reading_identity({"READ_AWS_ACCESS_KEY_ID": "AKIAREAD"}) == READ_IDENTITY
+
+
+def test_a_restore_child_holds_one_identitys_keys_and_no_other() -> None:
+    config = _config({})
+    base = {"DUPLICITY_AWS_ACCESS_KEY_ID": "AKIAUP", "DUPLICITY_AWS_SECRET_ACCESS_KEY": "up",
+            "READ_AWS_ACCESS_KEY_ID": "AKIAREAD", "READ_AWS_SECRET_ACCESS_KEY": "read",
+            "RECOVER_AWS_SECRET_ACCESS_KEY": "recover", "PRUNE_AWS_SECRET_ACCESS_KEY": "prune",
+            "ALERT_AWS_SECRET_ACCESS_KEY": "alert", "PATH": "/bin"}
+    reading = duplicity_env(config, "", base, READ_IDENTITY)
+    assert (reading["AWS_ACCESS_KEY_ID"], reading["AWS_SECRET_ACCESS_KEY"]) == ("AKIAREAD", "read")
+    uploading = duplicity_env(config, "", base)
+    assert (uploading["AWS_ACCESS_KEY_ID"], uploading["AWS_SECRET_ACCESS_KEY"]) == ("AKIAUP", "up")
+    for env in (reading, uploading):
+        assert not {"up", "read", "recover", "prune", "alert"} & {
+            value for name, value in env.items() if not name.startswith("AWS_")}
+        assert env["PATH"] == "/bin"
