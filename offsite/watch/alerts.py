@@ -16,7 +16,7 @@ import redis
 from offsite.bounded import (ALERT_ATTRIBUTE_MAX_BYTES, ALERT_MESSAGE_MAX_BYTES, head_bytes,
                              tail_bytes)
 from offsite.config.model import Config
-from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, SNS_SUBJECT_MAX, RunState
+from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, SNS_SUBJECT_MAX, RunState, RunType
 from offsite.durations import format_duration
 from offsite.ledger.records import RunRecord, RunStore
 from offsite.wire.messages import require_failed_run
@@ -136,8 +136,29 @@ def sink_for(config: Config) -> AlertSink:
 
 
 REPORTED_KEY = KEY_PREFIX + "reported:"   # reported:<run_id>: the failure was handled
-STREAK_KEY = KEY_PREFIX + "streak:"       # streak:<host> -> JSON of the current failure streak
+STREAK_KEY = KEY_PREFIX + "streak:"       # streak:<host>:<kind> -> JSON of the failure streak
 SUMMARY_EVERY_S = 24 * 3600
+RECENT_RUNS = 100   # runs of the host looked through for a success of the streak's kind
+# Streaks, repeat suppression and recovery are kept per host and kind of run: a drill's
+# success never says that backups recovered, nor a backup's that drills did.
+STREAK_KINDS: dict[RunType, str] = {RunType.FULL: "backup", RunType.INCR: "backup",
+                                    RunType.VERIFY: "verify", RunType.PRUNE: "prune"}
+KINDS = ("backup", "verify", "prune")
+
+
+def streak_key(host: str, kind: str) -> str:
+    return f"{STREAK_KEY}{host}:{kind}"
+
+
+def streak_keys(hosts: list[str]) -> list[tuple[str, str]]:
+    """(host, kind) for every streak the watchdog may have to review, in a fixed order."""
+    return [(host, kind) for host in hosts for kind in KINDS]
+
+
+def adopt_legacy_streak(client: redis.Redis, host: str) -> None:
+    """A streak written before streaks were kept per kind (`streak:<host>`) becomes the host's
+    backup streak (unless one exists already)."""
+    client.renamenx(STREAK_KEY + host, streak_key(host, "backup"))
 
 
 def failure_signature(record: RunRecord) -> str:
@@ -152,25 +173,27 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
     """Queue the run's alert, or hold it back when the same problem was already alerted since
     the host's last success.
 
-    The host's streak counts every failure since its last success (whatever the problem), and
-    remembers which problems were alerted. Returns "alerted", "summarised" or "duplicate"
+    The streak of the host and the run's kind (backups, drills, prunes: STREAK_KINDS) counts
+    every failure of that kind since its last success (whatever the problem), and remembers
+    which problems were alerted. Returns "alerted", "summarised" or "duplicate"
     (this run was already reported). The "reported" mark, the streak and the alert are written
     in one transaction, so a crash in between can neither lose the alert nor count a failure
     twice. Raises NotAFailedRun unless the run's record says it failed or was lost on `host`.
     """
-    reported, streak_key = REPORTED_KEY + run_id, STREAK_KEY + host
+    reported = REPORTED_KEY + run_id
     if client.exists(reported):
         return "duplicate"
     record = require_failed_run(store.get(run_id), host, run_id)
+    key = streak_key(host, STREAK_KINDS[record.type])
     signature = failure_signature(record)
     failed_at = (record.finished_at or now).isoformat()
     with client.pipeline() as pipe:
         while True:
             try:
-                pipe.watch(reported, streak_key)
+                pipe.watch(reported, key)
                 if pipe.exists(reported):
                     return "duplicate"
-                raw = pipe.get(streak_key)
+                raw = pipe.get(key)
                 streak: dict[str, Any] = json.loads(raw) if raw else {
                     "count": 0, "held": 0, "first_at": failed_at, "first_run_id": run_id,
                     "alerted": {}, "summarised_at": now.isoformat()}
@@ -183,7 +206,7 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
                     streak["alerted"][signature] = run_id
                 pipe.multi()
                 pipe.set(reported, now.isoformat(), ex=RUN_RECORD_TTL_S)
-                pipe.set(streak_key, json.dumps(streak))
+                pipe.set(key, json.dumps(streak))
                 if not repeated:
                     outbox.stage(pipe, f"run:{run_id}", failure_alert(record), now)
                 pipe.execute()
@@ -199,37 +222,43 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
 
 
 def review_streak(store: RunStore, client: redis.Redis, outbox: AlertOutbox, host: str,
-                  now: datetime) -> None:
-    """Clear the host's streak after a success (with a recovery message counting every
-    failure since the last success), or send the daily summary of failures held back."""
-    raw = client.get(STREAK_KEY + host)
+                  kind: str, now: datetime) -> None:
+    """Clear the streak of the host's runs of `kind` after a success of that kind (with a
+    recovery message counting every failure since the last success), or send the daily summary
+    of failures held back. A success of another kind changes nothing."""
+    key = streak_key(host, kind)
+    raw = client.get(key)
     if not raw:
         return
     streak = json.loads(raw)
     last_failure = datetime.fromisoformat(streak["last_at"])
-    recovered = next((r for r in store.recent(host, 20)
-                      if r.state in (RunState.SUCCEEDED, RunState.WARNING)
+    recovered = next((r for r in store.recent(host, RECENT_RUNS)
+                      if STREAK_KINDS.get(r.type) == kind
+                      and r.state in (RunState.SUCCEEDED, RunState.WARNING)
                       and r.finished_at and r.finished_at > last_failure), None)
     failure, step = streak["last_signature"].split("|")
+    label = "drill" if kind == "verify" else kind
     if recovered is not None:
-        client.delete(STREAK_KEY + host)
-        outbox.add(f"recovered:{host}:{now.timestamp():.0f}", recovery_alert(
+        client.delete(key)
+        outbox.add(f"recovered:{host}:{kind}:{now.timestamp():.0f}", recovery_alert(
             host, recovered.type.value, failure,
             f"Run {recovered.run_id} of host {host} succeeded after {streak['count']} "
-            f"failure(s) since the last success, the first at {streak['first_at']} (run "
-            f"{streak['first_run_id']}), the last at {streak['last_at']}; "
-            f"{len(streak['alerted'])} alerted, {streak['held']} held back as repeats."), now)
+            f"{label} failure(s) since the last successful {label}, the first at "
+            f"{streak['first_at']} (run {streak['first_run_id']}), the last at "
+            f"{streak['last_at']}; {len(streak['alerted'])} alerted, {streak['held']} held "
+            "back as repeats."), now)
         return
     since_summary = (now - datetime.fromisoformat(streak["summarised_at"])).total_seconds()
     if streak["held"] > 0 and since_summary >= SUMMARY_EVERY_S:
         streak["summarised_at"] = now.isoformat()
-        client.set(STREAK_KEY + host, json.dumps(streak))
-        outbox.add(f"summary:{host}:{now.timestamp():.0f}", condition_alert(
-            host, "any", failure,
-            f"Host {host} is still failing: {streak['count']} failures since the last "
-            f"success, the first at {streak['first_at']}; the last at {streak['last_at']} "
-            f"(run {streak['last_run_id']}: {failure} at {step}); {streak['held']} alert(s) "
-            "held back as repeats of a problem already reported."), now)
+        client.set(key, json.dumps(streak))
+        outbox.add(f"summary:{host}:{kind}:{now.timestamp():.0f}", condition_alert(
+            host, kind if kind != "backup" else "any", failure,
+            f"Host {host} is still failing its {label}s: {streak['count']} failures since the "
+            f"last success, the first at {streak['first_at']}; the last at "
+            f"{streak['last_at']} (run {streak['last_run_id']}: {failure} at {step}); "
+            f"{streak['held']} alert(s) held back as repeats of a problem already "
+            "reported."), now)
 
 
 def _note(store: RunStore, run_id: str, text: str) -> None:
