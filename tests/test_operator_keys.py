@@ -5,6 +5,7 @@ the operator (recover.env: READ_AWS_* and RECOVER_AWS_*) lists, restores and ver
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,3 +130,40 @@ def test_each_role_works_with_exactly_the_keys_provision_gives_it(
     listed = run_offsite("list", "alpha", config=config, env_extra=without_read)
     assert listed.returncode == 1, describe(listed)
     assert "set READ_AWS_ACCESS_KEY_ID" in listed.stderr, listed.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(420)
+def test_denied_and_missing_keys_are_named_within_seconds(
+        strict: StrictAws, tmp_path: Path, redis_url: str, run_offsite: Any) -> None:
+    fleet = _provisioned(strict, tmp_path, redis_url, run_offsite)
+    config, env = fleet["config"], fleet["env"]
+    iam = strict.client("iam")
+    try:
+        user = next(u["UserName"] for u in iam.list_users()["Users"]
+                    if u["UserName"].endswith("-read") and
+                    iam.list_access_keys(UserName=u["UserName"])["AccessKeyMetadata"][0][
+                        "AccessKeyId"] == env["recover"]["READ_AWS_ACCESS_KEY_ID"])
+        iam.put_user_policy(UserName=user, PolicyName="deny-get", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Deny", "Action": "s3:GetObject", "Resource": "*"}]}))
+    finally:
+        iam.close()
+    operator = node_env(env["recover"])
+    for args in (("restore", "alpha", str(tmp_path / "restored")),
+                 ("verify", "alpha", "--local")):
+        started = time.monotonic()
+        refused = run_offsite(*args, config=config, env_extra=operator, timeout=120)
+        elapsed = time.monotonic() - started
+        assert refused.returncode == 1, describe(refused)
+        assert "access denied to the read identity: check READ_AWS_ACCESS_KEY_ID" in \
+            refused.stdout + refused.stderr, describe(refused)
+        assert "NoneType" not in refused.stdout + refused.stderr
+        assert elapsed < 30, f"{args[0]} took {elapsed:.0f}s to name a denied key"
+    started = time.monotonic()
+    keyless = run_offsite("backup", "alpha", "--type", "incr", "--local", config=config,
+                          env_extra=node_env({}), timeout=120)
+    assert keyless.returncode == 1, describe(keyless)
+    assert "no credentials to read the bucket: set READ_AWS_ACCESS_KEY_ID" in keyless.stdout
+    assert "or DUPLICITY_AWS_ACCESS_KEY_ID" in keyless.stdout, describe(keyless)
+    assert time.monotonic() - started < 30

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 
+from offsite.target.bucket import check_readable
 from offsite.target.catalog import Catalog, format_stamp, read_catalog
 from offsite.config.model import Config
 from offsite.duplicity.command import run_restore
@@ -89,6 +90,8 @@ def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
     if thaw_days is not None and any(volume.state != "thawed" for volume in volumes):
         return request_thaw(config, host, volumes, thaw_days)
     refuse_if_frozen(host, volumes)
+    if sets and sets[-1].manifest:
+        check_readable(config, host, sets[-1].manifest)   # a denied key named at once
     with secret_keyring(config, host, secret_keys_file) as gnupg_home:
         if dest.is_dir():
             dest.rmdir()  # duplicity creates the folder itself

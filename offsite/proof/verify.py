@@ -25,6 +25,7 @@ from offsite.run.context import RunContext, new_run_id, queue_run
 from offsite.run.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
 from offsite.run.steps import end_run, finish_step, lease_renewer, recorded_step
 from offsite.schedule.specs import utcnow
+from offsite.target.bucket import check_readable
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
@@ -117,6 +118,8 @@ def verify_backup(config: Config, host: str, at: datetime | None,
         refuse_if_frozen(host, archived_volumes(config, host, sets_needed(catalog, at)))
     except OffsiteError as frozen:
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
+    if chosen.manifest:
+        check_readable(config, host, chosen.manifest)   # a denied key named at once
     workspace = config.cache_dir / ".verify-tmp"   # no host name starts with a dot
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700

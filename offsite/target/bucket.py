@@ -219,6 +219,27 @@ def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> b
     return data
 
 
+def check_readable(config: Config, host: str, name: str) -> None:
+    """One object of the host can be read with this node's reading identity (HeadObject is
+    authorised as GetObject): a denied or missing key is named at once, before duplicity
+    spends its retries on it. Raises TargetUnreadable."""
+    if file_host_dir(config, host) is not None:
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+    client = read_s3_client(config)
+    try:
+        client.head_object(Bucket=bucket_name(config), Key=host_prefix(config, host) + name)
+    except ClientError as exc:
+        raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
+                               step="catalog") from None
+    except BotoCoreError as exc:
+        problem = reading_credentials_problem(exc) or str(exc)
+        raise TargetUnreadable(f"cannot read {name}: {problem}", host=host,
+                               step="catalog") from None
+    finally:
+        client.close()
+
+
 def _client_problem(exc: Any, identity: str | None = None) -> str:
     """What a botocore ClientError means, for a person (naming the reading identity's
     variables on an access denied)."""
