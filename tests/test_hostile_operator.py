@@ -100,3 +100,28 @@ def test_a_restore_child_holds_one_identitys_keys_and_no_other() -> None:
         assert not {"up", "read", "recover", "prune", "alert"} & {
             value for name, value in env.items() if not name.startswith("AWS_")}
         assert env["PATH"] == "/bin"
+
+
+@pytest.mark.parametrize("path", ["", "/", "./", "..", "../etc/passwd", "db/../../x",
+                                  "a\x00b", "a\nb", "x" * 5000, "//..//"])
+def test_a_bad_restore_path_is_refused_before_anything_is_read(
+        tmp_path: Path, run_offsite: Any, path: str) -> None:
+    from tests.deploy_harness import write_minimal_config
+    config = write_minimal_config(tmp_path)
+    dest = tmp_path / "dest"
+    try:
+        result = run_offsite("restore", "carcosa", str(dest), "--path", path, config=config)
+    except ValueError:   # a NUL cannot even be passed in argv
+        assert "\x00" in path
+        return
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "bad --path" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("path, inner", [("db/dump.sql", "db/dump.sql"), ("/db/", "db"),
+                                         ("./files//a b.txt", "files/a b.txt")])
+def test_a_restore_path_is_read_relative_to_the_backup(path: str, inner: str) -> None:
+    from offsite.proof.restore import restore_subpath
+    assert str(restore_subpath(path, "carcosa")) == inner

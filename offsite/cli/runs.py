@@ -98,7 +98,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     restore.add_argument("dest")
     restore.add_argument("--time", help="as of this time (duplicity time format, e.g. 2h, "
                                         "2026-11-01T00:00:00Z)")
-    restore.add_argument("--path", help="only this path, relative to the host's backup")
+    restore.add_argument("--path", help="only this path, relative to the host's backup; "
+                         "restored as DEST/PATH")
     restore.add_argument("--thaw", action="store_true",
                          help="request archived (Glacier) volumes it needs, then come back")
     restore.add_argument("--days", type=int, default=7, help="with --thaw: keep thawed copies")

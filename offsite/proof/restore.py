@@ -4,7 +4,7 @@ later one), a time string duplicity cannot read is refused before it runs."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from offsite.target.bucket import check_readable
 from offsite.target.catalog import Catalog, format_stamp, read_catalog
@@ -72,14 +72,31 @@ def check_destination(dest: Path, host: str) -> None:
                                 host=host, step="restore")
 
 
+MAX_PATH_TEXT = 4096
+
+
+def restore_subpath(path: str, host: str) -> PurePosixPath:
+    """`--path P` as a path relative to the host's backup (`<script>/...` or `<name>/...`),
+    restored as DEST/P: never empty, never `..`, no NUL; raises BadRestoreRequest."""
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if len(path) > MAX_PATH_TEXT or "\x00" in path or not path.isprintable() or not parts \
+            or ".." in parts:
+        raise BadRestoreRequest(f"bad --path {path[:80]!r}: give a path inside the host's "
+                                "backup, like db/dump.sql or files/notes (no '..')", host=host,
+                                step="restore")
+    return PurePosixPath(*parts)
+
+
 def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
                  path: str | None = None, *, thaw_days: int | None = None,
                  secret_keys_file: Path | None = None) -> str | None:
-    """Restore `host` as of `time` (default: the latest backup), optionally one `path`.
+    """Restore `host` as of `time` (default: the latest backup) into DEST, or only `path`
+    into DEST/`path`.
     Archived volumes it needs are named (VolumesArchived), or with thaw_days requested from
     S3 (the returned text says when to come back; nothing is restored then). In public-key mode
     the secret key comes from secret_keys_file or GNUPGHOME, never from the host."""
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
+    inner = restore_subpath(path, host) if path is not None else None
     if thaw_days is not None:
         check_thaw_days(thaw_days, host)
     check_destination(dest, host)
@@ -93,9 +110,15 @@ def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
     if sets and sets[-1].manifest:
         check_readable(config, host, sets[-1].manifest)   # a denied key named at once
     with secret_keyring(config, host, secret_keys_file) as gnupg_home:
-        if dest.is_dir():
-            dest.rmdir()  # duplicity creates the folder itself
+        if inner is None:
+            into = dest
+            if dest.is_dir():
+                dest.rmdir()  # duplicity creates the folder itself
+        else:   # DEST/P, as cp -r and rsync -R would put it
+            into = dest.joinpath(inner)
+            into.parent.mkdir(parents=True, exist_ok=True)
         stamp = str(int(at.timestamp())) if at else None
-        run_restore(config, host, dest, host_cache(config, host), stamp, path,
+        run_restore(config, host, into, host_cache(config, host), stamp,
+                    str(inner) if inner is not None else None,
                     data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home)
     return None
