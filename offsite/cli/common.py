@@ -10,6 +10,7 @@ import redis
 
 from offsite.config.model import Config
 from offsite.errors import OffsiteError
+from offsite.ledger.lease import HostLease
 from offsite.ledger.records import RedisRunStore, RunRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -26,6 +27,20 @@ def masked_url(url: str) -> str:
 def ledger_store(config: Config) -> RedisRunStore:
     return RedisRunStore(redis.Redis.from_url(config.broker_url, socket_connect_timeout=5,
                                               socket_timeout=30))
+
+
+def reachable_ledger(config: Config) -> tuple[RedisRunStore | None, HostLease | None]:
+    """The ledger and the host leases when the broker answers within seconds, else (None,
+    None): a command that works without a broker records there when it can."""
+    from offsite.ledger.lease import RedisHostLease
+    client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=3,
+                                  socket_timeout=30)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError):
+        client.close()
+        return None, None
+    return RedisRunStore(client), RedisHostLease(client, config.watchdog.lease_ttl)
 
 
 def alert_locally(config: Config, record: RunRecord) -> None:

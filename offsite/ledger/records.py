@@ -83,6 +83,8 @@ class RunRecord(BaseModel):
     verify: VerifyRecord | None = None
     error: ErrorRecord | None = None
     notes: list[str] = Field(default_factory=list)
+    alert: bool = True   # False: a failure the control node records but does not alert (a
+    #                      manual drill from an operator's shell without --alert)
 
     @property
     def is_final(self) -> bool:

@@ -17,11 +17,11 @@ from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
-from offsite.ledger.lease import MemoryHostLease
-from offsite.ledger.records import MemoryRunStore, RunRecord, VerifyRecord
+from offsite.ledger.lease import HostLease, MemoryHostLease
+from offsite.ledger.records import MemoryRunStore, RunRecord, RunStore, VerifyRecord
 from offsite.proof.restore import check_time_covered
-from offsite.run.admission import admit
-from offsite.run.context import RunContext, new_run_id, queue_run
+from offsite.run.admission import MustWait, admit
+from offsite.run.context import RunContext, queue_manual_run
 from offsite.run.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
 from offsite.run.steps import end_run, finish_step, lease_renewer, recorded_step
 from offsite.schedule.specs import utcnow
@@ -173,18 +173,39 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
 
 
 def verify_local(config: Config, host: str, at: datetime | None,
-                 secret_keys_file: Path | None = None) -> RunRecord:
-    """A verify in this process, no broker: `offsite verify --local`."""
+                 secret_keys_file: Path | None = None, *, store: RunStore | None = None,
+                 lease: HostLease | None = None, alert: bool = False) -> RunRecord:
+    """A verify in this process (`offsite verify --local`): recorded in `store` (the ledger,
+    when the broker answers: a manual drill then counts as proof) under the host's `lease`,
+    else in memory. `alert`: whether the control node alerts its failure (never sent from
+    here). A host busy with another run leaves the drill skipped, saying which run."""
     config.host(host)
-    store = MemoryRunStore()
-    ctx = RunContext(config=config, store=store, lease=MemoryHostLease(), host=host,
-                     run_id=new_run_id(host, RunType.VERIFY, utcnow()),
-                     worker=f"local@{socket.gethostname()}")
-    queue_run(store, host, RunType.VERIFY, ctx.run_id)
+    store = store if store is not None else MemoryRunStore()
+    lease = lease if lease is not None else MemoryHostLease()
+    worker = f"local@{socket.gethostname()}"
+    queued = queue_manual_run(store, host, RunType.VERIFY, utcnow(),
+                              note=f"asked by {worker[:120]} (verify --local)")
+    if not alert:
+        store.update(queued.run_id, _quiet)
+    ctx = RunContext(config=config, store=store, lease=lease, host=host,
+                     run_id=queued.run_id, worker=worker)
     try:
         run_verify(ctx, at, secret_keys_file=secret_keys_file)
+    except MustWait as busy:
+        store.update(ctx.run_id, lambda record: _skip(record, busy.cause))
     except OffsiteError:
         pass  # recorded by the step that failed
     record = store.get(ctx.run_id)
     assert record is not None
     return record
+
+
+def _quiet(record: RunRecord) -> None:
+    record.alert = False
+
+
+def _skip(record: RunRecord, reason: str) -> None:
+    if record.state == RunState.QUEUED:
+        record.state = RunState.SKIPPED
+        record.finished_at = utcnow()
+        record.notes.append(f"skipped: {reason}; try again when it ends")

@@ -175,8 +175,8 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
 
     The streak of the host and the run's kind (backups, drills, prunes: STREAK_KINDS) counts
     every failure of that kind since its last success (whatever the problem), and remembers
-    which problems were alerted. Returns "alerted", "summarised" or "duplicate"
-    (this run was already reported). The "reported" mark, the streak and the alert are written
+    which problems were alerted. Returns "alerted", "summarised", "duplicate"
+    (this run was already reported) or "quiet" (a run recorded with alert=False). The "reported" mark, the streak and the alert are written
     in one transaction, so a crash in between can neither lose the alert nor count a failure
     twice. Raises NotAFailedRun unless the run's record says it failed or was lost on `host`.
     """
@@ -184,6 +184,10 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
     if client.exists(reported):
         return "duplicate"
     record = require_failed_run(store.get(run_id), host, run_id)
+    if not record.alert:   # a manual drill the operator saw fail, and asked not to alert
+        client.set(reported, now.isoformat(), ex=RUN_RECORD_TTL_S)
+        _note(store, run_id, "not alerted: run by hand without --alert")
+        return "quiet"
     key = streak_key(host, STREAK_KINDS[record.type])
     signature = failure_signature(record)
     failed_at = (record.finished_at or now).isoformat()
