@@ -109,6 +109,8 @@ def cmd_flower(args: argparse.Namespace, config: Config) -> int:
         raise OffsiteError("Flower is not installed here: pip install 'offsite[monitor]' (or "
                            "bin/setup)", step="flower")
     from workers.app import app
+    from workers.flower_guard import guard_flower_monitoring
+    guard_flower_monitoring()   # /metrics and /healthcheck behind Flower's auth
     app.start(flower_argv(args.address, args.port))
     return EXIT_OK
 
