@@ -41,6 +41,9 @@ def cmd_install_units(args: argparse.Namespace, config: Config) -> int:
     print("then: systemctl daemon-reload && systemctl enable --now " + " ".join(enable))
     print(f"secrets: {install.env_dir}/<host>.env, control.env, flower.env (mode 0600, "
           "owned by root); see README, Deploying")
+    from offsite.deploy.service_user import user_advice
+    for advice in user_advice(config, args.user, args.worker_user, args.host is not None):
+        print(f"before starting: {advice}")
     for loose in loose_env_files(install.env_dir):
         print(f"warning: {loose} is readable or writable by group or others: run "
               f"`chmod 600 {loose}`", file=sys.stderr)
