@@ -125,3 +125,15 @@ def test_a_bad_restore_path_is_refused_before_anything_is_read(
 def test_a_restore_path_is_read_relative_to_the_backup(path: str, inner: str) -> None:
     from offsite.proof.restore import restore_subpath
     assert str(restore_subpath(path, "carcosa")) == inner
+
+
+@pytest.mark.parametrize("recipient", ["0x43C1C2DEFA6B309A849D1A0CA66A9CE96F094D4D", "0x0", "12345"])
+def test_a_fingerprint_yaml_reads_as_a_number_is_refused_saying_quote_it(
+        tmp_path: Path, recipient: str) -> None:
+    keys = tmp_path / "keys.asc"
+    keys.write_text("")
+    with pytest.raises(ConfigError) as refused:
+        _load(tmp_path, f"encryption: {{mode: public-key, recipients: [{recipient}], "
+                        f"public_keys_file: {keys}}}\n")
+    assert "YAML read this fingerprint as a number" in str(refused.value)
+    assert "quote it" in str(refused.value)

@@ -55,7 +55,7 @@ def _report_passphrase(config: Config, host: str) -> None:
 
 def _root_is_the_documented_choice() -> None:
     """A host's worker runs as root by default (its dump scripts must read what they back up;
-    `run_as` lowers a script): Celery's superuser SecurityWarning would be printed at every
+    a script's `user:` lowers it): Celery's superuser SecurityWarning would be printed at every
     start for the documented set-up, so it is replaced by one informative log line. Pickle is
     never accepted (workers.settings), so Celery's real refusal of root stays in force."""
     from celery.exceptions import SecurityWarning
@@ -63,7 +63,7 @@ def _root_is_the_documented_choice() -> None:
                             category=SecurityWarning)
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         log.info("running as root, the documented default for a host's worker (scripts read "
-                 "what they back up; `run_as` runs a script as another user)")
+                 "what they back up; a script's `user:` runs it as another user)")
 
 
 def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None:
