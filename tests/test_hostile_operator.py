@@ -137,3 +137,35 @@ def test_a_fingerprint_yaml_reads_as_a_number_is_refused_saying_quote_it(
                         f"public_keys_file: {keys}}}\n")
     assert "YAML read this fingerprint as a number" in str(refused.value)
     assert "quote it" in str(refused.value)
+
+
+@pytest.mark.parametrize("url", ["ftp://hooks.example/x", "hooks.example/x", "http://",
+                                 "javascript:alert(1)", "file:///etc/passwd", "",
+                                 "http://exa mple/x", "http://example/\nInjected: 1",
+                                 "http://" + "a" * 70000, 12, ["http://a/"], {"url": "x"}])
+def test_a_bad_webhook_url_is_refused_naming_the_key(url: Any) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"target": {"url": "file:///srv/backups"}, "alerts": {"webhook_url": url},
+                      "hosts": HOSTS})
+    assert "alerts.webhook_url" in str(refused.value)
+
+
+def test_a_webhook_that_never_answers_fails_within_its_timeout() -> None:
+    import socket
+    import time
+    from offsite.watch.alerts import Alert
+    from offsite.watch.sinks import DeliveryFailed, WebhookSink
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)       # accepts, never answers
+    try:
+        config = parse_config({"target": {"url": "file:///srv/backups"}, "hosts": HOSTS,
+                               "alerts": {"webhook_url": f"http://127.0.0.1:"
+                                          f"{silent.getsockname()[1]}/secret-path"}})
+        started = time.monotonic()
+        with pytest.raises(DeliveryFailed) as failed:
+            WebhookSink(config, timeout_s=1.0).send(Alert("s", "m", {"host": "alpha"}))
+        assert time.monotonic() - started < 10
+        assert "secret-path" not in str(failed.value)
+    finally:
+        silent.close()

@@ -122,6 +122,9 @@ class AlertsConfig(StrictModel):
     heartbeat_url: HttpUrl | None = Field(
         None, description="dead man's switch: a healthchecks.io-style push URL the control "
                           "node GETs on every healthy watchdog tick")
+    webhook_url: HttpUrl | None = Field(
+        None, description="alerts also (or only) as a JSON POST {subject, message, attributes} "
+                          "to this URL, retried through the outbox like SNS")
 
     @property
     def sns_region(self) -> str | None:

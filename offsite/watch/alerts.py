@@ -132,7 +132,17 @@ ALERT_SINKS: dict[str, Callable[[Config], AlertSink]] = {"sns": SnsSink, "log": 
 
 
 def sink_for(config: Config) -> AlertSink:
-    return ALERT_SINKS["sns" if config.alerts.sns_topic_arn else "log"](config)
+    """Every configured sink (SNS, the webhook), fanned out when there are several; the log
+    when none is."""
+    from offsite.watch.sinks import FanOutSink, WebhookSink
+    sinks: dict[str, AlertSink] = {}
+    if config.alerts.sns_topic_arn:
+        sinks["sns"] = ALERT_SINKS["sns"](config)
+    if config.alerts.webhook_url:
+        sinks["webhook"] = WebhookSink(config)
+    if not sinks:
+        return ALERT_SINKS["log"](config)
+    return next(iter(sinks.values())) if len(sinks) == 1 else FanOutSink(sinks)
 
 
 REPORTED_KEY = KEY_PREFIX + "reported:"   # reported:<run_id>: the failure was handled
@@ -315,8 +325,17 @@ class AlertOutbox:
         if not self.client.set(claim, "1", nx=True, ex=60):
             return False
         try:
+            from offsite.watch.sinks import FanOutSink, PartialDelivery
             try:
-                sink.send(Alert(**entry["alert"]))
+                if isinstance(sink, FanOutSink):   # a retry goes only where it did not arrive
+                    entry["delivered_to"] = sink.send_remaining(
+                        Alert(**entry["alert"]), entry.get("delivered_to", []))
+                else:
+                    sink.send(Alert(**entry["alert"]))
+            except PartialDelivery as partial:
+                entry["delivered_to"] = partial.done
+                self._postpone(key, entry, partial, now)
+                return False
             except Exception as exc:  # any sink failure: keep the alert, retry later
                 self._postpone(key, entry, exc, now)
                 return False
