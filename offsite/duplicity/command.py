@@ -101,6 +101,33 @@ def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
 _OTHER_KEYS = ("ALERT_AWS_", "PRUNE_AWS_", "RECOVER_AWS_", "READ_AWS_", "DUPLICITY_AWS_")
 
 
+def list_files_argv(config: Config, host: str, archive_dir: Path, time: str | None = None,
+                    data_prefix: str = "") -> list[str]:
+    """`duplicity list-current-files`: the files of the set at `time` (default the latest),
+    read from the chain's signatures, no data volume decrypted."""
+    flags = common_flags(config, host, archive_dir, "list") + prefix_flags(data_prefix)
+    if time:
+        flags += ["--time", time]
+    return [DUPLICITY, "list-current-files", *flags, config.target.host_url(host)]
+
+
+LIST_MAX_BYTES = 128 * 1024 * 1024   # about two million paths of a set's listing
+
+
+def run_list_files(config: Config, host: str, archive_dir: Path, time: str | None = None,
+                   data_prefix: str = "", gnupg_home: Path | None = None) -> CommandResult:
+    """list-current-files with this node's reading identity; raises CommandError naming the
+    cause, or when the listing is larger than LIST_MAX_BYTES."""
+    result = _run_duplicity(config, host, "list", list_files_argv(
+        config, host, archive_dir, time, data_prefix), gnupg_home=gnupg_home,
+        identity=reading_identity(), stdout_max_bytes=LIST_MAX_BYTES)
+    if len(result.stdout) >= LIST_MAX_BYTES - 4096:
+        raise CommandError(f"the set's listing is larger than {LIST_MAX_BYTES // 2**20} MiB: "
+                           "give a PATH to list less", host=host, step="list",
+                           exit_code=None, stderr_tail="")
+    return result
+
+
 def duplicity_env(config: Config, passphrase: str, base: dict[str, str],
                   identity: str = UPLOAD_IDENTITY) -> dict[str, str]:
     """The child's environment: passphrase and the keys of one identity (`<identity>_AWS_*`:
@@ -215,7 +242,8 @@ def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
                    on_tick: Callable[[], None] | None = None,
                    gnupg_home: Path | None = None,
                    passphrase: str | None = None,
-                   identity: str = UPLOAD_IDENTITY) -> CommandResult:
+                   identity: str = UPLOAD_IDENTITY,
+                   stdout_max_bytes: int | None = None) -> CommandResult:
     """Run duplicity with the passphrase and one identity's keys in its environment only; a
     failure is explained from duplicity's own log (see offsite.duplicity.errors)."""
     env = duplicity_env(config, "", dict(os.environ), identity)
@@ -223,6 +251,10 @@ def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     try:
+        if stdout_max_bytes:
+            return run_command(argv, timeout_s=config.target.upload_timeout, host=host,
+                               step=step, env=env, on_tick=on_tick,
+                               stdout_max_bytes=stdout_max_bytes)
         return run_command(argv, timeout_s=config.target.upload_timeout, host=host, step=step,
                            env=env, on_tick=on_tick)
     except CommandError as error:
