@@ -169,3 +169,35 @@ def test_a_webhook_that_never_answers_fails_within_its_timeout() -> None:
         assert "secret-path" not in str(failed.value)
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize("args, named", [
+    (("ls", "carcosa", ".."), "bad --path"),
+    (("ls", "carcosa", "files/../../etc"), "bad --path"),
+    (("ls", "carcosa", ""), "bad --path"),
+    (("ls", "carcosa", "--time", "yesterday-ish"), "bad --time"),
+    (("ls", "carcosa", "--time", "x" * 500), "bad --time"),
+    (("ls", "../etc"), "unknown host"),
+    (("find", "carcosa", ""), "bad pattern"),
+    (("find", "carcosa", "   "), "bad pattern"),
+    (("find", "carcosa", "a\tb"), "bad pattern"),
+    (("find", "carcosa", "*" * 2000), "bad pattern"),
+    (("find", "no-such-host", "*.sql"), "unknown host"),
+])
+def test_bad_ls_and_find_input_is_refused_in_one_line(
+        tmp_path: Path, run_offsite: Any, args: tuple[str, ...], named: str) -> None:
+    from tests.deploy_harness import write_minimal_config
+    config = write_minimal_config(tmp_path)
+    result = run_offsite(*args, config=config)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert named in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_ls_and_find_of_a_host_with_no_backup_say_so(tmp_path: Path, run_offsite: Any) -> None:
+    from tests.deploy_harness import write_minimal_config
+    config = write_minimal_config(tmp_path)
+    for args in (("ls", "carcosa"), ("find", "carcosa", "*")):
+        result = run_offsite(*args, config=config)
+        assert result.returncode == 1, (result.stdout, result.stderr)
+        assert "no backup yet" in result.stderr and "Traceback" not in result.stderr
