@@ -201,3 +201,11 @@ def test_ls_and_find_of_a_host_with_no_backup_say_so(tmp_path: Path, run_offsite
         result = run_offsite(*args, config=config)
         assert result.returncode == 1, (result.stdout, result.stderr)
         assert "no backup yet" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["8d", "-1h", "0", "soon", [1], {"every": "1h"}, True])
+def test_a_bad_spread_is_refused_naming_it(value: Any) -> None:
+    with pytest.raises(ConfigError) as refused:
+        parse_config({"target": {"url": "file:///srv/b"}, "schedule": {"spread": value},
+                      "hosts": {"a": {"scripts": {"s": {"bash": "true"}}}}})
+    assert "schedule.spread" in str(refused.value)

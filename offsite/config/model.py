@@ -21,6 +21,7 @@ from offsite.constants import DEFAULT_CONFIG_PATH, BackupType
 from offsite.durations import format_duration
 from offsite.errors import ConfigError, UnknownHostError
 from offsite.config.http import HttpConfig
+from offsite.schedule.spread import spread, spread_offset
 from offsite.schedule.specs import EverySpec, ScheduleSpec
 from offsite.config.security import (EncryptionConfig, HostEncryption, ProvisionConfig)
 from offsite.config.yaml_loader import MAX_CONFIG_BYTES, YamlProblem, decode_config_bytes, load_yaml
@@ -149,8 +150,12 @@ class Config(StrictModel):
         own = getattr(self.host(name).schedule, backup_type.value)
         spec = own if own is not None else getattr(self.schedule, backup_type.value)
         if isinstance(spec, EverySpec):  # interval slots sit on the fleet's grid
-            return replace(spec, anchor=self.schedule.anchor.timestamp())
-        return spec
+            spec = replace(spec, anchor=self.schedule.anchor.timestamp())
+        return spread(spec, self.spread_offset(name))
+
+    def spread_offset(self, name: str) -> int:
+        """The host's fixed offset within schedule.spread (0 without one)."""
+        return spread_offset(name, self.schedule.spread)
 
     def verify_schedule(self, name: str) -> ScheduleSpec | None:
         own = self.host(name).verify.schedule

@@ -146,6 +146,10 @@ class ScheduleConfig(StrictModel):
     min_interval: Duration = Field(DEFAULT_MIN_INTERVAL_S, description="the shortest "
                                    "`{every: D}` allowed anywhere (default 1m)")
     anchor: AwareDatetime = Field(EPOCH, description="{every: D} slots fall at anchor + k*D")
+    spread: Duration | None = Field(
+        None, le=7 * 86400, description="fleet load control: each host's full and incr slots are shifted by "
+                          "a fixed offset within this window, derived from its name (e.g. 1h: "
+                          "fulls at 00:00 start between 00:00 and 01:00); `check` shows it")
 
 
 class WatchdogConfig(StrictModel):

@@ -28,6 +28,7 @@ from offsite.constants import BackupType
 from offsite.errors import OffsiteError, PassphraseError
 from offsite.duplicity.keycheck import check_key_opens
 from offsite.crypto.passphrase import read_passphrase
+from offsite.durations import format_duration
 from offsite.schedule.specs import next_run, utcnow
 from offsite.target.bucket import (READ_IDENTITY, bucket_name, credentials_problem,
                                    probe_bucket, read_s3_client,
@@ -65,6 +66,9 @@ def describe_hosts(config: Config) -> str:
     lines = [f"config OK: {len(config.hosts)} host(s), times in {zone}"]
     for host, host_config in config.hosts.items():
         lines.append(f"{host}: scripts {', '.join(host_config.scripts)}")
+        if offset := config.spread_offset(host):
+            lines.append(f"  spread +{format_duration(offset)} (schedule.spread "
+                         f"{format_duration(config.schedule.spread or 0)})")
         for kind in BackupType:
             spec = config.host_schedule(host, kind)
             when = next_run(spec, zone, now)
@@ -78,6 +82,7 @@ def hosts_as_json(config: Config) -> list[dict[str, Any]]:
     zone = config.schedule.timezone
     return [{"host": host, "scripts": list(host_config.scripts),
              "paths": {name: str(path) for name, path in host_config.paths.items()},
+             "spread_s": config.spread_offset(host),
              "next": {kind.value: next_run(config.host_schedule(host, kind), zone,
                                            now).isoformat() for kind in BackupType}}
             for host, host_config in config.hosts.items()]
