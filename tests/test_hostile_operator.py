@@ -209,3 +209,18 @@ def test_a_bad_spread_is_refused_naming_it(value: Any) -> None:
         parse_config({"target": {"url": "file:///srv/b"}, "schedule": {"spread": value},
                       "hosts": {"a": {"scripts": {"s": {"bash": "true"}}}}})
     assert "schedule.spread" in str(refused.value)
+
+
+@pytest.mark.parametrize("priority, named", [
+    ({"nice": -5}, "priority.nice"), ({"nice": 20}, "priority.nice"),
+    ({"nice": "low"}, "priority.nice"), ({"nice": 1.5}, "priority.nice"),
+    ({"io": "realtime"}, "priority.io"), ({"io": ""}, "priority.io"), ({"io": 3}, "priority.io"),
+    ({"cpu": 1}, "priority.cpu"), ("idle", "priority"), ([5], "priority"),
+])
+def test_a_bad_priority_is_refused_naming_it(priority: Any, named: str) -> None:
+    for data in ({"priority": priority, "hosts": HOSTS},
+                 {"hosts": {**HOSTS, "alpha": {**HOSTS["alpha"], "priority": priority}}}):
+        with pytest.raises(ConfigError) as refused:
+            parse_config({"target": {"url": "file:///srv/backups"}, **data})
+        where = named if "hosts" not in data or "priority" in data else f"hosts.alpha.{named}"
+        assert where in str(refused.value), str(refused.value)

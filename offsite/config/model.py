@@ -13,7 +13,8 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 from offsite.config.rules import (ConfigProblems, PathProblem, check_broker_url, overlap,
                                   scan_data, system_dir_problem)
 from offsite.config.sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, HostRetention,
-                                     HostSchedule, HostVerify, RetentionConfig, ScheduleConfig,
+                                     HostSchedule, HostVerify, PriorityConfig, RetentionConfig,
+                                     ScheduleConfig,
                                      ScriptConfig, StrictModel, TargetConfig, VerifyConfig,
                                      WatchdogConfig)
 from offsite.config.types import DataRoot, Interpreter, Name
@@ -40,6 +41,9 @@ class HostConfig(StrictModel):
                                           "as DEST/<name>/")
     schedule: HostSchedule = Field(default_factory=HostSchedule)
     verify: HostVerify = Field(default_factory=HostVerify)
+    priority: PriorityConfig | None = Field(
+        None, description="this host's nice/ionice for scripts and duplicity (overrides "
+                          "priority)")
     retention: HostRetention = Field(default_factory=HostRetention)
     encryption: HostEncryption | None = Field(
         None, description="this host's own passphrase_file (or recipients): see "
@@ -76,6 +80,9 @@ class Config(StrictModel):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    priority: PriorityConfig = Field(default_factory=PriorityConfig,
+                                     description="nice/ionice of every host's scripts and "
+                                                 "duplicity runs")
     provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
     http: HttpConfig | None = Field(None, description="served by `offsite control` when set: "
                                     "/metrics, /api/hosts, the fleet page")
@@ -152,6 +159,10 @@ class Config(StrictModel):
         if isinstance(spec, EverySpec):  # interval slots sit on the fleet's grid
             spec = replace(spec, anchor=self.schedule.anchor.timestamp())
         return spread(spec, self.spread_offset(name))
+
+    def host_priority(self, name: str) -> PriorityConfig:
+        own = self.host(name).priority
+        return own if own is not None else self.priority
 
     def spread_offset(self, name: str) -> int:
         """The host's fixed offset within schedule.spread (0 without one)."""

@@ -3,7 +3,7 @@ value types they share are in offsite.config.types. offsite.config.model assembl
 fleet's Config and reads the YAML."""
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field,
                       model_validator)
@@ -71,6 +71,14 @@ def _drill_placement(data: Any) -> Any:
 
 
 _WHERE = AliasChoices("where", "on")
+
+
+class PriorityConfig(StrictModel):
+    nice: int = Field(0, ge=0, le=19, description="CPU priority of scripts and duplicity: "
+                                                   "0 (normal) to 19 (lowest)")
+    io: Literal["normal", "best-effort", "idle"] = Field(
+        "normal", description="I/O priority of scripts and duplicity: normal, best-effort "
+                              "(its lowest level) or idle (only when the disk is otherwise idle)")
 
 
 class HostVerify(StrictModel):

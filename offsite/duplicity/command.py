@@ -15,6 +15,7 @@ from offsite.duplicity.errors import describe_failure, read_log_tail
 from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
 from offsite.errors import CommandError, CommandTimedOut
 from offsite.process.execute import CommandResult, run_command
+from offsite.process.priority import Priority
 from offsite.config.security import volume_prefix
 from offsite.host.sources import (archive_path, host_sources, record_uploaded, relocate,
                              scan_problems, write_manifest)
@@ -251,12 +252,14 @@ def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     try:
+        chosen = config.host_priority(host)
+        priority = Priority(nice=chosen.nice, io=chosen.io)
         if stdout_max_bytes:
             return run_command(argv, timeout_s=config.target.upload_timeout, host=host,
                                step=step, env=env, on_tick=on_tick,
-                               stdout_max_bytes=stdout_max_bytes)
+                               stdout_max_bytes=stdout_max_bytes, priority=priority)
         return run_command(argv, timeout_s=config.target.upload_timeout, host=host, step=step,
-                           env=env, on_tick=on_tick)
+                           env=env, on_tick=on_tick, priority=priority)
     except CommandError as error:
         if isinstance(error, CommandTimedOut):
             raise

@@ -11,6 +11,7 @@ from typing import Callable, Mapping, Protocol
 from offsite.config.model import Config, ScriptConfig
 from offsite.errors import OffsiteError
 from offsite.process.execute import CommandResult, RunAs, run_command
+from offsite.process.priority import Priority
 from offsite.host.staging import script_staging
 
 # The worker's variables a script sees; nothing else (no broker URL, config path, passphrase,
@@ -96,6 +97,12 @@ def script_interpreter(config: Config, run: ScriptRun) -> str:
     return str(configured)
 
 
+def host_priority(config: Config, host: str) -> Priority:
+    """The host's nice/ionice (config `priority`, `hosts.<host>.priority`)."""
+    chosen = config.host_priority(host)
+    return Priority(nice=chosen.nice, io=chosen.io)
+
+
 def run_script(config: Config, run: ScriptRun,
                on_tick: Callable[[], None] | None = None) -> CommandResult:
     """Run one configured script in its staging folder; raises CommandError on failure or timeout."""
@@ -110,4 +117,5 @@ def run_script(config: Config, run: ScriptRun,
     argv = SCRIPT_KINDS[script.kind](script.code, python)
     return run_command(argv, timeout_s=script.timeout, host=run.host, step=script_step(run.name),
                        env=script_env(run, user=user), cwd=folder,
-                       capture_stdout=False, on_tick=on_tick, run_as=run_as)
+                       capture_stdout=False, on_tick=on_tick, run_as=run_as,
+                       priority=host_priority(config, run.host))
