@@ -45,18 +45,23 @@ def celery_schedule(spec: ScheduleSpec, timezone: str) -> Any:
     return schedule
 
 
+def scheduled_entries(config: Config) -> dict[str, tuple[str, RunType]]:
+    """The entries the config names, by name: (host, run type). Beat keeps exactly these in
+    Redis (workers.beat): an entry it finds that is not here is removed, one missing is made."""
+    return {entry_name(host, kind): (host, kind) for host in config.hosts for kind in RunType
+            if config.run_schedule(host, kind.value) is not None}
+
+
 def build_beat_schedule(config: Config) -> dict[str, dict[str, Any]]:
     entries = {}
-    for host in config.hosts:
-        for kind in RunType:
-            spec = config.run_schedule(host, kind.value)
-            if spec is None:
-                continue
-            task, queue = entry_route(config, host, kind)
-            entries[entry_name(host, kind)] = {
-                "task": task,
-                "schedule": celery_schedule(spec, config.schedule.timezone),
-                "args": (host, kind.value),
-                "options": {"queue": queue},
-            }
+    for name, (host, kind) in scheduled_entries(config).items():
+        spec = config.run_schedule(host, kind.value)
+        assert spec is not None
+        task, queue = entry_route(config, host, kind)
+        entries[name] = {
+            "task": task,
+            "schedule": celery_schedule(spec, config.schedule.timezone),
+            "args": (host, kind.value),
+            "options": {"queue": queue},
+        }
     return entries

@@ -23,7 +23,8 @@ from offsite.constants import KEY_PREFIX, BackupType, RunState
 from offsite.ledger.heartbeat import beat_many, worker_node
 from offsite.ledger.lease import RedisHostLease
 from offsite.watch.alerts import ALERT_KEY
-from offsite.ledger.records import RedisRunStore, RunRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import RunRecord
 from offsite.run.context import new_run_id, queue_run
 from offsite.schedule.specs import EverySpec, latest_slot, utcnow
 

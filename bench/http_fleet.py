@@ -34,7 +34,8 @@ from offsite.watch.alerts import condition_alert
 from offsite.watch.conditions import Conditions
 from offsite.constants import BackupType, RunState
 from offsite.watch.alerts import AlertOutbox
-from offsite.ledger.records import ErrorRecord, RedisRunStore, RunRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import ErrorRecord, RunRecord
 from offsite.run.context import new_run_id
 
 PATHS = ("/metrics", "/", "/api/hosts")

@@ -19,7 +19,8 @@ from bench.services import OFFSITE, BenchError, tail
 from offsite.config.model import Config
 from offsite.constants import BackupType
 from offsite.duplicity.command import backup_argv, duplicity_env, parse_stats, upload_tempdir
-from offsite.host.staging import host_cache
+from offsite.host.settings import resolve_host
+from offsite.host.sources import host_cache
 
 PASSPHRASE = "bench-passphrase-not-a-secret"
 
@@ -82,7 +83,8 @@ def run_plain(config: Config, host: str, backup_type: BackupType, source: Path,
     """duplicity with offsite's command line on `source`; with `copy_from`, the tree is first
     copied into an emptied `source` (the work a dump script and offsite's staging do), and the
     copy is timed with it."""
-    archive_dir = host_cache(config, host)
+    settings = resolve_host(config, host)
+    archive_dir = host_cache(settings)
     upload_tempdir(archive_dir).mkdir(exist_ok=True)
     started = time.monotonic()
     if copy_from is not None:
@@ -90,12 +92,12 @@ def run_plain(config: Config, host: str, backup_type: BackupType, source: Path,
         source.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["cp", "-a", str(copy_from), str(source)], check=True)
     copy_s = time.monotonic() - started
-    argv = backup_argv(config, host, backup_type, archive_dir)
+    argv = backup_argv(settings, backup_type, archive_dir)
     argv[-2] = str(source)
     out_path, err_path = log_dir / "plain.out", log_dir / "plain.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                env=duplicity_env(config, PASSPHRASE, env))
+                                env=duplicity_env(settings, PASSPHRASE, env))
         try:
             _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own peak RSS
         except BaseException:

@@ -14,6 +14,7 @@ from celery.exceptions import Ignore
 from offsite.run.admission import MustWait, note_waiting
 from offsite.constants import BackupType, host_queue
 from offsite.wire.messages import RUN_SCRIPT, START_BACKUP, UPLOAD
+from offsite.host.settings import resolve_host
 from offsite.run.context import RunContext
 from offsite.run.steps import StaleRun, begin_run, run_script_step, upload_step
 from tasks.base import CheckedTask
@@ -28,8 +29,10 @@ WAIT_RETRY_S = 5
 
 
 def _context(task: Task, host: str, run_id: str) -> RunContext:
-    return RunContext(config=current_config(), store=run_store(), lease=host_lease(), host=host,
-                      run_id=run_id, worker=task.request.hostname or "unknown")
+    config = current_config()
+    return RunContext(config=config, settings=resolve_host(config, host), store=run_store(),
+                      lease=host_lease(), run_id=run_id,
+                      worker=task.request.hostname or "unknown")
 
 
 @app.task(bind=True, base=CheckedTask, name=START_BACKUP)
@@ -46,7 +49,7 @@ def start_backup(self: Task, host: str, backup_type: BackupType, run_id: str,
         return not_run_reason(ctx)
     queue = host_queue(host)
     steps = [run_script.si(host, run_id, name, effective.value).set(queue=queue)
-             for name in ctx.config.host(host).scripts]
+             for name in ctx.settings.scripts]
     steps.append(upload.si(host, run_id, effective.value).set(queue=queue))
     chain(*steps).on_error(failure_callback(host, run_id)).apply_async()
     return "started"

@@ -12,12 +12,14 @@ from offsite.watch.alerts import AlertSink, sink_for
 from offsite.watch.config_digest import digest_for
 from offsite.constants import BackupType, RunType
 from offsite.watch.deadman import DeadMansSwitch
+from offsite.watch.ledger_lost import LedgerWatch
 from offsite.ledger.heartbeat import CONTROL_NODE, Heartbeat, interval_for
 from offsite.wire.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
 from offsite.watch.alerts import report_failed_run
 from offsite.watch.alerts import AlertOutbox
+from offsite.host.settings import resolve_host
 from offsite.proof.prune import prune_host as prune_one_host
-from offsite.ledger.records import RunRecord
+from offsite.ledger.run_record import RunRecord
 from offsite.schedule.specs import utcnow
 from offsite.watch.watchdog import Watchdog
 from tasks.base import CheckedTask, reject
@@ -56,8 +58,8 @@ def notify_failure(self: Task, failed_task_id: str, *, host: str, run_id: str) -
 def prune_host(self: Task, host: str, run_id: str) -> str:
     """A scheduled prune: with the prune identity (PRUNE_AWS_*) of this node, under the host
     lease; a failure is recorded (class prune_failed) and alerted by the chain's errback."""
-    outcome = prune_one_host(current_config(), run_store(), host_lease(), host, apply=True,
-                             run_id=run_id)
+    outcome = prune_one_host(resolve_host(current_config(), host), run_store(), host_lease(),
+                             apply=True, run_id=run_id)
     return outcome.record.state.value if outcome.record else "not run"
 
 
@@ -87,10 +89,12 @@ def run_watchdog(stop: threading.Event) -> None:
     heartbeat = Heartbeat(redis_client, CONTROL_NODE, interval_for(config.watchdog.worker_timeout),
                           digest=lambda: digest_for(config, CONTROL_NODE)).start()
     dog = watchdog()
+    ledger = LedgerWatch(config, dog.client, dog.store, dog.outbox)
     switch = DeadMansSwitch(config.alerts.heartbeat_url)
     try:
         while not stop.wait(every):
             try:
+                ledger.check(utcnow())   # a lost ledger is rebuilt before it is judged
                 dog.tick(utcnow())
             except Exception:
                 log.exception("watchdog tick failed; retrying in %ss", every)

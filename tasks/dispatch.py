@@ -8,7 +8,8 @@ from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
 from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
 from offsite.wire.publish import failure_callback, publish_task
-from offsite.ledger.records import RedisRunStore, RunRecord, RunStore
+from offsite.ledger.records import RedisRunStore, RunStore
+from offsite.ledger.run_record import RunRecord
 from offsite.run.context import new_run_id, queue_manual_run, queue_run
 from offsite.schedule.specs import describe_lateness, utcnow
 
@@ -29,7 +30,8 @@ def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: Back
     if record.state == RunState.QUEUED:
         publish_task(config.broker_url, START_BACKUP, (host, backup_type.value, run_id),
                      {"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
-                     host_queue(host), [failure_callback(host, run_id)])
+                     host_queue(host), [failure_callback(host, run_id)],
+                     config.broker_sentinel_master)
     return record
 
 
@@ -50,7 +52,8 @@ def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | No
         publish_task(config.broker_url, VERIFY, (host, run_id),
                      {"at": at.isoformat() if at else None,
                       "scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
-                     verify_queue(config, host), [failure_callback(host, run_id)])
+                     verify_queue(config, host), [failure_callback(host, run_id)],
+                     config.broker_sentinel_master)
     return record
 
 
@@ -76,7 +79,7 @@ def enqueue_prune(config: Config, store: RunStore, host: str, run_id: str,
     record = queue_run(store, host, RunType.PRUNE, run_id, slot)
     if record.state == RunState.QUEUED:
         publish_task(config.broker_url, PRUNE, (host, run_id), {}, CONTROL_QUEUE,
-                     [failure_callback(host, run_id)])
+                     [failure_callback(host, run_id)], config.broker_sentinel_master)
     return record
 
 

@@ -11,6 +11,7 @@ from celery.exceptions import Ignore
 
 from offsite.run.admission import MustWait, note_waiting
 from offsite.wire.messages import VERIFY
+from offsite.host.settings import resolve_host
 from offsite.run.context import RunContext
 from offsite.run.steps import StaleRun
 from offsite.proof.verify import run_verify
@@ -26,8 +27,10 @@ WAIT_RETRY_S = 5
 @app.task(bind=True, base=CheckedTask, name=VERIFY)
 def verify_backup(self: Task, host: str, run_id: str, at: datetime | None = None,
                   scheduled_for: datetime | None = None) -> str:
-    ctx = RunContext(config=current_config(), store=run_store(), lease=host_lease(), host=host,
-                     run_id=run_id, worker=self.request.hostname or "unknown")
+    config = current_config()
+    ctx = RunContext(config=config, settings=resolve_host(config, host), store=run_store(),
+                     lease=host_lease(), run_id=run_id,
+                     worker=self.request.hostname or "unknown")
     try:
         record = run_verify(ctx, at, scheduled_for)
     except MustWait as wait:

@@ -11,7 +11,8 @@ from offsite.watch.alerts import condition_alert
 from offsite.watch.conditions import Conditions
 from offsite.constants import BackupType, RunState, RunType
 from offsite.watch.alerts import AlertOutbox
-from offsite.ledger.records import ErrorRecord, RedisRunStore, RunRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import ErrorRecord, RunRecord
 
 HOSTS = {"healthy-1": {"scripts": {"s": {"bash": "true"}}},
          "failing-1": {"scripts": {"s": {"bash": "true"}}},

@@ -4,13 +4,38 @@ naming it. Real redis-server and moto_server."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ConfigFactory, free_port
+import pytest
+
+from tests.helpers import ConfigFactory, free_port, wait_until
+from tests.servers import RedisServer
 
 HOST = "carcosa"
 KEY_FAMILIES = ("DUPLICITY_AWS_", "ALERT_AWS_", "PRUNE_AWS_", "RECOVER_AWS_")
+
+
+def _set_aof(server: RedisServer, on: bool) -> None:
+    client = server.client(decode_responses=True)
+    try:
+        client.config_set("appendonly", "yes" if on else "no")
+        wait_until(lambda: str(client.info("persistence")["aof_enabled"]) == ("1" if on else "0")
+                   and str(client.info("persistence")["aof_rewrite_in_progress"]) == "0",
+                   timeout=30, what="Redis to switch its append-only file")
+    finally:
+        client.close()
+
+
+@pytest.fixture(autouse=True)
+def persistent_broker(redis_server: RedisServer) -> Iterator[RedisServer]:
+    """A control node's check needs a broker that keeps an append-only file."""
+    _set_aof(redis_server, True)
+    try:
+        yield redis_server
+    finally:
+        _set_aof(redis_server, False)
 
 
 def _only(env: Any, prefix: str | None) -> dict[str, str | None]:
@@ -123,3 +148,29 @@ def test_a_public_key_host_checks_its_public_keys_not_a_passphrase(
                       env_extra=env, timeout=120)
     assert bad.returncode == 1
     assert "public keys:" in bad.stderr and "holds a secret key" in bad.stderr
+
+
+def test_a_control_node_fails_on_a_broker_without_an_append_only_file(
+        tmp_path: Path, redis_url: str, aws: Any, run_offsite: Any, offsite_env: Any,
+        persistent_broker: RedisServer) -> None:
+    config = _config(tmp_path, redis_url, aws, passphrase=False)
+    env = {**_only(offsite_env, "ALERT_AWS_"), "PASSPHRASE": None}
+    _set_aof(persistent_broker, False)
+    failed = run_offsite("check", "--connect", "--role", "control", config=config,
+                         env_extra=env, timeout=60)
+    assert failed.returncode == 1, failed.stderr
+    lines = [line for line in failed.stderr.splitlines() if "append-only" in line]
+    assert len(lines) == 1 and "`appendonly yes`" in lines[0] \
+        and "`appendfsync everysec`" in lines[0], failed.stderr
+    # a host node does not need it; a node of every role is told, not failed
+    host = run_offsite("check", "--connect", "--role", "host", "--host", HOST, config=config,
+                       timeout=60)
+    assert "append-only" not in host.stderr, host.stderr
+    everything = run_offsite("check", "--connect", "--role", "all", config=config, timeout=60)
+    assert "warning: broker Redis keeps no append-only file" in everything.stderr
+
+    _set_aof(persistent_broker, True)
+    passed = run_offsite("check", "--connect", "--role", "control", config=config,
+                         env_extra=env, timeout=60)
+    assert passed.returncode == 0, passed.stderr
+    assert "append-only" not in passed.stderr

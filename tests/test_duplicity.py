@@ -7,6 +7,7 @@ import pytest
 
 from offsite.config.model import parse_config
 from offsite.constants import BackupType
+from offsite.host.settings import resolve_host
 from offsite.duplicity.command import backup_argv, duplicity_env, parse_stats, restore_argv
 
 S3_CONFIG = parse_config({
@@ -36,7 +37,7 @@ Errors 2
 @pytest.mark.parametrize(("kind", "action"), [(BackupType.FULL, "full"),
                                               (BackupType.INCR, "incremental")])
 def test_backup_argv_targets_the_host_prefix_with_endpoint(kind: BackupType, action: str) -> None:
-    argv = backup_argv(S3_CONFIG, "carcosa", kind, Path("/cache/carcosa"))
+    argv = backup_argv(resolve_host(S3_CONFIG, "carcosa"), kind, Path("/cache/carcosa"))
     assert argv[0].endswith("duplicity")
     assert argv[1:] == [action, "--archive-dir", "/cache/carcosa", "--name", "carcosa",
                     "--log-timestamp", "--log-file", "/cache/carcosa/upload.log",
@@ -50,13 +51,14 @@ def test_backup_argv_targets_the_host_prefix_with_endpoint(kind: BackupType, act
 
 
 def test_file_target_has_no_s3_flags_and_no_double_slash() -> None:
-    argv = backup_argv(FILE_CONFIG, "h", BackupType.FULL, Path("/c"))
+    argv = backup_argv(resolve_host(FILE_CONFIG, "h"), BackupType.FULL, Path("/c"))
     assert not any(flag.startswith("--s3") for flag in argv)
     assert argv[-1] == "file:///srv/backups/h"
 
 
 def test_restore_argv_with_time_and_path() -> None:
-    argv = restore_argv(S3_CONFIG, "carcosa", Path("/tmp/out"), Path("/c"), "3D", "pg/dump.sql")
+    argv = restore_argv(resolve_host(S3_CONFIG, "carcosa"), Path("/tmp/out"), Path("/c"), "3D",
+                        "pg/dump.sql")
     assert argv[1] == "restore"
     assert argv[argv.index("--time") + 1] == "3D"
     assert argv[argv.index("--path-to-restore") + 1] == "pg/dump.sql"
@@ -66,12 +68,12 @@ def test_restore_argv_with_time_and_path() -> None:
 def test_secrets_go_in_the_environment_never_argv() -> None:
     base = {"DUPLICITY_AWS_ACCESS_KEY_ID": "AKIAUP", "DUPLICITY_AWS_SECRET_ACCESS_KEY": "upsecret",
             "ALERT_AWS_SECRET_ACCESS_KEY": "alertsecret", "PATH": "/bin"}
-    env = duplicity_env(S3_CONFIG, "pass phrase", base)
+    env = duplicity_env(resolve_host(S3_CONFIG, "carcosa"), "pass phrase", base)
     assert env["PASSPHRASE"] == "pass phrase"
     assert env["AWS_ACCESS_KEY_ID"] == "AKIAUP"
     assert env["AWS_SECRET_ACCESS_KEY"] == "upsecret"
     assert "ALERT_AWS_SECRET_ACCESS_KEY" not in env
-    argv = backup_argv(S3_CONFIG, "carcosa", BackupType.FULL, Path("/c"))
+    argv = backup_argv(resolve_host(S3_CONFIG, "carcosa"), BackupType.FULL, Path("/c"))
     assert not {"pass phrase", "upsecret"} & set(argv)
 
 

@@ -14,6 +14,7 @@ import pytest
 from offsite.config.model import load_config
 from offsite.crypto.encryption import S2K_COUNT
 from offsite.duplicity.keycheck import check_key_opens, remember_written
+from offsite.host.settings import resolve_host
 from offsite.ledger.records import RedisRunStore
 from offsite.target.bucket import TargetUnreadable
 from tests.helpers import describe, offsite_argv
@@ -91,13 +92,13 @@ def test_a_set_this_process_wrote_is_not_decrypted_again_with_the_same_passphras
     monkeypatch.setenv("PASSPHRASE", "the passphrase it was written with")
     remember_written("carcosa", written, "the passphrase it was written with")
 
-    check_key_opens(config, "carcosa", written)   # remembered: nothing fetched
+    check_key_opens(resolve_host(config, "carcosa"), written)   # remembered: nothing fetched
 
     with pytest.raises(TargetUnreadable):         # another set: fetched (and missing)
-        check_key_opens(config, "carcosa", "duplicity-full.20261130T000000Z.manifest.gpg")
+        check_key_opens(resolve_host(config, "carcosa"), "duplicity-full.20261130T000000Z.manifest.gpg")
     monkeypatch.setenv("PASSPHRASE", "a changed passphrase")
     with pytest.raises(TargetUnreadable):         # another passphrase: checked again
-        check_key_opens(config, "carcosa", written)
+        check_key_opens(resolve_host(config, "carcosa"), written)
 
 
 @pytest.mark.parametrize("args", [["config-schema"], ["--config", "CONFIG", "check"]])
@@ -110,7 +111,7 @@ def test_the_command_line_turns_the_collector_back_on_before_its_work(
                          target={"url": f"file://{tmp_path}/target"})
     argv = [str(config) if arg == "CONFIG" else arg for arg in args]
     probe = ("import gc, sys\n"
-             "from offsite import cli\n"
+             "from offsite.cli import main as cli\n"
              "seen = []\n"
              "real = cli.settle\n"
              "def settle(*a):\n"

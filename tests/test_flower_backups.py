@@ -1,4 +1,4 @@
-"""Flower as the README and compose start it (`offsite flower`, basic auth from the
+"""Flower as docs/operations.md and compose start it (`offsite flower`, basic auth from the
 environment) against a real worker: its task list shows each task's host, type and run id, a
 skipped run's result says why, and without credentials it answers 401. Flower listening
 beyond loopback without auth is refused."""

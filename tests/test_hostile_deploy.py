@@ -95,7 +95,7 @@ def test_install_units_refuses_a_bad_user(tmp_path: Path, run_offsite: Any, user
     assert list(dest.iterdir()) == []
 
 
-def test_config_schema_is_stable_and_the_readme_table_is_current(
+def test_config_schema_is_stable_and_the_docs_table_is_current(
         tmp_path: Path, run_offsite: Any) -> None:
     missing_config = tmp_path / "no-such.yaml"     # config-schema needs no config
     first = run_offsite("config-schema", config=missing_config)
@@ -111,9 +111,9 @@ def test_config_schema_is_stable_and_the_readme_table_is_current(
     assert schedule["full"]["default"] == "0 0 1 * *"
     table = run_offsite("config-schema", "--markdown", config=missing_config).stdout
     assert table == markdown_table()
-    readme = readme_block((ROOT / "README.md").read_text())
-    assert readme == table, "README's key table is stale: paste `offsite config-schema " \
-                            "--markdown` between its config-keys markers"
+    documented = readme_block((ROOT / "docs" / "configuration.md").read_text())
+    assert documented == table, "docs/configuration.md's key table is stale: paste `offsite " \
+                                "config-schema --markdown` between its config-keys markers"
 
 
 def test_every_config_key_is_in_the_table() -> None:

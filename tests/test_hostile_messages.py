@@ -19,7 +19,8 @@ from offsite.constants import BackupType, RunState
 from offsite.wire.messages import (NOTIFY_FAILURE, RUN_SCRIPT, START_BACKUP, UPLOAD, VERIFY,
                               MalformedMessage, NotAFailedRun, WrongWorker, check_envelope,
                               require_failed_run, shown, validate_message)
-from offsite.ledger.records import RedisRunStore, RunRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import RunRecord
 from offsite.wire.rejections import MAX_ENTRY_CHARS, MAX_REJECTED_ENTRIES, refuse
 from offsite.schedule.specs import utcnow
 from offsite.watch.watchdog import RERUN_SUFFIX

@@ -10,6 +10,7 @@ import pytest
 
 from offsite.config.model import ConfigError, load_config, parse_config
 from offsite.duplicity.command import duplicity_env
+from offsite.host.settings import resolve_host
 from offsite.target.bucket import READ_IDENTITY, UPLOAD_IDENTITY, reading_identity
 
 HOSTS = {"alpha": {"scripts": {"s": {"bash": "true"}}}, "beta": {"scripts": {"s": {"bash": "true"}}}}
@@ -87,14 +88,14 @@ def test_an_empty_read_key_is_not_the_read_identity(value: str | None) -> None:
 
 
 def test_a_restore_child_holds_one_identitys_keys_and_no_other() -> None:
-    config = _config({})
+    settings = resolve_host(_config({}), "alpha")
     base = {"DUPLICITY_AWS_ACCESS_KEY_ID": "AKIAUP", "DUPLICITY_AWS_SECRET_ACCESS_KEY": "up",
             "READ_AWS_ACCESS_KEY_ID": "AKIAREAD", "READ_AWS_SECRET_ACCESS_KEY": "read",
             "RECOVER_AWS_SECRET_ACCESS_KEY": "recover", "PRUNE_AWS_SECRET_ACCESS_KEY": "prune",
             "ALERT_AWS_SECRET_ACCESS_KEY": "alert", "PATH": "/bin"}
-    reading = duplicity_env(config, "", base, READ_IDENTITY)
+    reading = duplicity_env(settings, "", base, READ_IDENTITY)
     assert (reading["AWS_ACCESS_KEY_ID"], reading["AWS_SECRET_ACCESS_KEY"]) == ("AKIAREAD", "read")
-    uploading = duplicity_env(config, "", base)
+    uploading = duplicity_env(settings, "", base)
     assert (uploading["AWS_ACCESS_KEY_ID"], uploading["AWS_SECRET_ACCESS_KEY"]) == ("AKIAUP", "up")
     for env in (reading, uploading):
         assert not {"up", "read", "recover", "prune", "alert"} & {

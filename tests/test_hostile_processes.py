@@ -148,7 +148,7 @@ def test_statistics_after_a_flood_of_stdout_are_still_parsed() -> None:
 
 def test_records_notes_are_bounded_in_number_and_length() -> None:
     from offsite.constants import BackupType
-    from offsite.ledger.records import ErrorRecord, RunRecord
+    from offsite.ledger.run_record import ErrorRecord, RunRecord
     record = RunRecord(run_id="carcosa-full-20261129T000000Z", host="carcosa",
                        type=BackupType.FULL)
     for index in range(500):

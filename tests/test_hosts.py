@@ -10,7 +10,8 @@ import redis
 
 from offsite.constants import RunState, RunType
 from offsite.ledger.facts import HOST_FACTS_KEY
-from offsite.ledger.records import RedisRunStore, RunRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import RunRecord
 from tests.fleet_states import EXPECTED_ORDER, HOSTS, record, write_fleet
 from tests.helpers import describe
 

@@ -11,7 +11,8 @@ from offsite.constants import (ALL_RUNS_KEY, HOST_RUNS_KEY, RUN_KEY, BackupType,
                                RunType)
 from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts
 from offsite.proof.prune import newest_verified_set
-from offsite.ledger.records import RedisRunStore, RunRecord, VerifyRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import RunRecord, VerifyRecord
 from offsite.run.context import new_run_id, queue_manual_run, queue_run
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from offsite.host.settings import resolve_host
 from offsite.target.catalog import read_catalog
 from offsite.config.model import load_config
 from tests.helpers import describe, wait_until
@@ -140,7 +141,7 @@ def test_archived_volumes_are_named_and_thawed_manifests_never_archived(
     (data / "later.bin").write_bytes(os.urandom(50_000))
     outcome = local(run_offsite, config, "carcosa", "incr")
     assert "incr" in outcome and "resynced the cache from the target" in outcome
-    catalog = read_catalog(load_config(config), "carcosa")
+    catalog = read_catalog(resolve_host(load_config(config), "carcosa"))
     assert [len(chain.sets) for chain in catalog.chains] == [3]
     assert sorted(name for s in catalog.chains[0].sets for name in s.archived) == \
         sorted(key.removeprefix("carcosa/") for key in volumes)
@@ -178,7 +179,7 @@ def test_changing_the_layout_starts_a_new_full_chain_and_both_restore(
     split = _carcosa(make_config, data, target=target)
     outcome = local(run_offsite, split, "carcosa", "incr")
     assert "a new full chain starts: the object layout changed" in outcome, outcome
-    chains = read_catalog(load_config(split), "carcosa").chains
+    chains = read_catalog(resolve_host(load_config(split), "carcosa")).chains
     assert [(chain.full.data_prefix, len(chain.sets)) for chain in chains] == [("", 1),
                                                                                ("data-", 1)]
     latest = run_offsite("restore", "carcosa", str(tmp_path / "new"), config=split, timeout=180)

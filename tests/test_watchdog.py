@@ -14,8 +14,10 @@ from offsite.ledger.heartbeat import beat_once, worker_node
 from offsite.ledger.lease import RedisHostLease
 from offsite.watch.alerts import AlertOutbox
 from offsite.watch.alerts import report_failed_run
-from offsite.ledger.records import ErrorRecord, RedisRunStore, RunRecord, StepRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import ErrorRecord, RunRecord, StepRecord
 from offsite.schedule.specs import CronSpec, EverySpec
+from offsite.fleet.summary import read_summary
 from offsite.watch.watchdog import Watchdog, latest_slot
 
 T0 = datetime(2026, 12, 7, 3, 0, tzinfo=timezone.utc)  # a Monday
@@ -236,3 +238,48 @@ def test_a_streak_written_before_kinds_becomes_the_backup_streak(
     assert dog.client.exists("offsite:streak:carcosa:backup")
     assert _failed(dog, "carcosa-incr-1", BackupType.INCR, "script_failed", "script:s",
                    T0 + timedelta(minutes=2)) == "summarised"
+
+
+def test_a_run_queued_past_start_grace_and_queued_grace_is_stuck_once_then_clears(
+        dog: Watchdog, aws: Any) -> None:
+    store = dog.store
+    run_id = "carcosa-full-20261207T030000Z"
+    store.create(RunRecord(run_id=run_id, host="carcosa", type=BackupType.FULL, created_at=T0))
+    dog.tick(T0 + timedelta(minutes=15 + 59))      # start_grace 15m + queued_grace 1h default
+    assert "run_stuck" not in classes(aws, 1)
+    dog.tick(T0 + timedelta(minutes=15 + 61))
+    dog.tick(T0 + timedelta(minutes=15 + 63))      # still stuck: no second alert
+    alerts = [a for a in aws.alerts(1, timeout=5)
+              if a["MessageAttributes"]["class"]["Value"] == "run_stuck"]
+    assert len(alerts) == 1 and run_id in alerts[0]["Message"], alerts
+    assert "queued_grace" in alerts[0]["Message"]
+    (row,) = read_summary(dog.client, dog.config, T0 + timedelta(minutes=80)).rows
+    assert "run_stuck" in [c.condition for c in row.conditions]
+
+    def skip(current: RunRecord) -> None:
+        current.state = RunState.SKIPPED
+        current.finished_at = T0 + timedelta(hours=2)
+    store.update(run_id, skip)
+    dog.tick(T0 + timedelta(hours=2, minutes=1))
+    found = classes(aws, 2, ignore=("backup_missed",))
+    assert found == ["run_stuck", "recovered"], found
+    assert dog.client.zcard("offsite:queued") == 0
+
+
+def test_a_worker_that_beats_without_reading_its_queue_is_reported_then_clears(
+        dog: Watchdog, aws: Any) -> None:
+    at = T0 + timedelta(minutes=1)
+    beat_once(dog.client, worker_node("carcosa"), at.timestamp(), queues=["backup.hali"])
+    dog.tick(at)
+    dog.tick(at + timedelta(seconds=30))
+    alerts = [a for a in aws.alerts(1, timeout=5)
+              if a["MessageAttributes"]["class"]["Value"] == "worker_not_consuming"]
+    assert len(alerts) == 1 and "backup.carcosa" in alerts[0]["Message"], alerts
+    assert "backup.hali" in alerts[0]["Message"]
+    (row,) = read_summary(dog.client, dog.config, at + timedelta(seconds=30)).rows
+    assert [c.condition for c in row.conditions] == ["worker_not_consuming"]
+    assert row.health.value == "lost" and "does not read its queue" in row.reason
+    beat_once(dog.client, worker_node("carcosa"), (at + timedelta(minutes=1)).timestamp(),
+              queues=["backup.carcosa"])
+    dog.tick(at + timedelta(minutes=1))
+    assert classes(aws, 2) == ["worker_not_consuming", "recovered"]

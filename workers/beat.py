@@ -1,5 +1,12 @@
 """Celery beat with its state in Redis (RedBeat, one lock for the fleet), sending slots as runs.
 
+The entries are the config's (beat_schedule.scheduled_entries): Redis holds only when each
+last ran and when it is next due. What Redis holds is not trusted: each tick an entry whose
+state does not decode is removed and made again (one log line), an entry the config does not
+name is removed (one log line) and never sent, and an entry the config names that Redis lost
+(restarted without persistence, deleted) is made again within the tick, counted as run up to
+its latest slot, so it sends its next slot and none twice.
+
 Each tick reads every due entry in one pipelined round trip, decides each entry's slot with
 offsite's own slot arithmetic (cron: next/previous fire time; `{every: D}`: the grid
 anchor + k*D), writes all the run records in one round trip, publishes the messages on one
@@ -23,6 +30,9 @@ from redis.exceptions import LockNotOwnedError
 from redbeat import RedBeatScheduler
 from redbeat.schedulers import get_redis
 
+from redbeat.decoder import RedBeatJSONEncoder
+
+from beat_schedule import celery_schedule, entry_route, scheduled_entries
 from offsite.config.model import Config
 from offsite.watch.config_digest import digest_for
 from offsite.constants import RunType
@@ -37,6 +47,7 @@ log = logging.getLogger(__name__)
 OUTAGE_RETRY_S = 2.0
 SENT_LOG = "Scheduler: Sending due task %s (%s)"
 SENT_BATCH_LOG = "beat: sent %d due entries in %.3fs"
+Expected = dict[str, tuple[str, RunType]]    # Redis key -> (host, run type), from the config
 
 
 @dataclass(frozen=True)
@@ -95,33 +106,125 @@ def _stored_time(value: Any) -> datetime | None:
                     value["minute"], value["second"], value["microsecond"], tzinfo=tzinfo)
 
 
+class LostState(Exception):
+    """An entry the config names whose state Redis does not hold (or holds undecodable)."""
+
+
+def decode_meta(meta: str | bytes | None) -> datetime | None:
+    """When the entry last ran (None: never) from its stored `meta`; raises LostState when
+    there is no meta (the entry's hash is gone) or it does not decode."""
+    if meta is None:
+        raise LostState("no state")
+    try:
+        value = json.loads(meta)
+        return _stored_time(value.get("last_run_at"))
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        raise LostState(f"state does not decode ({type(exc).__name__})") from None
+
+
+def _text(key: str | bytes) -> str:
+    return key if isinstance(key, str) else key.decode(errors="replace")
+
+
 class SlotScheduler(RedBeatScheduler):
     """Sends each due entry as a run whose id comes from the slot it stands for; a send
     repeated before the entry advanced (a crash between send and save) carries the same run
     id and is claimed once by the worker."""
 
     clock: Callable[[], datetime] = staticmethod(utcnow)
+    _expected: tuple[int, Expected] | None = None
+
+    def expected(self, config: Config) -> Expected:
+        """The entries' Redis keys the config names (computed once per loaded config)."""
+        if self._expected is None or self._expected[0] != id(config):
+            prefix = self.app.redbeat_conf.key_prefix
+            self._expected = (id(config), {prefix + name: value for name, value
+                                           in scheduled_entries(config).items()})
+        return self._expected[1]
 
     def setup_schedule(self) -> None:
-        """RedBeat stores each entry with a due time from celery's own arithmetic (an
-        interval counted from the start, not from the grid); replace every one with offsite's,
-        in one round trip."""
-        super().setup_schedule()
+        """Entries RedBeat could not read are removed first (it would stop on them); RedBeat
+        then makes the config's missing entries (never run: due now). Each entry's due time
+        is then offsite's, in one round trip (RedBeat's counts an interval from the start,
+        not from the grid)."""
         client, config, now = get_redis(self.app), current_config(), self.clock()
-        keys = client.zrange(self.app.redbeat_conf.schedule_key, 0, -1)
-        schedule_key = self.app.redbeat_conf.schedule_key
+        self.heal(client, config, now, make_missing=False)
+        super().setup_schedule()
+        expected, schedule_key = self.expected(config), self.app.redbeat_conf.schedule_key
         with client.pipeline(transaction=False) as pipe:
-            for entry in self.load_entries(client, keys):
-                try:
-                    spec = config.run_schedule(entry.host, entry.kind.value)
-                except UnknownHostError:
-                    continue
+            for entry in self.load_entries(client, config, list(expected), now):
+                spec = config.run_schedule(entry.host, entry.kind.value)
                 if spec is None:
                     continue
                 due = now if entry.last_run_at is None else \
                     due_after(spec, config.schedule.timezone, entry.last_run_at)
                 pipe.zadd(schedule_key, {entry.key: due.timestamp()})
             pipe.execute()
+
+    def heal(self, client: redis.Redis, config: Config, now: datetime,
+             make_missing: bool = True) -> None:
+        """Make Redis hold exactly the config's entries: remove the others (one line each),
+        and make each missing one (one line each), counted as run up to its latest slot."""
+        expected, schedule_key = self.expected(config), self.app.redbeat_conf.schedule_key
+        prefix = self.app.redbeat_conf.key_prefix
+        stored = {_text(cast("str | bytes", key)) for key in client.zrange(schedule_key, 0, -1)}
+        foreign = sorted(key for key in stored if key not in expected)
+        foreign += sorted(_text(key) for key in client.scan_iter(match=prefix + "*", count=1000)
+                          if _text(key) not in expected and _text(key) not in stored
+                          and client.type(key) in ("hash", b"hash"))
+        if foreign:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.zrem(schedule_key, *foreign)
+                pipe.delete(*foreign)
+                pipe.execute()
+            for key in foreign:
+                log.error("beat: removed entry %s: the config does not name it", key)
+        with client.pipeline(transaction=False) as pipe:
+            for key in expected:
+                pipe.hget(key, "meta")
+            metas = pipe.execute()
+        broken: list[str] = []
+        missing: list[str] = []
+        for key, meta in zip(expected, metas):
+            try:
+                decode_meta(meta)
+                if not make_missing and meta is not None:
+                    self.Entry.from_key(key, app=self.app)   # what RedBeat reads at start
+            except LostState as lost:
+                (missing if meta is None else broken).append(key)
+                if meta is not None:
+                    log.error("beat: entry %s: %s; removed and made again from the config",
+                              key, lost)
+            except Exception as exc:   # RedBeat's decoder: whatever the definition holds
+                broken.append(key)
+                log.error("beat: entry %s: its definition does not decode (%s); removed and "
+                          "made again from the config", key, type(exc).__name__)
+            else:
+                if key not in stored:
+                    missing.append(key)
+        if broken:
+            client.delete(*broken)
+        if make_missing and (missing or broken):
+            self.remake(client, config, [*missing, *broken], now)
+
+    def remake(self, client: redis.Redis, config: Config, keys: list[str], now: datetime) -> None:
+        """Entries the config names that Redis lost: counted as run up to their latest slot
+        (the run of that slot, if any, was sent before), due at the slot after it."""
+        expected, decisions = self.expected(config), []
+        for key in keys:
+            host, kind = expected[key]
+            spec = config.run_schedule(host, kind.value)
+            if spec is None:
+                continue
+            zone = config.schedule.timezone
+            ran_to = latest_slot(spec, zone, now) or now
+            task, _ = entry_route(config, host, kind)
+            entry = DueEntry(key=key, name=key.removeprefix(self.app.redbeat_conf.key_prefix),
+                             task=task, host=host, kind=kind, last_run_at=ran_to)
+            decisions.append(Decision(entry, None, ran_to, next_run(spec, zone, ran_to)))
+            log.warning("beat: entry %s was missing from Redis; made again from the config, "
+                        "next slot %s", entry.name, decisions[-1].next_at.isoformat())
+        self.save_decisions(client, decisions, definitions=config)
 
     def tick(self, *args: Any, **kwargs: Any) -> float:
         """A Redis outage pauses beat instead of ending it; slots due meanwhile are sent once
@@ -144,14 +247,19 @@ class SlotScheduler(RedBeatScheduler):
         began = time.perf_counter()
         client, config, now = get_redis(self.app), current_config(), self.clock()
         beat_once(client, BEAT_NODE, digest=digest_for(config, BEAT_NODE))
-        schedule_key = self.app.redbeat_conf.schedule_key
+        schedule_key, expected = self.app.redbeat_conf.schedule_key, self.expected(config)
         with client.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(schedule_key, 0, now.timestamp())
             pipe.zrangebyscore(schedule_key, f"({now.timestamp()}", "+inf", start=0, num=1,
                                withscores=True)
-            due_keys, upcoming = pipe.execute()
+            pipe.zcard(schedule_key)
+            due_keys, upcoming, stored = pipe.execute()
+        due = [_text(cast("str | bytes", key)) for key in due_keys]
+        if stored != len(expected) or any(key not in expected for key in due):
+            self.heal(client, config, now)
+            due = [key for key in due if key in expected]
         decisions = []
-        for entry in self.load_entries(client, due_keys):
+        for entry in self.load_entries(client, config, due, now):
             try:
                 decisions.append(decide(config, entry, now))
             except UnknownHostError:
@@ -169,29 +277,37 @@ class SlotScheduler(RedBeatScheduler):
         wait = min(next_times, default=now.timestamp() + self.max_interval) - now.timestamp()
         return max(0.0, min(wait, float(self.max_interval)))
 
-    def load_entries(self, client: redis.Redis, keys: list[str | bytes]) -> list[DueEntry]:
+    def load_entries(self, client: redis.Redis, config: Config, keys: list[str],
+                     now: datetime) -> list[DueEntry]:
+        """The entries of `keys` the config names, with when each last ran. What the entry's
+        stored definition says is not read: the config says what each entry sends. An entry
+        whose state was lost meanwhile is made again (heal), not sent."""
+        expected = self.expected(config)
+        keys = [key for key in keys if key in expected]
         with client.pipeline(transaction=False) as pipe:
             for key in keys:
-                pipe.hmget(key, "definition", "meta")
-            replies = pipe.execute()
-        entries = []
-        for key, (definition, meta) in zip(keys, replies):
-            if not definition:
-                client.zrem(self.app.redbeat_conf.schedule_key, key)
+                pipe.hget(key, "meta")
+            metas = pipe.execute()
+        entries, lost = [], False
+        for key, meta in zip(keys, metas):
+            try:
+                last = decode_meta(meta)
+            except LostState:
+                lost = True
                 continue
-            # plain JSON: the scheduler needs no celery schedule object (offsite's own slot
-            # arithmetic decides), and building thousands of them is most of a tick's cost
-            fields = json.loads(definition)
-            last = _stored_time(json.loads(meta).get("last_run_at") if meta else None)
-            if not fields.get("enabled", True):
-                continue
-            host, kind = fields["args"]
-            name = key if isinstance(key, str) else key.decode()
-            entries.append(DueEntry(key=name, name=fields["name"], task=fields["task"],
-                                    host=host, kind=RunType(kind), last_run_at=last))
+            host, kind = expected[key]
+            task, _ = entry_route(config, host, kind)
+            entries.append(DueEntry(key=key, name=key.removeprefix(
+                self.app.redbeat_conf.key_prefix), task=task, host=host, kind=kind,
+                last_run_at=last))
+        if lost:
+            self.heal(client, config, now)
         return entries
 
-    def save_decisions(self, client: redis.Redis, decisions: list[Decision]) -> None:
+    def save_decisions(self, client: redis.Redis, decisions: list[Decision],
+                       definitions: Config | None = None) -> None:
+        """Each entry's new state; with `definitions`, also its definition as RedBeat writes
+        it (for tools that read RedBeat's entries: beat itself reads only the state)."""
         schedule_key = self.app.redbeat_conf.schedule_key
         if not decisions:
             return
@@ -199,9 +315,23 @@ class SlotScheduler(RedBeatScheduler):
             for decision in decisions:
                 meta = {"last_run_at": _storable_time(decision.last_run_at)}
                 pipe.hset(decision.entry.key, "meta", json.dumps(meta))
+                if definitions is not None:
+                    pipe.hset(decision.entry.key, "definition",
+                              _definition(definitions, decision.entry))
             pipe.zadd(schedule_key, {d.entry.key: d.next_at.timestamp() for d in decisions})
             pipe.execute()
 
     @property
     def info(self) -> str:
         return cast(str, super().info) + f"\n       . node -> {socket.gethostname()}"
+
+
+def _definition(config: Config, entry: DueEntry) -> str:
+    """The entry's definition as RedBeat writes it, from the config."""
+    task, queue = entry_route(config, entry.host, entry.kind)
+    spec = config.run_schedule(entry.host, entry.kind.value)
+    assert spec is not None
+    return json.dumps({"name": entry.name, "task": task, "args": [entry.host, entry.kind.value],
+                       "kwargs": {}, "options": {"queue": queue}, "enabled": True,
+                       "schedule": celery_schedule(spec, config.schedule.timezone)},
+                      cls=RedBeatJSONEncoder)

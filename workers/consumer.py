@@ -16,10 +16,12 @@ from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed, DecodeError
 from kombu.message import Message
 
-from offsite.wire.messages import MessageRejected, check_body, check_envelope, shown
-from offsite.wire.rejections import refuse
+from offsite.wire.headers import check_embed, check_headers, named_run
+from offsite.wire.messages import (JSON_CONTENT, MAX_BODY_BYTES, MessageRejected, check_body,
+                                   check_envelope, shown)
+from offsite.wire.rejections import fail_refused_run, refuse
 from offsite.schedule.specs import utcnow
-from workers.context import redis_client, worker_host
+from workers.context import redis_client, run_store, worker_host
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +35,12 @@ class OffsiteConsumer(Consumer):  # type: ignore[misc]  # Celery's Consumer is u
             try:
                 task = check_envelope(message.content_type, len(message.body or b""),
                                       message.headers, host)
-                check_body(task, message.decode(), host)
+                check_headers(task, message.headers, host, utcnow())
+                body = message.decode()
+                check_body(task, body, host)
+                check_embed(task, body[2], host)
             except MessageRejected as refused:
-                return self._refuse(message, refused.one_line())
+                return self._refuse(message, refused.one_line(), end_run=True)
             except (DecodeError, ContentDisallowed) as exc:  # kombu's, for a body it cannot read
                 return self._refuse(message, f"undecodable message: {shown(str(exc))}")
             return celery_handler(message)
@@ -54,8 +59,27 @@ class OffsiteConsumer(Consumer):  # type: ignore[misc]  # Celery's Consumer is u
     def on_decode_error(self, message: Message, exc: Exception) -> None:
         self._refuse(message, f"undecodable message: {shown(str(exc))}")
 
-    def _refuse(self, message: Message, cause: str) -> None:
+    def _refuse(self, message: Message, cause: str, end_run: bool = False) -> None:
+        """Record and drop the message; with end_run, a queued run it names is failed (its
+        start will never come) rather than left queued."""
         headers = message.headers if isinstance(message.headers, dict) else {}
-        refuse(redis_client(), utcnow(), str(self.hostname), str(headers.get("task", "?")),
+        task = str(headers.get("task", "?"))
+        refuse(redis_client(), utcnow(), str(self.hostname), task,
                str(headers.get("id", "?")), cause)
+        try:
+            if end_run and (run_id := _named_run(message, task)) is not None:
+                fail_refused_run(run_store(), run_id, cause, utcnow())
+        except Exception as exc:   # Redis away: the run stays queued and run_stuck reports it
+            log.warning("could not end the run the refused message named: %s", shown(str(exc)))
         message.reject_log_error(log, self.connection_errors)
+
+
+def _named_run(message: Message, task: str) -> str | None:
+    """The run a refused message of a run-starting task names, read only from a JSON body
+    within the bound (nothing else of a refused message is decoded)."""
+    if message.content_type != JSON_CONTENT or len(message.body or b"") > MAX_BODY_BYTES:
+        return None
+    try:
+        return named_run(task, message.decode())
+    except (DecodeError, ContentDisallowed, ValueError, TypeError):
+        return None

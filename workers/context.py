@@ -8,6 +8,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from offsite.config.broker import broker_client
 from offsite.config.model import Config
 from offsite.config.reload import ReloadableConfig
 from offsite.errors import ConfigError
@@ -47,15 +48,19 @@ def worker_host() -> str | None:
 @lru_cache(maxsize=1)
 def redis_client() -> redis.Redis:
     """Rides out a Redis restart of about a minute before an operation fails."""
-    return redis.Redis.from_url(
-        current_config().broker_url, socket_timeout=30, socket_connect_timeout=5,
+    config = current_config()
+    return broker_client(
+        config.broker_url, config.broker_sentinel_master, socket_timeout=30,
+        socket_connect_timeout=5,
         health_check_interval=30,
         retry=Retry(ExponentialBackoff(cap=5.0, base=0.2), retries=15),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError])
 
 
 def run_store() -> RedisRunStore:
-    return RedisRunStore(redis_client())
+    from offsite.config.broker import is_sentinel
+    return RedisRunStore(redis_client(),
+                         replicas=1 if is_sentinel(current_config().broker_url) else 0)
 
 
 def host_lease() -> RedisHostLease:

@@ -7,6 +7,7 @@ from beat_schedule import build_beat_schedule
 from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
 from offsite.wire.publish import PUBLISH_RETRY_POLICY, task_queue
+from offsite.config.broker import redbeat_options, transport_options
 from offsite.config.tls import tls_options
 
 _VISIBILITY_MARGIN_S = 3600
@@ -29,13 +30,15 @@ def beat_settings(config: Config) -> dict[str, Any]:
     Applied in the beat process only (workers.start.start_beat): Celery masks the password
     of broker_url and result_backend when a worker shows its settings (`inspect conf`,
     Flower's worker page) but not of redbeat_redis_url, so no worker may carry it."""
+    redbeat = redbeat_options(config.broker_url, config.broker_sentinel_master)
     return {
         "beat_scheduler": "workers.beat:SlotScheduler",
-        "redbeat_redis_url": config.broker_url,
-        "redbeat_redis_options": {"retry_period": -1},
+        "redbeat_redis_url": redbeat["redbeat_redis_url"],
+        "redbeat_redis_options": {"retry_period": -1, **redbeat.get("redbeat_redis_options", {})},
         "redbeat_key_prefix": KEY_PREFIX + "redbeat:",
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "beat_max_loop_interval": BEAT_LOOP_S,
+        "beat_enable_remote_control": False,
         **({"redbeat_redis_use_ssl": tls} if (tls := tls_options(config.broker_url)) else {}),
     }
 
@@ -49,7 +52,8 @@ def celery_settings(config: Config) -> dict[str, Any]:
       whose task is still running, and every client (workers, beat, Flower) shares it;
     - prefetch disabled, concurrency 1: one backup at a time per host, nothing waits reserved.
     """
-    transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S}
+    transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S,
+                 **transport_options(config.broker_url, config.broker_sentinel_master)}
     queues = [task_queue(CONTROL_QUEUE)] + [task_queue(host_queue(host)) for host in config.hosts]
     tls = tls_options(config.broker_url)   # rediss://: every client verifies the certificate
     return {
@@ -82,6 +86,10 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "timezone": config.schedule.timezone,
         "beat_schedule": build_beat_schedule(config),
         "enable_utc": True,
+        # no remote control: a broadcast (shutdown, rate_limit, cancel_consumer, add_consumer,
+        # pool_restart, revoke) from anyone who can write to Redis reaches no offsite process;
+        # the heartbeat hash replaces pings and Flower keeps its task view from events
+        "worker_enable_remote_control": False,
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
         # refuses in one line what never reaches a task (pickle, unknown task names)

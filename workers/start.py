@@ -7,20 +7,22 @@ import socket
 import threading
 import warnings
 
-from celery.signals import (after_setup_logger, after_setup_task_logger, worker_ready,
-                            worker_shutting_down)
+from celery.signals import (after_setup_logger, after_setup_task_logger, beat_init,
+                            worker_ready, worker_shutting_down)
 
 from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, host_queue
 from offsite.ledger.heartbeat import Heartbeat, interval_for, worker_node
 from offsite.process.logbounds import bound_celery_logging
 from offsite.process.shutdown import request_stop
-from offsite.host.staging import empty_host_staging, host_staging
+from offsite.host.settings import resolve_host
+from offsite.host.sources import empty_host_staging
+from offsite.process.supervisor import StopReason
 from workers.app import app
 from workers.context import (WORKER_HOST_ENV, current_config, host_lease, redis_client,
                              refresh_config)
 from workers.settings import beat_settings
-from workers.transport import TRANSPORT
+from workers.transport import SENTINEL_TRANSPORT, TRANSPORT
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +32,25 @@ after_setup_task_logger.connect(bound_celery_logging, weak=False)
 
 
 def _bound_incoming_messages() -> None:
-    """An oversized message is dropped as it comes off the queue, before kombu decodes it."""
-    app.conf.broker_transport = TRANSPORT
+    """An oversized message is dropped as it comes off the queue, before kombu decodes it.
+    Behind Sentinel, kombu treats each `sentinel://` part of the URL as an alternate and, on
+    a failover, builds the next connection from that part's scheme: the `sentinel` alias is
+    pointed at offsite's transport in this process, so every alternate screens too."""
+    from kombu.transport import TRANSPORT_ALIASES
+    from offsite.config.broker import SENTINEL_SCHEME, is_sentinel
+    if is_sentinel(current_config().broker_url):
+        TRANSPORT_ALIASES[SENTINEL_SCHEME] = SENTINEL_TRANSPORT
+        app.conf.broker_transport = SENTINEL_TRANSPORT
+    else:
+        app.conf.broker_transport = TRANSPORT
+
+
+def _run_worker(argv: list[str], role: str) -> int:
+    """Run the Celery worker; its exit code is non-zero unless its supervisor stopped it
+    (offsite.process.supervisor)."""
+    stop = StopReason()
+    worker_shutting_down.connect(lambda sig=None, **_: stop.note(sig), weak=False)
+    return stop.exit_code(role, app.start(argv))
 
 
 def _worker_argv(queue: str, nodename: str, loglevel: str) -> list[str]:
@@ -66,8 +85,9 @@ def _root_is_the_documented_choice() -> None:
                  "what they back up; a script's `user:` runs it as another user)")
 
 
-def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None:
-    """Blocks running the worker of `host`; raises UnknownHostError for a host not configured."""
+def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> int:
+    """Blocks running the worker of `host`; returns its exit code; raises UnknownHostError for
+    a host not configured."""
     config.host(host)
     _root_is_the_documented_choice()
     os.environ[WORKER_HOST_ENV] = host
@@ -77,10 +97,11 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
     _bound_incoming_messages()
     heartbeats: list[Heartbeat] = []
 
-    def start_heartbeat(**_: object) -> None:
+    def start_heartbeat(sender: object = None, **_: object) -> None:
         heartbeats.append(Heartbeat(redis_client, worker_node(host),
                                     interval_for(config.watchdog.worker_timeout),
-                                    digest=lambda: _idle_digest(host)).start())
+                                    digest=lambda: _idle_digest(host),
+                                    queues=lambda: consumed_queues(sender)).start())
 
     def stop_heartbeat(**_: object) -> None:
         for heartbeat in heartbeats:
@@ -88,7 +109,17 @@ def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> None
 
     worker_ready.connect(start_heartbeat, weak=False)
     worker_shutting_down.connect(stop_heartbeat, weak=False)
-    app.worker_main(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}", loglevel))
+    return _run_worker(_worker_argv(host_queue(host), f"{host}@{socket.gethostname()}",
+                                    loglevel), f"the worker of host {host}")
+
+
+def consumed_queues(consumer: object) -> list[str] | None:
+    """The queues the worker's consumer reads now (None while it has no task consumer: it is
+    connecting), for its heartbeat."""
+    task_consumer = getattr(consumer, "task_consumer", None)
+    if task_consumer is None:
+        return None
+    return [str(queue.name) for queue in getattr(task_consumer, "queues", [])]
 
 
 def _idle_digest(host: str) -> str | None:
@@ -109,14 +140,15 @@ def _clear_leftover_staging(config: Config, host: str) -> None:
     """A dump left in staging by a run that was stopped is removed when the worker starts again
     (unless a run still holds the host)."""
     try:
-        if host_lease().holder(host) is None and host_staging(config, host).exists():
-            empty_host_staging(config, host)
+        settings = resolve_host(config, host)
+        if host_lease().holder(host) is None and settings.staging.exists():
+            empty_host_staging(settings)
             log.warning("removed the staging folder a stopped run left for host %s", host)
     except Exception as exc:  # Redis away at start-up: the next run empties staging anyway
         log.warning("could not check for a stopped run's staging folder: %s", exc)
 
 
-def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
+def start_control_worker(config: Config, loglevel: str = "INFO") -> int:
     """Blocks running the control worker; its watchdog thread (and, with `http:` set, its HTTP
     server's) lives as long as the worker. The HTTP address is bound first: a taken port or a
     bad basic_auth_file stops the start with one line."""
@@ -138,11 +170,16 @@ def start_control_worker(config: Config, loglevel: str = "INFO") -> None:
     worker_ready.connect(start_watchdog, weak=False)
     worker_shutting_down.connect(lambda **_: stop.set(), weak=False)
     _bound_incoming_messages()
-    app.worker_main(_worker_argv(CONTROL_QUEUE, f"control@{socket.gethostname()}", loglevel))
+    return _run_worker(_worker_argv(CONTROL_QUEUE, f"control@{socket.gethostname()}", loglevel),
+                       "the control worker")
 
 
-def start_beat(config: Config, loglevel: str = "INFO") -> None:
+def start_beat(config: Config, loglevel: str = "INFO") -> int:
     """Blocks running beat; a second beat waits on the lock held in Redis. RedBeat's settings
-    (its Redis URL, with the password) exist in this process only."""
+    (its Redis URL, with the password) exist in this process only. Returns its exit code:
+    non-zero unless its supervisor stopped it."""
     app.conf.update(beat_settings(config))
-    app.start(["beat", "--loglevel", loglevel])
+    stop = StopReason()
+    # beat installs its SIGTERM/SIGINT handlers just before beat_init: wrap them then
+    beat_init.connect(lambda **_: stop.watch_signals(), weak=False)
+    return stop.exit_code("beat", app.start(["beat", "--loglevel", loglevel]))

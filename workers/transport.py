@@ -18,6 +18,7 @@ from offsite.schedule.specs import utcnow
 from workers.context import redis_client
 
 TRANSPORT = "workers.transport:Transport"
+SENTINEL_TRANSPORT = "workers.transport:SentinelTransport"
 # kombu writes the headers after the body: the end of an envelope names its task and id
 _TASK = re.compile(rb'"task": "([^"\\]{1,200})"')
 _ID = re.compile(rb'"id": "([^"\\]{1,128})"')
@@ -97,3 +98,15 @@ class Channel(kombu_redis.Channel):  # type: ignore[misc]  # kombu is untyped
 
 class Transport(kombu_redis.Transport):  # type: ignore[misc]
     Channel = Channel
+
+
+class SentinelChannel(kombu_redis.SentinelChannel):  # type: ignore[misc]
+    """The same screening on a broker reached through Redis Sentinel."""
+
+    def _get_client(self) -> Any:
+        base = super()._get_client()
+        return BoundedRedis if base is redis.Redis else base
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):  # type: ignore[misc]
+    Channel = SentinelChannel

@@ -6,12 +6,12 @@ import logging
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import redis
 
 from offsite.config.model import Config
 from offsite.errors import OffsiteError
 from offsite.ledger.lease import HostLease
-from offsite.ledger.records import RedisRunStore, RunRecord
+from offsite.ledger.records import RedisRunStore
+from offsite.ledger.run_record import RunRecord
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -25,22 +25,27 @@ def masked_url(url: str) -> str:
 
 
 def ledger_store(config: Config) -> RedisRunStore:
-    return RedisRunStore(redis.Redis.from_url(config.broker_url, socket_connect_timeout=5,
-                                              socket_timeout=30))
+    from offsite.config.broker import broker_client, is_sentinel
+    return RedisRunStore(broker_client(config.broker_url, config.broker_sentinel_master,
+                                       socket_connect_timeout=5, socket_timeout=30),
+                         replicas=1 if is_sentinel(config.broker_url) else 0)
 
 
 def reachable_ledger(config: Config) -> tuple[RedisRunStore | None, HostLease | None]:
     """The ledger and the host leases when the broker answers within seconds, else (None,
     None): a command that works without a broker records there when it can."""
+    import redis
+
+    from offsite.config.broker import broker_client, is_sentinel
     from offsite.ledger.lease import RedisHostLease
-    client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=3,
-                                  socket_timeout=30)
     try:
+        client = broker_client(config.broker_url, config.broker_sentinel_master,
+                               socket_connect_timeout=3, socket_timeout=30)
         client.ping()
     except (redis.RedisError, OSError):
-        client.close()
         return None, None
-    return RedisRunStore(client), RedisHostLease(client, config.watchdog.lease_ttl)
+    return (RedisRunStore(client, replicas=1 if is_sentinel(config.broker_url) else 0),
+            RedisHostLease(client, config.watchdog.lease_ttl))
 
 
 def alert_locally(config: Config, record: RunRecord) -> None:

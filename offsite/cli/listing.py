@@ -9,12 +9,12 @@ from typing import Any
 
 from offsite.cli.common import EXIT_FAILED, EXIT_OK
 from offsite.config.model import Config
+from offsite.host.settings import resolve_host
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
     from offsite.target.catalog import format_stamp, read_catalog
-    config.host(args.host)
-    catalog = read_catalog(config, args.host)
+    catalog = read_catalog(resolve_host(config, args.host))
     if args.json:
         print(json.dumps([chain.as_json() for chain in catalog.chains], indent=2))
         return EXIT_OK
@@ -40,9 +40,9 @@ def cmd_ls(args: argparse.Namespace, config: Config) -> int:
     from offsite.proof.browse import list_set, now_utc
     from offsite.proof.restore import parse_backup_time
     from offsite.target.catalog import format_stamp
-    config.host(args.host)
+    settings = resolve_host(config, args.host)
     at = parse_backup_time(args.time, now_utc(), args.host, "ls") if args.time else None
-    chosen, files = list_set(config, args.host, at, args.path, _keys(args))
+    chosen, files = list_set(settings, at, args.path, _keys(args))
     if args.json:
         print(json.dumps({"set": format_stamp(chosen.time), "type": chosen.kind,
                           "files": [f.as_json() for f in files]}, indent=2))
@@ -57,8 +57,7 @@ def cmd_find(args: argparse.Namespace, config: Config) -> int:
     """Which sets hold a path matching the pattern, and in which its modification time
     changed; exit 1 when none does."""
     from offsite.proof.browse import find_in_sets
-    config.host(args.host)
-    found = find_in_sets(config, args.host, args.pattern, _keys(args))
+    found = find_in_sets(resolve_host(config, args.host), args.pattern, _keys(args))
     if args.json:
         print(json.dumps([entry.as_json() for entry in found], indent=2))
     else:

@@ -40,7 +40,7 @@ def cmd_install_units(args: argparse.Namespace, config: Config) -> int:
                                            "offsite-control.service", "offsite-flower.service"]
     print("then: systemctl daemon-reload && systemctl enable --now " + " ".join(enable))
     print(f"secrets: {install.env_dir}/<host>.env, control.env, flower.env (mode 0600, "
-          "owned by root); see README, Deploying")
+          "owned by root); see docs/operations.md, Deploying")
     from offsite.deploy.service_user import user_advice
     for advice in user_advice(config, args.user, args.worker_user, args.host is not None):
         print(f"before starting: {advice}")
@@ -141,7 +141,7 @@ def add_ops_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     schema = sub.add_parser("config-schema", parents=[common],
                             help="print the config's JSON Schema (or --markdown: the key table)")
     schema.add_argument("--markdown", action="store_true",
-                        help="the table of every key, as in README.md")
+                        help="the table of every key, as in docs/configuration.md")
     schema.set_defaults(action=cmd_config_schema, needs_config=False)
 
     completion = sub.add_parser("completion", parents=[common],

@@ -12,7 +12,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
-from offsite.ledger.records import RunRecord, RunStore
+from offsite.ledger.records import RunStore
+from offsite.ledger.run_record import RunRecord
 
 TICK_S = 1.0
 MAX_SIZE_FILES = 100_000   # a restore's size is summed over at most this many files a tick

@@ -12,17 +12,18 @@ from offsite.constants import RunState
 
 def cmd_prune(args: argparse.Namespace, config: Config) -> int:
     from offsite.ledger.lease import RedisHostLease
+    from offsite.host.settings import resolve_host
     from offsite.proof.prune import prune_host
     hosts = [args.host] if args.host else [h for h in config.hosts
                                            if config.keep_full_chains(h) is not None]
-    for host in hosts:
-        config.host(host)
+    resolved = [resolve_host(config, host) for host in hosts]   # an unknown host: before any
     store = ledger_store(config)
     lease = RedisHostLease(store.client, config.watchdog.lease_ttl)
     failed = False
     report: list[dict[str, Any]] = []
-    for host in hosts:
-        outcome = prune_host(config, store, lease, host, apply=args.apply)
+    for settings in resolved:
+        host = settings.name
+        outcome = prune_host(settings, store, lease, apply=args.apply)
         state = outcome.record.state if outcome.record is not None else None
         if state is not None and state != RunState.SUCCEEDED:
             failed = True

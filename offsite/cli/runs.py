@@ -11,7 +11,7 @@ from offsite.cli.common import (EXIT_FAILED, EXIT_OK, alert_locally, ledger_stor
 from offsite.config.model import Config
 from offsite.constants import BackupType, RunState
 from offsite.durations import parse_duration
-from offsite.ledger.records import record_as_json
+from offsite.ledger.run_record import record_as_json
 from offsite.ledger.status import format_outcome, format_table
 
 MAX_STATUS_LIMIT = 1000
@@ -51,10 +51,11 @@ def cmd_status(args: argparse.Namespace, config: Config) -> int:
 
 def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from offsite.cli.progress import folder_progress, progress_line
+    from offsite.host.settings import resolve_host
     from offsite.proof.restore import restore_host
-    config.host(args.host)
+    settings = resolve_host(config, args.host)
     with progress_line(folder_progress(f"restoring {args.host}", Path(args.dest))):
-        thawing = restore_host(config, args.host, Path(args.dest), time=args.time,
+        thawing = restore_host(settings, Path(args.dest), time=args.time,
                                path=args.path, thaw_days=args.days if args.thaw else None,
                                secret_keys_file=path_or_none(args.secret_keys_file))
     print(f"not restored yet: {thawing}" if thawing else f"restored {args.host} into {args.dest}")

@@ -30,9 +30,9 @@ def cmd_provision(args: argparse.Namespace, config: Config) -> int:
 
 
 def cmd_recover(args: argparse.Namespace, config: Config) -> int:
+    from offsite.host.settings import resolve_host
     from offsite.proof.recover import recover_host
-    config.host(args.host)
-    print(recover_host(config, args.host, args.time, args.apply))
+    print(recover_host(resolve_host(config, args.host), args.time, args.apply))
     return EXIT_OK
 
 

@@ -12,7 +12,7 @@ from offsite.cli.common import (EXIT_FAILED, EXIT_OK, alert_locally, ledger_stor
                                 reachable_ledger, wait_for)
 from offsite.config.model import Config
 from offsite.constants import RunState
-from offsite.ledger.records import RunRecord, record_as_json
+from offsite.ledger.run_record import RunRecord, record_as_json
 
 
 def cmd_verify(args: argparse.Namespace, config: Config) -> int:

@@ -24,7 +24,7 @@ from offsite.errors import ConfigError, UnknownHostError
 from offsite.config.http import HttpConfig
 from offsite.schedule.spread import spread, spread_offset
 from offsite.schedule.specs import EverySpec, ScheduleSpec
-from offsite.config.security import (EncryptionConfig, HostEncryption, ProvisionConfig)
+from offsite.config.security import EncryptionConfig, HostEncryption, ProvisionConfig
 from offsite.config.yaml_loader import MAX_CONFIG_BYTES, YamlProblem, decode_config_bytes, load_yaml
 
 __all__ = ["Config", "HostConfig", "ScriptConfig", "config_path", "load_config", "parse_config"]
@@ -68,7 +68,10 @@ class HostConfig(StrictModel):
 
 class Config(StrictModel):
     broker_url: Annotated[str, AfterValidator(check_broker_url)] = Field(
-        "redis://localhost:6379/0", description="redis:// or rediss:// URL")
+        "redis://localhost:6379/0", description="redis:// or rediss:// URL, or Redis "
+        "Sentinel's sentinel://H1:P1;sentinel://H2:P2;… with broker_sentinel_master")
+    broker_sentinel_master: Name | None = Field(
+        None, description="the master's name the sentinels of a sentinel:// broker_url know")
     staging_root: DataRoot = Field(Path("/var/lib/offsite/staging"),
                                    description="scripts write here; one folder per host")
     cache_root: DataRoot | None = Field(None, description="duplicity archive dirs; default "
@@ -92,10 +95,20 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Config:
         problems = (self._folder_problems() + self._interval_problems()
-                    + self._drill_node_problems())
+                    + self._drill_node_problems() + self._sentinel_problems())
         if problems:
             raise ConfigProblems(problems)
         return self
+
+    def _sentinel_problems(self) -> list[PathProblem]:
+        from offsite.config.broker import is_sentinel
+        if is_sentinel(self.broker_url) and not self.broker_sentinel_master:
+            return [PathProblem("broker_sentinel_master", "a sentinel:// broker_url needs the "
+                                "master's name the sentinels know (e.g. offsite)")]
+        if self.broker_sentinel_master and not is_sentinel(self.broker_url):
+            return [PathProblem("broker_sentinel_master", "set only with a sentinel:// "
+                                "broker_url")]
+        return []
 
     def _drill_node_problems(self) -> list[PathProblem]:
         """A drill runs on the control node or on a configured host's worker."""
@@ -266,3 +279,4 @@ def _describe(error: Any) -> list[str]:
         message = "required but missing"
     message = message.removeprefix("Value error, ")
     return [f"At '{where}': {message}" if where else message]
+

@@ -116,7 +116,18 @@ def check_http_url(value: str) -> str:
 def check_broker_url(value: str) -> str:
     """redis://[:password@]host[:port][/db] or rediss://…: what Celery (kombu), RedBeat and
     redis-py all read the same way. A Unix socket is not offered: kombu spells it
-    redis+socket:// and redis-py unix://, so no one URL serves both."""
+    redis+socket:// and redis-py unix://, so no one URL serves both. Or Redis Sentinel's
+    sentinel://H1:P1;sentinel://H2:P2 (offsite.config.broker)."""
+    from offsite.config.broker import is_sentinel, parse_sentinel_url
+    if is_sentinel(value):
+        if not value.isprintable() or any(char.isspace() for char in value):
+            raise ValueError(f"broker url {_masked(value)!r} contains whitespace or control "
+                             "characters")
+        try:
+            parse_sentinel_url(value)
+        except ValueError as exc:
+            raise ValueError(f"broker url {_masked(value)!r}: {exc}") from None
+        return value
     try:
         parts = urlsplit(value)
         parts.port  # noqa: B018 - raises ValueError for a bad port

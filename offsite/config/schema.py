@@ -1,6 +1,6 @@
 """The config's reference, generated from the pydantic models: `offsite config-schema` prints
-its JSON Schema, `--markdown` the table of every key that README.md holds (a test checks the
-two agree)."""
+its JSON Schema, `--markdown` the table of every key that docs/configuration.md holds (a test
+checks the two agree)."""
 from __future__ import annotations
 
 import json
@@ -130,7 +130,7 @@ def markdown_table() -> str:
 
 
 def readme_block(readme: str) -> str | None:
-    """The generated table as README.md holds it (None when the markers are missing)."""
+    """The generated table as a document holds it (None when the markers are missing)."""
     start, end = readme.find(README_START), readme.find(README_END)
     if start < 0 or end < start:
         return None

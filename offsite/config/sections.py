@@ -163,6 +163,9 @@ class ScheduleConfig(StrictModel):
 class WatchdogConfig(StrictModel):
     every: Duration = Field(120, description="how often the watchdog checks")
     start_grace: Duration = Field(900, description="a slot not started by then is missed")
+    queued_grace: Duration = Field(
+        3600, description="a run still queued this long after start_grace (counted from its "
+                          "request) raises run_stuck")
     lease_ttl: Duration = Field(60, description="a run whose lease is not renewed is lost")
     worker_timeout: Duration = Field(300, description="a silent host worker is reported down")
     stale_after: Duration | None = Field(

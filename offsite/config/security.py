@@ -6,14 +6,12 @@ imports these models into the fleet's Config.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from offsite.config.types import AbsolutePath, Duration
 
-if TYPE_CHECKING:
-    from offsite.config.model import Config
 
 # A key is named by its full fingerprint (40 hex digits, v4) or a long key id (16 hex digits):
 # short ids and user ids are ambiguous, and an attacker can make a key with the same user id.
@@ -121,18 +119,3 @@ class ProvisionConfig(_Strict):
 
 
 Layout = Literal["split", "flat"]
-
-
-def host_encryption(config: Config, host: str | None) -> EncryptionConfig:
-    """The encryption settings of `host`: the fleet's, with the host's own overrides."""
-    fleet: EncryptionConfig = config.encryption
-    own = config.hosts[host].encryption if host is not None and host in config.hosts else None
-    if own is None:
-        return fleet
-    updates = {name: value for name, value in own.model_dump().items() if value is not None}
-    return fleet.model_copy(update=updates)
-
-
-def volume_prefix(config: Config) -> str:
-    """The name prefix new data volumes are written with ('' in the flat layout)."""
-    return DATA_PREFIX if config.target.layout == "split" else ""

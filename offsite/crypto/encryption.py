@@ -7,17 +7,16 @@ thing, so a stolen host (or its leaked upload keys) reveals no backup.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+import os
+import tempfile
 
-from offsite.config.model import Config
+from offsite.host.settings import EncryptionSettings, HostSettings
+from offsite.crypto.passphrase import read_passphrase
 from offsite.errors import OffsiteError
 from offsite.process.execute import run_command
-from offsite.crypto.passphrase import read_passphrase
-from offsite.config.security import EncryptionConfig, host_encryption
 
 GPG_TIMEOUT_S = 120
 KEY_FILE_MAX_BYTES = 1024 * 1024
@@ -30,10 +29,6 @@ class KeyringError(OffsiteError):
     failure_class = "encryption_failed"
 
 
-def is_public_key(config: Config, host: str | None) -> bool:
-    return host_encryption(config, host).mode == "public-key"
-
-
 # The passphrase's key-derivation count, written out so gpg need not ask an agent for it: left
 # unset, gpg starts a gpg-agent, which times SHA-1 runs for ~0.7 s to pick a count (then
 # clamped to this maximum on any current CPU; duplicity's earlier sets say `count 65011712`),
@@ -41,11 +36,10 @@ def is_public_key(config: Config, host: str | None) -> bool:
 S2K_COUNT = 65011712
 
 
-def encrypt_flags(config: Config, host: str) -> list[str]:
+def encrypt_flags(settings: EncryptionSettings) -> list[str]:
     """duplicity's flags for writing: one --encrypt-key per recipient in public-key mode; in
     symmetric mode the strongest key-derivation count (see S2K_COUNT)."""
-    settings = host_encryption(config, host)
-    if settings.mode != "public-key":
+    if not settings.public_key:
         return ["--gpg-options", f"--s2k-count {S2K_COUNT}"]
     return [flag for fpr in settings.recipients for flag in ("--encrypt-key", fpr)]
 
@@ -109,13 +103,13 @@ def _has_key(fprs: list[str], wanted: str) -> bool:
 
 
 @contextmanager
-def public_keyring(config: Config, host: str) -> Iterator[Path | None]:
+def public_keyring(host_settings: HostSettings) -> Iterator[Path | None]:
     """In public-key mode with a public_keys_file: a throwaway keyring holding exactly the
     file's keys (never a secret one), removed afterwards; None otherwise (the node's GNUPGHOME is
     used). Raises KeyringError when the file is not what it should be. Throwaway and short:
     gpg's agent socket lives in the home, and a socket path has at most 107 bytes."""
-    settings = host_encryption(config, host)
-    if settings.mode != "public-key":
+    host, settings = host_settings.name, host_settings.encryption
+    if not settings.public_key:
         yield None
         return
     if settings.public_keys_file is None:
@@ -139,7 +133,7 @@ def public_keyring(config: Config, host: str) -> Iterator[Path | None]:
             stop_agent(home, host, "encryption")
 
 
-def check_recipients_in(home: Path, settings: EncryptionConfig, host: str) -> None:
+def check_recipients_in(home: Path, settings: EncryptionSettings, host: str) -> None:
     fprs = _fingerprints(home, False, host, "encryption")
     missing = [fpr for fpr in settings.recipients if not _has_key(fprs, fpr)]
     if missing:
@@ -149,8 +143,7 @@ def check_recipients_in(home: Path, settings: EncryptionConfig, host: str) -> No
 
 
 @contextmanager
-def secret_keyring(config: Config, host: str | None,
-                   secret_keys_file: Path | None) -> Iterator[Path | None]:
+def secret_keyring(host: str | None, secret_keys_file: Path | None) -> Iterator[Path | None]:
     """For reading backups on the operator's machine: a throwaway keyring holding the given
     secret keys, removed afterwards; None when no file is given (GNUPGHOME is used)."""
     if secret_keys_file is None:
@@ -170,18 +163,18 @@ def secret_keyring(config: Config, host: str | None,
             stop_agent(home, host, "encryption")
 
 
-def decryption_env(config: Config, host: str | None, gnupg_home: Path | None,
+def decryption_env(settings: HostSettings, gnupg_home: Path | None,
                    passphrase: str | None = None) -> dict[str, str]:
     """PASSPHRASE (and GNUPGHOME) for a duplicity or gpg child: the symmetric passphrase (the
     one the caller already read, else read here), or in public-key mode the secret key's
     passphrase from env PASSPHRASE ('' for an unprotected key, so duplicity never waits on a
     prompt)."""
     env: dict[str, str] = {}
-    if is_public_key(config, host):
+    if settings.encryption.public_key:
         env["PASSPHRASE"] = os.environ.get("PASSPHRASE", "")
     else:
         env["PASSPHRASE"] = passphrase if passphrase is not None \
-            else read_passphrase(config, host)
+            else read_passphrase(settings)
     if gnupg_home is not None:
         env["GNUPGHOME"] = str(gnupg_home)
     return env

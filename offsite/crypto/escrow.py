@@ -11,17 +11,16 @@ fleet's); env PASSPHRASE is not used, since on a host node it is that host's alo
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+import os
+import tempfile
 
-from offsite.target.catalog import read_catalog
 from offsite.config.model import Config
-from offsite.crypto.encryption import gpg, is_public_key, secret_keyring, stop_agent
-from offsite.errors import OffsiteError
-from offsite.config.security import host_encryption
+from offsite.crypto.encryption import gpg, secret_keyring, stop_agent
+from offsite.host.settings import HostSettings, resolve_host
 from offsite.target.bucket import TargetUnreadable, fetch_host_object
+from offsite.target.catalog import read_catalog
 
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 
@@ -38,8 +37,8 @@ class EscrowResult:
 
 
 def escrow_check(config: Config, secret_keys_file: Path | None = None) -> list[EscrowResult]:
-    with secret_keyring(config, None, secret_keys_file) as given:
-        return [_check_host(config, host, given) for host in config.hosts]
+    with secret_keyring(None, secret_keys_file) as given:
+        return [_check_host(resolve_host(config, host), given) for host in config.hosts]
 
 
 def escrow_problems(config: Config, secret_keys_file: Path | None = None) -> list[EscrowResult]:
@@ -47,9 +46,10 @@ def escrow_problems(config: Config, secret_keys_file: Path | None = None) -> lis
     return [result for result in escrow_check(config, secret_keys_file) if result.alert_worthy]
 
 
-def _check_host(config: Config, host: str, given_home: Path | None) -> EscrowResult:
+def _check_host(settings: HostSettings, given_home: Path | None) -> EscrowResult:
+    host = settings.name
     try:
-        chain = read_catalog(config, host).newest_chain
+        chain = read_catalog(settings).newest_chain
     except TargetUnreadable as exc:
         return EscrowResult(host, "unreadable", exc.cause)
     if chain is None or chain.last.manifest is None:
@@ -58,15 +58,15 @@ def _check_host(config: Config, host: str, given_home: Path | None) -> EscrowRes
     if not manifest.endswith(".gpg"):
         return EscrowResult(host, "opens", f"{manifest} is not encrypted")
     try:
-        data = fetch_host_object(config, host, manifest, MANIFEST_MAX_BYTES)
+        data = fetch_host_object(settings, manifest, MANIFEST_MAX_BYTES)
     except TargetUnreadable as exc:
         return EscrowResult(host, "unreadable", exc.cause)
     with tempfile.TemporaryDirectory(prefix="offsite-escrow-") as private:
         encrypted = Path(private) / "manifest.gpg"
         encrypted.write_bytes(data)
-        if is_public_key(config, host):
+        if settings.encryption.public_key:
             return _with_secret_key(host, manifest, encrypted, given_home)
-        return _with_passphrase(config, host, manifest, encrypted, Path(private))
+        return _with_passphrase(settings, manifest, encrypted, Path(private))
 
 
 def _with_secret_key(host: str, manifest: str, encrypted: Path,
@@ -86,9 +86,9 @@ def _with_secret_key(host: str, manifest: str, encrypted: Path,
     return EscrowResult(host, "opens", f"a secret key held here decrypts {manifest}")
 
 
-def _with_passphrase(config: Config, host: str, manifest: str, encrypted: Path,
+def _with_passphrase(settings: HostSettings, manifest: str, encrypted: Path,
                      private: Path) -> EscrowResult:
-    path = host_encryption(config, host).passphrase_file
+    host, path = settings.name, settings.encryption.passphrase_file
     try:
         passphrase = path.read_text().strip() if path is not None else ""
     except OSError:
@@ -113,18 +113,3 @@ def _with_passphrase(config: Config, host: str, manifest: str, encrypted: Path,
 def _last(stderr: str) -> str:
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else "gpg failed"
-
-
-def security_problems(config: Config) -> list[str]:
-    """For `offsite check --connect`: differences from the provisioning plan (when the fleet is
-    managed by `offsite provision`) and hosts no key held here can decrypt."""
-    from offsite.deploy.provision_apply import plan_differences
-    problems: list[str] = []
-    if config.provision.managed:
-        problems += [f"provisioning: {line}" for line in plan_differences(config)]
-    try:
-        problems += [f"escrow: host {result.host}: {result.detail}"
-                     for result in escrow_problems(config)]
-    except OffsiteError as exc:
-        problems.append(f"escrow: {exc.one_line()}")
-    return problems

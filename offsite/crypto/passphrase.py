@@ -2,23 +2,23 @@
 there, readable, non-empty and private (for `offsite check`, the worker's start and each run)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import os
 import stat
-from dataclasses import dataclass, field
 
 from offsite.config.model import Config
+from offsite.host.settings import HostSettings, resolve_host
 from offsite.errors import PassphraseError
-from offsite.config.security import host_encryption
 
 MAX_PASSPHRASE_BYTES = 64 * 1024
 
 
-def read_passphrase(config: Config, host: str | None, step: str = "encryption") -> str:
+def read_passphrase(settings: HostSettings, step: str = "encryption") -> str:
     """The passphrase from env PASSPHRASE or encryption.passphrase_file on this host; raises
     PassphraseError (at `step`) when it is missing, unreadable or empty."""
     if passphrase := os.environ.get("PASSPHRASE"):
         return passphrase
-    path = host_encryption(config, host).passphrase_file
+    host, path = settings.name, settings.encryption.passphrase_file
     if path is None:
         raise PassphraseError("no passphrase: set PASSPHRASE or encryption.passphrase_file",
                               host=host, step=step)
@@ -61,29 +61,29 @@ def check_passphrase(config: Config, host: str | None = None) -> PassphraseFindi
     Only presence, readability and file mode: whether it opens the existing chain is checked
     against the target (offsite.duplicity.keycheck). In public-key mode a host needs none."""
     if host is not None:
-        return _check_one(config, host)
+        return _check_one(resolve_host(config, host))
     findings, seen = PassphraseFindings(), set()
     for name in config.hosts:
-        settings = host_encryption(config, name)
-        if (settings.mode, settings.passphrase_file) in seen:
+        settings = resolve_host(config, name)
+        encryption = settings.encryption
+        if (encryption.mode, encryption.passphrase_file) in seen:
             continue
-        seen.add((settings.mode, settings.passphrase_file))
-        for_host = _check_one(config, name)
+        seen.add((encryption.mode, encryption.passphrase_file))
+        for_host = _check_one(settings)
         findings.problems += [p for p in for_host.problems if p not in findings.problems]
         findings.warnings += [w for w in for_host.warnings if w not in findings.warnings]
     return findings
 
 
-def _check_one(config: Config, host: str) -> PassphraseFindings:
+def _check_one(settings: HostSettings) -> PassphraseFindings:
     findings = PassphraseFindings()
-    settings = host_encryption(config, host)
-    if settings.mode == "public-key":
+    if settings.encryption.public_key:
         return findings
     try:
-        read_passphrase(config, host)
+        read_passphrase(settings)
     except PassphraseError as error:
         findings.problems.append(error.cause)
-    path = settings.passphrase_file
+    path = settings.encryption.passphrase_file
     if findings.problems or os.environ.get("PASSPHRASE") or path is None:
         return findings
     try:

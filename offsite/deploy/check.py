@@ -1,7 +1,7 @@
 """`offsite check`: what the config schedules, and whether broker, bucket and SNS answer.
 
 `--connect --role R` checks what the node of role R needs and nothing else, with the keys
-that node holds (README, Deploying):
+that node holds (docs/operations.md, Deploying):
 - host: the broker, the bucket with the upload keys (DUPLICITY_AWS_*), its passphrase (or
   public keys) and its own newest chain;
 - control: the broker, the SNS topic with the alert keys (ALERT_AWS_*), the prune identity
@@ -14,25 +14,27 @@ that node holds (README, Deploying):
 Without --role, the role comes from the keys in the environment (detect_role)."""
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Mapping
 from typing import Any, Callable
-
+import os
 import redis
+import socket
 
-from offsite.watch.alerts import SnsSink
-from offsite.target.catalog import read_catalog
+from offsite.config.broker import broker_client
 from offsite.config.model import Config
 from offsite.constants import BackupType
-from offsite.errors import OffsiteError, PassphraseError
-from offsite.duplicity.keycheck import check_key_opens
+from offsite.crypto.escrow import escrow_problems
 from offsite.crypto.passphrase import read_passphrase
+from offsite.deploy.provision_apply import plan_differences
+from offsite.duplicity.keycheck import check_key_opens
 from offsite.durations import format_duration
+from offsite.errors import OffsiteError, PassphraseError
+from offsite.host.settings import HostSettings, TargetSettings, resolve_host
 from offsite.schedule.specs import next_run, utcnow
 from offsite.target.bucket import (READ_IDENTITY, bucket_name, credentials_problem,
-                                   probe_bucket, read_s3_client,
-                                   reading_identity)
+                                   probe_bucket, read_s3_client, reading_identity)
+from offsite.target.catalog import read_catalog
+from offsite.watch.alerts import SnsSink
 
 ROLES = ("host", "control", "operator", "all")
 # the key families provision writes for each node (offsite.deploy.provision): whose keys are here
@@ -90,13 +92,37 @@ def hosts_as_json(config: Config) -> list[dict[str, Any]]:
 
 def broker_problems(config: Config) -> list[str]:
     try:
-        client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=5)
+        client = broker_client(config.broker_url, config.broker_sentinel_master,
+                               socket_connect_timeout=5, socket_timeout=10)
         try:
             client.ping()
         finally:
             client.close()
     except redis.RedisError as exc:
         return [f"broker unreachable: {exc}"]
+    return []
+
+
+PERSISTENCE_LINES = "`appendonly yes` and `appendfsync everysec`"
+
+
+def persistence_problems(config: Config) -> list[str]:
+    """The broker's Redis must keep an append-only file: it holds beat's schedule, the run
+    ledger and the pending alerts, and a restart without one loses them all."""
+    try:
+        client = broker_client(config.broker_url, config.broker_sentinel_master,
+                               socket_connect_timeout=5, socket_timeout=10)
+        try:
+            info = client.info("persistence")
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        return [f"broker persistence unknown: INFO persistence failed ({exc}); it must have "
+                f"{PERSISTENCE_LINES} in its redis.conf"]
+    if str(info.get("aof_enabled", "0")) != "1":
+        return ["broker Redis keeps no append-only file (aof_enabled:0): a restart loses "
+                "beat's schedule, the run ledger and pending alerts; add "
+                f"{PERSISTENCE_LINES} to its redis.conf (deploy/redis.conf.example)"]
     return []
 
 
@@ -110,7 +136,12 @@ def sns_problems(config: Config) -> list[str]:
     return []
 
 
-def _listing_problem(config: Config, what: str, client_of: Callable[[Config], Any],
+def _fleet_target(config: Config) -> TargetSettings:
+    """The target as any host sees it: the bucket, endpoint and region are the fleet's."""
+    return resolve_host(config, next(iter(config.hosts))).target
+
+
+def _listing_problem(config: Config, what: str, client_of: Callable[[TargetSettings], Any],
                      prefix: str = "", identity: str | None = None) -> list[str]:
     """Whether `what`'s identity can list the bucket (under prefix); a missing key is named by
     its variables."""
@@ -118,7 +149,7 @@ def _listing_problem(config: Config, what: str, client_of: Callable[[Config], An
     if bucket is None:
         return []
     try:
-        client = client_of(config)
+        client = client_of(_fleet_target(config))
         try:
             client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         finally:
@@ -148,11 +179,14 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
     problems = broker_problems(config)
     if role == "host":
         assert host is not None
-        problems += public_key_problems(config, host)
-        if (bucket_problem := probe_bucket(config)) is not None:
+        settings = resolve_host(config, host)
+        problems += public_key_problems(settings)
+        if (bucket_problem := probe_bucket(settings.target)) is not None:
             return problems + [f"{bucket_problem[0]} (upload keys DUPLICITY_AWS_*)"]
         return problems + key_problems(config, [host])
     if role == "control":
+        if not problems:
+            problems += persistence_problems(config)
         problems += sns_problems(config)
         if any(config.keep_full_chains(h) is not None for h in config.hosts):
             from offsite.proof.retention import prune_s3_client
@@ -174,22 +208,21 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
             problems += _listing_problem(config, "recover identity (RECOVER_AWS_*)",
                                          recover_client)
         return problems
-    if (bucket_problem := probe_bucket(config)) is not None:
+    if (bucket_problem := probe_bucket(_fleet_target(config))) is not None:
         problems.append(bucket_problem[0])
     else:
         problems += key_problems(config)
     problems += sns_problems(config)
-    from offsite.crypto.escrow import security_problems   # provisioning plan, escrow of the keys
-    problems += security_problems(config)
+    problems += security_problems(config)   # provisioning plan, escrow of the keys
     return problems
 
 
-def public_key_problems(config: Config, host: str) -> list[str]:
+def public_key_problems(settings: HostSettings) -> list[str]:
     """In public-key mode: the host's public keys file holds the recipients' keys (and no
     secret one), as a run would import them."""
     from offsite.crypto.encryption import public_keyring
     try:
-        with public_keyring(config, host):
+        with public_keyring(settings):
             return []
     except OffsiteError as error:
         return [f"public keys: {error.one_line()}"]
@@ -206,14 +239,29 @@ def key_problems(config: Config, hosts: list[str] | None = None) -> list[str]:
     a changed passphrase is found here, not at the next restore."""
     problems = []
     for host in hosts if hosts is not None else list(config.hosts):
+        settings = resolve_host(config, host)
         try:
-            read_passphrase(config, host)
+            read_passphrase(settings)
         except PassphraseError:
             continue   # reported by the passphrase check itself
         try:
-            chain = read_catalog(config, host).newest_chain
+            chain = read_catalog(settings).newest_chain
             if chain is not None and chain.last.manifest is not None:
-                check_key_opens(config, host, chain.last.manifest, step="check")
+                check_key_opens(settings, chain.last.manifest, step="check")
         except OffsiteError as error:
             problems.append(error.one_line())
+    return problems
+
+
+def security_problems(config: Config) -> list[str]:
+    """For `offsite check --connect`: differences from the provisioning plan (when the fleet is
+    managed by `offsite provision`) and hosts no key held here can decrypt."""
+    problems: list[str] = []
+    if config.provision.managed:
+        problems += [f"provisioning: {line}" for line in plan_differences(config)]
+    try:
+        problems += [f"escrow: host {result.host}: {result.detail}"
+                     for result in escrow_problems(config)]
+    except OffsiteError as exc:
+        problems.append(f"escrow: {exc.one_line()}")
     return problems

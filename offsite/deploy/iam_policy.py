@@ -132,6 +132,6 @@ PUBLIC_ACCESS_BLOCK = {"BlockPublicAcls": True, "IgnorePublicAcls": True,
 
 
 def granted_actions(policy: Policy) -> set[str]:
-    """Every action an Allow statement names (for tests and the README table)."""
+    """Every action an Allow statement names (for tests and the docs' table)."""
     return {action for statement in policy["Statement"] if statement["Effect"] == "Allow"
             for action in statement["Action"]}

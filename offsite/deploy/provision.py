@@ -20,9 +20,10 @@ from botocore.exceptions import ClientError
 from offsite.config.model import Config
 from offsite.errors import OffsiteError
 from offsite.deploy.iam_policy import (PUBLIC_ACCESS_BLOCK, Policy, alert_policy, host_policy,
-                                lifecycle_rules, prune_policy, read_policy,
+                                       lifecycle_rules, prune_policy, read_policy,
                                        recover_policy)
-from offsite.target.bucket import bucket_name, host_prefix
+from offsite.host.settings import resolve_host
+from offsite.target.bucket import bucket_name
 
 POLICY_NAME = "offsite"
 MAX_USER_NAME = 64
@@ -79,8 +80,8 @@ def build_plan(config: Config) -> Plan:
     prefix = config.provision.name_prefix
     root = _root_prefix(config)
     identities = [Identity(f"{prefix}-host-{host}", "host", host,
-                           host_policy(bucket, host_prefix(config, host)), "DUPLICITY_AWS_",
-                           (f"{host}.env",)) for host in config.hosts]
+                           host_policy(bucket, resolve_host(config, host).target.prefix),
+                           "DUPLICITY_AWS_", (f"{host}.env",)) for host in config.hosts]
     if config.alerts.sns_topic_arn:
         identities.append(Identity(f"{prefix}-alert", "alert", None,
                                    alert_policy(config.alerts.sns_topic_arn), "ALERT_AWS_",

@@ -5,14 +5,13 @@ nothing here changes the system."""
 from __future__ import annotations
 
 import grp
-import os
 import pwd
 import shlex
 import stat
 from pathlib import Path
 
 from offsite.config.model import Config
-from offsite.config.security import host_encryption
+from offsite.host.settings import resolve_host
 
 SYSUSERS_LINE = 'u {user} - "offsite backups" /var/lib/offsite'
 
@@ -50,9 +49,10 @@ def drill_secrets(config: Config) -> list[Path]:
     """The passphrase files the control node reads for the drills it runs."""
     files = []
     for host in config.hosts:
-        if config.verify_on(host) != "control" or config.verify_schedule(host) is None:
+        settings = resolve_host(config, host)
+        if settings.verify_on != "control" or settings.verify_schedule is None:
             continue
-        path = host_encryption(config, host).passphrase_file
+        path = settings.encryption.passphrase_file
         if path is not None and Path(path) not in files:
             files.append(Path(path))
     return files

@@ -1,25 +1,22 @@
 """duplicity: pure builders of its command lines and environment, and the runs that use them."""
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
 import os
 import re
 import shutil
 import sys
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
-from typing import Callable
 
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.constants import BackupType
-from offsite.duplicity.errors import describe_failure, read_log_tail
 from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
+from offsite.duplicity.errors import describe_failure, read_log_tail
 from offsite.errors import CommandError, CommandTimedOut
+from offsite.host.sources import (Sources, archive_path, host_cache, host_sources,
+                                  record_uploaded, relocate, scan_problems, write_manifest)
 from offsite.process.execute import CommandResult, run_command
-from offsite.process.priority import Priority
-from offsite.config.security import volume_prefix
-from offsite.host.sources import (archive_path, host_sources, record_uploaded, relocate,
-                             scan_problems, write_manifest)
-from offsite.host.staging import host_cache
 from offsite.target.bucket import UPLOAD_IDENTITY, probe_bucket, reading_identity
 
 
@@ -55,13 +52,13 @@ def log_path(archive_dir: Path, step: str) -> Path:
     return archive_dir / f"{step}.log"
 
 
-def common_flags(config: Config, host: str, archive_dir: Path, step: str) -> list[str]:
-    flags = ["--archive-dir", str(archive_dir), "--name", host,
+def common_flags(settings: HostSettings, archive_dir: Path, step: str) -> list[str]:
+    flags = ["--archive-dir", str(archive_dir), "--name", settings.name,
              "--log-timestamp", "--log-file", str(log_path(archive_dir, step))]
-    if config.target.endpoint_url:
-        flags += ["--s3-endpoint-url", config.target.endpoint_url]
-    if config.target.region:
-        flags += ["--s3-region-name", config.target.region]
+    if settings.target.endpoint_url:
+        flags += ["--s3-endpoint-url", settings.target.endpoint_url]
+    if settings.target.region:
+        flags += ["--s3-region-name", settings.target.region]
     return flags
 
 
@@ -71,15 +68,17 @@ def upload_tempdir(archive_dir: Path) -> Path:
     return archive_dir / ".upload-tmp"   # a dot: no host (the --name folder beside it) has one
 
 
-def backup_argv(config: Config, host: str, backup_type: BackupType, archive_dir: Path) -> list[str]:
-    sources = host_sources(config, host)
-    return [DUPLICITY, _ACTIONS[backup_type], *common_flags(config, host, archive_dir, "upload"),
+def backup_argv(settings: HostSettings, backup_type: BackupType, archive_dir: Path,
+                sources: Sources | None = None) -> list[str]:
+    sources = sources or host_sources(settings)
+    target = settings.target
+    return [DUPLICITY, _ACTIONS[backup_type], *common_flags(settings, archive_dir, "upload"),
             "--tempdir", str(upload_tempdir(archive_dir)),
-            "--volsize", str(config.target.volsize),
-            "--num-retries", str(config.target.retries),
-            "--backend-retry-delay", str(config.target.retry_delay),
-            *encrypt_flags(config, host), *prefix_flags(volume_prefix(config)),
-            *sources.selection, str(sources.root), config.target.host_url(host)]
+            "--volsize", str(target.volsize),
+            "--num-retries", str(target.retries),
+            "--backend-retry-delay", str(target.retry_delay),
+            *encrypt_flags(settings.encryption), *prefix_flags(target.volume_prefix),
+            *sources.selection, str(sources.root), target.url]
 
 
 def prefix_flags(data_prefix: str) -> list[str]:
@@ -88,48 +87,48 @@ def prefix_flags(data_prefix: str) -> list[str]:
     return ["--file-prefix-archive", data_prefix] if data_prefix else []
 
 
-def restore_argv(config: Config, host: str, dest: Path, archive_dir: Path,
+def restore_argv(settings: HostSettings, dest: Path, archive_dir: Path,
                  time: str | None = None, path: str | None = None,
                  data_prefix: str = "") -> list[str]:
-    flags = common_flags(config, host, archive_dir, "restore") + prefix_flags(data_prefix)
+    flags = common_flags(settings, archive_dir, "restore") + prefix_flags(data_prefix)
     if time:
         flags += ["--time", time]
     if path:
         flags += ["--path-to-restore", path]
-    return [DUPLICITY, "restore", *flags, config.target.host_url(host), str(dest)]
+    return [DUPLICITY, "restore", *flags, settings.target.url, str(dest)]
 
 
 _OTHER_KEYS = ("ALERT_AWS_", "PRUNE_AWS_", "RECOVER_AWS_", "READ_AWS_", "DUPLICITY_AWS_")
 
 
-def list_files_argv(config: Config, host: str, archive_dir: Path, time: str | None = None,
+def list_files_argv(settings: HostSettings, archive_dir: Path, time: str | None = None,
                     data_prefix: str = "") -> list[str]:
     """`duplicity list-current-files`: the files of the set at `time` (default the latest),
     read from the chain's signatures, no data volume decrypted."""
-    flags = common_flags(config, host, archive_dir, "list") + prefix_flags(data_prefix)
+    flags = common_flags(settings, archive_dir, "list") + prefix_flags(data_prefix)
     if time:
         flags += ["--time", time]
-    return [DUPLICITY, "list-current-files", *flags, config.target.host_url(host)]
+    return [DUPLICITY, "list-current-files", *flags, settings.target.url]
 
 
 LIST_MAX_BYTES = 128 * 1024 * 1024   # about two million paths of a set's listing
 
 
-def run_list_files(config: Config, host: str, archive_dir: Path, time: str | None = None,
+def run_list_files(settings: HostSettings, archive_dir: Path, time: str | None = None,
                    data_prefix: str = "", gnupg_home: Path | None = None) -> CommandResult:
     """list-current-files with this node's reading identity; raises CommandError naming the
     cause, or when the listing is larger than LIST_MAX_BYTES."""
-    result = _run_duplicity(config, host, "list", list_files_argv(
-        config, host, archive_dir, time, data_prefix), gnupg_home=gnupg_home,
+    result = _run_duplicity(settings, "list", list_files_argv(
+        settings, archive_dir, time, data_prefix), gnupg_home=gnupg_home,
         identity=reading_identity(), stdout_max_bytes=LIST_MAX_BYTES)
     if len(result.stdout) >= LIST_MAX_BYTES - 4096:
         raise CommandError(f"the set's listing is larger than {LIST_MAX_BYTES // 2**20} MiB: "
-                           "give a PATH to list less", host=host, step="list",
+                           "give a PATH to list less", host=settings.name, step="list",
                            exit_code=None, stderr_tail="")
     return result
 
 
-def duplicity_env(config: Config, passphrase: str, base: dict[str, str],
+def duplicity_env(settings: HostSettings, passphrase: str, base: dict[str, str],
                   identity: str = UPLOAD_IDENTITY) -> dict[str, str]:
     """The child's environment: passphrase and the keys of one identity (`<identity>_AWS_*`:
     the upload keys for a backup, this node's reading identity for a restore) live here and
@@ -139,7 +138,7 @@ def duplicity_env(config: Config, passphrase: str, base: dict[str, str],
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         if value := base.get(f"{identity}_{name}"):
             env[name] = value
-    if config.target.endpoint_url:
+    if settings.target.endpoint_url:
         # S3-compatible services reject the checksums boto3 >= 1.36 sends by default.
         env.setdefault("AWS_REQUEST_CHECKSUM_CALCULATION", "when_required")
         env.setdefault("AWS_RESPONSE_CHECKSUM_VALIDATION", "when_required")
@@ -177,26 +176,27 @@ def explain(error: CommandError, log_path: Path) -> CommandError:
                         stderr_tail=error.stderr_tail)
 
 
-def upload(config: Config, host: str, backup_type: BackupType,
+def upload(settings: HostSettings, backup_type: BackupType,
            on_tick: Callable[[], None] | None = None,
            passphrase: str | None = None) -> UploadStats:
     """duplicity full/incremental of the host's staging dir; raises CommandError on failure.
     `passphrase`: the one the caller read (else duplicity's is read here)."""
-    archive_dir = host_cache(config, host)
+    host = settings.name
+    archive_dir = host_cache(settings)
     tempdir = upload_tempdir(archive_dir)
     shutil.rmtree(tempdir, ignore_errors=True)
     tempdir.mkdir(mode=0o700)
-    problem = probe_bucket(config)
+    problem = probe_bucket(settings.target)
     if problem is not None and problem[1]:
         raise CommandError(f"{problem[0]} (not retried)", host=host, step="upload",
                            exit_code=None, stderr_tail="")
-    sources = host_sources(config, host)
+    sources = host_sources(settings)
     write_manifest(sources)
     problems = tuple(scan_problems(sources))
     try:
-        with public_keyring(config, host) as gnupg_home:
-            result = _run_duplicity(config, host, "upload",
-                                    backup_argv(config, host, backup_type, archive_dir),
+        with public_keyring(settings) as gnupg_home:
+            result = _run_duplicity(settings, "upload",
+                                    backup_argv(settings, backup_type, archive_dir, sources),
                                     on_tick, gnupg_home=gnupg_home, passphrase=passphrase)
     finally:
         # duplicity's own clean-up can leave a volume's temp file behind (seen when it resumes
@@ -207,13 +207,13 @@ def upload(config: Config, host: str, backup_type: BackupType,
     except ValueError:
         raise CommandError("duplicity exited 0 but printed no statistics", host=host,
                            step="upload", exit_code=0, stderr_tail=result.stderr_tail) from None
-    record_uploaded(config, host, sources)
+    record_uploaded(settings, sources)
     if not problems:
         return stats
     return replace(stats, errors=max(stats.errors, len(problems)), problems=problems)
 
 
-def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
+def run_restore(settings: HostSettings, dest: Path, archive_dir: Path,
                 time: str | None = None, path: str | None = None, *, step: str = "restore",
                 on_tick: Callable[[], None] | None = None, data_prefix: str = "",
                 gnupg_home: Path | None = None) -> CommandResult:
@@ -221,11 +221,11 @@ def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
     DEST/<name>/ beside DEST/<script>/ (see offsite.host.sources); raises CommandError naming the
     cause. data_prefix: the layout the set was written in; gnupg_home: a keyring with the
     secret key (public-key mode), else GNUPGHOME."""
-    sources = host_sources(config, host)
+    sources = host_sources(settings)
 
     def restore_into(folder: Path, inner: str | None) -> CommandResult:
-        return _run_duplicity(config, host, step, restore_argv(
-            config, host, folder, archive_dir, time, inner, data_prefix), on_tick,
+        return _run_duplicity(settings, step, restore_argv(
+            settings, folder, archive_dir, time, inner, data_prefix), on_tick,
             gnupg_home=gnupg_home, identity=reading_identity())
     if path is not None or not sources.paths:
         return restore_into(dest, archive_path(sources, path) if path is not None else None)
@@ -239,7 +239,7 @@ def run_restore(config: Config, host: str, dest: Path, archive_dir: Path,
         shutil.rmtree(restoring, ignore_errors=True)
 
 
-def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
+def _run_duplicity(settings: HostSettings, step: str, argv: list[str],
                    on_tick: Callable[[], None] | None = None,
                    gnupg_home: Path | None = None,
                    passphrase: str | None = None,
@@ -247,19 +247,17 @@ def _run_duplicity(config: Config, host: str, step: str, argv: list[str],
                    stdout_max_bytes: int | None = None) -> CommandResult:
     """Run duplicity with the passphrase and one identity's keys in its environment only; a
     failure is explained from duplicity's own log (see offsite.duplicity.errors)."""
-    env = duplicity_env(config, "", dict(os.environ), identity)
-    env.update(decryption_env(config, host, gnupg_home, passphrase))
+    env = duplicity_env(settings, "", dict(os.environ), identity)
+    env.update(decryption_env(settings, gnupg_home, passphrase))
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     try:
-        chosen = config.host_priority(host)
-        priority = Priority(nice=chosen.nice, io=chosen.io)
         if stdout_max_bytes:
-            return run_command(argv, timeout_s=config.target.upload_timeout, host=host,
-                               step=step, env=env, on_tick=on_tick,
-                               stdout_max_bytes=stdout_max_bytes, priority=priority)
-        return run_command(argv, timeout_s=config.target.upload_timeout, host=host, step=step,
-                           env=env, on_tick=on_tick, priority=priority)
+            return run_command(argv, timeout_s=settings.target.upload_timeout,
+                               host=settings.name, step=step, env=env, on_tick=on_tick,
+                               stdout_max_bytes=stdout_max_bytes, priority=settings.priority)
+        return run_command(argv, timeout_s=settings.target.upload_timeout, host=settings.name,
+                           step=step, env=env, on_tick=on_tick, priority=settings.priority)
     except CommandError as error:
         if isinstance(error, CommandTimedOut):
             raise

@@ -8,12 +8,12 @@ import os
 import tempfile
 from pathlib import Path
 
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.duplicity.errors import describe_failure
 from offsite.errors import OffsiteError
 from offsite.process.execute import run_command
 from offsite.crypto.passphrase import read_passphrase
-from offsite.host.staging import host_cache
+from offsite.host.sources import host_cache
 from offsite.target.bucket import fetch_host_object
 
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
@@ -43,16 +43,17 @@ class KeyDoesNotOpen(OffsiteError):
     failure_class = "encryption_failed"
 
 
-def check_key_opens(config: Config, host: str, manifest_name: str, step: str = "start") -> None:
+def check_key_opens(settings: HostSettings, manifest_name: str, step: str = "start") -> None:
     """Decrypt the manifest (a small object) with this node's passphrase, in a throwaway gpg
     home; raises KeyDoesNotOpen naming the set, TargetUnreadable when it cannot be fetched."""
     if not manifest_name.endswith(".gpg"):
         return
-    passphrase = read_passphrase(config, host)
+    host = settings.name
+    passphrase = read_passphrase(settings)
     if _opened.get(host) == (manifest_name, _digest(passphrase)):
         return
-    data = fetch_host_object(config, host, manifest_name, MANIFEST_MAX_BYTES)
-    with tempfile.TemporaryDirectory(prefix="keycheck-", dir=host_cache(config, host)) as private:
+    data = fetch_host_object(settings, manifest_name, MANIFEST_MAX_BYTES)
+    with tempfile.TemporaryDirectory(prefix="keycheck-", dir=host_cache(settings)) as private:
         home = Path(private) / "gnupg"
         home.mkdir(mode=0o700)
         encrypted = Path(private) / "manifest.gpg"

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import redis
 
+from offsite.config.broker import broker_client
 from offsite.config.model import Config
 from offsite.errors import OffsiteError
 from offsite.fleet.http_auth import Credentials, group_or_world_readable, load_credentials
@@ -227,8 +228,8 @@ def open_server(config: Config) -> FleetHttpServer | None:
         if group_or_world_readable(config.http.basic_auth_file):
             log.warning("http.basic_auth_file %s is readable by others: chmod 600 it",
                         config.http.basic_auth_file)
-    client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=3,
-                                  socket_timeout=10, decode_responses=True)
+    client = broker_client(config.broker_url, config.broker_sentinel_master,
+                           socket_connect_timeout=3, socket_timeout=10, decode_responses=True)
     try:
         return FleetHttpServer(config.http.address, fleet_routes(config, client), credentials)
     except OSError as exc:

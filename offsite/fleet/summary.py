@@ -28,7 +28,8 @@ DRIFT_CONDITION = "config_drift"
 # condition key prefix (offsite.watch.watchdog) -> the alert class it stands for
 CONDITION_CLASSES = {"missed": "backup_missed", "stale": "backup_stale",
                      "unproven": "restore_unproven", "worker_down": "worker_down",
-                     "overdue": "run_overdue", DRIFT_CONDITION: DRIFT_CONDITION}
+                     "overdue": "run_overdue", "stuck": "run_stuck",
+                     "not_consuming": "worker_not_consuming", DRIFT_CONDITION: DRIFT_CONDITION}
 RUN_TYPES = ("full", "incr", "verify")
 
 
@@ -289,7 +290,7 @@ def _conditions_by_host(conditions: list[OpenCondition], hosts: list[str],
     for condition in conditions:
         rest = condition.key.split(":", 1)[1] if ":" in condition.key else ""
         host: str | None
-        if condition.condition == "run_overdue":
+        if condition.condition in ("run_overdue", "run_stuck"):
             host = newest.get(rest) or max((h for h in known if rest.startswith(h + "-")),
                                            key=len, default=None)
         elif condition.condition == "backup_missed":
@@ -302,7 +303,7 @@ def _conditions_by_host(conditions: list[OpenCondition], hosts: list[str],
 
 
 def _cause(run: RunBrief) -> str:
-    from offsite.ledger.records import ErrorRecord
+    from offsite.ledger.run_record import ErrorRecord
     from offsite.ledger.status import error_cause
     if run.error is None:
         return run.run_id
@@ -321,13 +322,16 @@ def judge(row: HostRow) -> tuple[Health, str]:
         return Health.FAILED, f"restore drill failed: {_cause(drill)}"
     if "worker_down" in classes:
         return Health.LOST, "its worker sends no heartbeat"
+    if "worker_not_consuming" in classes:
+        return Health.LOST, "its worker does not read its queue"
     if backup is not None and backup.state == RunState.LOST:
         return Health.LOST, f"{backup.type} {backup.run_id} was lost"
     if row.success_ts is None:
         return Health.STALE, "no successful backup yet"
     for condition, reason in (("backup_stale", "no recent successful backup"),
                               ("backup_missed", "a scheduled backup did not start"),
-                              ("run_overdue", "a run is past its maximum duration")):
+                              ("run_overdue", "a run is past its maximum duration"),
+                              ("run_stuck", "a run is queued long past its request")):
         if condition in classes:
             return Health.STALE, reason
     if "restore_unproven" in classes:

@@ -1,1 +1,2 @@
-"""One host's resolved settings and what its backup reads: the staging folder and `paths:`."""
+"""One host: its settings resolved once (settings), and what its backup reads: the staging
+folder, `paths:` and the duplicity cache beside them (sources)."""

@@ -1,5 +1,9 @@
 """What a host's backup reads: its staging folder (the scripts' output) and its `paths:`, read
-by duplicity where they are through its include/exclude selection, never copied.
+by duplicity where they are through its include/exclude selection, never copied; and the
+host's duplicity cache beside it.
+
+Scripts write to `<staging_root>/<host>/<script>/`, the same path on every run. The staging and
+cache trees are private to the worker's user (0700), fixed when found looser.
 
 A host without `paths:` backs up its staging folder as the source root, as always. A host with
 them backs up `/` with a selection of the staging folder and each path: the root string stays
@@ -13,18 +17,67 @@ path of the archive is which name, so `DEST/<name>/...` sits beside `DEST/<scrip
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from offsite.config.model import Config
-from offsite.host.staging import host_cache, host_staging
+from offsite.host.settings import HostSettings
+
+log = logging.getLogger(__name__)
+
+PRIVATE_DIR_MODE = 0o700
 
 MANIFEST_NAME = ".offsite-sources.json"
 SIGNATURE_NAME = "offsite-sources.json"
 ROOT = Path("/")
 _MAX_PROBLEMS = 20
+
+
+
+def private_dir(path: Path, shared_ok: bool = False) -> Path:
+    """`path` (and missing parents) created as 0700; an existing `path` made 0700.
+
+    With `shared_ok` (the configured roots), a directory that is not ours or is a shared one
+    (sticky bit, like /tmp) is left as it is, with a warning: the host folders below it are
+    0700 anyway, and chmod-ing a system directory would break other users."""
+    path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
+    info = path.stat()
+    if info.st_mode & 0o777 == PRIVATE_DIR_MODE:
+        return path
+    if shared_ok and (info.st_uid != os.geteuid() or info.st_mode & stat.S_ISVTX):
+        log.warning("%s is mode %o and not only ours: left as it is (its host folders are "
+                    "0700); give offsite a directory of its own", path, info.st_mode & 0o7777)
+        return path
+    path.chmod(PRIVATE_DIR_MODE)
+    return path
+
+
+def prepare_host_staging(settings: HostSettings) -> Path:
+    """An empty staging folder for the host, with one empty folder per script."""
+    private_dir(settings.staging_root, shared_ok=True)
+    root = settings.staging
+    empty_host_staging(settings)
+    private_dir(root)
+    for script in settings.scripts:
+        (root / script).mkdir(mode=PRIVATE_DIR_MODE)
+        (root / script).chmod(PRIVATE_DIR_MODE)
+    return root
+
+
+def empty_host_staging(settings: HostSettings) -> None:
+    root = settings.staging
+    if root.exists():
+        shutil.rmtree(root)
+
+
+def host_cache(settings: HostSettings) -> Path:
+    """duplicity's archive dir for the host, made private if need be: kept between runs so
+    incrementals need no download."""
+    private_dir(settings.cache_root, shared_ok=True)
+    return private_dir(settings.cache)
 
 
 @dataclass(frozen=True)
@@ -39,9 +92,9 @@ class Sources:
                            "paths": self.paths}, sort_keys=True)
 
 
-def host_sources(config: Config, host: str) -> Sources:
-    staging = host_staging(config, host)
-    paths = {name: str(path) for name, path in config.host(host).paths.items()}
+def host_sources(settings: HostSettings) -> Sources:
+    staging = settings.staging
+    paths = {name: str(path) for name, path in settings.paths.items()}
     if not paths:
         return Sources(root=staging, selection=(), paths={}, staging=staging)
     selection: list[str] = ["--include", str(staging)]
@@ -58,19 +111,19 @@ def write_manifest(sources: Sources) -> None:
             {"staging": str(sources.staging), "paths": sources.paths}))
 
 
-def record_uploaded(config: Config, host: str, sources: Sources) -> None:
+def record_uploaded(settings: HostSettings, sources: Sources) -> None:
     """Beside the chain in the host's cache, private like the rest of the cache."""
-    target = host_cache(config, host) / SIGNATURE_NAME
+    target = host_cache(settings) / SIGNATURE_NAME
     descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(sources.signature())
 
 
-def change_reason(config: Config, host: str) -> str | None:
+def change_reason(settings: HostSettings) -> str | None:
     """Why the next run must start a new chain: the sources differ from the last upload's
     (a chain from before any `paths:` counts as the staging folder alone)."""
-    current = host_sources(config, host)
-    saved = host_cache(config, host) / SIGNATURE_NAME
+    current = host_sources(settings)
+    saved = host_cache(settings) / SIGNATURE_NAME
     try:
         previous = saved.read_text()
     except FileNotFoundError:

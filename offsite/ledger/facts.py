@@ -14,7 +14,9 @@ Written in the same transaction as the record that establishes them:
   "<finished epoch> <duration s> <bytes uploaded> <state> <type>" each, oldest first (the fleet
   page's chart, read with one LRANGE per host instead of the records);
 - `offsite:running` hash: run id -> JSON {host, type, started_at} of every run in `running`;
-- `offsite:attention` set: failed and lost runs the watchdog still has to report or re-run.
+- `offsite:attention` set: failed and lost runs the watchdog still has to report or re-run;
+- `offsite:queued` sorted set: run id -> epoch of its request, of every run in `queued` (the
+  watchdog's run_stuck reads only the ones queued too long).
 """
 from __future__ import annotations
 
@@ -28,13 +30,14 @@ from offsite.constants import FINAL_STATES, KEY_PREFIX, BackupType, RunState, Ru
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
-    from offsite.ledger.records import RunRecord
+    from offsite.ledger.run_record import RunRecord
 
 HOST_FACTS_KEY = KEY_PREFIX + "host:"
 SERIES_KEY = KEY_PREFIX + "series:"
 SERIES_RUNS = 16
 RUNNING_KEY = KEY_PREFIX + "running"
 ATTENTION_KEY = KEY_PREFIX + "attention"
+QUEUED_KEY = KEY_PREFIX + "queued"
 
 STARTED_STATES = frozenset({RunState.RUNNING, RunState.SUCCEEDED, RunState.WARNING,
                             RunState.FAILED, RunState.SKIPPED, RunState.LOST})
@@ -96,6 +99,10 @@ def stage_facts(pipe: Pipeline, record: RunRecord, newly_final: bool = False) ->
             "started_at": (record.started_at or record.created_at).timestamp()}))
     else:
         pipe.hdel(RUNNING_KEY, record.run_id)
+    if record.state == RunState.QUEUED:
+        pipe.zadd(QUEUED_KEY, {record.run_id: record.created_at.timestamp()})
+    else:
+        pipe.zrem(QUEUED_KEY, record.run_id)
     if record.state in (RunState.FAILED, RunState.LOST):
         pipe.sadd(ATTENTION_KEY, record.run_id)
 
@@ -103,6 +110,7 @@ def stage_facts(pipe: Pipeline, record: RunRecord, newly_final: bool = False) ->
 def unstage_run(pipe: Pipeline, run_id: str) -> None:
     """Queue the removal of a trimmed run from the fleet-wide facts."""
     pipe.hdel(RUNNING_KEY, run_id)
+    pipe.zrem(QUEUED_KEY, run_id)
     pipe.srem(ATTENTION_KEY, run_id)
 
 

@@ -20,6 +20,7 @@ from offsite.constants import KEY_PREFIX
 log = logging.getLogger(__name__)
 
 HEARTBEATS_KEY = KEY_PREFIX + "heartbeats"   # hash: node -> "<epoch seconds> [<config digest>]"
+CONSUMING_KEY = KEY_PREFIX + "consuming"     # hash: node -> the queues it reads, comma-separated
 MAX_INTERVAL_S = 5.0
 BEAT_NODE = "beat"
 CONTROL_NODE = "control"
@@ -40,8 +41,24 @@ def beat_value(now: float | None = None, digest: str | None = None) -> str:
 
 
 def beat_once(client: redis.Redis, node: str, now: float | None = None,
-              digest: str | None = None) -> None:
-    client.hset(HEARTBEATS_KEY, node, beat_value(now, digest))
+              digest: str | None = None, queues: list[str] | None = None) -> None:
+    """One beat; with `queues`, also the queues the node reads now (a worker's own queue
+    missing from them is reported by the watchdog: worker_not_consuming)."""
+    if queues is None:
+        client.hset(HEARTBEATS_KEY, node, beat_value(now, digest))
+        return
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(HEARTBEATS_KEY, node, beat_value(now, digest))
+        pipe.hset(CONSUMING_KEY, node, ",".join(sorted(queues)))
+        pipe.execute()
+
+
+def parse_consuming(value: bytes | str | None) -> frozenset[str] | None:
+    """The queues a node said it reads (None: it never said)."""
+    if value is None:
+        return None
+    text = value.decode(errors="replace") if isinstance(value, bytes) else value
+    return frozenset(name for name in text.split(",") if name)
 
 
 def beat_many(client: redis.Redis, nodes: Iterable[str], now: float | None = None) -> None:
@@ -85,11 +102,13 @@ class Heartbeat:
     once per outage and retried at the next beat, never ends the thread."""
 
     def __init__(self, client_factory: Callable[[], redis.Redis], node: str,
-                 interval_s: float, digest: Callable[[], str | None] | None = None) -> None:
+                 interval_s: float, digest: Callable[[], str | None] | None = None,
+                 queues: Callable[[], list[str] | None] | None = None) -> None:
         self.client_factory = client_factory
         self.node = node
         self.interval_s = interval_s
         self.digest = digest or (lambda: None)
+        self.queues = queues or (lambda: None)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{node}", daemon=True)
 
@@ -104,7 +123,8 @@ class Heartbeat:
         failing = False
         while True:
             try:
-                beat_once(self.client_factory(), self.node, digest=self.digest())
+                beat_once(self.client_factory(), self.node, digest=self.digest(),
+                          queues=self.queues())
                 if failing:
                     log.info("heartbeat of %s written again", self.node)
                 failing = False

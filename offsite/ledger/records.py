@@ -1,127 +1,18 @@
 """Run records: what happened to each run, kept in Redis (or in memory for --local runs)."""
 from __future__ import annotations
 
-import json
-import re
+import logging
 import time
-from datetime import datetime
 from typing import Callable, Iterable, Protocol, cast
 
 import redis
-from pydantic import BaseModel, Field, field_validator
-
-from offsite.bounded import (NOTE_MAX_BYTES, NOTES_MAX, RECORD_MAX_BYTES, RECORD_TEXT_MAX_BYTES,
-                             head_bytes, tail_bytes)
-
 from redis.client import Pipeline
 
-from offsite.constants import (ALL_RUNS_KEY, FINAL_STATES, HOST_RUNS_KEY, KEEP_RUNS_DAYS,
-                               KEEP_RUNS_PER_HOST, KEY_PREFIX, RUN_KEY, RunState, RunType)
+from offsite.constants import (ALL_RUNS_KEY, HOST_RUNS_KEY, KEEP_RUNS_DAYS, KEEP_RUNS_PER_HOST,
+                               KEY_PREFIX, RUN_KEY, RunState, RunType)
 from offsite.errors import OffsiteError
-from offsite.ledger.facts import HOST_FACTS_KEY, stage_facts, unstage_run
-from offsite.schedule.specs import utcnow
-
-
-class StepRecord(BaseModel):
-    name: str
-    worker: str | None = None
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    exit_code: int | None = None
-    duration_s: float | None = None
-
-
-class ErrorRecord(BaseModel):
-    step: str | None
-    exit_code: int | None = None
-    message: str
-    stderr_tail: str = ""
-    failure_class: str = "failed"
-
-    @field_validator("message")
-    @classmethod
-    def _bounded_message(cls, value: str) -> str:
-        return head_bytes(value, RECORD_TEXT_MAX_BYTES)
-
-    @field_validator("stderr_tail")
-    @classmethod
-    def _bounded_tail(cls, value: str) -> str:
-        return tail_bytes(value, RECORD_TEXT_MAX_BYTES)
-
-
-class ManifestRecord(BaseModel):
-    """The digest manifest staged into the backup (offsite.run.manifest)."""
-    files: int
-    bytes: int
-    sha256: str
-
-
-class VerifyRecord(BaseModel):
-    """What a verify run compared (offsite.proof.verify)."""
-    backup_set: str
-    files_checked: int = 0
-    bytes_read: int = 0
-    mismatch_count: int = 0
-    mismatches: list[str] = Field(default_factory=list)
-
-
-class RunRecord(BaseModel):
-    run_id: str
-    host: str
-    type: RunType
-    state: RunState = RunState.QUEUED
-    scheduled_for: datetime | None = None
-    late_by_s: float | None = None
-    created_at: datetime = Field(default_factory=utcnow)
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    steps: list[StepRecord] = Field(default_factory=list)
-    bytes_uploaded: int | None = None
-    backup_set: str | None = None   # time of the set confirmed in the target (UTC)
-    stats: dict[str, float] | None = None
-    manifest: ManifestRecord | None = None
-    verify: VerifyRecord | None = None
-    error: ErrorRecord | None = None
-    notes: list[str] = Field(default_factory=list)
-    alert: bool = True   # False: a failure the control node records but does not alert (a
-    #                      manual drill from an operator's shell without --alert)
-
-    @property
-    def is_final(self) -> bool:
-        return self.state in FINAL_STATES
-
-    def step(self, name: str) -> StepRecord | None:
-        return next((step for step in self.steps if step.name == name), None)
-
-    def to_json(self) -> str:
-        """The record as stored: notes bounded in number and length, the whole within
-        RECORD_MAX_BYTES (notes are dropped, then the error's texts shortened, to fit)."""
-        bounded = self.model_copy(update={"notes": bounded_notes(self.notes)})
-        text = bounded.model_dump_json()
-        if len(text.encode()) <= RECORD_MAX_BYTES:
-            return text
-        bounded = bounded.model_copy(deep=True)
-        bounded.notes = bounded.notes[:1] + [f"[{len(bounded.notes) - 1} notes dropped]"]
-        if bounded.error is not None:
-            bounded.error.message = head_bytes(bounded.error.message, 1024)
-            bounded.error.stderr_tail = tail_bytes(bounded.error.stderr_tail, 1024)
-        return bounded.model_dump_json()
-
-
-def bounded_notes(notes: list[str]) -> list[str]:
-    """At most NOTES_MAX notes of at most NOTE_MAX_BYTES each: the first ones (why the run is
-    what it is) and the latest, with one note saying how many were dropped between."""
-    short = [head_bytes(note, NOTE_MAX_BYTES) for note in notes]
-    if len(short) <= NOTES_MAX:
-        return short
-    first, last = NOTES_MAX // 2, NOTES_MAX // 2 - 1
-    middle = short[first:-last]
-    dropped = sum(int(match.group(1)) if (match := _DROPPED_NOTES.fullmatch(note)) else 1
-                  for note in middle)
-    return short[:first] + [f"[{dropped} notes dropped]"] + short[-last:]
-
-
-_DROPPED_NOTES = re.compile(r"\[(\d+) notes dropped\]")
+from offsite.ledger.facts import HOST_FACTS_KEY, QUEUED_KEY, stage_facts, unstage_run
+from offsite.ledger.run_record import RunRecord
 
 
 class RunNotFound(OffsiteError):
@@ -141,11 +32,15 @@ class RunStore(Protocol):
 
 # -> {created (0/1), runs in the host's index, score of its oldest run}
 FINAL_CHANNEL = KEY_PREFIX + "final:"   # pub/sub channel final:<run_id>: the run ended
+REPLICA_WAIT_MS = 10_000
+REPLICA_PROBE_KEY = KEY_PREFIX + "replicated"
+_log = logging.getLogger(__name__)
 
 _CREATE_QUEUED = """
 if not redis.call('set', KEYS[1], ARGV[1], 'NX') then return {0, 0, '0'} end
 redis.call('zadd', KEYS[2], ARGV[2], ARGV[3])
 redis.call('zadd', KEYS[3], ARGV[2], ARGV[3])
+redis.call('zadd', KEYS[4], ARGV[2], ARGV[3])
 local oldest = redis.call('zrange', KEYS[2], 0, 0, 'WITHSCORES')
 return {1, redis.call('zcard', KEYS[2]), oldest[2]}
 """
@@ -155,8 +50,11 @@ class RedisRunStore:
     """Records as JSON strings under `offsite:run:<id>`, indexed by creation time per host."""
 
     def __init__(self, client: redis.Redis, keep_runs: int = KEEP_RUNS_PER_HOST,
-                 keep_days: float = KEEP_RUNS_DAYS) -> None:
+                 keep_days: float = KEEP_RUNS_DAYS, replicas: int = 0) -> None:
+        """replicas: how many replicas must hold a final state before it is reported final
+        (a broker behind Redis Sentinel: a failover then never loses a final state)."""
         self.client = client
+        self.replicas = replicas
         self.keep_runs = keep_runs
         self.keep_s = keep_days * 86400
 
@@ -191,7 +89,7 @@ class RedisRunStore:
                 if record.state != RunState.QUEUED:
                     raise ValueError(f"create_many takes queued records, not {record.state}")
                 create(keys=[RUN_KEY + record.run_id, HOST_RUNS_KEY + record.host,
-                             ALL_RUNS_KEY],
+                             ALL_RUNS_KEY, QUEUED_KEY],
                        args=[record.to_json(), record.created_at.timestamp(), record.run_id],
                        client=pipe)
             replies = pipe.execute()
@@ -271,12 +169,34 @@ class RedisRunStore:
                     pipe.multi()
                     pipe.set(key, record.to_json())
                     stage_facts(pipe, record, newly_final=record.is_final and not was_final)
-                    if record.is_final:
+                    if record.is_final and not self.replicas:
                         pipe.publish(FINAL_CHANNEL + run_id, record.state.value)
                     pipe.execute()
+                    if record.is_final and self.replicas:
+                        self._replicated(run_id)
+                        self.client.publish(FINAL_CHANNEL + run_id, record.state.value)
                     return record
                 except redis.WatchError:
                     continue
+
+    def _replicated(self, run_id: str) -> None:
+        """WAIT until `replicas` replicas hold the write; one line when they do not in time
+        (the state stands on the master; a failover before the replica catches up can lose
+        it, and the watchdog then finds the run lost and re-runs it)."""
+        # WAIT counts the writes of its own connection: a write on the same connection just
+        # before it is replicated after the transaction above, so waiting for it waits for both
+        connected = int(self.client.info("replication").get("connected_slaves", 0))
+        if connected == 0:   # a degraded group (after a failover): nothing to wait for
+            _log.warning("the final state of run %s is on the master only: no replica is "
+                         "connected", run_id)
+            return
+        with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(REPLICA_PROBE_KEY, run_id)
+            pipe.wait(min(self.replicas, connected), REPLICA_WAIT_MS)
+            acked = int(pipe.execute()[1])
+        if acked < min(self.replicas, connected):
+            _log.warning("the final state of run %s reached %d of %d replica(s) within %d ms",
+                         run_id, acked, min(self.replicas, connected), REPLICA_WAIT_MS)
 
     def wait_final(self, run_id: str, timeout_s: float | None) -> RunRecord | None:
         """The run's record once it is final, woken by the message its final write publishes
@@ -355,7 +275,3 @@ class MemoryRunStore:
         newest = max(drills, key=lambda record: record.finished_at or record.created_at,
                      default=None)
         return newest.verify.backup_set if newest and newest.verify else None
-
-
-def record_as_json(record: RunRecord) -> dict[str, object]:
-    return json.loads(record.to_json())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from offsite.ledger.records import ErrorRecord, RunRecord
+from offsite.ledger.run_record import ErrorRecord, RunRecord
 
 ERROR_CELL_MAX = 160
 # OffsiteError.one_line() puts "host H step S: " before the cause; the table has both columns

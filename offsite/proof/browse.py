@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from offsite.config.model import Config
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_list_files
 from offsite.errors import OffsiteError, UsageError
+from offsite.host.settings import HostSettings
 from offsite.host.sources import archive_path, host_sources
 from offsite.proof.restore import check_time_covered, restore_subpath
 from offsite.proof.verify import set_at
@@ -55,10 +55,10 @@ def parse_listing(stdout: str) -> list[tuple[str, str]]:
     return found
 
 
-def user_names(config: Config, host: str) -> list[tuple[str, str]]:
+def user_names(settings: HostSettings) -> list[tuple[str, str]]:
     """(archive prefix, the name a restore gives it) for each script and `paths:` entry."""
-    sources = host_sources(config, host)
-    names = list(config.host(host).scripts) + list(sources.paths)
+    sources = host_sources(settings)
+    names = list(settings.scripts) + list(sources.paths)
     return [(archive_path(sources, name).strip("/"), name) for name in names]
 
 
@@ -73,15 +73,15 @@ def to_user_path(archive: str, names: list[tuple[str, str]]) -> str | None:
     return None
 
 
-def _listing(config: Config, host: str, chosen: BackupSet,
+def _listing(settings: HostSettings, chosen: BackupSet,
              secret_keys_file: Path | None) -> list[ListedFile]:
-    names = user_names(config, host)
-    workspace = config.cache_dir / ".browse-tmp"   # no host name starts with a dot
+    names = user_names(settings)
+    workspace = settings.cache_root / ".browse-tmp"   # no host name starts with a dot
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
-    cache = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))
+    cache = Path(tempfile.mkdtemp(prefix=f"{settings.name}-", dir=workspace))
     try:
-        with secret_keyring(config, host, secret_keys_file) as gnupg_home:
-            result = run_list_files(config, host, cache, str(int(chosen.time.timestamp())),
+        with secret_keyring(settings.name, secret_keys_file) as gnupg_home:
+            result = run_list_files(settings, cache, str(int(chosen.time.timestamp())),
                                     chosen.data_prefix, gnupg_home)
     finally:
         shutil.rmtree(cache, ignore_errors=True)
@@ -93,14 +93,15 @@ def _listing(config: Config, host: str, chosen: BackupSet,
     return files
 
 
-def list_set(config: Config, host: str, at: datetime | None, under: str | None = None,
+def list_set(settings: HostSettings, at: datetime | None, under: str | None = None,
              secret_keys_file: Path | None = None) -> tuple[BackupSet, list[ListedFile]]:
     """The set a restore as of `at` gives, and its files (those under `under` when given)."""
+    host = settings.name
     prefix = str(restore_subpath(under, host)) if under is not None else None
-    catalog = read_catalog(config, host)
+    catalog = read_catalog(settings)
     check_time_covered(catalog, at, host)
     chosen = set_at(catalog, at)
-    files = _listing(config, host, chosen, secret_keys_file)
+    files = _listing(settings, chosen, secret_keys_file)
     if prefix is not None:
         files = [f for f in files if f.path == prefix or f.path.startswith(prefix + "/")]
     return chosen, files
@@ -134,12 +135,13 @@ class Found:
         return {"path": self.path, "sets": self.sets, "changed_in": self.changed_in()}
 
 
-def find_in_sets(config: Config, host: str, pattern: str,
+def find_in_sets(settings: HostSettings, pattern: str,
                  secret_keys_file: Path | None = None) -> list[Found]:
     """Every path matching `pattern` in any complete set, oldest set first per path, with the
     sets where its modification time changed."""
+    host = settings.name
     check_pattern(pattern, host)
-    catalog = read_catalog(config, host)
+    catalog = read_catalog(settings)
     if catalog.oldest_time is None:
         raise OffsiteError(f"no backup yet: {catalog.location} holds no complete backup of "
                            "this host", host=host, step="find")
@@ -147,7 +149,7 @@ def find_in_sets(config: Config, host: str, pattern: str,
     found: dict[str, Found] = {}
     for backup_set in sets:
         stamp = format_stamp(backup_set.time)
-        for listed in _listing(config, host, backup_set, secret_keys_file):
+        for listed in _listing(settings, backup_set, secret_keys_file):
             if matches(listed.path, pattern):
                 found.setdefault(listed.path, Found(listed.path, [])).sets.append(
                     {"set": stamp, "mtime": listed.mtime})

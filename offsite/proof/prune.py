@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from offsite.target.catalog import read_catalog
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.constants import RunState, RunType
 from offsite.errors import OffsiteError, UsageError
 from offsite.ledger.lease import HostLease
-from offsite.ledger.records import ErrorRecord, RunRecord, RunStore
+from offsite.ledger.records import RunStore
+from offsite.ledger.run_record import ErrorRecord, RunRecord
 from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
 from offsite.run.context import queue_manual_run, queue_run
 from offsite.schedule.specs import utcnow
@@ -32,21 +33,22 @@ def newest_verified_set(store: RunStore, host: str) -> datetime | None:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")) if stamp else None
 
 
-def keep_count(config: Config, host: str) -> int:
-    keep = config.keep_full_chains(host)
+def keep_count(settings: HostSettings) -> int:
+    host, keep = settings.name, settings.keep_full_chains
     if keep is None:
         raise UsageError("no retention for this host: set retention.keep_full_chains (fleet) "
                          f"or hosts.{host}.retention.keep_full_chains", host=host, step="prune")
     return keep
 
 
-def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, apply: bool,
+def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, apply: bool,
                run_id: str | None = None) -> PruneOutcome:
     """Plan (and with `apply`, carry out) the host's prune; raises OffsiteError on failure,
     after recording it in the run when applied."""
-    keep = keep_count(config, host)
+    host = settings.name
+    keep = keep_count(settings)
     if not apply:
-        plan = plan_prune(read_catalog(config, host), keep, newest_verified_set(store, host), host)
+        plan = plan_prune(read_catalog(settings), keep, newest_verified_set(store, host), host)
         return PruneOutcome(plan, None)
     record = (queue_run(store, host, RunType.PRUNE, run_id) if run_id
               else queue_manual_run(store, host, RunType.PRUNE, utcnow()))
@@ -61,8 +63,8 @@ def prune_host(config: Config, store: RunStore, lease: HostLease, host: str, *, 
         return PruneOutcome(PrunePlan(host=host), store.get(run_id))
     try:
         _settle(store, run_id, RunState.RUNNING)
-        plan = plan_prune(read_catalog(config, host), keep, newest_verified_set(store, host), host)
-        delete_objects(config, host, plan.objects, on_batch=lambda: lease.renew(host, run_id))
+        plan = plan_prune(read_catalog(settings), keep, newest_verified_set(store, host), host)
+        delete_objects(settings, plan.objects, on_batch=lambda: lease.renew(host, run_id))
     except OffsiteError as error:
         _settle(store, run_id, RunState.FAILED, error=ErrorRecord(
             step=PRUNE_STEP, message=error.one_line(),

@@ -18,10 +18,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from offsite.target.catalog import format_stamp
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings, TargetSettings
 from offsite.errors import OffsiteError
 from offsite.proof.restore import RestoreRefused, parse_backup_time
-from offsite.target.bucket import bucket_name, host_prefix, s3_client
+from offsite.target.bucket import s3_client
 
 MAX_VERSIONS = 500_000
 
@@ -64,8 +64,8 @@ class RecoverPlan:
         return "\n".join(lines)
 
 
-def recover_client(config: Config) -> Any:
-    return s3_client(config, "RECOVER")
+def recover_client(target: TargetSettings) -> Any:
+    return s3_client(target, "RECOVER")
 
 
 def parse_recover_time(text: str, host: str) -> datetime:
@@ -75,12 +75,12 @@ def parse_recover_time(text: str, host: str) -> datetime:
         raise RecoverError(refused.cause, host=host, step="recover") from None
 
 
-def plan_recovery(config: Config, host: str, at: datetime, client: Any) -> RecoverPlan:
-    bucket = bucket_name(config)
+def plan_recovery(settings: HostSettings, at: datetime, client: Any) -> RecoverPlan:
+    host, bucket = settings.name, settings.target.bucket
     if bucket is None:
         raise RecoverError("recover needs an S3 target with versioning (a file:// target "
                            "keeps no versions)", host=host, step="recover")
-    prefix = host_prefix(config, host)
+    prefix = settings.target.prefix
     entries: dict[str, list[dict[str, Any]]] = {}
     count = 0
     for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket,
@@ -118,8 +118,8 @@ def _plan_key(key: str, versions: list[dict[str, Any]], at: datetime) -> KeyPlan
     return KeyPlan(key, "restore", then["VersionId"])
 
 
-def apply_recovery(config: Config, plan: RecoverPlan, client: Any) -> str:
-    bucket = bucket_name(config)
+def apply_recovery(settings: HostSettings, plan: RecoverPlan, client: Any) -> str:
+    bucket = settings.target.bucket
     done = 0
     for key_plan in plan.changes():
         try:
@@ -139,15 +139,16 @@ def apply_recovery(config: Config, plan: RecoverPlan, client: Any) -> str:
     return f"put back {done} object(s) of {plan.host} as of {format_stamp(plan.at)}"
 
 
-def recover_host(config: Config, host: str, time_text: str, apply: bool) -> str:
+def recover_host(settings: HostSettings, time_text: str, apply: bool) -> str:
     """The plan (and with apply, its execution) as text for the user."""
+    host = settings.name
     at = parse_recover_time(time_text, host)
-    client = recover_client(config)
+    client = recover_client(settings.target)
     try:
-        plan = plan_recovery(config, host, at, client)
+        plan = plan_recovery(settings, at, client)
         if not apply:
             return plan.describe() + "\nnothing was changed: run with --apply to do this"
-        return plan.describe() + "\n" + apply_recovery(config, plan, client)
+        return plan.describe() + "\n" + apply_recovery(settings, plan, client)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "")
         raise RecoverError(f"{code or 'S3 error'}: {exc} (recover needs the recover identity: "

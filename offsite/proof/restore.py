@@ -8,11 +8,11 @@ from pathlib import Path, PurePosixPath
 
 from offsite.target.bucket import check_readable
 from offsite.target.catalog import Catalog, format_stamp, read_catalog
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
 from offsite.errors import OffsiteError, UsageError
-from offsite.host.staging import host_cache
+from offsite.host.sources import host_cache
 from offsite.target.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
                           sets_needed)
 
@@ -87,7 +87,7 @@ def restore_subpath(path: str, host: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
-def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
+def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
                  path: str | None = None, *, thaw_days: int | None = None,
                  secret_keys_file: Path | None = None) -> str | None:
     """Restore `host` as of `time` (default: the latest backup) into DEST, or only `path`
@@ -95,21 +95,22 @@ def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
     Archived volumes it needs are named (VolumesArchived), or with thaw_days requested from
     S3 (the returned text says when to come back; nothing is restored then). In public-key mode
     the secret key comes from secret_keys_file or GNUPGHOME, never from the host."""
+    host = settings.name
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
     inner = restore_subpath(path, host) if path is not None else None
     if thaw_days is not None:
         check_thaw_days(thaw_days, host)
     check_destination(dest, host)
-    catalog = read_catalog(config, host)
+    catalog = read_catalog(settings)
     check_time_covered(catalog, at, host)
     sets = sets_needed(catalog, at)
-    volumes = archived_volumes(config, host, sets)
+    volumes = archived_volumes(settings, sets)
     if thaw_days is not None and any(volume.state != "thawed" for volume in volumes):
-        return request_thaw(config, host, volumes, thaw_days)
+        return request_thaw(settings, volumes, thaw_days)
     refuse_if_frozen(host, volumes)
     if sets and sets[-1].manifest:
-        check_readable(config, host, sets[-1].manifest)   # a denied key named at once
-    with secret_keyring(config, host, secret_keys_file) as gnupg_home:
+        check_readable(settings, sets[-1].manifest)   # a denied key named at once
+    with secret_keyring(host, secret_keys_file) as gnupg_home:
         if inner is None:
             into = dest
             if dest.is_dir():
@@ -118,7 +119,7 @@ def restore_host(config: Config, host: str, dest: Path, time: str | None = None,
             into = dest.joinpath(inner)
             into.parent.mkdir(parents=True, exist_ok=True)
         stamp = str(int(at.timestamp())) if at else None
-        run_restore(config, host, into, host_cache(config, host), stamp,
+        run_restore(settings, into, host_cache(settings), stamp,
                     str(inner) if inner is not None else None,
                     data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home)
     return None

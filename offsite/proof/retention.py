@@ -16,9 +16,9 @@ from typing import Any, Callable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from offsite.target.catalog import BackupSet, Catalog, Chain, format_stamp
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings, TargetSettings
 from offsite.errors import OffsiteError
-from offsite.target.bucket import bucket_name, file_host_dir, host_prefix, s3_client
+from offsite.target.bucket import s3_client
 
 DELETE_BATCH = 1000   # S3 DeleteObjects takes at most 1000 keys
 
@@ -87,15 +87,16 @@ def plan_prune(catalog: Catalog, keep_full_chains: int, verified: datetime | Non
     return plan
 
 
-def prune_s3_client(config: Config) -> Any:
-    return s3_client(config, "PRUNE")
+def prune_s3_client(target: TargetSettings) -> Any:
+    return s3_client(target, "PRUNE")
 
 
-def delete_objects(config: Config, host: str, names: list[str],
+def delete_objects(settings: HostSettings, names: list[str],
                    on_batch: Callable[[], object] | None = None) -> None:
     """Delete the host's objects by name (`on_batch` called between batches: the host lease is
     renewed there); raises PruneFailed naming the first that resisted."""
-    folder = file_host_dir(config, host)
+    host, target = settings.name, settings.target
+    folder = target.file_dir
     if folder is not None:
         for name in names:
             try:
@@ -104,8 +105,8 @@ def delete_objects(config: Config, host: str, names: list[str],
                 raise PruneFailed(f"cannot delete {folder / name}: {exc.strerror}", host=host,
                                   step="prune") from None
         return
-    client = prune_s3_client(config)
-    prefix, bucket = host_prefix(config, host), bucket_name(config)
+    client = prune_s3_client(target)
+    prefix, bucket = target.prefix, target.bucket
     try:
         for start in range(0, len(names), DELETE_BATCH):
             if on_batch is not None:

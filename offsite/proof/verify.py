@@ -4,7 +4,6 @@ compare every restored file with the digest manifest written at backup time."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -17,8 +16,10 @@ from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
+from offsite.host.settings import HostSettings, resolve_host
 from offsite.ledger.lease import HostLease, MemoryHostLease
-from offsite.ledger.records import MemoryRunStore, RunRecord, RunStore, VerifyRecord
+from offsite.ledger.records import MemoryRunStore, RunStore
+from offsite.ledger.run_record import RunRecord, VerifyRecord
 from offsite.proof.restore import check_time_covered
 from offsite.run.admission import MustWait, admit
 from offsite.run.context import RunContext, queue_manual_run
@@ -29,7 +30,6 @@ from offsite.target.bucket import check_readable
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
-MAX_LISTED_MISMATCHES = 20
 VERIFY_STEP = "verify"
 
 
@@ -37,25 +37,6 @@ class VerifyFailed(OffsiteError):
     """The restore did not give back what the manifest recorded (or could not be made)."""
 
     failure_class = "verify_failed"
-
-
-@dataclass
-class VerifyOutcome:
-    backup_set: str
-    files_checked: int = 0
-    bytes_read: int = 0
-    mismatch_count: int = 0
-    mismatches: list[str] = field(default_factory=list)
-
-    def add(self, problem: str) -> None:
-        self.mismatch_count += 1
-        if len(self.mismatches) < MAX_LISTED_MISMATCHES:
-            self.mismatches.append(problem[:300])
-
-    def as_dict(self) -> dict[str, object]:
-        return {"backup_set": self.backup_set, "files_checked": self.files_checked,
-                "bytes_read": self.bytes_read, "mismatch_count": self.mismatch_count,
-                "mismatches": list(self.mismatches)}
 
 
 def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
@@ -66,7 +47,7 @@ def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
     return max(candidates, key=lambda backup_set: backup_set.time)
 
 
-def compare(restored: Path, outcome: VerifyOutcome) -> None:
+def compare(restored: Path, outcome: VerifyRecord) -> None:
     """Every manifest entry must be restored identically, and nothing else restored."""
     try:
         expected: dict[str, Entry] = {entry.path: entry
@@ -94,7 +75,7 @@ def compare(restored: Path, outcome: VerifyOutcome) -> None:
         outcome.add(f"missing: {missing} is in the manifest but not in the restore")
 
 
-def walk_restored(restored: Path, outcome: VerifyOutcome) -> list[Entry]:
+def walk_restored(restored: Path, outcome: VerifyRecord) -> list[Entry]:
     entries = list(walk(restored))
     for entry in entries:
         if entry.kind == "file":
@@ -103,32 +84,33 @@ def walk_restored(restored: Path, outcome: VerifyOutcome) -> list[Entry]:
     return entries
 
 
-def verify_backup(config: Config, host: str, at: datetime | None,
+def verify_backup(settings: HostSettings, at: datetime | None,
                   on_tick: Callable[[], None] | None = None,
-                  secret_keys_file: Path | None = None) -> VerifyOutcome:
+                  secret_keys_file: Path | None = None) -> VerifyRecord:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
     when the target does not cover `at`. In public-key mode the secret key comes from
     secret_keys_file or this node's GNUPGHOME."""
-    catalog = read_catalog(config, host)
+    host = settings.name
+    catalog = read_catalog(settings)
     check_time_covered(catalog, at, host)
     chosen = set_at(catalog, at)
-    outcome = VerifyOutcome(backup_set=format_stamp(chosen.time))
+    outcome = VerifyRecord(backup_set=format_stamp(chosen.time))
     try:
-        refuse_if_frozen(host, archived_volumes(config, host, sets_needed(catalog, at)))
+        refuse_if_frozen(host, archived_volumes(settings, sets_needed(catalog, at)))
     except OffsiteError as frozen:
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
     if chosen.manifest:
-        check_readable(config, host, chosen.manifest)   # a denied key named at once
-    workspace = config.cache_dir / ".verify-tmp"   # no host name starts with a dot
+        check_readable(settings, chosen.manifest)   # a denied key named at once
+    workspace = settings.cache_root / ".verify-tmp"   # no host name starts with a dot
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700
     try:
         dest, throwaway_cache = private / "restore", private / "cache"
         throwaway_cache.mkdir(mode=0o700)
         try:
-            with secret_keyring(config, host, secret_keys_file) as gnupg_home:
-                run_restore(config, host, dest, throwaway_cache,
+            with secret_keyring(host, secret_keys_file) as gnupg_home:
+                run_restore(settings, dest, throwaway_cache,
                             str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
                             on_tick=on_tick, data_prefix=chosen.data_prefix,
                             gnupg_home=gnupg_home)
@@ -149,11 +131,11 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
     if admit(ctx, RunType.VERIFY, scheduled_for) is None:
         return None
     with recorded_step(ctx, VERIFY_STEP):
-        outcome = verify_backup(ctx.config, ctx.host, at, on_tick=lease_renewer(ctx),
+        outcome = verify_backup(ctx.settings, at, on_tick=lease_renewer(ctx),
                                 secret_keys_file=secret_keys_file)
 
         def record_outcome(record: RunRecord) -> None:
-            record.verify = VerifyRecord.model_validate(outcome.as_dict())
+            record.verify = outcome
             record.backup_set = outcome.backup_set
         ctx.store.update(ctx.run_id, record_outcome)
         if outcome.mismatch_count:
@@ -179,7 +161,7 @@ def verify_local(config: Config, host: str, at: datetime | None,
     when the broker answers: a manual drill then counts as proof) under the host's `lease`,
     else in memory. `alert`: whether the control node alerts its failure (never sent from
     here). A host busy with another run leaves the drill skipped, saying which run."""
-    config.host(host)
+    settings = resolve_host(config, host)
     store = store if store is not None else MemoryRunStore()
     lease = lease if lease is not None else MemoryHostLease()
     worker = f"local@{socket.gethostname()}"
@@ -187,12 +169,13 @@ def verify_local(config: Config, host: str, at: datetime | None,
                               note=f"asked by {worker[:120]} (verify --local)")
     if not alert:
         store.update(queued.run_id, _quiet)
-    ctx = RunContext(config=config, store=store, lease=lease, host=host,
+    ctx = RunContext(config=config, settings=settings, store=store, lease=lease,
                      run_id=queued.run_id, worker=worker)
     try:
         run_verify(ctx, at, secret_keys_file=secret_keys_file)
     except MustWait as busy:
-        store.update(ctx.run_id, lambda record: _skip(record, busy.cause))
+        reason = busy.cause
+        store.update(ctx.run_id, lambda record: _skip(record, reason))
     except OffsiteError:
         pass  # recorded by the step that failed
     record = store.get(ctx.run_id)

@@ -9,7 +9,7 @@ from datetime import datetime
 from offsite.constants import BackupType, RunState, RunType
 from offsite.durations import format_duration
 from offsite.errors import OffsiteError
-from offsite.ledger.records import RunRecord
+from offsite.ledger.run_record import RunRecord
 from offsite.run.context import RunContext, queue_run
 from offsite.schedule.specs import utcnow
 

@@ -13,15 +13,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 import re
 
-from offsite.config.model import Config
-from offsite.config.security import volume_prefix
 from offsite.constants import BackupType
-from offsite.crypto.encryption import is_public_key
 from offsite.duplicity.keycheck import check_key_opens
 from offsite.durations import format_duration
 from offsite.errors import OffsiteError
+from offsite.host.settings import HostSettings
 from offsite.host.sources import change_reason
-from offsite.host.staging import host_cache
+from offsite.host.sources import host_cache
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 
 
@@ -91,23 +89,24 @@ def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | Non
     return ChainPlan(BackupType.INCR, notes, chain.last)
 
 
-def check_target_before(config: Config, host: str, requested: BackupType,
+def check_target_before(settings: HostSettings, requested: BackupType,
                         now: datetime) -> ChainPlan:
     """Plan an admitted run from the target, and for an incremental prove that this node's key
     opens the chain it continues; raises ChainMissing, KeyDoesNotOpen or TargetUnreadable."""
     if requested == BackupType.FULL:
         return ChainPlan(BackupType.FULL)
-    catalog = read_catalog(config, host)
+    host, public_key = settings.name, settings.encryption.public_key
+    catalog = read_catalog(settings)
     plan = plan_run(requested, catalog, last_full_time(
-        host_cache(config, host), host), max_full_interval_s=config.max_full_interval(host),
-        allow_promotion=config.promote_to_full(host), now=now, host=host,
-        sources_changed=change_reason(config, host), data_prefix=volume_prefix(config),
-        cache_required=is_public_key(config, host))
+        host_cache(settings), host), max_full_interval_s=settings.max_full_interval,
+        allow_promotion=settings.promote_to_full, now=now, host=host,
+        sources_changed=change_reason(settings), data_prefix=settings.target.volume_prefix,
+        cache_required=public_key)
     # in public-key mode this node holds no secret key: the escrow check (offsite.crypto.escrow)
     # proves decryption on a node that holds it
     if plan.builds_on is not None and plan.builds_on.manifest is not None \
-            and not is_public_key(config, host):
-        check_key_opens(config, host, plan.builds_on.manifest)
+            and not public_key:
+        check_key_opens(settings, plan.builds_on.manifest)
     return replace(plan, listing=catalog)
 
 

@@ -5,20 +5,29 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.constants import BackupType, RunType
 from offsite.errors import OffsiteError
 from offsite.ledger.lease import HostLease
-from offsite.ledger.records import RunRecord, RunStore
+from offsite.ledger.records import RunStore
+from offsite.ledger.run_record import RunRecord
 
 
 @dataclass(frozen=True)
 class RunContext:
+    """One run of one host: `settings` resolved once when the run's step starts
+    (offsite.host.settings), `config` kept for the fleet's settings (watchdog grace)."""
+
     config: Config
+    settings: HostSettings
     store: RunStore
     lease: HostLease
-    host: str
     run_id: str
     worker: str
+
+    @property
+    def host(self) -> str:
+        return self.settings.name
 
 
 def new_run_id(host: str, backup_type: BackupType | RunType, slot: datetime) -> str:

@@ -8,11 +8,10 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
-from offsite.config.model import Config, ScriptConfig
+from offsite.config.sections import ScriptConfig
 from offsite.errors import OffsiteError
 from offsite.process.execute import CommandResult, RunAs, run_command
-from offsite.process.priority import Priority
-from offsite.host.staging import script_staging
+from offsite.host.settings import HostSettings
 
 # The worker's variables a script sees; nothing else (no broker URL, config path, passphrase,
 # AWS_*, DUPLICITY_*, ALERT_* or anything added later) ever reaches it.
@@ -83,10 +82,10 @@ def script_user(script: ScriptConfig, run: ScriptRun) -> pwd.struct_passwd | Non
     return user
 
 
-def script_interpreter(config: Config, run: ScriptRun) -> str:
+def script_interpreter(settings: HostSettings, run: ScriptRun) -> str:
     """The host's python_interpreter, checked here on the host: a missing one fails the step
     with a line that says which path and what to do."""
-    configured = config.host(run.host).python_interpreter
+    configured = settings.python_interpreter
     if configured is None:
         return sys.executable
     if not configured.is_file() or not os.access(configured, os.X_OK):
@@ -97,25 +96,19 @@ def script_interpreter(config: Config, run: ScriptRun) -> str:
     return str(configured)
 
 
-def host_priority(config: Config, host: str) -> Priority:
-    """The host's nice/ionice (config `priority`, `hosts.<host>.priority`)."""
-    chosen = config.host_priority(host)
-    return Priority(nice=chosen.nice, io=chosen.io)
-
-
-def run_script(config: Config, run: ScriptRun,
+def run_script(settings: HostSettings, run: ScriptRun,
                on_tick: Callable[[], None] | None = None) -> CommandResult:
     """Run one configured script in its staging folder; raises CommandError on failure or timeout."""
-    script: ScriptConfig = config.host(run.host).scripts[run.name]
+    script: ScriptConfig = settings.scripts[run.name]
     user = script_user(script, run)
-    folder = script_staging(config, run.host, run.name)
+    folder = settings.script_staging(run.name)
     run_as = None
     if user is not None:
         os.chown(folder, user.pw_uid, user.pw_gid)
         run_as = RunAs(user.pw_uid, user.pw_gid, os.getgrouplist(user.pw_name, user.pw_gid))
-    python = script_interpreter(config, run) if script.kind == "python" else sys.executable
+    python = script_interpreter(settings, run) if script.kind == "python" else sys.executable
     argv = SCRIPT_KINDS[script.kind](script.code, python)
     return run_command(argv, timeout_s=script.timeout, host=run.host, step=script_step(run.name),
                        env=script_env(run, user=user), cwd=folder,
                        capture_stdout=False, on_tick=on_tick, run_as=run_as,
-                       priority=host_priority(config, run.host))
+                       priority=settings.priority)

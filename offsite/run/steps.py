@@ -20,14 +20,15 @@ from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.duplicity.keycheck import remember_written
 from offsite.ledger.lease import MemoryHostLease
 from offsite.run.manifest import write_manifest
-from offsite.crypto.encryption import is_public_key
 from offsite.crypto.passphrase import read_passphrase
-from offsite.ledger.records import ErrorRecord, ManifestRecord, MemoryRunStore, RunRecord, StepRecord
+from offsite.ledger.records import MemoryRunStore
+from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, StepRecord
 from offsite.run.context import RunContext, new_run_id
 from offsite.schedule.specs import utcnow
 from offsite.run.scripts import ScriptRun, run_script, script_step
 from offsite.process.shutdown import stopping
-from offsite.host.staging import empty_host_staging, host_staging, prepare_host_staging
+from offsite.host.settings import resolve_host
+from offsite.host.sources import empty_host_staging, prepare_host_staging
 from offsite.target.bucket import TargetUnreadable
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,14 @@ def begin_run(ctx: RunContext, requested: BackupType,
         return None
     effective = BackupType(admitted.value)
     try:
-        if not is_public_key(ctx.config, ctx.host):   # a public-key host holds no passphrase
-            read_passphrase(ctx.config, ctx.host, step="start")
-        plan = check_target_before(ctx.config, ctx.host, effective, utcnow())
+        if not ctx.settings.encryption.public_key:   # a public-key host holds no passphrase
+            read_passphrase(ctx.settings, step="start")
+        plan = check_target_before(ctx.settings, effective, utcnow())
         if plan.listing is not None:
             _planned_listings.keep(ctx.run_id, plan.listing)
         if plan.backup_type != effective or plan.notes:
             ctx.store.update(ctx.run_id, lambda record: _apply_plan(record, plan))
-        prepare_host_staging(ctx.config, ctx.host)
+        prepare_host_staging(ctx.settings)
     except OffsiteError as error:
         fail_run(ctx, "start", error)
         raise
@@ -148,7 +149,7 @@ def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> No
     if not _guard(ctx, step):
         return
     with recorded_step(ctx, step):
-        run_script(ctx.config, ScriptRun(ctx.host, ctx.run_id, backup_type.value, script),
+        run_script(ctx.settings, ScriptRun(ctx.host, ctx.run_id, backup_type.value, script),
                    on_tick=lease_renewer(ctx))
     ctx.store.update(ctx.run_id, lambda record: finish_step(record, step, 0))
 
@@ -161,19 +162,18 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     if not _guard(ctx, UPLOAD_STEP):
         return None
     with recorded_step(ctx, UPLOAD_STEP):
-        summary = write_manifest(host_staging(ctx.config, ctx.host),
-                                 ctx.config.host(ctx.host).paths)
+        summary = write_manifest(ctx.settings.staging, ctx.settings.paths)
         before = _planned_listings.take(ctx.run_id) or _catalog_or_none(ctx)
         time.sleep(wait_for_a_new_second(before, utcnow()))
         started = utcnow()
-        passphrase = (None if is_public_key(ctx.config, ctx.host)
-                      else read_passphrase(ctx.config, ctx.host, step=UPLOAD_STEP))
-        stats = upload(ctx.config, ctx.host, backup_type, on_tick=lease_renewer(ctx),
+        passphrase = (None if ctx.settings.encryption.public_key
+                      else read_passphrase(ctx.settings, step=UPLOAD_STEP))
+        stats = upload(ctx.settings, backup_type, on_tick=lease_renewer(ctx),
                        passphrase=passphrase)
-        written = confirm_uploaded(before, read_catalog(ctx.config, ctx.host), backup_type,
+        written = confirm_uploaded(before, read_catalog(ctx.settings), backup_type,
                                    ctx.host, started)
         remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck
-    tag_note = tag_data_volumes(ctx.config, ctx.host, written)   # for the lifecycle rule
+    tag_note = tag_data_volumes(ctx.settings, written)   # for the lifecycle rule
 
     def done(record: RunRecord) -> None:
         finish_step(record, UPLOAD_STEP, 0)
@@ -216,7 +216,7 @@ def _catalog_or_none(ctx: RunContext) -> Catalog | None:
     """The target before the upload; None when it cannot be listed now (duplicity retries an
     unreachable endpoint itself, and the check after the upload must then succeed)."""
     try:
-        return read_catalog(ctx.config, ctx.host)
+        return read_catalog(ctx.settings)
     except TargetUnreadable as exc:
         log.warning("run %s: cannot list the target before the upload: %s", ctx.run_id, exc)
         return None
@@ -311,21 +311,21 @@ def stop_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
 
 def end_run(ctx: RunContext) -> None:
     try:
-        empty_host_staging(ctx.config, ctx.host)
+        empty_host_staging(ctx.settings)
     finally:
         ctx.lease.release(ctx.host, ctx.run_id)
 
 
 def run_local(config: Config, host: str, backup_type: BackupType) -> RunRecord:
     """Every step of a run in this process, no broker: the single-machine mode."""
-    config.host(host)
-    ctx = RunContext(config=config, store=MemoryRunStore(), lease=MemoryHostLease(), host=host,
-                     run_id=new_run_id(host, backup_type, utcnow()),
+    settings = resolve_host(config, host)
+    ctx = RunContext(config=config, settings=settings, store=MemoryRunStore(),
+                     lease=MemoryHostLease(), run_id=new_run_id(host, backup_type, utcnow()),
                      worker=f"local@{socket.gethostname()}")
     try:
         effective = begin_run(ctx, backup_type)
         if effective is not None:
-            for script in config.host(host).scripts:
+            for script in settings.scripts:
                 run_script_step(ctx, script, effective)
             upload_step(ctx, effective)
     except OffsiteError:

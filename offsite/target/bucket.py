@@ -3,12 +3,12 @@ is it worth retrying?"""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from offsite.config.model import Config
+from offsite.host.settings import HostSettings, TargetSettings
 from offsite.errors import OffsiteError
 
 MAX_OBJECTS = 200_000  # a host prefix holding more is refused rather than listed without end
@@ -32,6 +32,8 @@ _PERMANENT = {"403": "access denied to {who}: check {variables} and the identity
               "404": "the bucket does not exist: create it or fix target.url"}
 _WHO = {"DUPLICITY": "the upload keys", "READ": "the read identity", "PRUNE": "the prune identity",
         "RECOVER": "the recover identity"}
+UPLOAD_IDENTITY = "DUPLICITY"   # DUPLICITY_AWS_*: a host's upload keys (its own prefix)
+READ_IDENTITY = "READ"          # READ_AWS_*: list and get on the whole bucket, nothing else
 
 
 def credentials_problem(exc: Exception, identity: str) -> str | None:
@@ -61,38 +63,6 @@ def access_problem(status: str, identity: str) -> str:
                                      variables=identity_variables(identity))
 
 
-def bucket_name(config: Config) -> str | None:
-    url = config.target.url
-    if not url.startswith(("boto3+s3://", "s3://")):
-        return None
-    return url.split("://", 1)[1].split("/", 1)[0]
-
-
-def s3_client(config: Config, identity: str, max_attempts: int = 3,
-              read_timeout: int = 30) -> Any:
-    """boto3's S3 client for the target with one identity's keys from this node's environment:
-    `<identity>_AWS_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY` / `_SESSION_TOKEN` (DUPLICITY for the
-    upload keys, PRUNE, RECOVER), else boto3's default chain."""
-    import boto3   # only where an S3 target is used: a file:// host never loads it
-    from botocore.config import Config as BotoConfig
-    return boto3.client(
-        "s3", endpoint_url=config.target.endpoint_url, region_name=config.target.region,
-        aws_access_key_id=os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"),
-        aws_secret_access_key=os.environ.get(f"{identity}_AWS_SECRET_ACCESS_KEY"),
-        aws_session_token=os.environ.get(f"{identity}_AWS_SESSION_TOKEN"),
-        config=BotoConfig(retries={"max_attempts": max_attempts}, connect_timeout=5,
-                          read_timeout=read_timeout))
-
-
-def upload_s3_client(config: Config) -> Any:
-    """With the host's upload keys; one attempt, the callers decide what to retry."""
-    return s3_client(config, UPLOAD_IDENTITY, max_attempts=1, read_timeout=15)
-
-
-UPLOAD_IDENTITY = "DUPLICITY"   # DUPLICITY_AWS_*: a host's upload keys (its own prefix)
-READ_IDENTITY = "READ"          # READ_AWS_*: list and get on the whole bucket, nothing else
-
-
 def reading_identity(env: Mapping[str, str] | None = None) -> str:
     """The identity this node reads the target with (catalog, restore, drills, `list`): the
     read-only identity READ_AWS_* that `offsite provision` writes for the control node and the
@@ -106,19 +76,48 @@ def identity_variables(identity: str) -> str:
     return f"{identity}_AWS_ACCESS_KEY_ID / {identity}_AWS_SECRET_ACCESS_KEY"
 
 
-def read_s3_client(config: Config) -> Any:
+def bucket_name(config: Config) -> str | None:
+    """The fleet's bucket (every host's is the same); None for a file:// target."""
+    url = config.target.url
+    if not url.startswith(("boto3+s3://", "s3://")):
+        return None
+    return url.split("://", 1)[1].split("/", 1)[0]
+
+
+def s3_client(target: TargetSettings, identity: str, max_attempts: int = 3,
+              read_timeout: int = 30) -> Any:
+    """boto3's S3 client for the target with one identity's keys from this node's environment:
+    `<identity>_AWS_ACCESS_KEY_ID` / `_SECRET_ACCESS_KEY` / `_SESSION_TOKEN` (DUPLICITY for the
+    upload keys, PRUNE, RECOVER), else boto3's default chain."""
+    import boto3   # only where an S3 target is used: a file:// host never loads it
+    from botocore.config import Config as BotoConfig
+    return boto3.client(
+        "s3", endpoint_url=target.endpoint_url, region_name=target.region,
+        aws_access_key_id=os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=os.environ.get(f"{identity}_AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=os.environ.get(f"{identity}_AWS_SESSION_TOKEN"),
+        config=BotoConfig(retries={"max_attempts": max_attempts}, connect_timeout=5,
+                          read_timeout=read_timeout))
+
+
+def upload_s3_client(target: TargetSettings) -> Any:
+    """With the host's upload keys; one attempt, the callers decide what to retry."""
+    return s3_client(target, UPLOAD_IDENTITY, max_attempts=1, read_timeout=15)
+
+
+def read_s3_client(target: TargetSettings) -> Any:
     """With this node's reading identity (see reading_identity); one attempt."""
-    return s3_client(config, reading_identity(), max_attempts=1, read_timeout=15)
+    return s3_client(target, reading_identity(), max_attempts=1, read_timeout=15)
 
 
-def probe_bucket(config: Config) -> tuple[str, bool] | None:
+def probe_bucket(target: TargetSettings) -> tuple[str, bool] | None:
     """None when the bucket answers; else (problem, permanent). Permanent problems (bad
     credentials, no such bucket) are not worth retrying; an unreachable endpoint or a 5xx is."""
-    bucket = bucket_name(config)
+    bucket = target.bucket
     if bucket is None:
         return None
     from botocore.exceptions import BotoCoreError, ClientError
-    client = upload_s3_client(config)
+    client = upload_s3_client(target)
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as exc:
@@ -136,21 +135,11 @@ def probe_bucket(config: Config) -> tuple[str, bool] | None:
     return None
 
 
-def host_prefix(config: Config, host: str) -> str:
-    """The key prefix of the host's objects in the bucket (`[path/]host/`)."""
-    rest = config.target.host_url(host).split("://", 1)[1]
-    return rest.split("/", 1)[1].strip("/") + "/"
-
-
-def file_host_dir(config: Config, host: str) -> Path | None:
-    url = config.target.host_url(host)
-    return Path(url.removeprefix("file://")) if url.startswith("file://") else None
-
-
-def list_host_objects(config: Config, host: str) -> list[TargetObject]:
+def list_host_objects(settings: HostSettings) -> list[TargetObject]:
     """Every object directly under the host's prefix (name, size, storage class); raises
     TargetUnreadable with the cause and what to do."""
-    folder = file_host_dir(config, host)
+    host, target = settings.name, settings.target
+    folder = target.file_dir
     if folder is not None:
         try:
             entries = [TargetObject(entry.name, entry.stat().st_size)
@@ -165,8 +154,8 @@ def list_host_objects(config: Config, host: str) -> list[TargetObject]:
                                    host=host, step="catalog")
         return entries
     from botocore.exceptions import BotoCoreError, ClientError
-    bucket, prefix = bucket_name(config), host_prefix(config, host)
-    client = read_s3_client(config)
+    bucket, prefix = target.bucket, target.prefix
+    client = read_s3_client(target)
     objects: list[TargetObject] = []
     try:
         pages = client.get_paginator("list_objects_v2").paginate(
@@ -190,19 +179,19 @@ def list_host_objects(config: Config, host: str) -> list[TargetObject]:
     return objects
 
 
-def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> bytes:
+def fetch_host_object(settings: HostSettings, name: str, max_bytes: int) -> bytes:
     """One object of the host (a manifest), at most max_bytes; raises TargetUnreadable."""
     from botocore.exceptions import BotoCoreError, ClientError
-    folder = file_host_dir(config, host)
+    host, target = settings.name, settings.target
+    folder = target.file_dir
     try:
         if folder is not None:
             with open(folder / name, "rb") as handle:
                 data = handle.read(max_bytes + 1)
         else:
-            client = read_s3_client(config)
+            client = read_s3_client(target)
             try:
-                body = client.get_object(Bucket=bucket_name(config),
-                                         Key=host_prefix(config, host) + name)["Body"]
+                body = client.get_object(Bucket=target.bucket, Key=target.prefix + name)["Body"]
                 data = body.read(max_bytes + 1)
             finally:
                 client.close()
@@ -219,16 +208,17 @@ def fetch_host_object(config: Config, host: str, name: str, max_bytes: int) -> b
     return data
 
 
-def check_readable(config: Config, host: str, name: str) -> None:
+def check_readable(settings: HostSettings, name: str) -> None:
     """One object of the host can be read with this node's reading identity (HeadObject is
     authorised as GetObject): a denied or missing key is named at once, before duplicity
     spends its retries on it. Raises TargetUnreadable."""
-    if file_host_dir(config, host) is not None:
+    host, target = settings.name, settings.target
+    if target.file_dir is not None:
         return
     from botocore.exceptions import BotoCoreError, ClientError
-    client = read_s3_client(config)
+    client = read_s3_client(target)
     try:
-        client.head_object(Bucket=bucket_name(config), Key=host_prefix(config, host) + name)
+        client.head_object(Bucket=target.bucket, Key=target.prefix + name)
     except ClientError as exc:
         raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
                                step="catalog") from None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Iterable, Literal
 
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.target.bucket import TargetObject, list_host_objects
 
 _STAMP = r"\d{8}T\d{6}Z"
@@ -166,7 +166,6 @@ def _add_volume(backup_set: BackupSet, number: int, obj: TargetObject, prefix: s
         backup_set.archived.append(obj.name)
 
 
-def read_catalog(config: Config, host: str) -> Catalog:
+def read_catalog(settings: HostSettings) -> Catalog:
     """List the host's prefix in the target; raises TargetUnreadable."""
-    location = config.target.host_url(host)
-    return build_catalog(location, list_host_objects(config, host))
+    return build_catalog(settings.target.url, list_host_objects(settings))

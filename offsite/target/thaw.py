@@ -14,10 +14,10 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from offsite.target.catalog import BackupSet, Catalog
-from offsite.config.model import Config
+from offsite.host.settings import HostSettings
 from offsite.errors import OffsiteError
 from offsite.config.security import VOLUME_TAG
-from offsite.target.bucket import bucket_name, host_prefix, read_s3_client, upload_s3_client
+from offsite.target.bucket import read_s3_client, upload_s3_client
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +40,19 @@ class ArchivedVolume:
     state: str          # "archived", "thawing" or "thawed"
 
 
-def tag_data_volumes(config: Config, host: str, written: BackupSet) -> str | None:
+def tag_data_volumes(settings: HostSettings, written: BackupSet) -> str | None:
     """Tag the volumes of the set just written so the lifecycle rule may archive them; a note
     when that fails (the volumes then stay in STANDARD: dearer, never broken)."""
-    bucket = bucket_name(config)
+    bucket, prefix = settings.target.bucket, settings.target.prefix
     if bucket is None or not written.data_prefix:
         return None
-    client = upload_s3_client(config)
-    prefix = host_prefix(config, host)
+    client = upload_s3_client(settings.target)
     try:
         for name in written.volume_names:
             client.put_object_tagging(Bucket=bucket, Key=prefix + name, Tagging={
                 "TagSet": [{"Key": VOLUME_TAG[0], "Value": VOLUME_TAG[1]}]})
     except (ClientError, BotoCoreError) as exc:
-        log.warning("host %s: cannot tag data volumes: %s", host, exc)
+        log.warning("host %s: cannot tag data volumes: %s", settings.name, exc)
         return (f"the data volumes could not be tagged for the lifecycle rule ({exc}); they "
                 "stay in STANDARD storage")
     finally:
@@ -70,15 +69,14 @@ def sets_needed(catalog: Catalog, at: datetime | None) -> list[BackupSet]:
     return [backup_set for backup_set in chain.sets if at is None or backup_set.time <= at]
 
 
-def archived_volumes(config: Config, host: str, sets: list[BackupSet]) -> list[ArchivedVolume]:
+def archived_volumes(settings: HostSettings, sets: list[BackupSet]) -> list[ArchivedVolume]:
     """The volumes of `sets` in archive storage, each with its thaw state (HeadObject's
     x-amz-restore header); a volume whose header cannot be read counts as archived."""
     names = [name for backup_set in sets for name in backup_set.archived]
-    bucket = bucket_name(config)
+    bucket, prefix = settings.target.bucket, settings.target.prefix
     if not names or bucket is None:
         return []
-    client = read_s3_client(config)
-    prefix = host_prefix(config, host)
+    client = read_s3_client(settings.target)
     found: list[ArchivedVolume] = []
     try:
         for name in names:
@@ -121,15 +119,15 @@ def check_thaw_days(days: int, host: str) -> None:
                            step="thaw")
 
 
-def request_thaw(config: Config, host: str, volumes: list[ArchivedVolume], days: int) -> str:
+def request_thaw(settings: HostSettings, volumes: list[ArchivedVolume], days: int) -> str:
     """RestoreObject (Standard tier) for every archived volume; what to tell the user."""
+    host = settings.name
     check_thaw_days(days, host)
     waiting = [volume for volume in volumes if volume.state != "thawed"]
     if not waiting:
         return "every volume this restore needs is readable: nothing to thaw"
-    bucket = bucket_name(config)
-    client = upload_s3_client(config)
-    prefix = host_prefix(config, host)
+    bucket, prefix = settings.target.bucket, settings.target.prefix
+    client = upload_s3_client(settings.target)
     requested = 0
     try:
         for volume in waiting:

@@ -1,59 +1,33 @@
 """Alerts: what a failure says; when it is sent (once per run, once per problem until the host
 succeeds again); the outbox that keeps it in Redis until a sink takes it; and the sinks that
-carry it to a person (SNS, or the log)."""
+carry it to a person (SNS, or the log; the webhook and the fan-out are in offsite.watch.sinks,
+the Alert itself in offsite.watch.alert_message)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from redis.client import Pipeline
-from typing import Any, Callable, Protocol, cast
+from typing import Any, Callable, cast
 import json
 import logging
 import os
 import redis
 
-from offsite.bounded import (ALERT_ATTRIBUTE_MAX_BYTES, ALERT_MESSAGE_MAX_BYTES, head_bytes,
-                             tail_bytes)
+from offsite.bounded import head_bytes, tail_bytes
 from offsite.config.model import Config
-from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, SNS_SUBJECT_MAX, RunState, RunType
+from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, RunState, RunType
 from offsite.durations import format_duration
-from offsite.ledger.records import RunRecord, RunStore
+from offsite.ledger.records import RunStore
+from offsite.ledger.run_record import RunRecord
+from offsite.watch.alert_message import Alert, AlertSink, sns_subject
+from offsite.watch.sinks import FanOutSink, PartialDelivery, WebhookSink
 from offsite.wire.messages import require_failed_run
 
 log = logging.getLogger(__name__)
 
-_ALERT_ATTRIBUTES_MAX = 10          # SNS takes at most 10 message attributes
 _ALERT_ERROR_MAX_BYTES = 2048
 _ALERT_STDERR_MAX_BYTES = 4096
-
-
-@dataclass(frozen=True)
-class Alert:
-    subject: str
-    message: str
-    attributes: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """Within SNS limits whatever went into it: subject 100 characters, message and
-        attributes far below the 256 KiB the service takes in all."""
-        object.__setattr__(self, "subject", sns_subject(self.subject))
-        object.__setattr__(self, "message", head_bytes(self.message, ALERT_MESSAGE_MAX_BYTES))
-        limit = ALERT_ATTRIBUTE_MAX_BYTES
-        object.__setattr__(self, "attributes", {
-            head_bytes(name, limit): head_bytes(value, limit)
-            for name, value in list(self.attributes.items())[:_ALERT_ATTRIBUTES_MAX]})
-
-
-class AlertSink(Protocol):
-    def send(self, alert: Alert) -> None:
-        """Deliver the alert; raises on failure so the caller can retry."""
-
-
-def sns_subject(text: str) -> str:
-    """SNS subjects: at most 100 printable ASCII characters, one line."""
-    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in " ".join(text.split()))
-    return clean if len(clean) <= SNS_SUBJECT_MAX else clean[:SNS_SUBJECT_MAX - 3] + "..."
 
 
 def _subject(host: str, kind: str, what: str) -> str:
@@ -134,7 +108,6 @@ ALERT_SINKS: dict[str, Callable[[Config], AlertSink]] = {"sns": SnsSink, "log": 
 def sink_for(config: Config) -> AlertSink:
     """Every configured sink (SNS, the webhook), fanned out when there are several; the log
     when none is."""
-    from offsite.watch.sinks import FanOutSink, WebhookSink
     sinks: dict[str, AlertSink] = {}
     if config.alerts.sns_topic_arn:
         sinks["sns"] = ALERT_SINKS["sns"](config)
@@ -325,7 +298,6 @@ class AlertOutbox:
         if not self.client.set(claim, "1", nx=True, ex=60):
             return False
         try:
-            from offsite.watch.sinks import FanOutSink, PartialDelivery
             try:
                 if isinstance(sink, FanOutSink):   # a retry goes only where it did not arrive
                     entry["delivered_to"] = sink.send_remaining(

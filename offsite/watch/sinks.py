@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Mapping
 
 from offsite.config.model import Config
-from offsite.watch.alerts import Alert, AlertSink
+from offsite.watch.alert_message import Alert, AlertSink
 from offsite.watch.deadman import shown
 
 WEBHOOK_TIMEOUT_S = 10.0

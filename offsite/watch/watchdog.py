@@ -20,6 +20,7 @@ from offsite.watch.conditions import CONDITIONS_KEY, Conditions
 from offsite.config.model import Config
 from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState
 from offsite.watch.drift import check_drift
+from offsite.watch.stuck import check_consuming, check_stuck
 from offsite.durations import format_duration
 from offsite.ledger.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
 from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts, RunningRun
@@ -27,7 +28,8 @@ from offsite.ledger.lease import HostLease
 from offsite.watch.alerts import (STREAK_KEY, adopt_legacy_streak, report_failed_run,
                                   review_streak, streak_key, streak_keys)
 from offsite.watch.alerts import AlertOutbox
-from offsite.ledger.records import ErrorRecord, RunRecord, RunStore
+from offsite.ledger.records import RunStore
+from offsite.ledger.run_record import ErrorRecord, RunRecord
 from offsite.run.steps import complete_record, upload_confirmed
 from offsite.schedule.specs import ScheduleSpec, latest_slot, period_s
 
@@ -96,6 +98,8 @@ class Watchdog:
         self.handle_attention(now)
         observed: dict[str, tuple[bool, AlertText, AlertText]] = {}
         self.check_overdue(running, view.active, observed, now)
+        check_stuck(self.client, self.store, self.config, view.active, observed, now)
+        check_consuming(self.client, self.config, view.heartbeats, observed, now)
         slots: dict[tuple[ScheduleSpec, str], datetime | None] = {}
         periods: dict[ScheduleSpec, float] = {}
         for host in hosts:
@@ -308,7 +312,8 @@ def _missed_alert(host: str, kind: BackupType, slot: datetime, grace: timedelta)
         host, kind.value, "backup_missed",
         f"The {kind.value} backup of host {host} due at {slot.isoformat()} did not start "
         f"within {format_duration(grace.total_seconds())}: is `offsite worker {host}` running "
-        "and is `offsite beat` running?")
+        "and is `offsite beat` running (`offsite hosts`)? A slot due while Redis lost its data "
+        "(alert ledger_lost) was never sent; beat sends the next one.")
 
 
 def _missed_recovery(host: str, kind: BackupType, run_id: str) -> AlertText:

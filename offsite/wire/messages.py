@@ -18,7 +18,7 @@ from typing import Any, Union
 from offsite.config.model import Config
 from offsite.constants import BackupType, RunState
 from offsite.errors import OffsiteError
-from offsite.ledger.records import RunRecord
+from offsite.ledger.run_record import RunRecord
 
 START_BACKUP = "tasks.backup.start_backup"
 RUN_SCRIPT = "tasks.backup.run_script"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from offsite.constants import CONTROL_QUEUE
 from offsite.wire.messages import NOTIFY_FAILURE
 from offsite.wire.labels import task_label
+from offsite.config.broker import transport_options
 from offsite.config.tls import tls_options
 
 if TYPE_CHECKING:
@@ -64,14 +65,17 @@ def task_message(name: str, args: tuple[Any, ...], kwargs: dict[str, Any], task_
 
 
 def publish_task(broker_url: str, name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 queue: str, errbacks: list[dict[str, Any]]) -> str:
+                 queue: str, errbacks: list[dict[str, Any]],
+                 sentinel_master: str | None = None) -> str:
     """Publish the task on `queue` (declared as the workers declare it: its own direct
     exchange and routing key); returns the task id. Raises kombu's OperationalError when the
     broker stays unreachable through the retry policy."""
     from kombu import Connection, Producer
     task_id = str(uuid.uuid4())
     body, headers, properties = task_message(name, args, kwargs, task_id, errbacks)
-    with Connection(broker_url, ssl=tls_options(broker_url) or False) as connection:
+    with Connection(broker_url, ssl=tls_options(broker_url) or False,
+                    transport_options=transport_options(broker_url, sentinel_master)) \
+            as connection:
         producer = Producer(connection, auto_declare=False)
         producer.publish(body, exchange="", routing_key=queue, serializer="json",
                          headers=headers, delivery_mode=PERSISTENT,

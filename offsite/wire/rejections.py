@@ -7,7 +7,9 @@ from datetime import datetime
 
 import redis
 
-from offsite.constants import REJECTED_KEY
+from offsite.constants import REJECTED_KEY, RunState
+from offsite.ledger.records import RunNotFound, RunStore
+from offsite.ledger.run_record import ErrorRecord, RunRecord
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +43,33 @@ def refuse(client: redis.Redis, now: datetime, worker: str, task: str, task_id: 
             pipe.execute()
     except redis.RedisError as exc:
         log.warning("could not record the refused message in %s: %s", REJECTED_KEY, exc)
+
+
+REFUSED_CLASS = "message_refused"
+
+
+def fail_refused_run(store: RunStore, run_id: str, cause: str, now: datetime) -> bool:
+    """A refused message that names a real run still queued ends that run failed (class
+    message_refused): its start will never come, and the watchdog alerts for a failed run
+    as for any other. A run already running or final is left as it is. Returns whether the
+    run was failed here."""
+    if (record := store.get(run_id)) is None or record.state != RunState.QUEUED:
+        return False
+    failed = False
+
+    def fail(current: RunRecord) -> None:
+        nonlocal failed
+        if current.state != RunState.QUEUED:
+            return
+        failed = True
+        current.state = RunState.FAILED
+        current.finished_at = now
+        current.error = ErrorRecord(step="message", failure_class=REFUSED_CLASS, message=(
+            f"the run's message was refused by its worker: {clip(cause, MAX_ENTRY_CHARS)}"))
+    try:
+        store.update(run_id, fail)
+    except RunNotFound:
+        return False
+    if failed:
+        log.error("run %s failed: its message was refused", run_id)
+    return failed

@@ -1,0 +1,87 @@
+"""The broker's Redis, reached directly (`redis://`, `rediss://`) or through Redis Sentinel
+(`sentinel://[:PASSWORD@]H1:P1[/DB];sentinel://H2:P2;…`, kombu's form, with the master's name
+in the top-level key `broker_sentinel_master`). Every client of offsite (the ledger, the
+control node, the CLI, the HTTP server) gets its connection here, and the Celery face its
+transport options, so all of them follow a failover to the current master.
+
+The password of the first sentinel URL is the master's and the sentinels' (as kombu reads
+it); TLS to sentinels is not offered (`sentinel://` is plain TCP on a private network)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import redis
+from redis.sentinel import Sentinel
+
+SENTINEL_SCHEME = "sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    nodes: tuple[tuple[str, int], ...]
+    password: str | None
+    db: int
+
+
+def is_sentinel(url: str) -> bool:
+    return url.startswith(SENTINEL_SCHEME + "://")
+
+
+def parse_sentinel_url(url: str) -> SentinelUrl:
+    """Raises ValueError naming what is wrong with a sentinel:// broker URL."""
+    nodes, password, db = [], None, 0
+    for part in url.split(";"):
+        try:
+            parts = urlsplit(part)
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"sentinel url is not a URL: {exc}") from None
+        if parts.scheme != SENTINEL_SCHEME or not parts.hostname or port is None:
+            raise ValueError("each part must be sentinel://HOST:PORT (parts separated by ';')")
+        if parts.path not in ("", "/"):
+            if not re.fullmatch(r"/[0-9]{1,5}", parts.path):
+                raise ValueError("the path must be a database number like /0")
+            db = int(parts.path[1:])
+        if parts.password is not None and password is None:
+            password = unquote(parts.password)
+        nodes.append((parts.hostname, port))
+    return SentinelUrl(tuple(nodes), password, db)
+
+
+def broker_client(broker_url: str, master: str | None, **options: Any) -> redis.Redis:
+    """A client of the broker's current master; `options` are redis-py's (timeouts, retry,
+    decode_responses…)."""
+    if not is_sentinel(broker_url):
+        return redis.Redis.from_url(broker_url, **options)
+    if not master:
+        raise ValueError("a sentinel:// broker_url needs broker_sentinel_master")
+    parsed = parse_sentinel_url(broker_url)
+    timeouts: dict[str, Any] = {key: options[key] for key in ("socket_timeout", "socket_connect_timeout")
+                if key in options}
+    sentinel = Sentinel(list(parsed.nodes), sentinel_kwargs={"password": parsed.password,
+                                                             **timeouts})
+    return sentinel.master_for(master, password=parsed.password, db=parsed.db, **options)
+
+
+def transport_options(broker_url: str, master: str | None) -> dict[str, Any]:
+    """kombu's (and Celery's result backend's) options for the broker URL."""
+    if not is_sentinel(broker_url):
+        return {}
+    password = parse_sentinel_url(broker_url).password
+    return {"master_name": master, "sentinel_kwargs": {"password": password}}
+
+
+def redbeat_options(broker_url: str, master: str | None) -> dict[str, Any]:
+    """RedBeat's URL and options for the broker (its sentinel form is its own)."""
+    if not is_sentinel(broker_url):
+        return {"redbeat_redis_url": broker_url}
+    parsed = parse_sentinel_url(broker_url)
+    host, port = parsed.nodes[0]   # RedBeat reaches the sentinels of its options
+    return {"redbeat_redis_url": f"redis-sentinel://{host}:{port}/{parsed.db}",
+            "redbeat_redis_options": {"sentinels": list(parsed.nodes), "service_name": master,
+                                      "password": parsed.password, "db": parsed.db,
+                                      "sentinel_kwargs": {"password": parsed.password},
+                                      "socket_timeout": 30}}

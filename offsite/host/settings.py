@@ -1,0 +1,138 @@
+"""One host's settings, resolved once from the fleet's config: the fleet's defaults with the
+host's own overrides applied, the target's URL with the host appended, the encryption settings
+merged. A run (and each command) calls `resolve_host` once and passes the result down; nothing
+below it looks the host up in the Config again."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Mapping
+
+from offsite.config.model import Config
+from offsite.config.sections import ScriptConfig
+from offsite.config.security import DATA_PREFIX, LifecycleConfig
+from offsite.process.priority import Priority
+from offsite.schedule.specs import ScheduleSpec
+
+__all__ = ["EncryptionSettings", "HostSettings", "TargetSettings", "resolve_host"]
+
+
+@dataclass(frozen=True)
+class EncryptionSettings:
+    """The fleet's encryption with the host's overrides (passphrase_file, recipients, keys)."""
+
+    mode: str
+    passphrase_file: Path | None
+    recipients: tuple[str, ...]
+    public_keys_file: Path | None
+
+    @property
+    def public_key(self) -> bool:
+        """A public-key host holds no passphrase and cannot decrypt."""
+        return self.mode == "public-key"
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    """Where the host's backups go: `url` is the fleet's target URL with the host appended."""
+
+    url: str
+    endpoint_url: str | None
+    region: str | None
+    layout: str
+    upload_timeout: int
+    volsize: int
+    retries: int
+    retry_delay: int
+    lifecycle: LifecycleConfig
+
+    @property
+    def volume_prefix(self) -> str:
+        """The name prefix new data volumes are written with ('' in the flat layout)."""
+        return DATA_PREFIX if self.layout == "split" else ""
+
+    @property
+    def bucket(self) -> str | None:
+        """The S3 bucket; None for a file:// target."""
+        if not self.url.startswith(("boto3+s3://", "s3://")):
+            return None
+        return self.url.split("://", 1)[1].split("/", 1)[0]
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix of the host's objects in the bucket (`[path/]host/`)."""
+        rest = self.url.split("://", 1)[1]
+        return rest.split("/", 1)[1].strip("/") + "/"
+
+    @property
+    def file_dir(self) -> Path | None:
+        """The host's folder of a file:// target; None for S3."""
+        return Path(self.url.removeprefix("file://")) if self.url.startswith("file://") else None
+
+
+@dataclass(frozen=True)
+class HostSettings:
+    """Everything a run or a command needs to know about one host, resolved once."""
+
+    name: str
+    scripts: Mapping[str, ScriptConfig]
+    paths: Mapping[str, Path]
+    staging_root: Path
+    cache_root: Path
+    target: TargetSettings
+    encryption: EncryptionSettings
+    python_interpreter: Path | None
+    keep_full_chains: int | None
+    verify_on: str
+    verify_schedule: ScheduleSpec | None
+    promote_to_full: bool
+    max_full_interval: int
+    max_run_s: int
+    priority: Priority = Priority()   # nice/ionice of its scripts and duplicity runs
+
+    @property
+    def staging(self) -> Path:
+        """Where the host's scripts write: `<staging_root>/<host>/`."""
+        return self.staging_root / self.name
+
+    @property
+    def cache(self) -> Path:
+        """duplicity's archive dir for the host (made private by offsite.host.sources.host_cache)."""
+        return self.cache_root / self.name
+
+    def script_staging(self, script: str) -> Path:
+        return self.staging / script
+
+
+def resolve_host(config: Config, name: str) -> HostSettings:
+    """The host's settings; raises UnknownHostError naming the configured hosts."""
+    host = config.host(name)
+    fleet, own = config.encryption, host.encryption
+    recipients = own.recipients if own is not None and own.recipients is not None \
+        else fleet.recipients
+    encryption = EncryptionSettings(
+        mode=fleet.mode,
+        passphrase_file=(own.passphrase_file if own is not None and own.passphrase_file
+                         is not None else fleet.passphrase_file),
+        recipients=tuple(recipients),
+        public_keys_file=(own.public_keys_file if own is not None and own.public_keys_file
+                          is not None else fleet.public_keys_file))
+    target = config.target
+    return HostSettings(
+        name=name, scripts=MappingProxyType(dict(host.scripts)),
+        paths=MappingProxyType(dict(host.paths)),
+        staging_root=config.staging_root, cache_root=config.cache_dir,
+        target=TargetSettings(
+            url=target.host_url(name),
+            endpoint_url=target.endpoint_url,
+            region=target.region, layout=target.layout, upload_timeout=target.upload_timeout,
+            volsize=target.volsize, retries=target.retries, retry_delay=target.retry_delay,
+            lifecycle=config.provision.lifecycle),
+        encryption=encryption,
+        python_interpreter=host.python_interpreter,
+        keep_full_chains=config.keep_full_chains(name), verify_on=config.verify_on(name),
+        verify_schedule=config.verify_schedule(name),
+        promote_to_full=config.promote_to_full(name),
+        max_full_interval=config.max_full_interval(name), max_run_s=config.max_run_s(name),
+        priority=Priority(nice=config.host_priority(name).nice, io=config.host_priority(name).io))
