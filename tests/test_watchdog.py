@@ -9,7 +9,7 @@ import redis
 
 from offsite.watch.alerts import SnsSink
 from offsite.config.model import Config, parse_config
-from offsite.constants import BackupType, RunState
+from offsite.constants import BackupType, RunState, RunType
 from offsite.ledger.heartbeat import beat_once, worker_node
 from offsite.ledger.lease import RedisHostLease
 from offsite.watch.alerts import AlertOutbox
@@ -283,3 +283,17 @@ def test_a_worker_that_beats_without_reading_its_queue_is_reported_then_clears(
               queues=["backup.carcosa"])
     dog.tick(at + timedelta(minutes=1))
     assert classes(aws, 2) == ["worker_not_consuming", "recovered"]
+
+
+def test_a_lost_drill_is_blamed_on_the_node_running_it_not_the_host_worker(
+        dog: Watchdog, aws: Any) -> None:
+    drill = RunRecord(
+        run_id="carcosa-verify-20261207T030000Z", host="carcosa", type=RunType.VERIFY,
+        state=RunState.RUNNING, created_at=T0, started_at=T0,
+        steps=[StepRecord(name="verify", worker="control@node", started_at=T0)])
+    dog.store.create(drill)
+    dog.tick(T0 + timedelta(minutes=2))    # it does not hold the lease: its node stopped
+    lost = dog.store.get(drill.run_id)
+    assert lost is not None and lost.state == RunState.LOST and lost.error is not None
+    assert lost.error.message.startswith("the node running the drill (control@node) stopped")
+    assert "host worker" not in lost.error.message

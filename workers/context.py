@@ -12,7 +12,9 @@ from offsite.config.broker import broker_client
 from offsite.config.model import Config
 from offsite.config.reload import ReloadableConfig
 from offsite.errors import ConfigError
+from offsite.constants import RunState
 from offsite.ledger.lease import RedisHostLease
+from offsite.ledger.renewer import RenewingLease
 from offsite.ledger.records import RedisRunStore
 
 WORKER_HOST_ENV = "OFFSITE_WORKER_HOST"
@@ -63,5 +65,17 @@ def run_store() -> RedisRunStore:
                          replicas=1 if is_sentinel(current_config().broker_url) else 0)
 
 
-def host_lease() -> RedisHostLease:
-    return RedisHostLease(redis_client(), current_config().watchdog.lease_ttl)
+def host_lease() -> RenewingLease:
+    """This process's host lease: a run that takes it is kept alive by a lease keeper thread
+    until it releases it (offsite.ledger.renewer), whatever the run is doing."""
+    return _renewing_lease(current_config().watchdog.lease_ttl)
+
+
+@lru_cache(maxsize=4)
+def _renewing_lease(ttl_s: int) -> RenewingLease:
+    store = run_store()
+
+    def state_of(run_id: str) -> RunState | None:
+        record = store.get(run_id)
+        return record.state if record else None
+    return RenewingLease(RedisHostLease(redis_client(), ttl_s), ttl_s, state_of)

@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 
 from offsite.config.model import Config
 from offsite.errors import OffsiteError
-from offsite.ledger.lease import HostLease
 from offsite.ledger.records import RedisRunStore
 from offsite.ledger.run_record import RunRecord
 
@@ -31,21 +31,15 @@ def ledger_store(config: Config) -> RedisRunStore:
                          replicas=1 if is_sentinel(config.broker_url) else 0)
 
 
-def reachable_ledger(config: Config) -> tuple[RedisRunStore | None, HostLease | None]:
-    """The ledger and the host leases when the broker answers within seconds, else (None,
+def reachable_ledger(config: Config) -> tuple[RedisRunStore | None, redis.Redis | None]:
+    """The ledger and the broker's client when the broker answers within seconds, else (None,
     None): a command that works without a broker records there when it can."""
-    import redis
-
-    from offsite.config.broker import broker_client, is_sentinel
-    from offsite.ledger.lease import RedisHostLease
-    try:
-        client = broker_client(config.broker_url, config.broker_sentinel_master,
-                               socket_connect_timeout=3, socket_timeout=30)
-        client.ping()
-    except (redis.RedisError, OSError):
+    from offsite.config.broker import is_sentinel
+    from offsite.run.local import reachable_broker
+    client = reachable_broker(config)
+    if client is None:
         return None, None
-    return (RedisRunStore(client, replicas=1 if is_sentinel(config.broker_url) else 0),
-            RedisHostLease(client, config.watchdog.lease_ttl))
+    return RedisRunStore(client, replicas=1 if is_sentinel(config.broker_url) else 0), client
 
 
 def alert_locally(config: Config, record: RunRecord) -> None:

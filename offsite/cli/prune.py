@@ -5,24 +5,27 @@ import argparse
 import json
 from typing import Any
 
-from offsite.cli.common import EXIT_FAILED, EXIT_OK, ledger_store
+from offsite.cli.common import EXIT_FAILED, EXIT_OK
 from offsite.config.model import Config
 from offsite.constants import RunState
 
 
 def cmd_prune(args: argparse.Namespace, config: Config) -> int:
-    from offsite.ledger.lease import RedisHostLease
     from offsite.host.settings import resolve_host
+    from offsite.ledger.records import MemoryRunStore, RedisRunStore, RunStore
     from offsite.proof.prune import prune_host
+    from offsite.run.local import local_lease, reachable_broker
     hosts = [args.host] if args.host else [h for h in config.hosts
                                            if config.keep_full_chains(h) is not None]
     resolved = [resolve_host(config, host) for host in hosts]   # an unknown host: before any
-    store = ledger_store(config)
-    lease = RedisHostLease(store.client, config.watchdog.lease_ttl)
+    # with no broker at hand (the embedded default) the prune is recorded in this process only
+    client = reachable_broker(config)
+    store: RunStore = RedisRunStore(client) if client is not None else MemoryRunStore()
     failed = False
     report: list[dict[str, Any]] = []
     for settings in resolved:
         host = settings.name
+        lease = local_lease(config, settings, client)   # the host lock the workers take
         outcome = prune_host(settings, store, lease, apply=args.apply)
         state = outcome.record.state if outcome.record is not None else None
         if state is not None and state != RunState.SUCCEEDED:

@@ -24,11 +24,11 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     if args.local:
         from offsite.cli.progress import progress_line
         from offsite.proof.verify import verify_local
-        store, lease = reachable_ledger(config)
+        store, broker = reachable_ledger(config)
         with progress_line(lambda elapsed: f"verifying {args.host}: {elapsed:.0f}s"):
             record = verify_local(config, args.host, at, Path(args.secret_keys_file)
-                                  if args.secret_keys_file else None, store=store,
-                                  lease=lease, alert=args.alert)
+                                  if args.secret_keys_file else None, broker=broker,
+                                  store=store, alert=args.alert)
         if store is None:
             print("not recorded in the ledger: the broker does not answer", file=sys.stderr)
             if record.state == RunState.FAILED and args.alert:

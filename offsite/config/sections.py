@@ -11,7 +11,7 @@ from pydantic import (AfterValidator, AliasChoices, AwareDatetime, BaseModel, Co
 from offsite.config.rules import check_target_url
 from offsite.config.types import (EPOCH, Duration, HttpUrl, Region, Schedule, ScriptCode,
                                   check_timezone, check_topic_arn)
-from offsite.constants import DEFAULT_SCRIPT_TIMEOUT_S, DEFAULT_UPLOAD_TIMEOUT_S
+from offsite.constants import DEFAULT_SCRIPT_TIMEOUT_S, DEFAULT_UPLOAD_TIMEOUT_S, MIN_LEASE_TTL_S
 from offsite.schedule.specs import CronSpec, EverySpec
 from offsite.config.security import Layout
 
@@ -166,7 +166,9 @@ class WatchdogConfig(StrictModel):
     queued_grace: Duration = Field(
         3600, description="a run still queued this long after start_grace (counted from its "
                           "request) raises run_stuck")
-    lease_ttl: Duration = Field(60, description="a run whose lease is not renewed is lost")
+    lease_ttl: Duration = Field(
+        60, ge=MIN_LEASE_TTL_S, description="a run whose lease is not renewed for this long is "
+        f"lost; renewed every third of it, so at least {MIN_LEASE_TTL_S}s")
     worker_timeout: Duration = Field(300, description="a silent host worker is reported down")
     stale_after: Duration | None = Field(
         None, description="alert when a host had no successful backup for this long; "

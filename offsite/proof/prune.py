@@ -11,6 +11,7 @@ from offsite.host.settings import HostSettings
 from offsite.constants import RunState, RunType
 from offsite.errors import OffsiteError, UsageError
 from offsite.ledger.lease import HostLease
+from offsite.ledger.renewer import keep_working
 from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import ErrorRecord, RunRecord
 from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
@@ -63,8 +64,10 @@ def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, app
         return PruneOutcome(PrunePlan(host=host), store.get(run_id))
     try:
         _settle(store, run_id, RunState.RUNNING)
-        plan = plan_prune(read_catalog(settings), keep, newest_verified_set(store, host), host)
-        delete_objects(settings, plan.objects, on_batch=lambda: lease.renew(host, run_id))
+        with keep_working(lease, host, run_id):   # its lease keeper renews the whole prune
+            plan = plan_prune(read_catalog(settings), keep, newest_verified_set(store, host),
+                              host)
+            delete_objects(settings, plan.objects, on_batch=lambda: lease.renew(host, run_id))
     except OffsiteError as error:
         _settle(store, run_id, RunState.FAILED, error=ErrorRecord(
             step=PRUNE_STEP, message=error.one_line(),
@@ -83,6 +86,8 @@ def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, app
 def _settle(store: RunStore, run_id: str, state: RunState, note: str | None = None,
             error: ErrorRecord | None = None) -> None:
     def change(record: RunRecord) -> None:
+        if record.is_final:
+            return   # a final state (the watchdog's `lost`) is never written over
         now = utcnow()
         record.state = state
         if state == RunState.RUNNING:

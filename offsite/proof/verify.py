@@ -11,20 +11,23 @@ import shutil
 import socket
 import tempfile
 
+import redis
+
 from offsite.config.model import Config
 from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
 from offsite.host.settings import HostSettings, resolve_host
-from offsite.ledger.lease import HostLease, MemoryHostLease
 from offsite.ledger.records import MemoryRunStore, RunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
 from offsite.proof.restore import check_time_covered
 from offsite.run.admission import MustWait, admit
-from offsite.run.context import RunContext, queue_manual_run
-from offsite.run.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
-from offsite.run.steps import end_run, finish_step, lease_renewer, recorded_step
+from offsite.proof.compare import compare
+from offsite.run.context import RunContext, queue_run
+from offsite.run.local import local_lease, local_run_id, take_host
+from offsite.run.steps import StaleRun, end_stale, finish_step, lease_renewer, recorded_step
+from offsite.run.working import working
 from offsite.schedule.specs import utcnow
 from offsite.target.bucket import check_readable
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
@@ -47,50 +50,15 @@ def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
     return max(candidates, key=lambda backup_set: backup_set.time)
 
 
-def compare(restored: Path, outcome: VerifyRecord) -> None:
-    """Every manifest entry must be restored identically, and nothing else restored."""
-    try:
-        expected: dict[str, Entry] = {entry.path: entry
-                                      for entry in read_manifest(manifest_path(restored))}
-    except ManifestUnreadable as problem:
-        outcome.add(f"manifest: {problem}")
-        return
-    for found in walk_restored(restored, outcome):
-        wanted = expected.pop(found.path, None)
-        if wanted is None:
-            outcome.add(f"extra: {found.path} is in the restore but not in the manifest")
-        elif wanted.kind != found.kind:
-            outcome.add(f"different: {found.path} is a {found.kind}, the manifest says "
-                        f"{wanted.kind}")
-        elif found.kind == "symlink" and found.target != wanted.target:
-            outcome.add(f"different: {found.path} links to {found.target}, the manifest says "
-                        f"{wanted.target}")
-        elif found.kind == "file" and found.size != wanted.size:
-            outcome.add(f"different: {found.path} has {found.size} bytes, the manifest says "
-                        f"{wanted.size}")
-        elif found.kind == "file" and wanted.sha256 is not None \
-                and found.sha256 != wanted.sha256:
-            outcome.add(f"different: {found.path} has another SHA-256 than the manifest")
-    for missing in sorted(expected):
-        outcome.add(f"missing: {missing} is in the manifest but not in the restore")
-
-
-def walk_restored(restored: Path, outcome: VerifyRecord) -> list[Entry]:
-    entries = list(walk(restored))
-    for entry in entries:
-        if entry.kind == "file":
-            outcome.files_checked += 1
-            outcome.bytes_read += entry.size
-    return entries
-
-
 def verify_backup(settings: HostSettings, at: datetime | None,
                   on_tick: Callable[[], None] | None = None,
-                  secret_keys_file: Path | None = None) -> VerifyRecord:
+                  secret_keys_file: Path | None = None,
+                  leftovers: list[Path] | None = None) -> VerifyRecord:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
     when the target does not cover `at`. In public-key mode the secret key comes from
-    secret_keys_file or this node's GNUPGHOME."""
+    secret_keys_file or this node's GNUPGHOME. With `leftovers`, the drill's private folder is
+    added to it for the caller to remove (after its record is final) instead of removed here."""
     host = settings.name
     catalog = read_catalog(settings)
     check_time_covered(catalog, at, host)
@@ -117,60 +85,91 @@ def verify_backup(settings: HostSettings, at: datetime | None,
         except OffsiteError as error:
             raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
                                f"{error.cause}", host=host, step=VERIFY_STEP) from None
-        compare(dest, outcome)
+        compare(dest, outcome, on_tick)
     finally:
-        shutil.rmtree(private, ignore_errors=True)
+        if leftovers is None:
+            shutil.rmtree(private, ignore_errors=True)
+        else:
+            leftovers.append(private)
     return outcome
 
 
+@working
 def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | None = None,
                secret_keys_file: Path | None = None) -> RunRecord | None:
     """Run the verify `ctx.run_id`; None when it was not admitted (a duplicate message, a newer
     drill waiting). Raises MustWait when a backup holds the host, OffsiteError on failure
-    (recorded)."""
+    (recorded), StaleRun when its record was made final meanwhile (kept as it is)."""
     if admit(ctx, RunType.VERIFY, scheduled_for) is None:
         return None
-    with recorded_step(ctx, VERIFY_STEP):
-        outcome = verify_backup(ctx.settings, at, on_tick=lease_renewer(ctx),
-                                secret_keys_file=secret_keys_file)
-
-        def record_outcome(record: RunRecord) -> None:
-            record.verify = outcome
-            record.backup_set = outcome.backup_set
-        ctx.store.update(ctx.run_id, record_outcome)
-        if outcome.mismatch_count:
-            raise VerifyFailed(
-                f"the set of {outcome.backup_set} restored with {outcome.mismatch_count} "
-                f"mismatch(es) against its manifest: {'; '.join(outcome.mismatches[:3])}",
-                host=ctx.host, step=VERIFY_STEP)
-
-    def succeed(record: RunRecord) -> None:
-        finish_step(record, VERIFY_STEP, 0)
-        record.state = RunState.SUCCEEDED
-        record.finished_at = utcnow()
+    leftovers: list[Path] = []   # the restored tree: removed once the record is final
     try:
-        return ctx.store.update(ctx.run_id, succeed)
+        with recorded_step(ctx, VERIFY_STEP):
+            outcome = verify_backup(ctx.settings, at, on_tick=lease_renewer(ctx),
+                                    secret_keys_file=secret_keys_file, leftovers=leftovers)
+
+            def record_outcome(record: RunRecord) -> None:
+                _still_running(ctx, record)
+                record.verify = outcome
+                record.backup_set = outcome.backup_set
+            ctx.store.update(ctx.run_id, record_outcome)
+            if outcome.mismatch_count:
+                raise VerifyFailed(
+                    f"the set of {outcome.backup_set} restored with {outcome.mismatch_count} "
+                    f"mismatch(es) against its manifest: {'; '.join(outcome.mismatches[:3])}",
+                    host=ctx.host, step=VERIFY_STEP)
+
+        def succeed(record: RunRecord) -> None:
+            _still_running(ctx, record)
+            finish_step(record, VERIFY_STEP, 0)
+            record.state = RunState.SUCCEEDED
+            record.finished_at = utcnow()
+        try:
+            return ctx.store.update(ctx.run_id, succeed)
+        finally:
+            _remove(leftovers)   # under the lease, still renewed by its keeper
+            end_stale(ctx)   # a stale run leaves another run's staging and lease alone
     finally:
-        end_run(ctx)
+        _remove(leftovers)
+
+
+def _remove(folders: list[Path]) -> None:
+    while folders:
+        shutil.rmtree(folders.pop(), ignore_errors=True)
+
+
+def _still_running(ctx: RunContext, record: RunRecord) -> None:
+    """A drill that finishes after its record was made final (the watchdog settled it) leaves
+    that record as it is: no final state is written over another."""
+    if record.state != RunState.RUNNING:
+        raise StaleRun(f"run {ctx.run_id} is already {record.state.value}; its outcome is "
+                       "not recorded", host=ctx.host, step=VERIFY_STEP)
 
 
 def verify_local(config: Config, host: str, at: datetime | None,
-                 secret_keys_file: Path | None = None, *, store: RunStore | None = None,
-                 lease: HostLease | None = None, alert: bool = False) -> RunRecord:
-    """A verify in this process (`offsite verify --local`): recorded in `store` (the ledger,
-    when the broker answers: a manual drill then counts as proof) under the host's `lease`,
-    else in memory. `alert`: whether the control node alerts its failure (never sent from
-    here). A host busy with another run leaves the drill skipped, saying which run."""
+                 secret_keys_file: Path | None = None, *, broker: redis.Redis | None = None,
+                 store: RunStore | None = None, alert: bool = False) -> RunRecord:
+    """A verify in this process, no worker (`offsite verify --local`), under the host lock the
+    workers take (offsite.run.local, with the Redis lease when `broker` answers); raises
+    HostBusy, recording nothing, when another run holds the host. Recorded in `store` (the
+    ledger, when the broker answers: a manual drill then counts as proof), else in memory.
+    `alert`: whether the control node alerts its failure (never sent from here)."""
     settings = resolve_host(config, host)
     store = store if store is not None else MemoryRunStore()
-    lease = lease if lease is not None else MemoryHostLease()
+    lease = local_lease(config, settings, broker)
+    run_id = local_run_id(lease, host, RunType.VERIFY, utcnow())
+    take_host(lease, host, run_id)
     worker = f"local@{socket.gethostname()}"
-    queued = queue_manual_run(store, host, RunType.VERIFY, utcnow(),
-                              note=f"asked by {worker[:120]} (verify --local)")
-    if not alert:
-        store.update(queued.run_id, _quiet)
-    ctx = RunContext(config=config, settings=settings, store=store, lease=lease,
-                     run_id=queued.run_id, worker=worker)
+    try:
+        queue_run(store, host, RunType.VERIFY, run_id,
+                  note=f"asked by {worker[:120]} (verify --local)")
+        if not alert:
+            store.update(run_id, _quiet)
+    except BaseException:
+        lease.release(host, run_id)
+        raise
+    ctx = RunContext(config=config, settings=settings, store=store, lease=lease, run_id=run_id,
+                     worker=worker)
     try:
         run_verify(ctx, at, secret_keys_file=secret_keys_file)
     except MustWait as busy:
@@ -178,6 +177,8 @@ def verify_local(config: Config, host: str, at: datetime | None,
         store.update(ctx.run_id, lambda record: _skip(record, reason))
     except OffsiteError:
         pass  # recorded by the step that failed
+    finally:
+        lease.release(host, run_id)
     record = store.get(ctx.run_id)
     assert record is not None
     return record

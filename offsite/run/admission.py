@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 
 
 class MustWait(OffsiteError):
-    """A full backup found its host busy: it waits (is retried) instead of being skipped."""
+    """A full backup (or any backup meeting a drill or a prune) found its host busy: it waits
+    (is retried) instead of being skipped."""
 
 
 def admit(ctx: RunContext, requested: RunType,
@@ -26,7 +27,8 @@ def admit(ctx: RunContext, requested: RunType,
 
     None when the run must not go on: already claimed (a redelivered or doubled message),
     expired (a newer slot of the same type is queued), or skipped (an incremental that meets
-    a full, or a busy host). Raises MustWait for a full or a verify that finds the host busy.
+    a full, or a host busy with another backup). Raises MustWait for a full or a verify that
+    finds the host busy, and for any backup that finds a drill or a prune holding it.
     """
     record = queue_run(ctx.store, ctx.host, requested, ctx.run_id, scheduled_for)
     if record.state != RunState.QUEUED:
@@ -38,8 +40,9 @@ def admit(ctx: RunContext, requested: RunType,
         return None
     if not ctx.lease.acquire(ctx.host, ctx.run_id):
         holder = ctx.lease.holder(ctx.host)
-        if record.type != RunType.INCR:
-            what = "full backup" if record.type == RunType.FULL else record.type.value
+        if record.type != RunType.INCR or _is_drill(ctx, holder):
+            what = {RunType.FULL: "full backup", RunType.INCR: "incremental backup"}.get(
+                record.type, record.type.value)
             raise MustWait(f"host busy with run {holder}; the {what} waits",
                            host=ctx.host, step="start")
         _settle(ctx, RunState.SKIPPED, f"skipped: the host is busy with run {holder}")
@@ -60,6 +63,13 @@ def admit(ctx: RunContext, requested: RunType,
         log.warning("run %s was claimed by another message; ignoring this one", ctx.run_id)
         return None
     return started.type
+
+
+def _is_drill(ctx: RunContext, holder: str | None) -> bool:
+    """Whether the host is held by a drill or a prune: they end, and a backup asked for
+    meanwhile waits for them (an incremental skipped there would be a backup missed)."""
+    other = ctx.store.get(holder) if holder else None
+    return other is not None and other.type in (RunType.VERIFY, RunType.PRUNE)
 
 
 def _queue_wait_note(record: RunRecord, grace_s: int) -> str | None:

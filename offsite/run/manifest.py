@@ -15,7 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
+
+from offsite.run.files_cache import FilesCache
 
 MANIFEST_DIR = ".offsite"
 MANIFEST_NAME = "manifest.jsonl"
@@ -24,6 +26,7 @@ _CHUNK = 1024 * 1024
 MAX_LINE_BYTES = 64 * 1024   # a manifest line longer than this is not ours
 _HASH_THREADS = max(1, min(4, os.cpu_count() or 1))
 _HASH_BATCH = 64
+TICK_ENTRIES = 256
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class Entry:
     size: int = 0
     sha256: str | None = None
     target: str | None = None
+    mtime_ns: int | None = None   # as walked (not written): the files cache's key
 
 
 def manifest_path(root: Path) -> Path:
@@ -54,12 +58,15 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def walk(root: Path, prefix: str = "", digests: bool = True) -> Iterator[Entry]:
+def walk(root: Path, prefix: str = "", digests: bool = True,
+         cache: FilesCache | None = None) -> Iterator[Entry]:
     """Every regular file and symlink under root (not the manifest's own folder), sorted, with
-    what identifies its content (its SHA-256 when `digests`). Other kinds (sockets, fifos)
-    duplicity skips too. Paths are relative to root, after `prefix`."""
+    what identifies its content (its SHA-256 when `digests`: from `cache` for a file it knows
+    unchanged, else read; see offsite.run.files_cache). Other kinds (sockets, fifos) duplicity
+    skips too. Paths are relative to root, after `prefix`; a name that is not UTF-8 is kept as
+    os.walk gives it (surrogate escapes), so it maps back to the same bytes."""
     entries = _entries(root, prefix)
-    return _digested(entries, root, prefix) if digests else entries
+    return _digested(entries, root, prefix, cache) if digests else entries
 
 
 def _entries(root: Path, prefix: str) -> Iterator[Entry]:
@@ -79,15 +86,17 @@ def _entries(root: Path, prefix: str) -> Iterator[Entry]:
                 if stat.S_ISLNK(info.st_mode):
                     yield Entry(relative, "symlink", target=os.readlink(path))
                 elif stat.S_ISREG(info.st_mode):
-                    yield Entry(relative, "file", info.st_size)
+                    yield Entry(relative, "file", info.st_size, mtime_ns=info.st_mtime_ns)
             except OSError:
                 continue   # unreadable or gone: duplicity names it in the run's warning
 
 
-def _digested(entries: Iterator[Entry], root: Path, prefix: str) -> Iterator[Entry]:
+def _digested(entries: Iterator[Entry], root: Path, prefix: str,
+              cache: FilesCache | None = None) -> Iterator[Entry]:
     """The entries with their files' SHA-256, hashed by a few threads (hashlib lets go of the
     GIL while it hashes, so the cores share a large tree), a bounded batch at a time and in
-    order. A file that cannot be read is left out, as duplicity names it in the run."""
+    order; a file the cache knows unchanged is not read, and every digest is written to the
+    cache's next generation. A file that cannot be read is left out, as duplicity names it."""
     def digest(entry: Entry) -> str | None:
         if entry.kind != "file":
             return ""
@@ -97,27 +106,57 @@ def _digested(entries: Iterator[Entry], root: Path, prefix: str) -> Iterator[Ent
             return None
     with ThreadPoolExecutor(_HASH_THREADS) as pool:
         while batch := list(islice(entries, _HASH_BATCH)):
-            for entry, sha256 in zip(batch, pool.map(digest, batch)):
-                if sha256 is not None:
-                    yield replace(entry, sha256=sha256) if sha256 else entry
+            known = [_known(cache, entry) for entry in batch]
+            todo = [entry for entry, sha256 in zip(batch, known) if sha256 is None]
+            hashed = iter(pool.map(digest, todo))
+            for entry, sha256 in zip(batch, known):
+                sha256 = sha256 if sha256 is not None else next(hashed)
+                if sha256 is None:
+                    continue
+                if sha256 and cache is not None and entry.mtime_ns is not None:
+                    cache.record(entry.path, entry.size, entry.mtime_ns, sha256)
+                yield replace(entry, sha256=sha256) if sha256 else entry
 
 
-def write_manifest(root: Path, paths: Mapping[str, Path] | None = None) -> ManifestSummary:
+def _known(cache: FilesCache | None, entry: Entry) -> str | None:
+    if cache is None or entry.kind != "file" or entry.mtime_ns is None:
+        return None
+    return cache.known(entry.path, entry.size, entry.mtime_ns)
+
+
+def manifest_line(record: dict[str, object]) -> bytes:
+    """One manifest line as UTF-8. A name that is not UTF-8 (os.walk's surrogate escapes) is
+    written with JSON's \\u escapes instead, which json.loads reads back to the same escapes,
+    and os.fsencode to the same bytes: lossless, and still a UTF-8 text file."""
+    try:
+        return (json.dumps(record, ensure_ascii=False) + "\n").encode()
+    except UnicodeEncodeError:
+        return (json.dumps(record) + "\n").encode()
+
+
+def write_manifest(root: Path, paths: Mapping[str, Path] | None = None,
+                   on_tick: Callable[[], None] | None = None,
+                   cache: FilesCache | None = None) -> ManifestSummary:
     """Hash every file under root (the staging folder) into root's manifest, and list the
     files of each `paths:` source as `<name>/...` with their size (read in place, often large
     and static: hashing them would read them whole on every run); returns the count, the total
-    size and the manifest's own digest."""
+    size and the manifest's own digest. `cache`: the host's files cache (an incremental reads
+    only the files that changed; see offsite.run.files_cache). `on_tick` is called every
+    TICK_ENTRIES entries (the run checks there that it still holds its host lease)."""
     target = manifest_path(root)
     target.parent.mkdir(mode=0o700, exist_ok=True)
     files = total = 0
     digest = hashlib.sha256()
-    with open(target, "w", encoding="utf-8") as handle:
-        header = json.dumps({"offsite_manifest": FORMAT}) + "\n"
+    with open(target, "wb") as handle:
+        header = manifest_line({"offsite_manifest": FORMAT})
         handle.write(header)
-        digest.update(header.encode())
-        entries = [walk(root)] + [walk(Path(top), prefix=f"{name}/", digests=False)
-                                  for name, top in sorted((paths or {}).items())]
-        for entry in (entry for source in entries for entry in source):
+        digest.update(header)
+        entries = [walk(root, cache=cache)] + [
+            walk(Path(top), prefix=f"{name}/", digests=False)
+            for name, top in sorted((paths or {}).items())]
+        for count, entry in enumerate(entry for source in entries for entry in source):
+            if on_tick is not None and count % TICK_ENTRIES == 0:
+                on_tick()
             record: dict[str, object] = {"path": entry.path, "kind": entry.kind}
             if entry.kind == "file":
                 record["size"] = entry.size
@@ -127,9 +166,9 @@ def write_manifest(root: Path, paths: Mapping[str, Path] | None = None) -> Manif
                 total += entry.size
             else:
                 record["target"] = entry.target
-            line = json.dumps(record, ensure_ascii=False) + "\n"
+            line = manifest_line(record)
             handle.write(line)
-            digest.update(line.encode())
+            digest.update(line)
     return ManifestSummary(files, total, digest.hexdigest())
 
 

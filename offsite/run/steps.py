@@ -18,17 +18,20 @@ from offsite.duplicity.command import upload
 from offsite.target.thaw import tag_data_volumes
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.duplicity.keycheck import remember_written
-from offsite.ledger.lease import MemoryHostLease
+from offsite.ledger.renewer import LeaseLost
+from offsite.run.files_cache import FilesCache
 from offsite.run.manifest import write_manifest
 from offsite.crypto.passphrase import read_passphrase
 from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, StepRecord
-from offsite.run.context import RunContext, new_run_id
+from offsite.run.context import RunContext
+from offsite.run.working import working
+from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
 from offsite.schedule.specs import utcnow
 from offsite.run.scripts import ScriptRun, run_script, script_step
 from offsite.process.shutdown import stopping
 from offsite.host.settings import resolve_host
-from offsite.host.sources import empty_host_staging, prepare_host_staging
+from offsite.host.sources import empty_host_staging, host_cache, prepare_host_staging
 from offsite.target.bucket import TargetUnreadable
 
 log = logging.getLogger(__name__)
@@ -41,6 +44,7 @@ class StaleRun(OffsiteError):
     """A step of a run that already ended or lost its lease: it must not run, nor alert."""
 
 
+@working
 def begin_run(ctx: RunContext, requested: BackupType,
               scheduled_for: datetime | None = None) -> BackupType | None:
     """Admit the run (see offsite.run.admission), check that the passphrase can be read, decide
@@ -75,9 +79,11 @@ def _apply_plan(record: RunRecord, plan: ChainPlan) -> None:
 
 
 def lease_renewer(ctx: RunContext) -> Callable[[], None]:
-    """Renews the lease while a command runs. A renewal that cannot reach Redis is logged, not
-    raised: killing a healthy upload over a broker blip would lose work, and a lease that does
-    expire is turned into `lost` + one re-run by the watchdog."""
+    """A check, at each tick of a child and each batch of hashed or compared files, that the
+    run still holds its lease. The renewal itself is the lease keeper's, a thread of its own
+    (offsite.ledger.renewer); a lease it gave up stops the step at once (LeaseLost). A lease
+    store that cannot be reached is logged, not raised: killing a healthy upload over a broker
+    blip would lose work, and the keeper tries again."""
     def renew() -> None:
         try:
             renewed = ctx.lease.renew(ctx.host, ctx.run_id)
@@ -85,7 +91,9 @@ def lease_renewer(ctx: RunContext) -> Callable[[], None]:
             log.warning("run %s: cannot renew the host lease: %s", ctx.run_id, exc)
             return
         if not renewed:
-            log.error("run %s lost its lease on host %s", ctx.run_id, ctx.host)
+            raise LeaseLost(f"run {ctx.run_id} no longer holds the host lease "
+                            f"(held by {ctx.lease.holder(ctx.host) or 'nobody'})",
+                            host=ctx.host)
     return renew
 
 
@@ -94,8 +102,13 @@ def _guard(ctx: RunContext, step: str) -> bool:
     record = ctx.store.get(ctx.run_id)
     if record is None or record.state != RunState.RUNNING:
         state = record.state if record else "missing"
+        end_stale(ctx)
         raise StaleRun(f"run {ctx.run_id} is {state}; step not run", host=ctx.host, step=step)
     if not ctx.lease.renew(ctx.host, ctx.run_id):
+        lose_run(ctx, step, LeaseLost(f"run {ctx.run_id} no longer holds the host lease "
+                                      f"(held by {ctx.lease.holder(ctx.host) or 'nobody'})",
+                                      host=ctx.host, step=step))
+        end_stale(ctx)
         raise StaleRun(f"run {ctx.run_id} no longer holds the host lease", host=ctx.host,
                        step=step)
     done = record.step(step)
@@ -126,6 +139,13 @@ def recorded_step(ctx: RunContext, step: str) -> Iterator[None]:
     _start_step(ctx, step)
     try:
         yield
+    except LeaseLost as lost:
+        lose_run(ctx, step, lost)
+        end_stale(ctx)
+        raise StaleRun(lost.cause, host=ctx.host, step=step) from None
+    except StaleRun:
+        end_stale(ctx)
+        raise
     except OffsiteError as error:
         if stopping(_KILLED_GRACE_S if _killed_by_signal(error) else 0.0):
             stop_run(ctx, step, error)
@@ -144,6 +164,7 @@ def _killed_by_signal(error: OffsiteError) -> bool:
             and error.returncode is not None and error.returncode < 0)
 
 
+@working
 def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> None:
     step = script_step(script)
     if not _guard(ctx, step):
@@ -154,6 +175,7 @@ def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> No
     ctx.store.update(ctx.run_id, lambda record: finish_step(record, step, 0))
 
 
+@working
 def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     """Write the digest manifest (offsite.run.manifest) into staging, upload, confirm the new set in
     the target, and finish the run in the same breath: the
@@ -161,8 +183,10 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     (SIGTERM lets the current task end) never leaves a finished backup looking lost."""
     if not _guard(ctx, UPLOAD_STEP):
         return None
-    with recorded_step(ctx, UPLOAD_STEP):
-        summary = write_manifest(ctx.settings.staging, ctx.settings.paths)
+    with recorded_step(ctx, UPLOAD_STEP), FilesCache(
+            host_cache(ctx.settings), reuse=backup_type == BackupType.INCR) as cache:
+        summary = write_manifest(ctx.settings.staging, ctx.settings.paths,
+                                 on_tick=lease_renewer(ctx), cache=cache)
         before = _planned_listings.take(ctx.run_id) or _catalog_or_none(ctx)
         time.sleep(wait_for_a_new_second(before, utcnow()))
         started = utcnow()
@@ -173,6 +197,7 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         written = confirm_uploaded(before, read_catalog(ctx.settings), backup_type,
                                    ctx.host, started)
         remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck
+        cache.commit()   # the digests of a confirmed set: the next incremental's files cache
     tag_note = tag_data_volumes(ctx.settings, written)   # for the lifecycle rule
 
     def done(record: RunRecord) -> None:
@@ -231,7 +256,7 @@ def finish_run(ctx: RunContext) -> RunRecord:
     try:
         return ctx.store.update(ctx.run_id, finish)
     finally:
-        end_run(ctx)
+        end_stale(ctx)   # a stale run leaves another run's staging and lease alone
 
 
 def upload_confirmed(record: RunRecord) -> bool:
@@ -292,7 +317,7 @@ def fail_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
             step=step, exit_code=exit_code, message=error.one_line(),
             stderr_tail=_stderr(error), failure_class=failure_class(step, error)), exit_code)
     finally:
-        end_run(ctx)
+        end_stale(ctx)
 
 
 def stop_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
@@ -306,7 +331,27 @@ def stop_run(ctx: RunContext, step: str, error: OffsiteError) -> RunRecord:
             message=f"the worker was stopped during {step} before the backup was confirmed "
                     "in the target"), None)
     finally:
+        end_stale(ctx)
+
+
+def lose_run(ctx: RunContext, step: str, lost: OffsiteError) -> RunRecord:
+    """The run gave up its lease (another run holds the host, or the record was settled): it
+    is recorded `lost` with the step and why (a final record is kept as it is; the watchdog
+    alerts once and queues the re-run), and nothing of the host is touched: its staging and
+    lease may be another run's now."""
+    log.error("run %s stopped at %s: %s", ctx.run_id, step, lost.one_line())
+    return _end_record(ctx, step, RunState.LOST, ErrorRecord(
+        step=step, failure_class="run_lost",
+        message=f"{lost.cause}; the run stopped during {step}"), None)
+
+
+def end_stale(ctx: RunContext) -> None:
+    """The end of a run found stale: its staging is emptied and its lease freed only while it
+    still holds the host (else both may be another run's now); its lease keeper is stopped."""
+    if ctx.lease.holder(ctx.host) == ctx.run_id:
         end_run(ctx)
+    else:
+        ctx.lease.release(ctx.host, ctx.run_id)
 
 
 def end_run(ctx: RunContext) -> None:
@@ -317,11 +362,15 @@ def end_run(ctx: RunContext) -> None:
 
 
 def run_local(config: Config, host: str, backup_type: BackupType) -> RunRecord:
-    """Every step of a run in this process, no broker: the single-machine mode."""
+    """Every step of a run in this process, no worker: the single-machine mode. It takes the
+    host lock the worker takes (offsite.run.local) and raises HostBusy, touching nothing, when
+    another run holds the host."""
     settings = resolve_host(config, host)
-    ctx = RunContext(config=config, settings=settings, store=MemoryRunStore(),
-                     lease=MemoryHostLease(), run_id=new_run_id(host, backup_type, utcnow()),
-                     worker=f"local@{socket.gethostname()}")
+    lease = local_lease(config, settings, reachable_broker(config))
+    run_id = local_run_id(lease, host, backup_type, utcnow())
+    take_host(lease, host, run_id)
+    ctx = RunContext(config=config, settings=settings, store=MemoryRunStore(), lease=lease,
+                     run_id=run_id, worker=f"local@{socket.gethostname()}")
     try:
         effective = begin_run(ctx, backup_type)
         if effective is not None:
@@ -330,6 +379,8 @@ def run_local(config: Config, host: str, backup_type: BackupType) -> RunRecord:
             upload_step(ctx, effective)
     except OffsiteError:
         pass  # recorded in the run record by the step that failed
+    finally:
+        lease.release(host, run_id)
     record = ctx.store.get(ctx.run_id)
     assert record is not None
     return record

@@ -18,7 +18,7 @@ import redis
 from offsite.watch.alerts import Alert, AlertSink, condition_alert, recovery_alert
 from offsite.watch.conditions import CONDITIONS_KEY, Conditions
 from offsite.config.model import Config
-from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState
+from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState, RunType
 from offsite.watch.drift import check_drift
 from offsite.watch.stuck import check_consuming, check_stuck
 from offsite.durations import format_duration
@@ -172,7 +172,7 @@ class Watchdog:
             current.finished_at = now
             current.error = ErrorRecord(
                 step=step, failure_class="run_lost",
-                message=(f"the host worker stopped renewing the run's lease during "
+                message=(f"{_runner(current)} stopped renewing the run's lease during "
                          f"{step or 'the run'}: killed, crashed or cut off from Redis"))
             if not current.run_id.endswith(RERUN_SUFFIX):
                 current.notes.append(f"re-run queued as {current.run_id}{RERUN_SUFFIX}")
@@ -319,3 +319,14 @@ def _missed_alert(host: str, kind: BackupType, slot: datetime, grace: timedelta)
 def _missed_recovery(host: str, kind: BackupType, run_id: str) -> AlertText:
     return lambda: recovery_alert(host, kind.value, "backup_missed",
                                   f"Host {host} is backing up again: run {run_id} started.")
+
+
+def _runner(record: RunRecord) -> str:
+    """Who runs the run, in words: a drill or a prune is not the host worker's doing."""
+    worker = next((s.worker for s in reversed(record.steps) if s.worker), None)
+    named = f" ({worker})" if worker else ""
+    if record.type == RunType.VERIFY:
+        return f"the node running the drill{named}"
+    if record.type == RunType.PRUNE:
+        return f"the node running the prune{named}"
+    return f"the host worker{named}"
