@@ -1,6 +1,6 @@
 """Every documented example runs as written: each YAML block in README.md and docs/*.md loads
 (a fragment merged into a minimal config), each `offsite …` line of a shell block is a command
-line the CLI accepts, and the operator notes' "after the demo" sequence and plain-duplicity
+line the CLI accepts, and the README's tour after the demo and proof.md's plain-duplicity
 disaster recovery run for real (duplicity, gpg, a file:// target)."""
 from __future__ import annotations
 
@@ -48,20 +48,9 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-# README.md is being rewritten on another branch: its examples known not to load as written
-# are expected to fail here until that rewrite lands (see docs/notes-operator.md, "README lines
-# that must change"); once fixed, they pass and this list can go.
-README_STALE = ("recipients: [0x",)
-
-
 def _yaml_cases() -> list[Any]:
-    cases = []
-    for where, line, text in blocks("yaml"):
-        stale = where == "README.md" and any(marker in text for marker in README_STALE)
-        marks = [pytest.mark.xfail(reason="README rewrite pending: an unquoted 0x fingerprint "
-                                          "is a number to YAML", strict=False)] if stale else []
-        cases.append(pytest.param(where, line, text, marks=marks, id=f"{where}:{line}"))
-    return cases
+    return [pytest.param(where, line, text, id=f"{where}:{line}")
+            for where, line, text in blocks("yaml")]
 
 
 @pytest.mark.parametrize("where, line, text", _yaml_cases())
@@ -109,10 +98,10 @@ def test_after_the_demo_and_plain_duplicity_recovery_run_as_written(
     assert first.returncode == 0, describe(first)    # what bin/demo did
 
     (section,) = [text for where, _, text in blocks("sh")
-                  if where == "notes-operator.md" and "OFFSITE_CONFIG=.offsite/demo" in text]
+                  if where == "README.md" and "OFFSITE_CONFIG=.offsite/demo" in text]
     for raw in section.splitlines():
-        words = shlex.split(raw, comments=True)
-        if not words or words[0] == "export":
+        words = shlex.split(raw, comments=True) if not raw.startswith("source") else []
+        if not words or Path(words[0]).name != "offsite":
             continue
         argv = [word.replace("/tmp/", f"{tmp_path}/") for word in words[1:]]
         result = run_offsite(*argv, config=config, timeout=180)

@@ -18,6 +18,7 @@ from tests.security_harness import (StrictAws, copy_host, denied, grant_head_buc
                                     read_env_file, unique_prefix, write_config)
 from tests.test_backup_flow import same_tree
 from tests.test_hostile_outcomes import data_tree
+from tests.test_check_roles import persistent_broker  # noqa: F401 (autouse: an AOF broker)
 
 BEAT_LOCKED = "beat: Acquired lock"
 YEARLY = "0 0 1 1 *"
