@@ -19,17 +19,30 @@ def _verifies(run_offsite: Any, config: Path) -> list[dict[str, Any]]:
     return [run for run in json.loads(status.stdout) if run["type"] == "verify"]
 
 
+def _ledger_claimed(redis_url: str) -> None:
+    import redis
+
+    from offsite.watch.ledger_lost import MARKER_KEY
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: client.exists(MARKER_KEY), timeout=60,
+                   what="the control node's first tick to claim the ledger")
+    finally:
+        client.close()
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_manual_drill_is_recorded_and_alerts_only_when_asked(
         make_config: Any, start_control: Any, run_offsite: Any, aws: Any,
-        tmp_path: Path) -> None:
+        tmp_path: Path, redis_url: str) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.txt").write_text("alpha\n" * 1000)
     config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
                          watchdog=FAST_WATCHDOG, target={"url": f"file://{tmp_path}/target"})
     start_control(config)
+    _ledger_claimed(redis_url)   # else a first tick after the backup "rebuilds" it: ledger_lost
     done = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config,
                        timeout=120)
     assert done.returncode == 0, describe(done)
