@@ -1,6 +1,9 @@
 """Bounds by bytes for every text offsite stores or sends, whatever a child or a message holds."""
 from __future__ import annotations
 
+import os
+import stat
+
 ERROR_CAUSE_MAX_BYTES = 2048        # OffsiteError causes: Celery results, logs, CLI lines
 STDERR_TAIL_MAX_BYTES = 8192        # a command's stderr tail, in errors and run records
 STDOUT_TAIL_MAX_BYTES = 65536       # a command's captured stdout (duplicity prints stats last)
@@ -75,3 +78,30 @@ class TailBuffer:
 def _last_bytes(text: str, limit: int) -> str:
     data = text.encode()
     return text if len(data) <= limit else data[len(data) - limit:].decode(errors="ignore")
+
+
+class NotRegularFile(OSError):
+    """A FIFO, socket or device where a file was expected: refused, never waited on."""
+
+
+def read_regular_file(path: os.PathLike[str] | str, max_bytes: int) -> bytes:
+    """At most max_bytes + 1 bytes of a regular file. Opened without blocking, so a FIFO in its
+    place is refused (NotRegularFile) instead of waited on; IsADirectoryError for a folder."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(descriptor, "rb") as handle:
+        mode = os.fstat(handle.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(21, "Is a directory")
+        if not stat.S_ISREG(mode):
+            raise NotRegularFile(0, "not a regular file (a FIFO, socket or device): pass a file")
+        return handle.read(max_bytes + 1)
+
+
+_CONTROL = {code: f"\\x{code:02x}" for code in [*range(0x00, 0x20), *range(0x7F, 0xA0)]}
+_CONTROL.pop(0x0A)   # newlines separate lines; callers of one-line texts collapse them
+
+
+def printable(text: str) -> str:
+    """Text safe on a terminal: control characters (ESC of escape sequences, CR, BEL, C1) are
+    shown as \\xNN, so a script's stderr cannot move the cursor, retitle or recolour it."""
+    return text.translate(_CONTROL)

@@ -11,12 +11,31 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.seaweed import S3Store, SeaweedServer
 from tests.helpers import (REGION, TEST_AWS_KEY_ID, TEST_AWS_SECRET, AwsResources,
                            ConfigFactory, ManagedProcess, MotoServer, OffsiteEnv,
                            ProcessFactory, RedisServer, build_offsite_env, merged_env,
                            offsite_argv, run_command)
 
 WORKER_READY = " ready."
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_gnupg_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """gpg run by the test process itself gets a keyring of this session's (of this xdist
+    worker's) own, never the user's ~/.gnupg shared with the other workers. Children get none:
+    their HOME is the test's (tests.helpers.build_offsite_env) and GNUPGHOME is scrubbed."""
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    before = os.environ.get("GNUPGHOME")
+    os.environ["GNUPGHOME"] = str(home)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("GNUPGHOME", None)
+        else:
+            os.environ["GNUPGHOME"] = before
 
 
 @pytest.fixture(scope="session")
@@ -81,9 +100,39 @@ def aws(moto: MotoServer, aws_credentials: None) -> Iterator[AwsResources]:
         resources.close()
 
 
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """A real S3 server (SeaweedFS), started on first use in a session, stopped after it."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def make_config(tmp_path: Path, redis_url: str, aws: AwsResources) -> ConfigFactory:
-    return ConfigFactory(tmp_path, redis_url, aws)
+def target_store(request: pytest.FixtureRequest, aws: AwsResources) -> Iterator[S3Store]:
+    """The S3 server the test's target is on: moto (the default, the `aws` fixture's bucket),
+    or SeaweedFS when a test is parametrised with
+    `@pytest.mark.parametrize("target_store", S3_SERVERS, indirect=True)`."""
+    kind = getattr(request, "param", "moto")
+    if kind == "moto":
+        store = S3Store("moto", aws.endpoint_url, bucket=aws.bucket)
+    else:
+        server: SeaweedServer = request.getfixturevalue("seaweed")
+        server.start()   # an earlier test may have stopped it
+        store = S3Store("seaweedfs", server.endpoint_url)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def make_config(tmp_path: Path, redis_url: str, aws: AwsResources,
+                target_store: S3Store) -> ConfigFactory:
+    return ConfigFactory(tmp_path, redis_url, aws, target_store)
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ tails of logs and outputs for assertion messages."""
 from __future__ import annotations
 
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -25,17 +26,54 @@ _SCRUBBED_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKE
                  "AWS_SECURITY_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "PASSPHRASE",
                  "SIGN_PASSPHRASE", "OFFSITE_CONFIG", "OFFSITE_BROKER_URL",
                  "DUPLICITY_AWS_ACCESS_KEY_ID", "DUPLICITY_AWS_SECRET_ACCESS_KEY",
-                 "ALERT_AWS_ACCESS_KEY_ID", "ALERT_AWS_SECRET_ACCESS_KEY")
+                 "ALERT_AWS_ACCESS_KEY_ID", "ALERT_AWS_SECRET_ACCESS_KEY", "GNUPGHOME")
 
 
 class HarnessError(AssertionError):
     """A service or process of the test harness did not behave; the message holds its log tail."""
 
 
+_LOWEST_PORT = 10000
+_handed_out: set[int] = set()
+
+
+def _port_slice() -> range:
+    """This process's ports: below the kernel's ephemeral range, where no outgoing connection
+    and no bind to port 0 takes one (not even while a test's server is down for a restart), cut
+    in one slice per pytest-xdist worker so parallel workers never draw the same port."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker) if worker.isdigit() else 0
+    size = (ephemeral_low - _LOWEST_PORT) // max(count, 1)
+    if size < 100:
+        return range(0)
+    start = _LOWEST_PORT + (index % count) * size
+    return range(start, start + size)
+
+
 def free_port() -> int:
+    """A loopback port nothing listens on, never handed out before in this process."""
+    ports = _port_slice()
+    for _ in range(200 if ports else 0):
+        port = random.choice(ports)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        port = int(sock.getsockname()[1])
+    _handed_out.add(port)
+    return port
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,

@@ -127,10 +127,12 @@ class ConfigFactory:
     seconds apart, so `schedule.min_interval` is 1s unless an overriding `schedule` sets it.
     """
 
-    def __init__(self, tmp_path: Path, broker_url: str, aws: AwsResources) -> None:
+    def __init__(self, tmp_path: Path, broker_url: str, aws: AwsResources,
+                 store: Any = None) -> None:
         self.tmp_path = tmp_path
         self.broker_url = broker_url
         self.aws = aws
+        self.store = store   # the target's S3 server (tests/seaweed.S3Store); None: aws's bucket
         self.passphrase = secrets.token_hex(20)
         self.passphrase_file = tmp_path / "passphrase"
         fd = os.open(self.passphrase_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -143,8 +145,9 @@ class ConfigFactory:
             "broker_url": self.broker_url,
             "staging_root": self.tmp_path / "staging",
             "cache_root": self.tmp_path / "cache",
-            "target": {"url": f"boto3+s3://{self.aws.bucket}",
-                       "endpoint_url": self.aws.endpoint_url, "region": REGION},
+            "target": (self.store.target() if self.store is not None else
+                       {"url": f"boto3+s3://{self.aws.bucket}",
+                        "endpoint_url": self.aws.endpoint_url, "region": REGION}),
             "encryption": {"mode": "symmetric", "passphrase_file": self.passphrase_file},
             "alerts": {"sns_topic_arn": self.aws.topic_arn,
                        "endpoint_url": self.aws.endpoint_url, "region": REGION},

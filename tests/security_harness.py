@@ -3,6 +3,7 @@ first unauthenticated calls, gpg key pairs, env files written by `offsite provis
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -13,11 +14,13 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
-from tests.helpers import REGION, MotoServer
+from tests.helpers import REGION, HarnessError, MotoServer
 
 # create_user, put_user_policy, create_access_key: the administrator; all later calls are
 # authenticated and authorised by moto's IAM.
 UNAUTHENTICATED_CALLS = 3
+# sun_path of a Unix socket: 108 bytes with the terminating NUL (gpg-agent's sockets are in its home)
+SOCKET_PATH_MAX = 107
 ADMIN_POLICY = {"Version": "2012-10-17",
                 "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 
@@ -101,6 +104,11 @@ def make_key_pair(directory: Path, name: str) -> KeyPair:
     """A new RSA key pair without passphrase (as an operator's escrowed backup key)."""
     secret_home = directory / f"{name}-secret-home"
     public_home = directory / f"{name}-public-home"
+    longest = secret_home / "S.gpg-agent.browser"   # the longest of gpg's socket names
+    if len(os.fsencode(longest)) > SOCKET_PATH_MAX:
+        raise HarnessError(f"{longest} is longer than a socket path may be "
+                           f"({SOCKET_PATH_MAX} bytes): give make_key_pair a shorter folder "
+                           "(tmp_path_factory.mktemp) so gpg can start its agent")
     for home in (secret_home, public_home):
         home.mkdir(mode=0o700, parents=True)
     params = (f"%no-protection\nKey-Type: RSA\nKey-Length: 2048\nSubkey-Type: RSA\n"

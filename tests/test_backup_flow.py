@@ -14,6 +14,7 @@ import redis
 from celery import Celery
 
 from tests.helpers import describe, find_leaks, wait_until
+from tests.seaweed import S3_SERVERS
 
 HOSTS = ("carcosa", "nyarlathotep")
 
@@ -79,9 +80,11 @@ def fleet(make_config: Any, sources: dict[str, Path], tmp_path: Path) -> Path:
     return make_config(hosts)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("target_store", S3_SERVERS, indirect=True)
 def test_full_incremental_restore_round_trip_across_two_hosts(
         fleet: Path, sources: dict[str, Path], start_worker: Any, run_offsite: Any,
-        aws: Any, tmp_path: Path) -> None:
+        target_store: Any, tmp_path: Path) -> None:
     for host in HOSTS:
         start_worker(fleet, host)
 
@@ -105,7 +108,7 @@ def test_full_incremental_restore_round_trip_across_two_hosts(
     assert incr["state"] == "succeeded" and incr["type"] == "incr"
     assert 0 < incr["bytes_uploaded"] < fulls["carcosa"]["bytes_uploaded"] / 10
 
-    keys = aws.object_keys()
+    keys = target_store.object_keys()
     for host in HOSTS:
         own = [key for key in keys if key.startswith(f"{host}/")]
         assert any(".manifest" in key for key in own), keys
@@ -132,6 +135,7 @@ def test_full_incremental_restore_round_trip_across_two_hosts(
     assert not any(staging.iterdir()) if staging.exists() else True
 
 
+@pytest.mark.slow
 def test_failing_script_stops_the_chain_and_alerts_once(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
         aws: Any, tmp_path: Path) -> None:
@@ -165,6 +169,7 @@ def test_failing_script_stops_the_chain_and_alerts_once(
     assert alert["MessageAttributes"]["host"]["Value"] == "carcosa"
 
 
+@pytest.mark.slow
 def test_hanging_script_is_killed_with_its_children(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
         aws: Any, tmp_path: Path) -> None:
@@ -191,6 +196,7 @@ def test_hanging_script_is_killed_with_its_children(
     assert "timed out" in alerts[0]["Message"]
 
 
+@pytest.mark.slow
 def test_no_secret_reaches_redis_or_logs(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
         offsite_env: Any, redis_client: redis.Redis, tmp_path: Path, aws: Any) -> None:
@@ -238,6 +244,7 @@ def test_unknown_host_is_a_usage_error(make_config: Any, run_offsite: Any) -> No
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_message_for_another_host_is_rejected_and_recorded(
         make_config: Any, start_worker: Any, redis_client: redis.Redis,
         redis_url: str, tmp_path: Path) -> None:
@@ -269,6 +276,7 @@ def test_broker_down_gives_one_clear_line(make_config: Any, run_offsite: Any) ->
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_local_backup_and_restore_without_broker(
         make_config: Any, run_offsite: Any, sources: dict[str, Path], tmp_path: Path) -> None:
     config = make_config({"carcosa": {"scripts": {"files": copy_script(sources["carcosa"])}}},

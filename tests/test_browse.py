@@ -54,7 +54,7 @@ def test_ls_and_find_name_files_as_restore_does_across_sets(
     assert {"files/notes.txt", "files/sub/dump.sql", "rpg/map.pdf"} <= set(paths), paths
     assert not [p for p in paths if p.startswith((".offsite", "srv", "var", "tmp"))], paths
     assert latest["type"] == "incr"
-    sets = _json(run_offsite, config, "list", "carcosa")[0]["sets"]
+    sets = _json(run_offsite, config, "list", "carcosa")["chains"][0]["sets"]
     first = _json(run_offsite, config, "ls", "carcosa", "--time", sets[0]["time"])
     assert first["set"] == sets[0]["time"] and first["type"] == "full"
     under = _json(run_offsite, config, "ls", "carcosa", "files/sub")

@@ -51,13 +51,16 @@ def test_a_full_and_its_incrementals_make_one_chain() -> None:
     assert chain.start == parse_stamp(T1) and chain.end == parse_stamp(T3)
     assert chain.full.bytes == 200 and len(chain.full.volumes) == 2
     assert chain.as_json()["sets"][0] == {"type": "full", "time": "2026-11-01T00:00:00Z",
-                                          "volumes": 2, "bytes": 200, "complete": True}
+                                          "volumes": 2, "bytes": 200, "complete": True,
+                                          "restorable": True, "sealed": False}
 
 
-def test_a_set_without_manifest_or_signatures_is_unfinished_not_part_of_a_chain() -> None:
+def test_a_set_without_manifest_is_unfinished_one_without_signatures_restores() -> None:
     cat = catalog(*full(T1, manifest=False), *full(T2, sigs=False), *full(T3))
-    assert [c.start for c in cat.chains] == [parse_stamp(T3)]
-    assert len(cat.unfinished) == 2
+    assert [c.start for c in cat.chains] == [parse_stamp(T2), parse_stamp(T3)]
+    assert not cat.chains[0].full.complete and cat.chains[0].full.restorable
+    assert "signatures are missing" in cat.chains[0].full.reason
+    assert len(cat.unfinished) == 1 and cat.unfinished[0].reason == "unfinished: no manifest"
 
 
 def test_a_missing_incremental_breaks_the_chain_and_leaves_orphans() -> None:

@@ -60,6 +60,7 @@ def _config(tmp_path: Path, redis_url: str, aws: Any, sns_up: bool = True,
                    encryption=encryption)
 
 
+@pytest.mark.slow
 def test_a_host_node_checks_its_broker_bucket_passphrase_not_sns(
         tmp_path: Path, redis_url: str, aws: Any, run_offsite: Any, offsite_env: Any) -> None:
     config = _config(tmp_path, redis_url, aws, sns_up=False)
@@ -76,6 +77,7 @@ def test_a_host_node_checks_its_broker_bucket_passphrase_not_sns(
     assert "SNS topic not reachable" in everything.stderr
 
 
+@pytest.mark.slow
 def test_a_control_node_checks_sns_and_needs_no_passphrase_without_drills(
         tmp_path: Path, redis_url: str, aws: Any, run_offsite: Any, offsite_env: Any) -> None:
     config = _config(tmp_path, redis_url, aws, passphrase=False)
@@ -120,6 +122,7 @@ def test_an_operator_lists_the_bucket_and_its_recover_identity(
     assert json.loads(result.stdout)["role"] == "operator"
 
 
+@pytest.mark.slow
 def test_a_dead_broker_fails_every_role(tmp_path: Path, aws: Any, run_offsite: Any,
                                         offsite_env: Any) -> None:
     config = _config(tmp_path, f"redis://127.0.0.1:{free_port()}/0", aws)
@@ -130,10 +133,13 @@ def test_a_dead_broker_fails_every_role(tmp_path: Path, aws: Any, run_offsite: A
         assert "broker unreachable" in result.stderr, role
 
 
+@pytest.mark.slow
 def test_a_public_key_host_checks_its_public_keys_not_a_passphrase(
-        tmp_path: Path, redis_url: str, aws: Any, run_offsite: Any, offsite_env: Any) -> None:
+        tmp_path: Path, tmp_path_factory: pytest.TempPathFactory, redis_url: str, aws: Any,
+        run_offsite: Any, offsite_env: Any) -> None:
     from tests.security_harness import make_key_pair
-    pair = make_key_pair(tmp_path / "keys", "escrow")
+    # a short folder: gpg's sockets live in its home, and a socket path holds 107 bytes at most
+    pair = make_key_pair(tmp_path_factory.mktemp("keys"), "escrow")
     factory = ConfigFactory(tmp_path, redis_url, aws)
 
     def config_with(keys_file: Path) -> Path:

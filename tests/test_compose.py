@@ -91,3 +91,20 @@ def test_the_repository_units_are_what_install_units_writes() -> None:
     for name, text in build_units(REFERENCE_INSTALLATION).items():
         assert (ROOT / "deploy/systemd" / name).read_text() == text, (
             f"deploy/systemd/{name} is stale: regenerate with `python -m offsite.deploy.units deploy/systemd`")
+
+
+def test_the_example_replica_is_on_a_second_provider_with_its_keys_in_the_env_files(
+        compose: dict[str, Any]) -> None:
+    from offsite.config.targets import host_replicas
+    config = parse_config(yaml.safe_load((ROOT / "deploy/offsite.yaml.example").read_text()))
+    assert config.replicas, "the example shows a replica"
+    worker = compose["services"]["worker-carcosa"]
+    for name in host_replicas(config, worker["hostname"]):
+        replica = config.replicas[name]
+        assert (replica.endpoint_url, replica.region) != (config.target.endpoint_url,
+                                                          config.target.region)
+        host_env = (ROOT / "deploy/carcosa.env.example").read_text()
+        assert f"{name.upper()}_AWS_ACCESS_KEY_ID=" in host_env
+        assert f"{name.upper()}_PRUNE_AWS_ACCESS_KEY_ID=" in \
+            (ROOT / "deploy/control.env.example").read_text()
+        assert "./deploy/carcosa.env" in worker["env_file"]

@@ -8,7 +8,11 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import pytest
+
 from tests.helpers import describe, wait_until
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 WATCHDOG = {"every": "1s", "worker_timeout": "4s", "start_grace": "15m", "lease_ttl": "30s"}
 

@@ -49,6 +49,7 @@ def brute_force(expression: str, zone: str) -> list[datetime]:
 
 @pytest.mark.parametrize("zone", ZONES)
 @pytest.mark.parametrize("expression", EXPRESSIONS)
+@pytest.mark.slow
 def test_cron_fires_exactly_at_the_scanned_instants(expression: str, zone: str) -> None:
     expected = brute_force(expression, zone)
     assert expected, "every expression fires at least once in the span"

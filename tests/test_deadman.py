@@ -13,6 +13,8 @@ import redis
 
 from tests.helpers import describe, wait_until
 
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
+
 WATCHDOG = {"every": "1s", "worker_timeout": "5m", "start_grace": "15m"}
 CHECK_UUID = "5f0c1b7e-3d2a-4c1b-9f7e-0a1b2c3d4e5f"
 

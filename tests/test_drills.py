@@ -12,6 +12,8 @@ import pytest
 from tests.helpers import describe, offsite_argv, wait_until
 from tests.test_failures import FAST_WATCHDOG, attributes
 
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
+
 BEAT_LOCKED = "beat: Acquired lock"
 YEARLY = "0 0 1 1 *"
 
@@ -84,5 +86,5 @@ def test_the_control_node_prunes_on_schedule_with_its_own_identity(
     wait_until(lambda: any(r["type"] == "prune" and r["state"] == "succeeded"
                            for r in runs(run_offsite, config)), timeout=90,
                what="a scheduled prune", interval=1)
-    chains = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)
+    chains = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)["chains"]
     assert len(chains) == 1

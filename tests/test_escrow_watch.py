@@ -7,8 +7,12 @@ from typing import Any
 
 import yaml
 
+import pytest
+
 from tests.helpers import describe, wait_until
 from tests.test_failures import attributes
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 
 def test_a_control_node_whose_passphrase_does_not_open_a_host_raises_escrow_failed(

@@ -14,7 +14,10 @@ import redis
 
 from tests.faults import SwitchableProxy, mount_tiny_filesystem, unmount
 from tests.helpers import MotoServer, describe, offsite_argv, wait_until
+from tests.procfs import duplicity_uploading
 from tests.test_backup_flow import backup, record_of, same_tree
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 FAST_WATCHDOG = {"every": "1s", "start_grace": "2s", "lease_ttl": "3s",
                  "worker_timeout": "1h", "stale_after": "1h"}
@@ -32,6 +35,14 @@ def only_alert(aws: Any, timeout: float = 30) -> dict[str, Any]:
     alerts = aws.alerts(2, timeout=3)
     assert len(alerts) == 1, [a["Subject"] for a in alerts]
     return alerts[0]
+
+
+def holds_a_file(folder: Path) -> bool:
+    """Whether a file is anywhere under folder (which may be changing under our feet)."""
+    try:
+        return any(path.is_file() for path in folder.rglob("*"))
+    except OSError:
+        return False
 
 
 def attributes(alert: dict[str, Any]) -> dict[str, str]:
@@ -226,7 +237,10 @@ def test_worker_killed_during_upload_is_lost_once_and_rerun(
     run_id = queued.stdout.split()[1]
     wait_until(lambda: any(step["name"] == "upload" for step in record_of(
         run_offsite, config, "carcosa", run_id)["steps"]), timeout=60, what="the upload")
-    time.sleep(1.5)
+    leftovers = tmp_path / "cache" / "carcosa" / ".upload-tmp"
+    # duplicity itself is running under the worker and has written a volume in its temp folder
+    wait_until(lambda: duplicity_uploading(worker.pid) and holds_a_file(leftovers),
+               timeout=60, what="duplicity's upload under the worker")
     worker.kill(signal.SIGKILL)
 
     alert = only_alert(aws, timeout=30)
@@ -235,7 +249,6 @@ def test_worker_killed_during_upload_is_lost_once_and_rerun(
     assert lost["error"]["step"] == "upload"
     assert_alert_fields(alert, "carcosa", "full", "run_lost", run_id)
 
-    leftovers = tmp_path / "cache" / "carcosa" / ".upload-tmp"
     assert any(leftovers.iterdir()), "the killed duplicity leaves its temporary volumes"
     worker.restart()
     rerun_id = run_id + "-rerun"

@@ -68,6 +68,7 @@ def test_redis_is_back_for_the_next_test(redis_client: redis.Redis) -> None:
     assert redis_client.ping()
 
 
+@pytest.mark.slow
 def test_published_alert_arrives_in_the_queue(aws: AwsResources) -> None:
     aws.sns.publish(TopicArn=aws.topic_arn, Subject="backup failed: carcosa",
                     Message="step postgres exited 1",
@@ -84,6 +85,7 @@ def test_published_alert_arrives_in_the_queue(aws: AwsResources) -> None:
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_child_process_publishes_with_the_alert_credentials(
         aws: AwsResources, offsite_env: OffsiteEnv, tmp_path: Path) -> None:
     code = (
@@ -100,6 +102,7 @@ def test_child_process_publishes_with_the_alert_credentials(
     assert [a["Subject"] for a in aws.alerts(1, timeout=10)] == ["from child"]
 
 
+@pytest.mark.slow
 def test_bucket_is_versioned_and_lists_keys(aws: AwsResources) -> None:
     aws.s3.put_object(Bucket=aws.bucket, Key="carcosa/a", Body=b"1")
     aws.s3.put_object(Bucket=aws.bucket, Key="carcosa/a", Body=b"2")
@@ -110,6 +113,7 @@ def test_bucket_is_versioned_and_lists_keys(aws: AwsResources) -> None:
     assert len(aws.object_versions("carcosa/")) == 2
 
 
+@pytest.mark.slow
 def test_make_config_writes_a_valid_offsite_config(make_config: ConfigFactory,
                                                    aws: AwsResources, redis_url: str,
                                                    tmp_path: Path) -> None:
@@ -191,6 +195,7 @@ def test_run_command_kills_a_hung_command(tmp_path: Path, offsite_env: OffsiteEn
     assert time.monotonic() - started < 5
 
 
+@pytest.mark.slow
 def test_alert_payload_is_plain_json(aws: AwsResources) -> None:
     aws.sns.publish(TopicArn=aws.topic_arn, Message=json.dumps({"run_id": "r1"}))
     (alert,) = aws.alerts(1, timeout=10)

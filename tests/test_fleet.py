@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import VENV_BIN, describe, run_command
 
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
+
 HOSTS = 300
 
 

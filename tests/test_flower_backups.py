@@ -12,9 +12,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from offsite.constants import RunState
 from offsite.ledger.records import RedisRunStore
 from tests.helpers import ConfigFactory, free_port, offsite_argv, wait_until
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 HOST = "carcosa"
 

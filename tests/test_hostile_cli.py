@@ -67,6 +67,7 @@ def test_garbage_broker_url_in_the_environment_exits_2(argv: tuple[str, ...], tm
                                      "'garbage' must be redis://")
 
 
+@pytest.mark.slow
 def test_check_piped_into_head_exits_quietly(tmp_path: Path, offsite_env: OffsiteEnv) -> None:
     """Far more output than a pipe holds, and a reader that leaves after one line."""
     hosts = {f"host{i}": {"scripts": {"s": {"bash": "true"}}} for i in range(1500)}
@@ -142,6 +143,7 @@ def test_unreachable_broker_is_one_line(tmp_path: Path, run_offsite: RunOffsite)
     assert_one_clean_line(result, 1, "cannot reach the broker at redis://127.0.0.1:1/0")
 
 
+@pytest.mark.slow
 def test_an_unexpected_error_is_one_line_and_its_traceback_shows_only_at_debug(
         tmp_path: Path, redis_url: str, run_offsite: RunOffsite) -> None:
     """A run record that is not JSON (written by hand, or by a broken tool) is a case offsite

@@ -36,6 +36,7 @@ def test_install_units_refuses_a_host_that_is_not_in_the_config(
     assert list(dest.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_install_units_refuses_a_bad_destination(tmp_path: Path, run_offsite: Any) -> None:
     config = write_minimal_config(tmp_path)
     _refused(run_offsite("install-units", "--dest", str(tmp_path / "nope"), config=config), 1,

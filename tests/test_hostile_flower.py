@@ -16,6 +16,8 @@ from offsite.ledger.records import RedisRunStore
 from tests.helpers import ConfigFactory, find_leaks, offsite_argv, wait_until
 from tests.secure_redis import Flower, PasswordRedisServer
 
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
+
 HOST = "carcosa"
 
 

@@ -54,6 +54,7 @@ def still_serves(port: int) -> None:
     assert request(port, "/api/hosts", headers={"Authorization": RIGHT}).status == 200
 
 
+@pytest.mark.slow
 def test_huge_headers_are_refused_with_431(port: int) -> None:
     many = b"".join(b"X-Filler-%d: %s\r\n" % (index, b"a" * 900) for index in range(40))
     reply = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
@@ -76,6 +77,7 @@ BAD_PATHS = ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/metrics/../../e
              "//etc/passwd", "/static/x.js", "/api/hosts/../../../root", "/index.html", "/\x7f"]
 
 
+@pytest.mark.slow
 def test_bad_authorization_headers_get_401(port: int) -> None:
     for header in BAD_HEADERS:
         reply = request(port, "/metrics", headers={"Authorization": header})
@@ -94,11 +96,13 @@ def test_paths_outside_the_three_routes_are_404(port: int) -> None:
         assert b"root:" not in reply
 
 
+@pytest.mark.slow
 def test_unauthenticated_traversal_is_401_not_a_file(port: int) -> None:
     reply = request(port, "/../../etc/passwd")
     assert reply.status == 401 and b"root:" not in reply.body
 
 
+@pytest.mark.slow
 def test_head_answers_without_a_body_and_post_is_405(port: int) -> None:
     head = request(port, "/metrics", method="HEAD", headers={"Authorization": RIGHT})
     assert head.status == 200 and head.body == b""
@@ -112,6 +116,7 @@ def test_head_answers_without_a_body_and_post_is_405(port: int) -> None:
     still_serves(port)
 
 
+@pytest.mark.slow
 def test_a_get_with_a_body_is_refused_unread(port: int) -> None:
     reply = raw_exchange(port, f"GET /api/hosts HTTP/1.1\r\nAuthorization: {RIGHT}\r\n"
                          "Content-Length: 5000000\r\n\r\n".encode() + b"y" * 65536)
@@ -122,6 +127,7 @@ def test_a_get_with_a_body_is_refused_unread(port: int) -> None:
     still_serves(port)
 
 
+@pytest.mark.slow
 def test_slowloris_client_is_cut_off_at_the_header_deadline(port: int) -> None:
     began = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
@@ -145,6 +151,7 @@ def test_slowloris_client_is_cut_off_at_the_header_deadline(port: int) -> None:
     still_serves(port)
 
 
+@pytest.mark.slow
 def test_a_flood_of_idle_connections_gets_503_and_the_server_recovers(port: int) -> None:
     idle = [socket.create_connection(("127.0.0.1", port), timeout=30)
             for _ in range(MAX_CONNECTIONS + 4)]

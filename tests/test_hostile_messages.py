@@ -164,6 +164,7 @@ def assert_refused_once(log: str, entries: list[str], case: Case) -> None:
     assert len(recorded[0]) <= MAX_ENTRY_CHARS + 40
 
 
+@pytest.mark.slow
 def test_hostile_messages_on_a_host_queue_are_refused_while_a_backup_runs(
         make_config: Any, start_worker: Any, run_offsite: Any, redis_client: redis.Redis,
         redis_url: str, tmp_path: Path, aws: Any) -> None:
@@ -209,6 +210,7 @@ def test_hostile_messages_on_a_host_queue_are_refused_while_a_backup_runs(
     assert aws.alerts(1, timeout=3) == []
 
 
+@pytest.mark.slow
 def test_control_worker_alerts_only_for_runs_recorded_failed(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
         redis_client: redis.Redis, redis_url: str, aws: Any) -> None:

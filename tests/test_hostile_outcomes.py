@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from tests.helpers import describe, wait_until
+from tests.procfs import descendants, duplicity_uploading
 from tests.test_backup_flow import backup, record_of, same_tree
 from tests.test_failures import FAST_WATCHDOG, attributes, only_alert, records
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 
 def data_tree(root: Path, files: int = 3, size: int = 200_000) -> Path:
@@ -168,23 +171,6 @@ def test_an_archived_volume_is_named_as_archived_not_as_bad_credentials(
     assert "credentials" not in result.stderr and "Traceback" not in result.stderr
 
 
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _big_upload_config(make_config: Any, aws: Any, tmp_path: Path) -> tuple[Path, Path]:
     data = data_tree(tmp_path / "data", files=5, size=16_000_000)
     return data, host_config(make_config, data, watchdog=FAST_WATCHDOG,
@@ -193,23 +179,11 @@ def _big_upload_config(make_config: Any, aws: Any, tmp_path: Path) -> tuple[Path
                                      "volsize": 5})
 
 
-def _uploading(worker_pid: int) -> bool:
-    """duplicity's upload is running under the worker (not only recorded as started)."""
-    for pid in _descendants(worker_pid):
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if any(arg.endswith(b"duplicity") for arg in argv[:2]) and b"full" in argv:
-            return True
-    return False
-
-
 def _start_and_reach_upload(run_offsite: Any, config: Path, worker_pid: int) -> str:
     queued = run_offsite("backup", "carcosa", "--type", "full", config=config)
     assert queued.returncode == 0, describe(queued)
     run_id: str = queued.stdout.split()[1]
-    wait_until(lambda: _uploading(worker_pid), timeout=60, what="duplicity's upload")
+    wait_until(lambda: duplicity_uploading(worker_pid), timeout=60, what="duplicity's upload")
     assert any(step["name"] == "upload" for step in record_of(
         run_offsite, config, "carcosa", run_id)["steps"])
     return run_id
@@ -247,7 +221,7 @@ def test_sigterm_to_the_whole_worker_tree_during_an_upload_is_lost_once_and_reru
     worker = start_worker(config, "carcosa")
     start_control(config)
     run_id = _start_and_reach_upload(run_offsite, config, worker.pid)
-    for pid in [worker.pid, *_descendants(worker.pid)]:   # systemd's KillMode=control-group
+    for pid in [worker.pid, *descendants(worker.pid)]:   # systemd's KillMode=control-group
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -48,6 +48,7 @@ def stored_record(redis_client: redis.Redis, run_id: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- item 6: bounded
 
 
+@pytest.mark.slow
 def test_one_200mb_line_on_stderr_keeps_memory_records_results_alerts_and_logs_bounded(
         make_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess],
         start_control: Callable[..., ManagedProcess], run_offsite: Callable[..., Any],
@@ -168,6 +169,7 @@ ALLOWED = {"PATH", "HOME", "LANG", "LC_ALL", "LC_TIME", "TZ", "USER", "LOGNAME",
            "TMPDIR", "OFFSITE_HOST", "OFFSITE_RUN_ID", "OFFSITE_BACKUP_TYPE", "OFFSITE_SCRIPT"}
 
 
+@pytest.mark.slow
 def test_a_script_sees_only_the_allow_listed_environment(
         make_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess],
         run_offsite: Callable[..., Any], redis_url: str, tmp_path: Path) -> None:
@@ -206,6 +208,7 @@ def _modes(path: Path) -> dict[str, int]:
     return {str(p.relative_to(path)): p.stat().st_mode & 0o777 for p in [path, *path.rglob("*")]}
 
 
+@pytest.mark.slow
 def test_dumps_staging_and_cache_are_private(
         make_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess],
         run_offsite: Callable[..., Any], tmp_path: Path) -> None:
@@ -232,6 +235,7 @@ def test_dumps_staging_and_cache_are_private(
     assert not {name: oct(mode) for name, mode in cached.items() if mode & 0o077}
 
 
+@pytest.mark.slow
 def test_a_shared_staging_root_is_not_made_private_but_its_host_folder_is(
         make_config: Callable[..., Path], run_offsite: Callable[..., Any], tmp_path: Path) -> None:
     shared = tmp_path / "shared"
@@ -283,13 +287,15 @@ def marker() -> Iterator[str]:
     ("fails", "exit 3", "1h", 1),
     ("times out", "sleep 600", "3s", 1),
 ])
+@pytest.mark.slow
 def test_processes_a_script_leaves_behind_are_ended_with_its_step(
         make_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess],
         run_offsite: Callable[..., Any], redis_client: redis.Redis, marker: str,
         outcome: str, ending: str, timeout: str, rc: int) -> None:
     config = make_config({"carcosa": {"scripts": {
-        "messy": {"bash": _leftover_script(marker, ending), "timeout": timeout},
-        "after": {"bash": "true"}}}})
+        "messy": {"bash": "echo m > m; " + _leftover_script(marker, ending),
+                  "timeout": timeout},
+        "after": {"bash": "echo after > after"}}}})   # a script writing nothing: `warning`
     worker = start_worker(config, "carcosa")
     run_id = backup_wait(run_offsite, config, expect_rc=rc)
     wait_until(_none_left(marker), 20, f"the leftovers of a script that {outcome} to end")
@@ -332,6 +338,7 @@ def _gpg_agents_of(home: Path) -> list[int]:
     return agents
 
 
+@pytest.mark.slow
 def test_no_gpg_agent_outlives_a_backup(
         make_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess],
         run_offsite: Callable[..., Any], offsite_env: dict[str, str]) -> None:
@@ -362,6 +369,7 @@ def system_user() -> pwd.struct_passwd:
         return pwd.getpwnam(TEST_USER)
 
 
+@pytest.mark.slow
 def test_a_script_runs_as_its_user_and_cannot_read_the_workers_files(
         make_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess],
         run_offsite: Callable[..., Any], system_user: pwd.struct_passwd,
@@ -384,6 +392,7 @@ def test_a_script_runs_as_its_user_and_cannot_read_the_workers_files(
         shutil.rmtree(outbox)
 
 
+@pytest.mark.slow
 def test_a_script_user_that_does_not_exist_fails_the_run_with_a_clear_error(
         make_config: Callable[..., Path], run_offsite: Callable[..., Any]) -> None:
     config = make_config({"carcosa": {"scripts": {
@@ -395,6 +404,7 @@ def test_a_script_user_that_does_not_exist_fails_the_run_with_a_clear_error(
 
 
 @pytest.mark.parametrize("name", ["Root", "a b", "x" * 40, "../etc", ""])
+@pytest.mark.slow
 def test_a_malformed_script_user_is_a_config_error(
         make_config: Callable[..., Path], run_offsite: Callable[..., Any], name: str) -> None:
     config = make_config({"carcosa": {"scripts": {"db": {"bash": "true", "user": name}}}})
@@ -406,6 +416,7 @@ def test_a_malformed_script_user_is_a_config_error(
 # --------------------------------------------------------------------------- item 6: log lines
 
 
+@pytest.mark.slow
 def test_a_huge_value_in_a_message_gives_bounded_log_lines(
         make_config: Callable[..., Path], start_worker: Callable[..., ManagedProcess],
         redis_url: str) -> None:

@@ -44,6 +44,7 @@ def _host(data: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("recipients", [
     ["not-a-key"], ["DEADBEEF"], [FPR + "; rm -rf /"], [FPR[:-1] + "G"], [123],
     ["0x" + FPR, FPR], []])
+@pytest.mark.slow
 def test_malformed_recipients_are_refused_by_the_config(
         make_config: Any, run_offsite: Any, tmp_path: Path, recipients: list[Any]) -> None:
     config = make_config(_host(tmp_path), encryption={"mode": "public-key",
@@ -64,6 +65,7 @@ def test_a_host_cannot_switch_mode_on_its_own(make_config: Any, run_offsite: Any
 @pytest.mark.parametrize("setting", ["not a key\n", "-----BEGIN PGP PUBLIC KEY BLOCK-----\n\n"
                                      "garbage\n-----END PGP PUBLIC KEY BLOCK-----\n", "",
                                      "directory", "missing", "huge"])
+@pytest.mark.slow
 def test_a_public_keys_file_that_is_not_a_key_fails_the_upload_in_one_line(
         make_config: Any, run_offsite: Any, aws: Any, tmp_path: Path, setting: str) -> None:
     key_file = tmp_path / "keys.asc"
@@ -80,6 +82,7 @@ def test_a_public_keys_file_that_is_not_a_key_fails_the_upload_in_one_line(
     assert aws.object_keys("carcosa/") == [], "nothing may be uploaded"
 
 
+@pytest.mark.slow
 def test_a_public_keys_file_holding_a_secret_key_is_refused(
         make_config: Any, run_offsite: Any, aws: Any, tmp_path: Path, pair: KeyPair) -> None:
     config = make_config(_host(data_tree(tmp_path / "data", files=1, size=1000)), encryption={
@@ -90,6 +93,7 @@ def test_a_public_keys_file_holding_a_secret_key_is_refused(
     assert aws.object_keys("carcosa/") == []
 
 
+@pytest.mark.slow
 def test_a_recipient_missing_from_the_keys_file_is_named(
         make_config: Any, run_offsite: Any, aws: Any, tmp_path: Path, pair: KeyPair) -> None:
     config = make_config(_host(data_tree(tmp_path / "data", files=1, size=1000)), encryption={
@@ -100,6 +104,7 @@ def test_a_recipient_missing_from_the_keys_file_is_named(
 
 
 @pytest.mark.parametrize("content", ["not a key", "public"])
+@pytest.mark.slow
 def test_a_secret_keys_file_without_a_secret_key_is_refused(
         make_config: Any, run_offsite: Any, aws: Any, tmp_path: Path, pair: KeyPair,
         content: str) -> None:
@@ -121,6 +126,7 @@ def test_a_secret_keys_file_without_a_secret_key_is_refused(
 
 @pytest.mark.parametrize("text", ["yesterday-ish", "", " ", "\x1b[31mred", "9" * 80,
                                   "2026-13-45T99:99:99Z", "-3D"])
+@pytest.mark.slow
 def test_recover_refuses_a_garbage_time(make_config: Any, run_offsite: Any, tmp_path: Path,
                                         text: str) -> None:
     config = make_config(_host(tmp_path))
@@ -128,6 +134,7 @@ def test_recover_refuses_a_garbage_time(make_config: Any, run_offsite: Any, tmp_
     _one_line_failure(result, 2, "bad --time")
 
 
+@pytest.mark.slow
 def test_recover_refuses_a_target_without_versions(make_config: Any, run_offsite: Any,
                                                    tmp_path: Path) -> None:
     config = make_config(_host(tmp_path), target={"url": f"file://{tmp_path}/target"})

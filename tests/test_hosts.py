@@ -6,6 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 import redis
 
 from offsite.constants import RunState, RunType
@@ -88,6 +89,7 @@ def test_hosts_with_the_broker_down_exits_1_with_one_line(
     assert "cannot reach the broker" in result.stderr
 
 
+@pytest.mark.slow
 def test_status_error_column_shows_the_cause_not_its_prefix(
         make_config: Any, run_offsite: Any, redis_client: redis.Redis) -> None:
     config = make_config(HOSTS)
@@ -120,6 +122,7 @@ def test_runs_are_counted_once_when_they_end(redis_client: redis.Redis) -> None:
     assert facts["success:full:run"] == run.run_id
 
 
+@pytest.mark.slow
 def test_all_five_classes_sort_failed_lost_stale_unproven_healthy(
         make_config: Any, run_offsite: Any, redis_client: redis.Redis) -> None:
     from offsite.watch.alerts import condition_alert

@@ -18,7 +18,9 @@ from tests.fleet_states import EXPECTED_ORDER, HOSTS, write_fleet
 from tests.helpers import describe, free_port
 from tests.http_client import basic, dump_dom, request, screenshot, wait_serving
 
-SCREENSHOT_DIR = Path(os.environ.get("OFFSITE_SCREENSHOT_DIR", "/tmp"))
+# Where the fleet page's screenshot is kept for a person to look at; by default the test's own
+# folder (a fixed path would be shared by parallel runs).
+SCREENSHOT_DIR = os.environ.get("OFFSITE_SCREENSHOT_DIR")
 
 
 @pytest.fixture
@@ -47,6 +49,7 @@ def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str,
     return found[(name, frozenset(labels.items()))]
 
 
+@pytest.mark.slow
 def test_metrics_scrape_parses_and_says_what_the_ledger_holds(serving: int) -> None:
     reply = request(serving, "/metrics")
     assert reply.status == 200
@@ -79,6 +82,7 @@ def test_metrics_scrape_parses_and_says_what_the_ledger_holds(serving: int) -> N
             frozenset({("host", "healthy-1")})) in found
 
 
+@pytest.mark.slow
 def test_api_hosts_is_the_json_of_offsite_hosts(serving: int, run_offsite: Any,
                                                 make_config: Any) -> None:
     reply = request(serving, "/api/hosts")
@@ -95,6 +99,7 @@ def test_api_hosts_is_the_json_of_offsite_hosts(serving: int, run_offsite: Any,
     assert comparable(served) == comparable(json.loads(printed.stdout))
 
 
+@pytest.mark.slow
 def test_fleet_page_in_headless_chromium_lists_hosts_worst_first(serving: int,
                                                                  tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{serving}/"
@@ -110,7 +115,8 @@ def test_fleet_page_in_headless_chromium_lists_hosts_worst_first(serving: int,
     healthy_row = healthy_row[:healthy_row.index("</tr>")]
     assert healthy_row.count("<rect") == 6          # six backups charted
     assert "<polyline" in healthy_row and "5.7 MiB" in healthy_row
-    shot = screenshot(url, tmp_path / "chromium", SCREENSHOT_DIR / "offsite-fleet-page.png")
+    shot = screenshot(url, tmp_path / "chromium",
+                      Path(SCREENSHOT_DIR or tmp_path) / "offsite-fleet-page.png")
     assert shot.stat().st_size > 5000
 
 
@@ -122,6 +128,7 @@ def _auth_config(make_config: Any, tmp_path: Path, port: int, listen_host: str) 
                                     "basic_auth_file": str(auth_file)})
 
 
+@pytest.mark.slow
 def test_basic_auth_required_accepted_and_refused(make_config: Any, tmp_path: Path,
                                                   start_control: Callable[..., Any],
                                                   redis_client: redis.Redis) -> None:
@@ -145,6 +152,7 @@ def test_basic_auth_required_accepted_and_refused(make_config: Any, tmp_path: Pa
 
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:9808", "192.0.2.10:9808", "[::]:9808"])
+@pytest.mark.slow
 def test_listen_beyond_loopback_without_auth_is_a_config_error(
         make_config: Any, run_offsite: Any, listen: str) -> None:
     config = make_config(HOSTS, http={"listen": listen})
@@ -154,6 +162,7 @@ def test_listen_beyond_loopback_without_auth_is_a_config_error(
     assert "At 'http'" in result.stderr and "basic_auth_file" in result.stderr
 
 
+@pytest.mark.slow
 def test_unreadable_auth_file_stops_control_with_one_line(make_config: Any,
                                                           run_offsite: Any,
                                                           tmp_path: Path) -> None:
@@ -183,6 +192,7 @@ def test_fast_exposition_says_what_prometheus_client_says(make_config: Any,
     assert described(ours) == described(reference)
 
 
+@pytest.mark.slow
 def test_http_password_line_is_accepted_by_the_server_check(make_config: Any,
                                                              offsite_env: Any,
                                                              tmp_path: Path) -> None:
@@ -205,6 +215,7 @@ def test_http_password_line_is_accepted_by_the_server_check(make_config: Any,
     assert short.returncode == 2 and "shorter than 8" in short.stderr
 
 
+@pytest.mark.slow
 def test_broker_down_answers_503_and_recovers(serving: int, redis_server: Any) -> None:
     redis_server.stop(save=True)
     try:

@@ -93,7 +93,7 @@ def test_each_role_works_with_exactly_the_keys_provision_gives_it(
 
     listed = run_offsite("list", "alpha", "--json", config=config, env_extra=operator)
     assert listed.returncode == 0, describe(listed)
-    (chain,) = json.loads(listed.stdout)
+    (chain,) = json.loads(listed.stdout)["chains"]
     assert [backup_set["type"] for backup_set in chain["sets"]] == ["full"]
     restored = tmp_path / "restored"
     restore = run_offsite("restore", "alpha", str(restored), config=config,

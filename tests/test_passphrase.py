@@ -139,6 +139,7 @@ def test_local_backup_fails_at_start_before_any_script_runs(
     assert "Traceback" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_queued_backup_fails_at_start_with_class_encryption_failed(
         tmp_path: Path, redis_url: str, run_offsite: RunOffsite,
         start_worker: Callable[..., ManagedProcess]) -> None:
@@ -159,6 +160,7 @@ def test_queued_backup_fails_at_start_with_class_encryption_failed(
     assert not marker.exists(), "the dump script ran without a usable passphrase"
 
 
+@pytest.mark.slow
 def test_worker_start_up_log_warns_about_the_passphrase(
         tmp_path: Path, redis_url: str,
         start_worker: Callable[..., ManagedProcess]) -> None:
@@ -174,6 +176,7 @@ def test_worker_start_up_log_warns_about_the_passphrase(
     assert "secret words" not in worker.log_text()
 
 
+@pytest.mark.slow
 def test_worker_start_up_log_reports_a_missing_passphrase(
         tmp_path: Path, redis_url: str,
         start_worker: Callable[..., ManagedProcess]) -> None:

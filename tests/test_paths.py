@@ -9,8 +9,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import describe
 from tests.test_backup_flow import backup, same_tree
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 TREE_MB = 50
 

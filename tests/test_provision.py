@@ -76,6 +76,7 @@ def _as(keys: dict[str, str], prefix: str = "DUPLICITY_AWS_") -> dict[str, str |
             "AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}
 
 
+@pytest.mark.slow
 def test_the_plan_is_printed_and_nothing_is_made(strict: StrictAws, tmp_path: Path,
                                                 run_offsite: Any, redis_url: str) -> None:
     fleet = _fleet(strict, tmp_path, redis_url)
@@ -138,6 +139,7 @@ def test_policy_documents_say_what_moto_cannot_check() -> None:
     assert [t["StorageClass"] for t in archive["Transitions"]] == ["STANDARD_IA", "GLACIER"]
 
 
+@pytest.mark.slow
 def test_apply_makes_each_identity_hold_exactly_its_rights(
         strict: StrictAws, tmp_path: Path, run_offsite: Any, redis_url: str) -> None:
     fleet = _fleet(strict, tmp_path, redis_url)
@@ -244,6 +246,7 @@ def _alert_identity_only_publishes(strict: StrictAws, control: dict[str, str], t
             client.close()
 
 
+@pytest.mark.slow
 def test_check_connect_lists_the_differences_from_the_plan(
         strict: StrictAws, tmp_path: Path, run_offsite: Any, redis_url: str) -> None:
     fleet = _fleet(strict, tmp_path, redis_url, hosts=("alpha",))

@@ -6,15 +6,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from offsite.constants import LEASE_KEY
 from tests.helpers import describe
+from tests.seaweed import S3_SERVERS
 from tests.test_backup_flow import same_tree
 
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
+
+@pytest.mark.parametrize("target_store", S3_SERVERS, indirect=True)
 def test_prune_keeps_two_of_four_chains_and_the_newest_restores(
-        make_config: Any, run_offsite: Any, redis_client: redis.Redis, aws: Any,
+        make_config: Any, run_offsite: Any, redis_client: redis.Redis, target_store: Any,
         tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -24,7 +29,7 @@ def test_prune_keeps_two_of_four_chains_and_the_newest_restores(
         (data / f"file{number}.txt").write_text(f"{kind} {number}\n")
         result = run_offsite("backup", "carcosa", "--type", kind, "--local", config=config)
         assert result.returncode == 0, describe(result)
-    chains = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)
+    chains = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)["chains"]
     assert len(chains) == 4
     times = [chain["start"] for chain in chains]
 
@@ -32,12 +37,12 @@ def test_prune_keeps_two_of_four_chains_and_the_newest_restores(
     assert plan.returncode == 0, describe(plan)
     assert "nothing deleted without --apply" in plan.stdout
     assert plan.stdout.count("delete chain") == 2 and plan.stdout.count("keep chain") == 2
-    assert len(json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)) == 4
+    assert len(json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)["chains"]) == 4
 
     redis_client.set(LEASE_KEY + "carcosa", "carcosa-full-20261129T000000Z", px=60_000)
     busy = run_offsite("prune", "carcosa", "--apply", config=config)
     assert busy.returncode == 1 and "busy with run carcosa-full-20261129T000000Z" in busy.stdout
-    assert len(json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)) == 4
+    assert len(json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)["chains"]) == 4
     redis_client.delete(LEASE_KEY + "carcosa")
 
     keyless = run_offsite("prune", "carcosa", "--apply", config=config)   # no prune identity
@@ -47,9 +52,9 @@ def test_prune_keeps_two_of_four_chains_and_the_newest_restores(
                           env_extra={"PRUNE_AWS_ACCESS_KEY_ID": "AKIAPRUNE",
                                      "PRUNE_AWS_SECRET_ACCESS_KEY": "prune-secret"})
     assert applied.returncode == 0, describe(applied)
-    left = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)
+    left = json.loads(run_offsite("list", "carcosa", "--json", config=config).stdout)["chains"]
     assert [chain["start"] for chain in left] == times[2:]
-    assert not [k for k in aws.object_keys("carcosa/") if any(
+    assert not [k for k in target_store.object_keys("carcosa/") if any(
         t.replace("-", "").replace(":", "") in k for t in times[:2])]
     runs = json.loads(run_offsite("status", "carcosa", "--json", config=config).stdout)
     assert [(r["type"], r["state"]) for r in runs] == [

@@ -12,6 +12,8 @@ import pytest
 from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
 from tests.helpers import VENV_BIN, describe, run_command
 
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
+
 _BOTH_WAYS = """
 import json, sys
 import redis

@@ -19,6 +19,7 @@ import redis
 
 from offsite.constants import LEASE_KEY, REJECTED_KEY
 from offsite.ledger.records import RedisRunStore
+from offsite.schedule.specs import utcnow
 from tests.helpers import (VENV_BIN, ManagedProcess, describe, offsite_argv, run_command,
                            wait_until)
 
@@ -127,6 +128,7 @@ def run_id_of(output: str) -> str:
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_two_hosts_runs_arrive_on_their_own_queue_one_at_a_time(
         make_config: Any, tmp_path: Path, start_process: StartProcess, start_worker: Any,
         run_offsite: Any, redis_client: redis.Redis) -> None:
@@ -172,6 +174,7 @@ def test_two_hosts_runs_arrive_on_their_own_queue_one_at_a_time(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_two_beats_at_once_send_each_slot_once(
         make_config: Any, tmp_path: Path, start_process: StartProcess, run_offsite: Any,
         redis_client: redis.Redis) -> None:
@@ -218,6 +221,7 @@ for _ in range(2):  # what a beat that died between sending and saving the entry
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_a_slot_sent_twice_runs_once(
         make_config: Any, tmp_path: Path, start_worker: Any, run_offsite: Any,
         offsite_env: Any, redis_client: redis.Redis) -> None:
@@ -245,6 +249,7 @@ def test_a_slot_sent_twice_runs_once(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_beat_down_across_several_slots_catches_up_once_per_entry_marked_late(
         make_config: Any, tmp_path: Path, start_process: StartProcess, run_offsite: Any,
         redis_client: redis.Redis) -> None:
@@ -293,6 +298,7 @@ def test_beat_down_across_several_slots_catches_up_once_per_entry_marked_late(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_full_and_incr_due_together_run_one_and_skip_the_incr(
         make_config: Any, tmp_path: Path, start_process: StartProcess, start_worker: Any,
         run_offsite: Any, redis_client: redis.Redis) -> None:
@@ -319,6 +325,7 @@ def test_full_and_incr_due_together_run_one_and_skip_the_incr(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_full_that_finds_an_incr_running_waits_for_it(
         make_config: Any, tmp_path: Path, start_worker: Any, run_offsite: Any) -> None:
     slow_incr = 'if [ "$OFFSITE_BACKUP_TYPE" = incr ]; then sleep 4; fi; '
@@ -327,7 +334,6 @@ def test_full_that_finds_an_incr_running_waits_for_it(
     seeded = run_offsite("backup", "carcosa", "--type", "full", "--wait", "--timeout", "60",
                          config=config)
     assert seeded.returncode == 0, describe(seeded)
-    time.sleep(1)  # the next run id is a new second
 
     incr = run_offsite("backup", "carcosa", "--type", "incr", config=config)
     assert incr.returncode == 0, describe(incr)
@@ -346,6 +352,7 @@ def test_full_that_finds_an_incr_running_waits_for_it(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_lease_of_a_killed_worker_expires_and_the_next_full_proceeds(
         make_config: Any, tmp_path: Path, start_worker: Any, run_offsite: Any,
         redis_client: redis.Redis) -> None:
@@ -368,11 +375,9 @@ def test_lease_of_a_killed_worker_expires_and_the_next_full_proceeds(
     killed_at = datetime.now().astimezone()
     assert redis_client.get(LEASE_KEY + "carcosa") == dead_id
     worker.start()
-    time.sleep(1)  # the next run id is a new second
     full = run_offsite("backup", "carcosa", "--type", "full", "--wait", "--timeout", "60",
                        config=config)
     assert full.returncode == 0, describe(full)
-    time.sleep(1)
     incr = run_offsite("backup", "carcosa", "--type", "incr", "--wait", "--timeout", "60",
                        config=config)
     assert incr.returncode == 0, describe(incr)
@@ -391,6 +396,7 @@ def test_lease_of_a_killed_worker_expires_and_the_next_full_proceeds(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_incr_is_promoted_without_a_chain_and_when_the_full_is_too_old(
         make_config: Any, tmp_path: Path, start_worker: Any, run_offsite: Any) -> None:
     config = file_config(make_config, tmp_path,
@@ -404,7 +410,6 @@ def test_incr_is_promoted_without_a_chain_and_when_the_full_is_too_old(
                              config=config)
         assert result.returncode == 0, describe(result)
         rows = {r["run_id"]: r for r in records(run_offsite, config)}
-        time.sleep(1)  # the next run id is a new second
         return rows[run_id_of(result.stdout)]
 
     first = incr()
@@ -433,6 +438,7 @@ def test_incr_is_promoted_without_a_chain_and_when_the_full_is_too_old(
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_slots_queued_while_the_host_was_off_run_once_the_rest_expire(
         make_config: Any, tmp_path: Path, start_process: StartProcess, start_worker: Any,
         run_offsite: Any, redis_client: redis.Redis) -> None:
@@ -445,6 +451,11 @@ def test_slots_queued_while_the_host_was_off_run_once_the_rest_expire(
                >= 4, timeout=20, what="four full slots queued", interval=0.2)
     stop_beat_between_sends(beat)
     assert redis_client.llen("backup.carcosa") == len(store.recent("carcosa", 500))
+    # The host stays off for longer than start_grace (1 s) after the newest slot was sent, so
+    # that slot has waited in the queue however fast its worker starts.
+    newest_sent = max(r.created_at for r in store.recent("carcosa", 500))
+    wait_until(lambda: utcnow() - newest_sent > timedelta(seconds=1.5), timeout=10,
+               what="the newest slot to be older than start_grace", interval=0.1)
 
     start_worker(config, "carcosa")
     wait_until(lambda: all_final(store), timeout=45, what="the backlog to drain", interval=0.5)

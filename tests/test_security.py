@@ -24,6 +24,8 @@ from tests.test_backup_flow import backup, same_tree
 from tests.test_hostile_outcomes import data_tree
 from tests.test_provision import _as, _fleet, _operator, strict  # noqa: F401 (fixture)
 
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
+
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, KeyPair]]:

@@ -13,6 +13,8 @@ import pytest
 from tests.helpers import ConfigFactory
 from tests.tls_redis import TlsRedisServer
 
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
+
 HOST = "carcosa"
 
 

@@ -11,9 +11,14 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.helpers import VENV_BIN, describe, merged_env, run_command
 from tests.test_backup_flow import backup, record_of
 from tests.test_failures import attributes, only_alert
+from tests.seaweed import S3_SERVERS
+
+pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
 
 def tree(root: Path) -> Path:
@@ -36,6 +41,7 @@ def verify(run_offsite: Any, config: Path, *args: str, expect_rc: int = 0) -> An
     return result
 
 
+@pytest.mark.parametrize("target_store", S3_SERVERS, indirect=True)
 def test_full_incr_then_verify_on_another_hosts_worker_and_on_control_with_no_cache(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any,
         tmp_path: Path) -> None:
@@ -139,7 +145,7 @@ def test_list_reads_the_target_like_collection_status_with_redis_down(
     shutil.rmtree(tmp_path / "cache")
     listed = run_offsite("list", "carcosa", "--json", config=config)
     assert listed.returncode == 0, describe(listed)
-    chains = json.loads(listed.stdout)
+    chains = json.loads(listed.stdout)["chains"]
     assert [[s["type"] for s in chain["sets"]] for chain in chains] == [
         ["full", "incr"], ["full", "incr", "incr"], ["full"]]
 

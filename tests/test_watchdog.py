@@ -76,6 +76,7 @@ def classes(aws: Any, expected: int, *, ignore: tuple[str, ...] = ()) -> list[st
     return [name for name in found if name not in ignore]
 
 
+@pytest.mark.slow
 def test_run_past_its_maximum_duration_alerts_once_and_clears(dog: Watchdog, aws: Any) -> None:
     store, lease = dog.store, dog.lease
     record = RunRecord(run_id="carcosa-full-x", host="carcosa", type=BackupType.FULL,
@@ -105,6 +106,7 @@ def test_host_without_success_goes_stale(dog: Watchdog, aws: Any) -> None:
     assert "backup_stale" in classes(aws, 1)
 
 
+@pytest.mark.slow
 def test_missed_monday_slot_is_reported(dog: Watchdog, aws: Any) -> None:
     dog.tick(T0)                                    # watching starts before the 04:00 slot
     dog.tick(T0 + timedelta(hours=1, minutes=10))   # 04:10: within the grace period
@@ -116,6 +118,7 @@ def test_missed_monday_slot_is_reported(dog: Watchdog, aws: Any) -> None:
     assert "2026-12-07T04:00:00+00:00" in missed[0]["Message"]
 
 
+@pytest.mark.slow
 def test_identical_failures_are_held_back_and_summarised_daily(dog: Watchdog, aws: Any) -> None:
     outcomes = []
     for index in range(3):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -66,3 +67,15 @@ def wait_for(store: RedisRunStore, run_id: str, timeout_s: float | None) -> RunR
 
 def path_or_none(text: str | None) -> Path | None:
     return Path(text) if text else None
+
+
+def add_target_argument(parser: Any) -> None:
+    parser.add_argument("--target", default=None, metavar="NAME",
+                        help="the target to read: primary (the default) or a replica's name")
+
+
+def targeted(config: Config, args: Any) -> Config:
+    """The config as seen through `--target NAME` (offsite.config.replicas.target_view);
+    raises UsageError for a name that is not a target."""
+    from offsite.config.targets import target_view
+    return target_view(config, getattr(args, "target", None))

@@ -7,16 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from offsite.cli.common import EXIT_FAILED, EXIT_OK
+from offsite.cli.common import EXIT_FAILED, EXIT_OK, add_target_argument, targeted
 from offsite.config.model import Config
 from offsite.host.settings import resolve_host
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
     from offsite.target.catalog import format_stamp, read_catalog
-    catalog = read_catalog(resolve_host(config, args.host))
+    catalog = read_catalog(resolve_host(targeted(config, args), args.host))
     if args.json:
-        print(json.dumps([chain.as_json() for chain in catalog.chains], indent=2))
+        print(json.dumps(catalog.as_json(), indent=2))
         return EXIT_OK
     if not catalog.chains:
         print(f"{catalog.location}: no complete backup chain")
@@ -29,9 +29,13 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
                 line += f"  ({len(backup_set.archived)} archived)"
             print(line)
     for orphan in catalog.orphans:
-        print(f"not in a chain: incr {format_stamp(orphan.time)} (a set before it is missing)")
+        print(f"not in a chain: incr {format_stamp(orphan.time)} (a set before it is missing "
+              "or does not restore)")
     for unfinished in catalog.unfinished:
-        print(f"unfinished: {unfinished.kind} {format_stamp(unfinished.time)}")
+        print(f"unfinished: {unfinished.kind} {format_stamp(unfinished.time)}: "
+              f"{unfinished.reason or 'unfinished'}")
+    for name, why in sorted(catalog.ignored.items()):
+        print(f"ignored: {why}")
     return EXIT_OK
 
 
@@ -97,4 +101,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                              help="the backup chains and sets in the target")
     listing.add_argument("host")
     listing.add_argument("--json", action="store_true")
+    add_target_argument(listing)
     listing.set_defaults(action=cmd_list)

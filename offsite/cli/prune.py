@@ -37,12 +37,20 @@ def cmd_prune(args: argparse.Namespace, config: Config) -> int:
                 print(f"{host}: {state.value}: {'; '.join(notes)}")
             continue
         report.append({"host": host, "applied": args.apply,
-                       "state": state.value if state else None, "notes": [],
-                       "plan": outcome.plan.as_json()})
+                       "state": state.value if state else None,
+                       "notes": outcome.replica_problems, "plan": outcome.plan.as_json(),
+                       "replicas": {name: plan.as_json()
+                                    for name, plan in outcome.replicas.items()}})
         if not args.json:
             print(f"{host}: {'pruned' if args.apply else 'plan (nothing deleted without --apply)'}")
             for line in outcome.plan.describe():
                 print(f"  {line}")
+            for name, plan in outcome.replicas.items():
+                print(f"  replica {name}:")
+                for line in plan.describe():
+                    print(f"    {line}")
+            for problem in outcome.replica_problems:
+                print(f"  {problem}")
     if args.json:
         print(json.dumps(report, indent=2))
     elif not hosts:

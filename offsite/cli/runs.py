@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from offsite.cli.common import (EXIT_FAILED, EXIT_OK, alert_locally, ledger_store, path_or_none,
-                                wait_for)
+                                wait_for, add_target_argument, targeted)
 from offsite.config.model import Config
 from offsite.constants import BackupType, RunState
 from offsite.durations import parse_duration
@@ -21,7 +21,7 @@ def cmd_backup(args: argparse.Namespace, config: Config) -> int:
     backup_type = BackupType(args.type)
     config.host(args.host)
     if args.local:
-        from offsite.run.steps import run_local
+        from offsite.run.local_backup import run_local
         record = run_local(config, args.host, backup_type)
         if record.state == RunState.FAILED:
             alert_locally(config, record)
@@ -53,12 +53,17 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from offsite.cli.progress import folder_progress, progress_line
     from offsite.host.settings import resolve_host
     from offsite.proof.restore import restore_host
-    settings = resolve_host(config, args.host)
+    from offsite.target.catalog import format_stamp
+    settings = resolve_host(targeted(config, args), args.host)
+    chosen: list[Any] = []
     with progress_line(folder_progress(f"restoring {args.host}", Path(args.dest))):
         thawing = restore_host(settings, Path(args.dest), time=args.time,
                                path=args.path, thaw_days=args.days if args.thaw else None,
-                               secret_keys_file=path_or_none(args.secret_keys_file))
-    print(f"not restored yet: {thawing}" if thawing else f"restored {args.host} into {args.dest}")
+                               secret_keys_file=path_or_none(args.secret_keys_file),
+                               chosen=chosen)
+    which = f" (the {chosen[0].kind} set of {format_stamp(chosen[0].time)})" if chosen else ""
+    print(f"not restored yet: {thawing}" if thawing
+          else f"restored {args.host}{which} into {args.dest}")
     return EXIT_OK
 
 
@@ -106,4 +111,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     restore.add_argument("--days", type=int, default=7, help="with --thaw: keep thawed copies")
     restore.add_argument("--secret-keys-file", help="public-key mode: the secret key (else "
                                                     "GNUPGHOME); never kept on a host")
+    add_target_argument(restore)
     restore.set_defaults(action=cmd_restore)

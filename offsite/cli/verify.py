@@ -8,10 +8,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from offsite.cli.common import (EXIT_FAILED, EXIT_OK, alert_locally, ledger_store,
-                                reachable_ledger, wait_for)
+from offsite.cli.common import (EXIT_FAILED, EXIT_OK, add_target_argument, alert_locally,
+                                ledger_store, reachable_ledger, targeted, wait_for)
 from offsite.config.model import Config
 from offsite.constants import RunState
+from offsite.errors import UsageError
 from offsite.ledger.run_record import RunRecord, record_as_json
 
 
@@ -26,14 +27,19 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
         from offsite.proof.verify import verify_local
         store, broker = reachable_ledger(config)
         with progress_line(lambda elapsed: f"verifying {args.host}: {elapsed:.0f}s"):
+            targeted(config, args)   # an unknown target is a usage error before any work
             record = verify_local(config, args.host, at, Path(args.secret_keys_file)
-                                  if args.secret_keys_file else None, broker=broker,
-                                  store=store, alert=args.alert)
+                                  if args.secret_keys_file else None, target=args.target,
+                                  broker=broker, store=store, alert=args.alert)
         if store is None:
             print("not recorded in the ledger: the broker does not answer", file=sys.stderr)
             if record.state == RunState.FAILED and args.alert:
                 alert_locally(config, record)
     else:
+        if args.target not in (None, "primary"):
+            targeted(config, args)   # an unknown name is a usage error first
+            raise UsageError("a drill from a replica runs here: add --local (scheduled drills "
+                             "rotate across the targets by themselves)", host=args.host)
         from tasks.dispatch import enqueue_verify, verify_queue
         store = ledger_store(config)
         queued = enqueue_verify(config, store, args.host, at)
@@ -80,4 +86,5 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                              "(else this machine's GNUPGHOME)")
     verify.add_argument("--json", action="store_true",
                         help="print the run record (with --wait or --local: the outcome)")
+    add_target_argument(verify)
     verify.set_defaults(action=cmd_verify)

@@ -18,7 +18,9 @@ from offsite.config.sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, HostRet
                                      ScriptConfig, StrictModel, TargetConfig, VerifyConfig,
                                      WatchdogConfig)
 from offsite.config.types import DataRoot, Interpreter, Name
+from offsite.config.replicas import MAX_REPLICAS, ReplicaName, replica_problems
 from offsite.constants import DEFAULT_CONFIG_PATH, BackupType
+from offsite.bounded import read_regular_file
 from offsite.durations import format_duration
 from offsite.errors import ConfigError, UnknownHostError
 from offsite.config.http import HttpConfig
@@ -48,6 +50,9 @@ class HostConfig(StrictModel):
     encryption: HostEncryption | None = Field(
         None, description="this host's own passphrase_file (or recipients): see "
                           "offsite.config.security")
+    replicas: list[ReplicaName] | None = Field(
+        None, max_length=MAX_REPLICAS, description="the replicas this host's sets are copied "
+                                                   "to (absent: every replica; []: none)")
     python_interpreter: Interpreter | None = Field(
         None, description="absolute path of the interpreter `python:` scripts run with (e.g. "
                           "/usr/bin/python3 to import system packages such as psycopg2); "
@@ -77,6 +82,10 @@ class Config(StrictModel):
     cache_root: DataRoot | None = Field(None, description="duplicity archive dirs; default "
                                         "<staging_root>/../cache")
     target: TargetConfig
+    replicas: dict[ReplicaName, TargetConfig] = Field(
+        default_factory=dict, max_length=MAX_REPLICAS,
+        description="more targets every set is copied to (same fields as target); credentials "
+                    "from <NAME>_AWS_ACCESS_KEY_ID / _SECRET_ACCESS_KEY, else the default chain")
     encryption: EncryptionConfig = Field(default_factory=EncryptionConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
@@ -95,7 +104,11 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Config:
         problems = (self._folder_problems() + self._interval_problems()
-                    + self._drill_node_problems() + self._sentinel_problems())
+                    + self._drill_node_problems() + self._sentinel_problems()
+                    + replica_problems(
+                        self.target, self.replicas,
+                        {name: host.replicas for name, host in self.hosts.items()},
+                        self.verify.targets))
         if problems:
             raise ConfigProblems(problems)
         return self
@@ -223,8 +236,7 @@ def config_path(explicit: str | None) -> Path:
 def load_config(path: Path) -> Config:
     """Read and validate the file; raises ConfigError listing every problem with its path."""
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        raw = read_regular_file(path, MAX_CONFIG_BYTES)   # a FIFO is refused, not waited on
     except FileNotFoundError:
         raise ConfigError(["file not found: create it or pass --config FILE"],
                           path=str(path)) from None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field,
-                      model_validator)
+                      PrivateAttr, model_validator)
 
 from offsite.config.rules import check_target_url
 from offsite.config.types import (EPOCH, Duration, HttpUrl, Region, Schedule, ScriptCode,
@@ -115,8 +115,19 @@ class TargetConfig(StrictModel):
                          description="tries of a failing backend operation (network, 5xx) "
                                      "before the upload fails")
     retry_delay: Duration = Field(10, description="wait between those tries")
+    restore_progress_timeout: Duration = Field(
+        1800, description="a restore, verify or drill that restores no byte (and downloads "
+                          "none) for this long fails, naming the volume it was reading")
     layout: Layout = Field("split", description="split: data volumes under their own name "
                            "prefix (archivable by the lifecycle); flat: duplicity's names")
+
+    # None: the primary target (DUPLICITY_AWS_* keys); a replica's upper-cased name when seen
+    # through offsite.config.replicas.target_view (<NAME>_AWS_* keys). Not a config key.
+    _identity: str | None = PrivateAttr(None)
+
+    @property
+    def identity(self) -> str | None:
+        return self._identity
 
     def host_url(self, host: str) -> str:
         return f"{self.url}/{host}"
@@ -173,6 +184,9 @@ class WatchdogConfig(StrictModel):
     stale_after: Duration | None = Field(
         None, description="alert when a host had no successful backup for this long; "
                           "default: twice its incremental interval")
+    replica_behind_after: Duration = Field(
+        86400, description="alert (replica_behind) when a replica lacks a set the primary has "
+                           "held for longer than this")
     escrow_every: Duration = Field(
         6 * 3600, description="how often the control node checks that the keys it holds "
                               "decrypt each host's newest backup (condition escrow_failed)")
@@ -185,6 +199,10 @@ class VerifyConfig(StrictModel):
                        description="where drills run: control (the control node, which then "
                                    "needs the key and the read identity READ_AWS_*) or a "
                                    "host's name (the old name `\"on\"` is accepted quoted)")
+    targets: list[str] | None = Field(
+        None, min_length=1, max_length=17,
+        description="the targets drills rotate over (primary and replica names); default: "
+                    "primary and each of the host's replicas")
 
     @model_validator(mode="before")
     @classmethod

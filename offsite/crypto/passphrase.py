@@ -17,6 +17,10 @@ def read_passphrase(settings: HostSettings, step: str = "encryption") -> str:
     """The passphrase from env PASSPHRASE or encryption.passphrase_file on this host; raises
     PassphraseError (at `step`) when it is missing, unreadable or empty."""
     if passphrase := os.environ.get("PASSPHRASE"):
+        if not passphrase.strip():
+            raise PassphraseError("PASSPHRASE is set but blank: set the passphrase, or unset "
+                                  "it to use encryption.passphrase_file", host=settings.name,
+                                  step=step)
         return passphrase
     host, path = settings.name, settings.encryption.passphrase_file
     if path is None:

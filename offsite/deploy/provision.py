@@ -18,6 +18,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from offsite.config.model import Config
+from offsite.config.targets import host_replicas
 from offsite.errors import OffsiteError
 from offsite.deploy.iam_policy import (PUBLIC_ACCESS_BLOCK, Policy, alert_policy, host_policy,
                                        lifecycle_rules, prune_policy, read_policy,
@@ -77,21 +78,28 @@ def build_plan(config: Config) -> Plan:
     if bucket is None:
         raise ProvisionError("provision needs an S3 target (target.url boto3+s3://BUCKET)",
                              step="provision")
-    prefix = config.provision.name_prefix
+    replica = config.target.identity   # a replica seen through target_view: its own users
+    prefix = config.provision.name_prefix + (f"-{replica.lower()}" if replica else "")
+    keys = f"{replica}_" if replica else ""
     root = _root_prefix(config)
+    hosts = [host for host in config.hosts
+             if replica is None or replica.lower() in host_replicas(config, host)]
     identities = [Identity(f"{prefix}-host-{host}", "host", host,
                            host_policy(bucket, resolve_host(config, host).target.prefix),
-                           "DUPLICITY_AWS_", (f"{host}.env",)) for host in config.hosts]
-    if config.alerts.sns_topic_arn:
+                           f"{replica}_AWS_" if replica else "DUPLICITY_AWS_",
+                           (f"{host}.env",)) for host in hosts]
+    if config.alerts.sns_topic_arn and replica is None:
         identities.append(Identity(f"{prefix}-alert", "alert", None,
                                    alert_policy(config.alerts.sns_topic_arn), "ALERT_AWS_",
                                    ("control.env",)))
     identities.append(Identity(f"{prefix}-prune", "prune", None, prune_policy(bucket, root),
-                               "PRUNE_AWS_", ("control.env",)))
+                               f"{keys}PRUNE_AWS_", ("control.env",)))
     identities.append(Identity(f"{prefix}-recover", "recover", None,
-                               recover_policy(bucket, root), "RECOVER_AWS_", ("recover.env",)))
-    identities.append(Identity(f"{prefix}-read", "read", None, read_policy(bucket),
-                               "READ_AWS_", ("control.env", "recover.env")))
+                               recover_policy(bucket, root), f"{keys}RECOVER_AWS_",
+                               ("recover.env",)))
+    if replica is None:   # a replica is read with its own keys (TargetSettings.keys)
+        identities.append(Identity(f"{prefix}-read", "read", None, read_policy(bucket),
+                                   "READ_AWS_", ("control.env", "recover.env")))
     for identity in identities:
         if len(identity.user) > MAX_USER_NAME:
             raise ProvisionError(f"IAM user name {identity.user!r} is longer than "

@@ -3,17 +3,20 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 import os
 import re
 import shutil
 import sys
+import tempfile
 
 from offsite.host.settings import HostSettings
 from offsite.constants import BackupType
 from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
 from offsite.duplicity.errors import describe_failure, read_log_tail
-from offsite.errors import CommandError, CommandTimedOut
+from offsite.duplicity.launch import launch_argv
+from offsite.duplicity.progress import ProgressDeadline
+from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.host.sources import (Sources, archive_path, host_cache, host_sources,
                                   record_uploaded, relocate, scan_problems, write_manifest)
 from offsite.process.execute import CommandResult, run_command
@@ -135,8 +138,9 @@ def duplicity_env(settings: HostSettings, passphrase: str, base: dict[str, str],
     nowhere else; the other identities' keys are left out."""
     env = {name: value for name, value in base.items() if not name.startswith(_OTHER_KEYS)}
     env["PASSPHRASE"] = passphrase
+    keys = settings.target.keys(identity)   # a replica's: <NAME>_AWS_*
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-        if value := base.get(f"{identity}_{name}"):
+        if value := base.get(f"{keys}_{name}"):
             env[name] = value
     if settings.target.endpoint_url:
         # S3-compatible services reject the checksums boto3 >= 1.36 sends by default.
@@ -216,27 +220,70 @@ def upload(settings: HostSettings, backup_type: BackupType,
 def run_restore(settings: HostSettings, dest: Path, archive_dir: Path,
                 time: str | None = None, path: str | None = None, *, step: str = "restore",
                 on_tick: Callable[[], None] | None = None, data_prefix: str = "",
-                gnupg_home: Path | None = None) -> CommandResult:
+                gnupg_home: Path | None = None,
+                volume_names: Sequence[str] = ()) -> CommandResult:
     """duplicity restore into dest (which must not exist), the host's `paths:` sources as
     DEST/<name>/ beside DEST/<script>/ (see offsite.host.sources); raises CommandError naming the
-    cause. data_prefix: the layout the set was written in; gnupg_home: a keyring with the
-    secret key (public-key mode), else GNUPGHOME."""
-    sources = host_sources(settings)
+    cause, RestoreStalled when no byte arrives for target.restore_progress_timeout (naming the
+    volume of `volume_names`, in restore order, it was reading). data_prefix: the layout the set
+    was written in; gnupg_home: a keyring with the secret key (public-key mode), else GNUPGHOME.
 
-    def restore_into(folder: Path, inner: str | None) -> CommandResult:
-        return _run_duplicity(settings, step, restore_argv(
-            settings, folder, archive_dir, time, inner, data_prefix), on_tick,
-            gnupg_home=gnupg_home, identity=reading_identity())
-    if path is not None or not sources.paths:
-        return restore_into(dest, archive_path(sources, path) if path is not None else None)
-    restoring = dest.parent / f".{dest.name}.restoring"
-    shutil.rmtree(restoring, ignore_errors=True)
+    duplicity restores into a private folder beside DEST (`.DEST.restoring-*`, never a folder
+    that was there before) that becomes DEST when the restore is whole. A restore that fails
+    leaves what it restored as DEST marked partial (DEST/PARTIAL_MARKER says why); one killed
+    outright leaves only that dot-folder."""
+    sources = host_sources(settings)
+    archive_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    holder = Path(tempfile.mkdtemp(prefix=f".{dest.name}.restoring-", dir=dest.parent))
+    downloads = Path(tempfile.mkdtemp(prefix=".restore-tmp-", dir=archive_dir))
+    restoring = holder / "tree"
+    inner = archive_path(sources, path) if path is not None else None
+    argv = restore_argv(settings, restoring, archive_dir, time, inner, data_prefix)
+    argv[2:2] = ["--verbosity", "info", "--tempdir", str(downloads)]
+    watch = ProgressDeadline([restoring, downloads], settings.target.restore_progress_timeout,
+                             log_path(archive_dir, "restore"), volume_names, settings.name, step,
+                             then=on_tick)
     try:
-        result = restore_into(restoring, None)
-        relocate(restoring, dest, sources)
+        result = _run_duplicity(settings, step, argv, watch, gnupg_home=gnupg_home,
+                                identity=reading_identity())
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        if path is not None or not sources.paths:
+            restoring.rename(dest)
+        else:
+            relocate(restoring, dest, sources)
+        shutil.rmtree(holder, ignore_errors=True)
         return result
+    except OffsiteError as error:
+        _keep_partial(restoring, dest, error)
+        shutil.rmtree(holder, ignore_errors=True)
+        raise
+    except BaseException:
+        shutil.rmtree(holder, ignore_errors=True)
+        raise
     finally:
-        shutil.rmtree(restoring, ignore_errors=True)
+        shutil.rmtree(downloads, ignore_errors=True)
+
+
+PARTIAL_MARKER = "OFFSITE-RESTORE-PARTIAL.txt"
+
+
+def _keep_partial(restoring: Path, dest: Path, error: OffsiteError) -> None:
+    """What a failed restore wrote becomes DEST, marked partial (never over a DEST that holds
+    anything)."""
+    try:
+        if not restoring.is_dir() or not any(restoring.iterdir()):
+            return
+        if dest.is_dir() and not any(dest.iterdir()):
+            dest.rmdir()
+        if dest.exists():
+            return
+        restoring.rename(dest)
+        (dest / PARTIAL_MARKER).write_text(
+            "This restore did not finish: the files here are partial.\n"
+            f"Cause: {error.one_line()}\n")
+    except OSError:
+        pass
 
 
 def _run_duplicity(settings: HostSettings, step: str, argv: list[str],
@@ -251,6 +298,7 @@ def _run_duplicity(settings: HostSettings, step: str, argv: list[str],
     env.update(decryption_env(settings, gnupg_home, passphrase))
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
+    argv = launch_argv(argv)   # duplicity that cannot hang on its gpg (offsite.duplicity.launch)
     try:
         if stdout_max_bytes:
             return run_command(argv, timeout_s=settings.target.upload_timeout,

@@ -66,6 +66,23 @@ _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     ))
 
 
+_OBJECT = r"([\w.+-]*duplicity-[\w.+-]+?\.(?:difftar|manifest|sigtar)(?:\.gpg)?)"
+# (pattern naming an object of the target, headline with {name}): a failure about one object
+# names it, never a bare `Error: 2` or manifest hash
+_OBJECT_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE | re.DOTALL), headline) for pattern, headline in (
+        (r"hash mismatch for file:\s*" + _OBJECT,
+         "{name} in the target does not match the hash its manifest records (changed, swapped "
+         "with another set's or damaged): restore an older set with --time, run a full"),
+        (r"(?:No such file or directory|Errno 2\]|NoSuchKey|Not Found|404)[^\n]{0,400}?" + _OBJECT,
+         "{name} is missing from the target"),
+        (_OBJECT + r"[^\n]{0,400}?(?:No such file or directory|Errno 2\]|NoSuchKey|404)",
+         "{name} is missing from the target"),
+        (r"(?:decryption failed|GPG Failed|gpg: )[^\n]{0,2000}?" + _OBJECT,
+         "{name} does not decrypt (damaged, or written with another key)"),
+    ))
+
+
 @dataclass(frozen=True)
 class DuplicityFailure:
     headline: str
@@ -105,6 +122,10 @@ def describe_failure(exit_code: int | None, log_text: str, stderr_tail: str) -> 
     """The headline for a failed run: a known cause from the log's error records or stderr,
     else what the exit code means plus duplicity's own last error line."""
     records = error_records(log_text)
+    for text in [*reversed(records), stderr_tail]:
+        for pattern, headline in _OBJECT_CAUSES:
+            if match := pattern.search(text):
+                return DuplicityFailure(headline.format(name=match.group(1)), "")
     for text in [*reversed(records), stderr_tail]:
         for pattern, headline in _CAUSES:
             if pattern.search(text):

@@ -19,6 +19,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offsite.bounded import read_regular_file
 from offsite.errors import ConfigError
 
 SCHEME = "pbkdf2-sha256"
@@ -110,8 +111,7 @@ def load_credentials(path: Path) -> Credentials:
     """Read the basic_auth_file; raises ConfigError (exit 2) naming it when it is missing,
     unreadable or malformed."""
     try:
-        with path.open("rb") as handle:
-            raw = handle.read(MAX_FILE_BYTES + 1)
+        raw = read_regular_file(path, MAX_FILE_BYTES)   # a FIFO is refused, not waited on
     except OSError as exc:
         raise ConfigError([f"http.basic_auth_file: cannot read {path}: "
                            f"{exc.strerror or exc}"], path=str(path)) from None

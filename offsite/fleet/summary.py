@@ -29,7 +29,8 @@ DRIFT_CONDITION = "config_drift"
 CONDITION_CLASSES = {"missed": "backup_missed", "stale": "backup_stale",
                      "unproven": "restore_unproven", "worker_down": "worker_down",
                      "overdue": "run_overdue", "stuck": "run_stuck",
-                     "not_consuming": "worker_not_consuming", DRIFT_CONDITION: DRIFT_CONDITION}
+                     "not_consuming": "worker_not_consuming", DRIFT_CONDITION: DRIFT_CONDITION,
+                     "replica_behind": "replica_behind", "replica_failed": "replica_failed"}
 RUN_TYPES = ("full", "incr", "verify")
 
 
@@ -52,6 +53,13 @@ class ErrorBrief(BaseModel):
     failure_class: str = "failed"
 
 
+class ReplicaBrief(BaseModel):
+    """A replica's state as a backup run recorded it (offsite.run.replicas)."""
+    model_config = ConfigDict(extra="ignore")
+    state: str
+    newest_set: str | None = None
+
+
 class RunBrief(BaseModel):
     """The fields of a run record the summary shows (the rest is not parsed)."""
     model_config = ConfigDict(extra="ignore")
@@ -64,6 +72,7 @@ class RunBrief(BaseModel):
     finished_at: datetime | None = None
     bytes_uploaded: int | None = None
     error: ErrorBrief | None = None
+    replicas: dict[str, ReplicaBrief] | None = None
 
     @property
     def at(self) -> datetime:
@@ -118,6 +127,14 @@ class HostRow:
         return now.timestamp() - self.success_ts if self.success_ts is not None else None
 
     @property
+    def replicas(self) -> dict[str, ReplicaBrief]:
+        """Each replica's newest set and state, from the newest backup run that recorded them."""
+        backups = [run for kind, run in self.last.items()
+                   if kind in ("full", "incr") and run.replicas]
+        newest = max(backups, key=lambda run: run.started_at or run.created_at, default=None)
+        return dict(newest.replicas or {}) if newest is not None else {}
+
+    @property
     def newest_backup(self) -> RunBrief | None:
         backups = [run for kind, run in self.last.items() if kind in ("full", "incr")]
         return max(backups, key=lambda run: run.started_at or run.created_at, default=None)
@@ -139,7 +156,9 @@ class HostRow:
                 "newest_run": ({"run_id": self.newest.run_id, "type": self.newest.type,
                                 "state": self.newest.state.value,
                                 "time": self.newest.at.isoformat()} if self.newest else None),
-                "config_drift": self.config_drift}
+                "config_drift": self.config_drift,
+                "replicas": {name: replica.model_dump()
+                             for name, replica in self.replicas.items()}}
 
 
 @dataclass
@@ -293,7 +312,7 @@ def _conditions_by_host(conditions: list[OpenCondition], hosts: list[str],
         if condition.condition in ("run_overdue", "run_stuck"):
             host = newest.get(rest) or max((h for h in known if rest.startswith(h + "-")),
                                            key=len, default=None)
-        elif condition.condition == "backup_missed":
+        elif condition.condition in ("backup_missed", "replica_behind", "replica_failed"):
             host = rest.rsplit(":", 1)[0]
         else:
             host = rest

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from offsite.bounded import printable
 from offsite.fleet.summary import FleetSummary, Health, HostRow, RunBrief
 
 HOST_WIDTH_MAX = 28
@@ -60,6 +61,13 @@ def format_hosts(summary: FleetSummary) -> str:
                      f"{nodes} (restart them or update their copy of the file)")
     host_width = min(HOST_WIDTH_MAX, max([len("HOST")] + [len(r.host) for r in summary.rows]))
     widths = [8, host_width, RUN_WIDTH, RUN_WIDTH, RUN_WIDTH, AGE_WIDTH, 9, CONDITIONS_WIDTH, 0]
-    for cells in [list(HEADER)] + [_cells(row, summary.at, host_width) for row in summary.rows]:
+    lines.append("  ".join(cell.ljust(width) for cell, width in zip(HEADER, widths)).rstrip())
+    for row in summary.rows:
+        # a script's stderr: escapes neutralised
+        cells = [printable(cell) for cell in _cells(row, summary.at, host_width)]
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
+        if row.replicas:   # each replica's newest set (offsite.run.replicas)
+            lines.append(" " * 10 + "replicas: " + ", ".join(
+                f"{name} {replica.newest_set or 'none'} ({replica.state})"
+                for name, replica in row.replicas.items()))
     return "\n".join(lines)

@@ -4,13 +4,15 @@ merged. A run (and each command) calls `resolve_host` once and passes the result
 below it looks the host up in the Config again."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
 from offsite.config.model import Config
-from offsite.config.sections import ScriptConfig
+from offsite.config.sections import ScriptConfig, TargetConfig
+from offsite.config.targets import host_replicas
 from offsite.config.security import DATA_PREFIX, LifecycleConfig
 from offsite.process.priority import Priority
 from offsite.schedule.specs import ScheduleSpec
@@ -46,6 +48,18 @@ class TargetSettings:
     retries: int
     retry_delay: int
     lifecycle: LifecycleConfig
+    restore_progress_timeout: int = 1800   # see TargetConfig.restore_progress_timeout
+    identity: str | None = None   # a replica's upper-cased name: its keys are <NAME>_AWS_*
+
+    def keys(self, role: str) -> str:
+        """The environment prefix (before `_AWS_ACCESS_KEY_ID`) of `role`'s keys (DUPLICITY,
+        PRUNE, RECOVER) on this target: the role itself on the primary; on a replica
+        `<NAME>_<ROLE>` when that is set, else `<NAME>` (offsite.config.replicas)."""
+        if self.identity is None:
+            return role
+        if role != "DUPLICITY" and os.environ.get(f"{self.identity}_{role}_AWS_ACCESS_KEY_ID"):
+            return f"{self.identity}_{role}"
+        return self.identity
 
     @property
     def volume_prefix(self) -> str:
@@ -90,6 +104,9 @@ class HostSettings:
     max_full_interval: int
     max_run_s: int
     priority: Priority = Priority()   # nice/ionice of its scripts and duplicity runs
+    # the host's replicas (offsite.config.replicas), each as a target; see offsite.host.targets
+    replicas: Mapping[str, TargetSettings] = field(
+        default_factory=lambda: MappingProxyType({}))
 
     @property
     def staging(self) -> Path:
@@ -105,6 +122,15 @@ class HostSettings:
         return self.staging / script
 
 
+def _target(target: TargetConfig, host: str, lifecycle: LifecycleConfig,
+            identity: str | None) -> TargetSettings:
+    return TargetSettings(
+        url=target.host_url(host), endpoint_url=target.endpoint_url, region=target.region,
+        layout=target.layout, upload_timeout=target.upload_timeout, volsize=target.volsize,
+        retries=target.retries, retry_delay=target.retry_delay, lifecycle=lifecycle,
+        restore_progress_timeout=target.restore_progress_timeout, identity=identity)
+
+
 def resolve_host(config: Config, name: str) -> HostSettings:
     """The host's settings; raises UnknownHostError naming the configured hosts."""
     host = config.host(name)
@@ -118,17 +144,15 @@ def resolve_host(config: Config, name: str) -> HostSettings:
         recipients=tuple(recipients),
         public_keys_file=(own.public_keys_file if own is not None and own.public_keys_file
                           is not None else fleet.public_keys_file))
-    target = config.target
     return HostSettings(
         name=name, scripts=MappingProxyType(dict(host.scripts)),
         paths=MappingProxyType(dict(host.paths)),
         staging_root=config.staging_root, cache_root=config.cache_dir,
-        target=TargetSettings(
-            url=target.host_url(name),
-            endpoint_url=target.endpoint_url,
-            region=target.region, layout=target.layout, upload_timeout=target.upload_timeout,
-            volsize=target.volsize, retries=target.retries, retry_delay=target.retry_delay,
-            lifecycle=config.provision.lifecycle),
+        target=_target(config.target, name, config.provision.lifecycle,
+                       config.target.identity),
+        replicas=MappingProxyType({
+            replica: _target(config.replicas[replica], name, config.provision.lifecycle,
+                             replica.upper()) for replica in host_replicas(config, name)}),
         encryption=encryption,
         python_interpreter=host.python_interpreter,
         keep_full_chains=config.keep_full_chains(name), verify_on=config.verify_on(name),

@@ -65,6 +65,24 @@ class VerifyRecord(BaseModel):
             self.mismatches.append(problem[:300])
 
 
+class ReplicaRecord(BaseModel):
+    """One replica's state after a run's replicate step (offsite.run.replicas)."""
+    state: str                          # current | behind | failed
+    newest_set: str | None = None       # the newest set the replica holds whole
+    behind_since: datetime | None = None
+    copied_sets: int = 0
+    copied_objects: int = 0
+    recopied: int = 0                   # objects found damaged on the replica and copied again
+    lacking: int = 0                    # sets of the primary it still lacks
+    problem: str = ""
+    checked_at: datetime | None = None
+
+    @field_validator("problem")
+    @classmethod
+    def _bounded_problem(cls, value: str) -> str:
+        return head_bytes(value, 1024)
+
+
 class RunRecord(BaseModel):
     run_id: str
     host: str
@@ -78,9 +96,12 @@ class RunRecord(BaseModel):
     steps: list[StepRecord] = Field(default_factory=list)
     bytes_uploaded: int | None = None
     backup_set: str | None = None   # time of the set confirmed in the target (UTC)
+    seal: str | None = None         # the set's seal: "<object name> sha256:<digest>"
     stats: dict[str, float] | None = None
     manifest: ManifestRecord | None = None
     verify: VerifyRecord | None = None
+    replicas: dict[str, ReplicaRecord] | None = None   # per replica, after the upload
+    target: str | None = None           # the target a verify run read (None: the primary)
     error: ErrorRecord | None = None
     notes: list[str] = Field(default_factory=list)
     alert: bool = True   # False: a failure the control node records but does not alert (a

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
+from offsite.bounded import printable
 from offsite.ledger.run_record import ErrorRecord, RunRecord
 
 ERROR_CELL_MAX = 160
@@ -32,9 +33,13 @@ def format_outcome(record: RunRecord) -> str:
         line += f", {_bytes(record.bytes_uploaded)} uploaded"
     if record.error:
         line += f" at {record.error.step}: {record.error.message}"
+    if record.replicas:   # each replica's newest set and state (offsite.run.replicas)
+        line += "; replicas " + ", ".join(
+            f"{name}: {replica.newest_set or 'none'} ({replica.state})"
+            for name, replica in record.replicas.items())
     for note in record.notes:
         line += f" ({note})"
-    return line
+    return printable(line)   # a script's stderr may hold terminal escape sequences
 
 
 def error_cause(error: ErrorRecord | None, limit: int = ERROR_CELL_MAX) -> str:
@@ -55,7 +60,7 @@ def format_table(records: list[RunRecord]) -> str:
     header = ("RUN ID", "TYPE", "STATE", "STARTED", "FINISHED", "UPLOADED", "ERROR")
     rows = [header] + [
         (r.run_id, r.type.value, r.state.value, _when(r.started_at), _when(r.finished_at),
-         _bytes(r.bytes_uploaded), error_cause(r.error))
+         _bytes(r.bytes_uploaded), printable(error_cause(r.error)))   # escapes neutralised
         for r in records]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()

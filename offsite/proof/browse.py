@@ -18,8 +18,7 @@ from offsite.duplicity.command import run_list_files
 from offsite.errors import OffsiteError, UsageError
 from offsite.host.settings import HostSettings
 from offsite.host.sources import archive_path, host_sources
-from offsite.proof.restore import check_time_covered, restore_subpath
-from offsite.proof.verify import set_at
+from offsite.proof.restore import choose_set, restore_subpath
 from offsite.target.catalog import BackupSet, format_stamp, read_catalog
 
 MAX_PATTERN_TEXT = 1024
@@ -99,8 +98,7 @@ def list_set(settings: HostSettings, at: datetime | None, under: str | None = No
     host = settings.name
     prefix = str(restore_subpath(under, host)) if under is not None else None
     catalog = read_catalog(settings)
-    check_time_covered(catalog, at, host)
-    chosen = set_at(catalog, at)
+    chosen = choose_set(catalog, at, host)
     files = _listing(settings, chosen, secret_keys_file)
     if prefix is not None:
         files = [f for f in files if f.path == prefix or f.path.startswith(prefix + "/")]

@@ -3,7 +3,7 @@ backup or a drill of the host runs) and recorded as a run of type `prune`."""
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from offsite.target.catalog import read_catalog
@@ -14,7 +14,8 @@ from offsite.ledger.lease import HostLease
 from offsite.ledger.renewer import keep_working
 from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import ErrorRecord, RunRecord
-from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
+from offsite.proof.replica_prune import prune_replicas
+from offsite.proof.retention import PrunePlan, PruneRefused, delete_objects, plan_prune
 from offsite.run.context import queue_manual_run, queue_run
 from offsite.schedule.specs import utcnow
 
@@ -26,6 +27,8 @@ PRUNE_STEP = "prune"
 class PruneOutcome:
     plan: PrunePlan
     record: RunRecord | None   # the run, when applied
+    replicas: dict[str, PrunePlan] = field(default_factory=dict)   # each replica's plan
+    replica_problems: list[str] = field(default_factory=list)
 
 
 def newest_verified_set(store: RunStore, host: str) -> datetime | None:
@@ -49,8 +52,11 @@ def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, app
     host = settings.name
     keep = keep_count(settings)
     if not apply:
-        plan = plan_prune(read_catalog(settings), keep, newest_verified_set(store, host), host)
-        return PruneOutcome(plan, None)
+        verified = newest_verified_set(store, host)
+        catalog = read_catalog(settings)
+        plan = plan_prune(catalog, keep, verified, host)
+        replicas, problems = prune_replicas(settings, keep, verified, catalog, plan, False)
+        return PruneOutcome(plan, None, replicas, problems)
     record = (queue_run(store, host, RunType.PRUNE, run_id) if run_id
               else queue_manual_run(store, host, RunType.PRUNE, utcnow()))
     run_id = record.run_id
@@ -65,9 +71,15 @@ def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, app
     try:
         _settle(store, run_id, RunState.RUNNING)
         with keep_working(lease, host, run_id):   # its lease keeper renews the whole prune
-            plan = plan_prune(read_catalog(settings), keep, newest_verified_set(store, host),
-                              host)
+            verified = newest_verified_set(store, host)
+            catalog = read_catalog(settings)
+            plan = plan_prune(catalog, keep, verified, host)
+            if plan.refused:
+                raise PruneRefused("prune refused, nothing deleted: " + "; ".join(plan.refused),
+                                   host=host, step=PRUNE_STEP)
             delete_objects(settings, plan.objects, on_batch=lambda: lease.renew(host, run_id))
+            replicas, problems = prune_replicas(settings, keep, verified, catalog, plan, True,
+                                                on_batch=lambda: lease.renew(host, run_id))
     except OffsiteError as error:
         _settle(store, run_id, RunState.FAILED, error=ErrorRecord(
             step=PRUNE_STEP, message=error.one_line(),
@@ -78,9 +90,14 @@ def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, app
     note = (f"deleted {len(plan.objects)} object(s) of {len(plan.dropped)} chain(s) and "
             f"{len(plan.stray)} stray set(s), {plan.bytes_freed} byte(s) of volumes; kept "
             f"{len(plan.kept)} chain(s)")
+    for name, replica in replicas.items():
+        note += (f"; replica {name}: deleted {len(replica.objects)} object(s) of "
+                 f"{len(replica.dropped)} chain(s), kept {len(replica.kept)}")
+    for problem in problems:
+        note += f"; {problem}"
     _settle(store, run_id, RunState.SUCCEEDED, note=note)
     log.info("prune %s: %s", run_id, note)
-    return PruneOutcome(plan, store.get(run_id))
+    return PruneOutcome(plan, store.get(run_id), replicas, problems)
 
 
 def _settle(store: RunStore, run_id: str, state: RunState, note: str | None = None,

@@ -7,11 +7,12 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from offsite.target.bucket import check_readable
-from offsite.target.catalog import Catalog, format_stamp, read_catalog
+from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.host.settings import HostSettings
 from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
-from offsite.errors import OffsiteError, UsageError
+from offsite.errors import CommandError, OffsiteError, UsageError
+from offsite.proof.diagnose import explain_failure, volume_order
 from offsite.host.sources import host_cache
 from offsite.target.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
                           sets_needed)
@@ -51,11 +52,57 @@ def check_time_covered(catalog: Catalog, at: datetime | None, host: str) -> None
     """Refuse a restore the target cannot answer truthfully."""
     oldest = catalog.oldest_time
     if oldest is None:
+        broken = [s for s in catalog.unfinished + catalog.orphans
+                  if s.seal is not None or s.manifest is not None]
+        if broken:
+            named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: "
+                              f"{s.reason or 'a set before it is missing'}" for s in broken[:5])
+            raise RestoreRefused(f"no restorable backup: no set in {catalog.location} restores "
+                                 f"({named})", host=host, step="restore")
         raise RestoreRefused(f"no backup yet: {catalog.location} holds no complete backup of "
                              "this host", host=host, step="restore")
     if at is not None and at < oldest:
         raise RestoreRefused(f"no backup at or before {format_stamp(at)}: the oldest backup of "
                              f"{host} is from {format_stamp(oldest)}", host=host, step="restore")
+
+
+def discarded_by_duplicity(catalog: Catalog) -> BackupSet | None:
+    """The set duplicity will not restore although its volumes are whole: the last incremental
+    of the newest chain when its signatures are missing and the set before it has them
+    (duplicity "discards last backup set, because of missing signature file" and would restore
+    the set before it in its place)."""
+    chain = catalog.newest_chain
+    if chain is None or len(chain.sets) < 2 or chain.last.signatures:
+        return None
+    return chain.last if all(s.signatures for s in chain.sets[:-1]) else None
+
+
+def choose_set(catalog: Catalog, at: datetime | None, host: str,
+               step: str = "restore") -> BackupSet:
+    """The set a restore as of `at` gives (default: the newest): the newest restorable set of a
+    chain at or before `at`. Without `at`, newer sets that cannot be used are refused, named
+    (RestoreRefused): restoring an older set in their place would be a silent substitution."""
+    check_time_covered(catalog, at, host)
+    discarded = discarded_by_duplicity(catalog)
+    candidates = [backup_set for chain in catalog.chains for backup_set in chain.sets
+                  if (at is None or backup_set.time <= at) and backup_set is not discarded]
+    if not candidates:
+        raise RestoreRefused(f"no restorable backup at or before {format_stamp(at)}"
+                             if at else "no restorable backup", host=host, step=step)
+    chosen = max(candidates, key=lambda backup_set: backup_set.time)
+    unusable = catalog.unusable_after(chosen.time) if at is None else []
+    if at is None and discarded is not None:
+        unusable = [discarded, *unusable]
+    if unusable:
+        named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: " + (
+            "duplicity restores no newest set without its signatures ("
+            + s.reason + ")" if s is discarded else
+            s.reason or "a set before it is missing or does not restore") for s in unusable[:5])
+        raise RestoreRefused(f"the newest backup(s) of {host} cannot be restored ({named}); "
+                             f"the newest that can is the {chosen.kind} set of "
+                             f"{format_stamp(chosen.time)}: restore it with --time "
+                             f"{format_stamp(chosen.time)}", host=host, step=step)
+    return chosen
 
 
 def check_destination(dest: Path, host: str) -> None:
@@ -89,12 +136,14 @@ def restore_subpath(path: str, host: str) -> PurePosixPath:
 
 def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
                  path: str | None = None, *, thaw_days: int | None = None,
-                 secret_keys_file: Path | None = None) -> str | None:
+                 secret_keys_file: Path | None = None,
+                 chosen: list[BackupSet] | None = None) -> str | None:
     """Restore `host` as of `time` (default: the latest backup) into DEST, or only `path`
     into DEST/`path`.
     Archived volumes it needs are named (VolumesArchived), or with thaw_days requested from
     S3 (the returned text says when to come back; nothing is restored then). In public-key mode
-    the secret key comes from secret_keys_file or GNUPGHOME, never from the host."""
+    the secret key comes from secret_keys_file or GNUPGHOME, never from the host. The set
+    restored is appended to `chosen` (see choose_set)."""
     host = settings.name
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
     inner = restore_subpath(path, host) if path is not None else None
@@ -102,8 +151,10 @@ def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
         check_thaw_days(thaw_days, host)
     check_destination(dest, host)
     catalog = read_catalog(settings)
-    check_time_covered(catalog, at, host)
-    sets = sets_needed(catalog, at)
+    backup_set = choose_set(catalog, at, host)
+    if chosen is not None:
+        chosen.append(backup_set)
+    sets = sets_needed(catalog, backup_set.time)
     volumes = archived_volumes(settings, sets)
     if thaw_days is not None and any(volume.state != "thawed" for volume in volumes):
         return request_thaw(settings, volumes, thaw_days)
@@ -118,8 +169,14 @@ def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
         else:   # DEST/P, as cp -r and rsync -R would put it
             into = dest.joinpath(inner)
             into.parent.mkdir(parents=True, exist_ok=True)
-        stamp = str(int(at.timestamp())) if at else None
-        run_restore(settings, into, host_cache(settings), stamp,
-                    str(inner) if inner is not None else None,
-                    data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home)
+        stamp = str(int(backup_set.time.timestamp()))   # exactly the set chosen
+        try:
+            run_restore(settings, into, host_cache(settings), stamp,
+                        str(inner) if inner is not None else None,
+                        data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home,
+                        volume_names=volume_order(sets))
+        except CommandError as error:
+            raise type(error)(explain_failure(settings, sets, error.cause), host=host,
+                              step=error.step, exit_code=error.returncode,
+                              stderr_tail=error.stderr_tail) from None
     return None

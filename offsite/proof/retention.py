@@ -1,8 +1,11 @@
 """Retention: which chains a prune keeps and which objects it deletes, and the deletion itself.
 
-A prune keeps the newest `keep_full_chains` complete chains, and never deletes the newest
-complete chain nor the chain holding the newest successfully verified set (the one proven to
-restore). Sets older than the oldest kept chain that belong to no kept chain (dropped chains,
+A prune keeps the newest `keep_full_chains` restorable chains (judged by offsite.target.catalog,
+against the sets' seals), and never deletes the newest one nor the chain holding the newest
+successfully verified set (the one proven to restore). Once drills exist for the host, a chain
+goes only when a newer chain holds the verified set. A target whose newest sets do not restore
+(a missing or short volume after the newest whole chain) is refused: nothing is deleted, the
+missing objects are named (`prune_refused`). Sets older than the oldest kept chain that belong to no kept chain (dropped chains,
 orphaned or unfinished sets) go with them. Deletion uses the prune identity (PRUNE_AWS_*, else
 the default AWS chain), never the hosts' upload keys; in a versioned bucket it only adds
 delete markers, undone within the noncurrent-version window.
@@ -27,6 +30,13 @@ class PruneFailed(OffsiteError):
     failure_class = "prune_failed"
 
 
+class PruneRefused(OffsiteError):
+    """The newest sets of the host do not restore: a prune now could delete the last chain that
+    does, so it deletes nothing."""
+
+    failure_class = "prune_refused"
+
+
 @dataclass
 class PrunePlan:
     host: str
@@ -34,6 +44,7 @@ class PrunePlan:
     dropped: list[Chain] = field(default_factory=list)
     stray: list[BackupSet] = field(default_factory=list)   # orphaned/unfinished, older
     reasons: dict[str, str] = field(default_factory=dict)   # chain start -> why it is kept
+    refused: list[str] = field(default_factory=list)   # why nothing may be deleted
 
     @property
     def objects(self) -> list[str]:
@@ -51,9 +62,12 @@ class PrunePlan:
                          for c in self.kept],
                 "delete": [c.as_json() for c in self.dropped],
                 "delete_sets": [s.as_json() for s in self.stray],
-                "objects": len(self.objects), "bytes_freed": self.bytes_freed}
+                "objects": len(self.objects), "bytes_freed": self.bytes_freed,
+                "refused": list(self.refused)}
 
     def describe(self) -> list[str]:
+        if self.refused:
+            return [f"refused, nothing deleted: {why}" for why in self.refused]
         lines = [f"keep chain {format_stamp(c.start)} .. {format_stamp(c.end)} "
                  f"({self.reasons[format_stamp(c.start)]})" for c in self.kept]
         lines += [f"delete chain {format_stamp(c.start)} .. {format_stamp(c.end)} "
@@ -69,6 +83,19 @@ def plan_prune(catalog: Catalog, keep_full_chains: int, verified: datetime | Non
     """What to keep and delete; pure."""
     plan = PrunePlan(host=host)
     chains = catalog.chains
+    newest_end = chains[-1].end if chains else None
+    broken = [s for s in catalog.unfinished if (newest_end is None or s.time > newest_end)
+              and (s.seal is not None or s.manifest is not None)]
+    broken += [s for s in catalog.orphans if newest_end is None or s.time > newest_end]
+    if broken:
+        plan.refused = [f"the {s.kind} set of {format_stamp(s.time)}, newer than the newest "
+                        f"chain that restores, does not restore ("
+                        f"{s.reason or 'a set before it is missing'})" for s in broken]
+        plan.kept = list(chains)
+        plan.reasons = {format_stamp(c.start): "prune refused" for c in chains}
+        return plan
+    proven = next((i for i, c in enumerate(chains) if verified is not None
+                   and any(s.time == verified for s in c.sets)), None)
     newest = chains[-keep_full_chains:] if keep_full_chains > 0 else chains[-1:]
     for chain in chains:
         label = format_stamp(chain.start)
@@ -77,6 +104,8 @@ def plan_prune(catalog: Catalog, keep_full_chains: int, verified: datetime | Non
                                    else f"one of the newest {keep_full_chains}")
         elif verified is not None and any(s.time == verified for s in chain.sets):
             plan.reasons[label] = "holds the newest verified set"
+        elif verified is not None and (proven is None or chains.index(chain) > proven):
+            plan.reasons[label] = "no newer chain holds a verified set"
         else:
             plan.dropped.append(chain)
             continue

@@ -14,6 +14,9 @@ import tempfile
 import redis
 
 from offsite.config.model import Config
+from offsite.config.replicas import PRIMARY
+from offsite.host.targets import on_target
+from offsite.proof.drill_target import next_drill_target
 from offsite.constants import RunState, RunType
 from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
@@ -21,7 +24,8 @@ from offsite.errors import OffsiteError
 from offsite.host.settings import HostSettings, resolve_host
 from offsite.ledger.records import MemoryRunStore, RunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
-from offsite.proof.restore import check_time_covered
+from offsite.proof.diagnose import explain_failure, volume_order
+from offsite.proof.restore import choose_set
 from offsite.run.admission import MustWait, admit
 from offsite.proof.compare import compare
 from offsite.run.context import RunContext, queue_run
@@ -30,7 +34,7 @@ from offsite.run.steps import StaleRun, end_stale, finish_step, lease_renewer, r
 from offsite.run.working import working
 from offsite.schedule.specs import utcnow
 from offsite.target.bucket import check_readable
-from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
+from offsite.target.catalog import format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
 VERIFY_STEP = "verify"
@@ -40,14 +44,6 @@ class VerifyFailed(OffsiteError):
     """The restore did not give back what the manifest recorded (or could not be made)."""
 
     failure_class = "verify_failed"
-
-
-def set_at(catalog: Catalog, at: datetime | None) -> BackupSet:
-    """The newest complete set at or before `at` (default: the newest), the one a restore as of
-    `at` gives; callers check first that the target covers `at`."""
-    candidates = [backup_set for chain in catalog.chains for backup_set in chain.sets
-                  if at is None or backup_set.time <= at]
-    return max(candidates, key=lambda backup_set: backup_set.time)
 
 
 def verify_backup(settings: HostSettings, at: datetime | None,
@@ -61,11 +57,16 @@ def verify_backup(settings: HostSettings, at: datetime | None,
     added to it for the caller to remove (after its record is final) instead of removed here."""
     host = settings.name
     catalog = read_catalog(settings)
-    check_time_covered(catalog, at, host)
-    chosen = set_at(catalog, at)
+    try:   # the set `restore` would pick: newer sets it cannot use fail the drill, named
+        chosen = choose_set(catalog, at, host, step=VERIFY_STEP)
+    except OffsiteError as refused:
+        if refused.cause.startswith("no backup yet"):
+            raise
+        raise VerifyFailed(refused.cause, host=host, step=VERIFY_STEP) from None
     outcome = VerifyRecord(backup_set=format_stamp(chosen.time))
+    needed = sets_needed(catalog, chosen.time)
     try:
-        refuse_if_frozen(host, archived_volumes(settings, sets_needed(catalog, at)))
+        refuse_if_frozen(host, archived_volumes(settings, needed))
     except OffsiteError as frozen:
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
     if chosen.manifest:
@@ -81,10 +82,11 @@ def verify_backup(settings: HostSettings, at: datetime | None,
                 run_restore(settings, dest, throwaway_cache,
                             str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
                             on_tick=on_tick, data_prefix=chosen.data_prefix,
-                            gnupg_home=gnupg_home)
+                            gnupg_home=gnupg_home, volume_names=volume_order(needed))
         except OffsiteError as error:
             raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
-                               f"{error.cause}", host=host, step=VERIFY_STEP) from None
+                               f"{explain_failure(settings, needed, error.cause)}",
+                               host=host, step=VERIFY_STEP) from None
         compare(dest, outcome, on_tick)
     finally:
         if leftovers is None:
@@ -96,7 +98,8 @@ def verify_backup(settings: HostSettings, at: datetime | None,
 
 @working
 def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | None = None,
-               secret_keys_file: Path | None = None) -> RunRecord | None:
+               secret_keys_file: Path | None = None,
+               target: str | None = None) -> RunRecord | None:
     """Run the verify `ctx.run_id`; None when it was not admitted (a duplicate message, a newer
     drill waiting). Raises MustWait when a backup holds the host, OffsiteError on failure
     (recorded), StaleRun when its record was made final meanwhile (kept as it is)."""
@@ -105,7 +108,11 @@ def run_verify(ctx: RunContext, at: datetime | None, scheduled_for: datetime | N
     leftovers: list[Path] = []   # the restored tree: removed once the record is final
     try:
         with recorded_step(ctx, VERIFY_STEP):
-            outcome = verify_backup(ctx.settings, at, on_tick=lease_renewer(ctx),
+            target = target or next_drill_target(ctx.config, ctx.settings, ctx.store,
+                                                 ctx.run_id)
+            ctx.store.update(ctx.run_id, lambda record: setattr(record, "target", target))
+            outcome = verify_backup(on_target(ctx.settings, target), at,
+                                    on_tick=lease_renewer(ctx),
                                     secret_keys_file=secret_keys_file, leftovers=leftovers)
 
             def record_outcome(record: RunRecord) -> None:
@@ -147,13 +154,15 @@ def _still_running(ctx: RunContext, record: RunRecord) -> None:
 
 
 def verify_local(config: Config, host: str, at: datetime | None,
-                 secret_keys_file: Path | None = None, *, broker: redis.Redis | None = None,
-                 store: RunStore | None = None, alert: bool = False) -> RunRecord:
+                 secret_keys_file: Path | None = None, target: str | None = None, *,
+                 broker: redis.Redis | None = None, store: RunStore | None = None,
+                 alert: bool = False) -> RunRecord:
     """A verify in this process, no worker (`offsite verify --local`), under the host lock the
     workers take (offsite.run.local, with the Redis lease when `broker` answers); raises
     HostBusy, recording nothing, when another run holds the host. Recorded in `store` (the
     ledger, when the broker answers: a manual drill then counts as proof), else in memory.
-    `alert`: whether the control node alerts its failure (never sent from here)."""
+    `alert`: whether the control node alerts its failure (never sent from here). `target`: the
+    primary (default) or a replica of the host."""
     settings = resolve_host(config, host)
     store = store if store is not None else MemoryRunStore()
     lease = local_lease(config, settings, broker)
@@ -171,7 +180,7 @@ def verify_local(config: Config, host: str, at: datetime | None,
     ctx = RunContext(config=config, settings=settings, store=store, lease=lease, run_id=run_id,
                      worker=worker)
     try:
-        run_verify(ctx, at, secret_keys_file=secret_keys_file)
+        run_verify(ctx, at, secret_keys_file=secret_keys_file, target=target or PRIMARY)
     except MustWait as busy:
         reason = busy.cause
         store.update(ctx.run_id, lambda record: _skip(record, reason))

@@ -20,7 +20,11 @@ from offsite.errors import OffsiteError
 from offsite.host.settings import HostSettings
 from offsite.host.sources import change_reason
 from offsite.host.sources import host_cache
+from offsite.target.bucket import TargetUnreadable
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
+
+
+TAMPERED_NOTE = "target_tampered:"   # the head of the note the watchdog alerts on
 
 
 class ChainMissing(OffsiteError):
@@ -54,7 +58,7 @@ def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | Non
     cannot be continued. cache_required: this node cannot decrypt the target's signatures
     (public-key mode), so only a chain its own cache holds can be continued."""
     if requested == BackupType.FULL:
-        return ChainPlan(BackupType.FULL)
+        return ChainPlan(BackupType.FULL, ignored_notes(catalog))
     chain = catalog.newest_chain
     reason: str | None = None
     if sources_changed is not None:
@@ -62,14 +66,23 @@ def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | Non
     elif chain is None:
         reason = f"the target {catalog.location} holds no complete backup chain"
     elif broken := catalog.broken_after(chain):
-        reason = (f"the newest chain in the target {catalog.location} is broken: the set of "
-                  f"{format_stamp(broken[0].time)} does not continue it (a set before it is "
-                  "missing)")
+        reason = (f"the newest chain in the target {catalog.location} is broken: the "
+                  f"{broken[0].kind} set of {format_stamp(broken[0].time)} does not continue it "
+                  f"({broken[0].reason or 'a set before it is missing or does not restore'})")
+    elif newer := [s for s in catalog.ignored_sets if s.time > chain.end]:
+        reason = (f"the target {catalog.location} holds a finished {newer[-1].kind} set of "
+                  f"{format_stamp(newer[-1].time)} without a seal, newer than the newest chain "
+                  "(duplicity would continue it)")
+    elif unsigned := [s for s in chain.sets if not s.signatures]:
+        reason = (f"the newest chain in the target {catalog.location} cannot be continued: the "
+                  f"signatures of its {unsigned[0].kind} set of "
+                  f"{format_stamp(unsigned[0].time)} are missing")
     elif (age := (now - chain.start).total_seconds()) > max_full_interval_s:
         return _promote(f"the last full is {format_duration(age)} old (max_full_interval "
                         f"{format_duration(max_full_interval_s)})", allow_promotion, host)
     if reason is not None:
-        return _promote(reason, allow_promotion, host)
+        promoted = _promote(reason, allow_promotion, host)
+        return replace(promoted, notes=promoted.notes + ignored_notes(catalog))
     assert chain is not None
     if chain.full.data_prefix != data_prefix:
         return ChainPlan(BackupType.FULL, (
@@ -81,20 +94,35 @@ def plan_run(requested: BackupType, catalog: Catalog, cache_full: datetime | Non
             f"a new full chain starts: this host holds only public keys and its cache does not "
             f"hold the chain from {format_stamp(chain.start)} (cache lost?); the chain's "
             "signatures in the target are encrypted and cannot be read here",))
-    notes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ignored_notes(catalog)
     if cache_full != chain.start:
         cached = f"a chain from {format_stamp(cache_full)}" if cache_full else "no chain"
-        notes = (f"the local cache held {cached}, the target a chain from "
-                 f"{format_stamp(chain.start)}: duplicity resynced the cache from the target",)
+        notes += (f"the local cache held {cached}, the target a chain from "
+                  f"{format_stamp(chain.start)}: duplicity resynced the cache from the target",)
     return ChainPlan(BackupType.INCR, notes, chain.last)
+
+
+def ignored_notes(catalog: Catalog) -> tuple[str, ...]:
+    """One note naming the objects of the target that belong to no sealed set."""
+    if not catalog.ignored:
+        return ()
+    names = sorted(catalog.ignored)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (f"{TAMPERED_NOTE} {len(names)} object(s) in {catalog.location} belong to no sealed "
+            f"set and were ignored: {shown} ({catalog.ignored[names[0]]})",)
 
 
 def check_target_before(settings: HostSettings, requested: BackupType,
                         now: datetime) -> ChainPlan:
     """Plan an admitted run from the target, and for an incremental prove that this node's key
-    opens the chain it continues; raises ChainMissing, KeyDoesNotOpen or TargetUnreadable."""
+    opens the chain it continues; raises ChainMissing, KeyDoesNotOpen or TargetUnreadable (a
+    full that cannot list the target runs: duplicity retries the backend itself)."""
     if requested == BackupType.FULL:
-        return ChainPlan(BackupType.FULL)
+        try:
+            listing = read_catalog(settings)
+        except TargetUnreadable:
+            return ChainPlan(BackupType.FULL)
+        return ChainPlan(BackupType.FULL, ignored_notes(listing), listing=listing)
     host, public_key = settings.name, settings.encryption.public_key
     catalog = read_catalog(settings)
     plan = plan_run(requested, catalog, last_full_time(

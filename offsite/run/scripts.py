@@ -112,3 +112,20 @@ def run_script(settings: HostSettings, run: ScriptRun,
                        env=script_env(run, user=user), cwd=folder,
                        capture_stdout=False, on_tick=on_tick, run_as=run_as,
                        priority=settings.priority)
+
+
+EMPTY_OUTPUT_NOTE = "empty output:"   # the head of the note that makes a run end `warning`
+
+
+def empty_output_note(settings: HostSettings, name: str) -> str | None:
+    """A note when the script exited 0 but left nothing in its folder (a dump that silently
+    wrote nothing backs up nothing: the run ends `warning`, not `succeeded`)."""
+    folder = settings.script_staging(name)
+    try:
+        if any(folder.iterdir()):
+            return None
+    except OSError:
+        return None
+    return (f"{EMPTY_OUTPUT_NOTE} script {name} exited 0 but wrote nothing into its folder: "
+            "nothing of it is backed up")
+

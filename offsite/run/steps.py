@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -12,7 +11,6 @@ from offsite.run.admission import admit
 from offsite.target.catalog import Catalog, format_stamp, read_catalog
 from offsite.run.chain import (ChainPlan, check_target_before, confirm_uploaded,
                                  wait_for_a_new_second)
-from offsite.config.model import Config
 from offsite.constants import BackupType, RunState, RunType
 from offsite.duplicity.command import upload
 from offsite.target.thaw import tag_data_volumes
@@ -22,17 +20,18 @@ from offsite.ledger.renewer import LeaseLost
 from offsite.run.files_cache import FilesCache
 from offsite.run.manifest import write_manifest
 from offsite.crypto.passphrase import read_passphrase
-from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, StepRecord
 from offsite.run.context import RunContext
 from offsite.run.working import working
-from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
+from offsite.run.replicas import replicate_step
 from offsite.schedule.specs import utcnow
-from offsite.run.scripts import ScriptRun, run_script, script_step
+from offsite.run.sealing import seal_new_set
+from offsite.run.scripts import (EMPTY_OUTPUT_NOTE, ScriptRun, empty_output_note, run_script,
+                                 script_step)
 from offsite.process.shutdown import stopping
-from offsite.host.settings import resolve_host
 from offsite.host.sources import empty_host_staging, host_cache, prepare_host_staging
-from offsite.target.bucket import TargetUnreadable
+from offsite.target.bucket import (TargetUnreadable, list_host_objects, object_digest,
+                                   put_host_object)
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +171,13 @@ def run_script_step(ctx: RunContext, script: str, backup_type: BackupType) -> No
     with recorded_step(ctx, step):
         run_script(ctx.settings, ScriptRun(ctx.host, ctx.run_id, backup_type.value, script),
                    on_tick=lease_renewer(ctx))
-    ctx.store.update(ctx.run_id, lambda record: finish_step(record, step, 0))
+    note = empty_output_note(ctx.settings, script)
+
+    def finish(record: RunRecord) -> None:
+        finish_step(record, step, 0)
+        if note and note not in record.notes:
+            record.notes.append(note)
+    ctx.store.update(ctx.run_id, finish)
 
 
 @working
@@ -194,6 +199,10 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
                       else read_passphrase(ctx.settings, step=UPLOAD_STEP))
         stats = upload(ctx.settings, backup_type, on_tick=lease_renewer(ctx),
                        passphrase=passphrase)
+        seal = seal_new_set(ctx.host, list_host_objects(ctx.settings),
+                            before or read_catalog(ctx.settings), backup_type, started,
+                            ctx.run_id, lambda name: object_digest(ctx.settings, name))
+        put_host_object(ctx.settings, seal.name, seal.to_bytes())   # see offsite.run.sealing
         written = confirm_uploaded(before, read_catalog(ctx.settings), backup_type,
                                    ctx.host, started)
         remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck
@@ -205,12 +214,15 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         record.bytes_uploaded = stats.bytes_uploaded
         record.stats = dict(stats.as_dict())
         record.backup_set = format_stamp(written.time)
+        record.seal = f"{seal.name} sha256:{seal.digest}"
         record.manifest = ManifestRecord(files=summary.files, bytes=summary.bytes,
                                          sha256=summary.sha256)
         record.notes.extend(stats.problems)   # `paths:` files not backed up as they are
         if tag_note:
             record.notes.append(tag_note)
     ctx.store.update(ctx.run_id, done)
+    if ctx.settings.replicas:   # never raises: see offsite.run.replicas
+        replicate_step(ctx, lease_renewer(ctx))
     return finish_run(ctx)
 
 
@@ -269,7 +281,8 @@ def complete_record(record: RunRecord, now: datetime) -> None:
     """A confirmed upload's outcome: succeeded, or warning when duplicity counted files it
     could not read."""
     errors = int((record.stats or {}).get("errors", 0))
-    record.state = RunState.WARNING if errors else RunState.SUCCEEDED
+    empty = any(note.startswith(EMPTY_OUTPUT_NOTE) for note in record.notes)
+    record.state = RunState.WARNING if errors or empty else RunState.SUCCEEDED
     if errors:
         record.notes.append(f"duplicity could not read {errors} file(s) in staging")
     record.finished_at = now
@@ -359,28 +372,3 @@ def end_run(ctx: RunContext) -> None:
         empty_host_staging(ctx.settings)
     finally:
         ctx.lease.release(ctx.host, ctx.run_id)
-
-
-def run_local(config: Config, host: str, backup_type: BackupType) -> RunRecord:
-    """Every step of a run in this process, no worker: the single-machine mode. It takes the
-    host lock the worker takes (offsite.run.local) and raises HostBusy, touching nothing, when
-    another run holds the host."""
-    settings = resolve_host(config, host)
-    lease = local_lease(config, settings, reachable_broker(config))
-    run_id = local_run_id(lease, host, backup_type, utcnow())
-    take_host(lease, host, run_id)
-    ctx = RunContext(config=config, settings=settings, store=MemoryRunStore(), lease=lease,
-                     run_id=run_id, worker=f"local@{socket.gethostname()}")
-    try:
-        effective = begin_run(ctx, backup_type)
-        if effective is not None:
-            for script in settings.scripts:
-                run_script_step(ctx, script, effective)
-            upload_step(ctx, effective)
-    except OffsiteError:
-        pass  # recorded in the run record by the step that failed
-    finally:
-        lease.release(host, run_id)
-    record = ctx.store.get(ctx.run_id)
-    assert record is not None
-    return record

@@ -2,6 +2,7 @@
 is it worth retrying?"""
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,7 +12,8 @@ from offsite.config.model import Config
 from offsite.host.settings import HostSettings, TargetSettings
 from offsite.errors import OffsiteError
 
-MAX_OBJECTS = 200_000  # a host prefix holding more is refused rather than listed without end
+MAX_OBJECTS = 200_000
+_CHUNK = 1024 * 1024  # a host prefix holding more is refused rather than listed without end
 
 
 class TargetUnreadable(OffsiteError):
@@ -91,6 +93,7 @@ def s3_client(target: TargetSettings, identity: str, max_attempts: int = 3,
     upload keys, PRUNE, RECOVER), else boto3's default chain."""
     import boto3   # only where an S3 target is used: a file:// host never loads it
     from botocore.config import Config as BotoConfig
+    identity = target.keys(identity)   # a replica's own keys
     return boto3.client(
         "s3", endpoint_url=target.endpoint_url, region_name=target.region,
         aws_access_key_id=os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"),
@@ -206,6 +209,58 @@ def fetch_host_object(settings: HostSettings, name: str, max_bytes: int) -> byte
         raise TargetUnreadable(f"{name} is larger than {max_bytes} bytes", host=host,
                                step="catalog")
     return data
+
+
+def object_digest(settings: HostSettings, name: str) -> tuple[int, str]:
+    """(size, SHA-256) of one of the host's objects as stored, read in chunks (a seal's
+    record, offsite.target.seal); raises TargetUnreadable."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    digest, size = hashlib.sha256(), 0
+    host, target = settings.name, settings.target
+    try:
+        if target.file_dir is not None:
+            with open(target.file_dir / name, "rb") as handle:
+                while chunk := handle.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+            return size, digest.hexdigest()
+        client = upload_s3_client(target)
+        try:
+            body = client.get_object(Bucket=target.bucket, Key=target.prefix + name)["Body"]
+            for chunk in body.iter_chunks(_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+        finally:
+            client.close()
+    except ClientError as exc:
+        raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
+                               step="seal") from None
+    except (BotoCoreError, OSError) as exc:
+        raise TargetUnreadable(f"cannot read {name}: {exc}", host=host, step="seal") from None
+    return size, digest.hexdigest()
+
+
+def put_host_object(settings: HostSettings, name: str, data: bytes) -> None:
+    """Write one small object of the host (a seal), replacing it whole; raises
+    TargetUnreadable naming it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    host, target = settings.name, settings.target
+    try:
+        if target.file_dir is not None:
+            partial = target.file_dir / f".{name}.part"
+            partial.write_bytes(data)
+            partial.replace(target.file_dir / name)
+            return
+        client = upload_s3_client(target)
+        try:
+            client.put_object(Bucket=target.bucket, Key=target.prefix + name, Body=data)
+        finally:
+            client.close()
+    except ClientError as exc:
+        raise TargetUnreadable(f"cannot write {name}: {_client_problem(exc)}", host=host,
+                               step="upload") from None
+    except (BotoCoreError, OSError) as exc:
+        raise TargetUnreadable(f"cannot write {name}: {exc}", host=host, step="upload") from None
 
 
 def check_readable(settings: HostSettings, name: str) -> None:

@@ -20,7 +20,9 @@ from offsite.watch.conditions import CONDITIONS_KEY, Conditions
 from offsite.config.model import Config
 from offsite.constants import KEY_PREFIX, LEASE_KEY, BackupType, RunState, RunType
 from offsite.watch.drift import check_drift
+from offsite.watch.replica_watch import check_replicas
 from offsite.watch.stuck import check_consuming, check_stuck
+from offsite.watch.tampered import check_tampered
 from offsite.durations import format_duration
 from offsite.ledger.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
 from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts, RunningRun
@@ -108,8 +110,10 @@ class Watchdog:
             self.check_stale(host, facts, since, now, periods, observed)
             self.check_unproven(host, facts, since, now, periods, observed)
             self.check_worker(host, view.heartbeats[host], since, now, observed)
+            check_tampered(self.store, host, facts, observed)   # see offsite.watch.tampered
         self.apply(observed, view.active, now)
         check_drift(self.client, self.config, self.conditions, view.active, now)
+        check_replicas(self.store, self.config, self.conditions, view.active, now)
         for host, kind in view.streaks:
             review_streak(self.store, self.client, self.outbox, host, kind, now)
         self.outbox.deliver_due(self.sink, now)

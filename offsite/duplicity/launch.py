@@ -1,0 +1,58 @@
+"""Why a duplicity restore could hang for hours on a bad volume, and how offsite runs it instead.
+
+duplicity's gpginterface starts each `gpg --decrypt` with a *non-daemon* thread that waits for
+it (`threaded_waitpid`). When a restore fails on a volume (a hash mismatch: a flipped byte, a
+swapped or foreign volume), duplicity raises its fatal error and exits while the gpg of the
+volume it was reading still has output to give: that gpg blocks writing into the full pipe that
+duplicity no longer reads, and the exiting interpreter joins every non-daemon thread first, so
+it waits for the waiter, which waits for gpg, which waits for duplicity to read or to close the
+pipe (which happens only when it exits). Nothing moves until the run's timeout (12 h by
+default); the process tree shows duplicity's main thread in a futex wait, one thread in waitpid
+and gpg in pipe_write.
+
+offsite therefore starts duplicity through this launcher (`python -m offsite.duplicity.launch
+ARGS...`, the same interpreter duplicity is installed in), which makes those waiter threads
+daemon threads before duplicity runs: on its fatal error duplicity exits at once with its own
+error, its end of the pipe closes, and gpg ends on EPIPE (the reaper of offsite.process ends
+whatever is left). Everything else is duplicity's own `dup_run`, unchanged.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from typing import Any
+
+
+class _DaemonThreads:
+    """`threading` as gpginterface sees it: the same module, whose Thread makes daemons."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(threading, name)
+
+    @staticmethod
+    def Thread(*args: Any, **kwargs: Any) -> threading.Thread:   # noqa: N802 (threading's name)
+        kwargs["daemon"] = True
+        return threading.Thread(*args, **kwargs)
+
+
+def launch_argv(argv: list[str]) -> list[str]:
+    """duplicity's argv run through this launcher, when argv[0] is the duplicity installed
+    beside this interpreter (the launcher imports that one); else unchanged."""
+    beside = os.path.join(os.path.dirname(sys.executable), "duplicity")
+    if not argv or argv[0] != beside:
+        return argv
+    return [sys.executable, "-m", "offsite.duplicity.launch", *argv[1:]]
+
+
+def main() -> int:
+    from duplicity import gpginterface
+    if hasattr(gpginterface, "threading"):
+        gpginterface.threading = _DaemonThreads()   # type: ignore[assignment]
+    from duplicity.__main__ import dup_run
+    sys.argv[0] = "duplicity"
+    return int(dup_run() or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
