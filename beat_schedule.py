@@ -2,7 +2,7 @@
 
 One full and one incremental entry per host, from the host's own schedule or the fleet
 default, each routed to the host's queue; a restore drill entry per host with `verify.schedule`
-(routed where `verify.on` says) and a prune entry per host with retention (the control node).
+(routed where `verify.where` says) and a prune entry per host with retention (the control node).
 The scheduler (workers.beat) adds the slot's run id and time when it sends an entry, so a slot
 sent twice still runs once.
 """

@@ -43,7 +43,7 @@ def verify_queue(config: Config, host: str) -> str:
 def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | None = None,
                    run_id: str | None = None, scheduled_for: datetime | None = None,
                    note: str | None = None) -> RunRecord:
-    """Queue a verify of the host where `verify.on` says it runs; the record first."""
+    """Queue a verify of the host where `verify.where` says it runs; the record first."""
     config.host(host)
     record = (queue_run(store, host, RunType.VERIFY, run_id, scheduled_for, note=note)
               if run_id else queue_manual_run(store, host, RunType.VERIFY, utcnow(), note))

@@ -1,4 +1,4 @@
-"""The verify task: a restore drill of one host, run where `verify.on` says (the control node or
+"""The verify task: a restore drill of one host, run where `verify.where` says (the control node or
 a named host's worker). CheckedTask has validated the message (offsite.wire.messages): the host is
 configured and this is its drill node, the run id is a verify run id of that host."""
 from __future__ import annotations

@@ -102,7 +102,7 @@ def test_a_control_node_running_drills_needs_the_passphrase(
     factory = ConfigFactory(tmp_path, redis_url, aws)
     config = factory({HOST: {"scripts": {"data": {"bash": "echo d > d"}}}},
                      encryption={"mode": "symmetric"},
-                     verify={"schedule": {"every": "7d"}, "on": "control"})
+                     verify={"schedule": {"every": "7d"}, "where": "control"})
     env = {**_only(offsite_env, "ALERT_AWS_"), "PASSPHRASE": None}
     result = run_offsite("check", "--connect", "--role", "control", config=config,
                          env_extra=env, timeout=60)

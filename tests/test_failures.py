@@ -213,7 +213,8 @@ def test_repeated_identical_failures_alert_once_then_recover(
     assert len(alerts) == 2, [a["Subject"] for a in alerts]
     recovery = alerts[1]
     assert attributes(recovery)["class"] == "recovered"
-    assert "succeeded after 3 failure(s) since the last success" in recovery["Message"]
+    assert "succeeded after 3 backup failure(s) since the last successful backup" in \
+        recovery["Message"]
     assert "1 alerted, 2 held back" in recovery["Message"]
 
 

@@ -85,6 +85,10 @@ def test_flower_shows_runs_and_why_a_run_did_not_run(
     assert _get(f"{base}/api/tasks", None)[0] == 401
     assert _get(f"{base}/api/tasks", "operator:wrong")[0] == 401
     assert _get(f"{base}/", None)[0] == 401
+    for monitoring in ("/metrics", "/healthcheck"):   # Flower's own, behind its auth too
+        assert _get(f"{base}{monitoring}", None)[0] == 401, monitoring
+        assert _get(f"{base}{monitoring}", "operator:wrong")[0] == 401, monitoring
+        assert _get(f"{base}{monitoring}", credentials)[0] == 200, monitoring
     assert credentials.split(":")[1] not in flower.log_text()
 
 

@@ -66,7 +66,13 @@ def test_paths_are_backed_up_in_place_incrementally_and_restored_by_name(
     result = run_offsite("restore", "carcosa", str(one_file), "--path", "notes/a.txt",
                          config=config, timeout=300)
     assert result.returncode == 0, describe(result)
-    assert one_file.read_text() == "first notes\n"
+    assert sorted(p.name for p in one_file.iterdir()) == ["notes"]   # DEST/P, not DEST itself
+    assert (one_file / "notes" / "a.txt").read_text() == "first notes\n"
+    one_folder = tmp_path / "one-folder"
+    result = run_offsite("restore", "carcosa", str(one_folder), "--path", "/db/", config=config,
+                         timeout=300)
+    assert result.returncode == 0, describe(result)
+    assert (one_folder / "db" / "dump.sql").read_text() == "dump\n"
 
 
 def test_a_symlink_loop_in_a_path_is_a_warning_naming_it(

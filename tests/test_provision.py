@@ -91,7 +91,8 @@ def test_the_plan_is_printed_and_nothing_is_made(strict: StrictAws, tmp_path: Pa
     users = {identity["user"]: identity["role"] for identity in plan["identities"]}
     assert users == {f"{fleet['prefix']}-host-alpha": "host", f"{fleet['prefix']}-host-beta":
                      "host", f"{fleet['prefix']}-alert": "alert",
-                     f"{fleet['prefix']}-prune": "prune", f"{fleet['prefix']}-recover": "recover"}
+                     f"{fleet['prefix']}-prune": "prune", f"{fleet['prefix']}-recover": "recover",
+                     f"{fleet['prefix']}-read": "read"}
     s3 = strict.client("s3")
     try:
         assert denied(s3.head_bucket, Bucket=fleet["bucket"]) is False  # 404, not 403
@@ -130,6 +131,9 @@ def test_policy_documents_say_what_moto_cannot_check() -> None:
     recover = next(i for i in plan.identities if i.role == "recover")
     assert {"s3:DeleteObjectVersion", "s3:GetObjectVersion", "s3:ListBucketVersions"} <= \
         granted_actions(recover.policy)
+    read = next(i for i in plan.identities if i.role == "read")
+    assert granted_actions(read.policy) == {"s3:ListBucket", "s3:GetObject"}
+    assert read.env_prefix == "READ_AWS_" and read.env_files == ("control.env", "recover.env")
     archive = lifecycle_rules(config.provision.lifecycle)[0]
     assert archive["Filter"] == {"Tag": {"Key": "offsite-class", "Value": "volume"}}
     assert [t["StorageClass"] for t in archive["Transitions"]] == ["STANDARD_IA", "GLACIER"]

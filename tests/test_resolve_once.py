@@ -19,7 +19,7 @@ from offsite.errors import UnknownHostError
 from offsite.host.settings import (EncryptionSettings, HostSettings, TargetSettings,
                                    resolve_host)
 from offsite.run.context import RunContext
-from offsite.run.steps import run_local
+from offsite.run.local_backup import run_local
 
 MAX_UPLOAD_MODULES = 8
 PACKAGE = str(Path(__import__("offsite").__file__).parent)

@@ -108,3 +108,33 @@ def test_secrets_files_others_can_read_are_named(tmp_path: Path, run_offsite: An
     assert "control.env" not in result.stderr
     worker = unit_settings((dest / "offsite-worker@.service").read_text())
     assert worker["EnvironmentFile"] == [f"{env_dir}/%i.env"]
+
+
+def test_install_units_says_how_to_make_the_service_user_and_let_it_read_the_passphrase(
+        tmp_path: Path, run_offsite: Any) -> None:
+    import pwd
+    secret = tmp_path / "passphrase"
+    secret.write_text("s3cret\n")
+    secret.chmod(0o600)
+    extra = ("verify: {schedule: {every: 7d}, where: control}\n"
+             f"encryption: {{passphrase_file: {secret}}}\n")
+    config = write_minimal_config(tmp_path, extra=extra)
+    dest = tmp_path / "units"
+    dest.mkdir()
+    missing = "offsite-no-such-user"
+    result = run_offsite("install-units", "--dest", str(dest), "--user", missing, config=config)
+    assert result.returncode == 0, result.stderr
+    assert f"the units run as {missing}, which does not exist here" in result.stdout
+    assert "systemd-sysusers" in result.stdout
+    assert f"useradd --system --home-dir /var/lib/offsite --shell /usr/sbin/nologin {missing}" \
+        in result.stdout
+    assert "which does not exist here" not in run_offsite(
+        "install-units", "--dest", str(dest), "--user", "root", config=config).stdout
+    other = next(entry.pw_name for entry in pwd.getpwall()
+                 if entry.pw_uid not in (0, secret.stat().st_uid) and entry.pw_name.isidentifier())
+    result = run_offsite("install-units", "--dest", str(dest), "--user", other, config=config)
+    assert f"as {other}, which cannot read {secret}" in result.stdout, result.stdout
+    assert f"chgrp {other} {secret} && chmod 0640 {secret}" in result.stdout
+    secret.chmod(0o644)
+    result = run_offsite("install-units", "--dest", str(dest), "--user", other, config=config)
+    assert "cannot read" not in result.stdout

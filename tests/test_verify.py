@@ -31,7 +31,7 @@ def tree(root: Path) -> Path:
 
 def two_hosts(make_config: Any, data: Path, **overrides: Any) -> Path:
     return make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}},
-                                    "verify": {"on": "drills"}},
+                                    "verify": {"where": "drills"}},
                         "drills": {"scripts": {"none": {"bash": "true"}}}}, **overrides)
 
 

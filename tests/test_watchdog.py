@@ -174,7 +174,7 @@ def test_repeats_are_held_from_the_first_alert_and_recovery_counts_every_failure
     assert [a["MessageAttributes"]["class"]["Value"] for a in alerts] == [
         "script_failed", "upload_failed", "recovered"]
     recovery = alerts[-1]["Message"]
-    assert "after 6 failure(s) since the last success" in recovery
+    assert "after 6 backup failure(s) since the last successful backup" in recovery
     assert f"the first at {T0.isoformat()}" in recovery
     assert "2 alerted, 4 held back" in recovery
 
@@ -199,6 +199,48 @@ def test_a_run_whose_upload_was_confirmed_is_finished_not_lost(dog: Watchdog, aw
     assert lost is not None and lost.state == RunState.LOST
     assert lost.error is not None and lost.error.step == "upload"
     assert classes(aws, 1, ignore=("backup_missed",)) == ["run_lost"]
+
+
+def test_streaks_are_per_kind_a_good_drill_never_says_backups_recovered(
+        dog: Watchdog, aws: Any) -> None:
+    from offsite.constants import RunType
+    assert _failed(dog, "carcosa-incr-1", BackupType.INCR, "script_failed", "script:s",
+                   T0) == "alerted"
+    assert _failed(dog, "carcosa-verify-1", RunType.VERIFY, "script_failed", "script:s",
+                   T0 + timedelta(minutes=1)) == "alerted"   # its own streak: not a repeat
+    dog.store.create(RunRecord(run_id="carcosa-verify-ok", host="carcosa", type=RunType.VERIFY,
+                               state=RunState.SUCCEEDED, created_at=T0,
+                               finished_at=T0 + timedelta(minutes=2)))
+    dog.tick(T0 + timedelta(minutes=3))
+    assert _failed(dog, "carcosa-incr-2", BackupType.INCR, "script_failed", "script:s",
+                   T0 + timedelta(minutes=4)) == "summarised"   # the backup streak goes on
+    dog.store.create(RunRecord(run_id="carcosa-full-ok", host="carcosa", type=BackupType.FULL,
+                               state=RunState.SUCCEEDED, created_at=T0,
+                               finished_at=T0 + timedelta(minutes=5)))
+    dog.tick(T0 + timedelta(minutes=6))
+    alerts = [a for a in aws.alerts(4, timeout=5)
+              if a["MessageAttributes"]["class"]["Value"] != "backup_missed"]
+    recoveries = [a for a in alerts if a["MessageAttributes"]["class"]["Value"] == "recovered"]
+    assert [a["MessageAttributes"]["type"]["Value"] for a in recoveries] == ["verify", "full"]
+    assert "1 drill failure(s)" in recoveries[0]["Message"]
+    assert "carcosa-full-ok" in recoveries[1]["Message"]
+    assert "2 backup failure(s)" in recoveries[1]["Message"]
+    assert dog.client.keys("offsite:streak:*") == []
+
+
+def test_a_streak_written_before_kinds_becomes_the_backup_streak(
+        dog: Watchdog, aws: Any) -> None:
+    import json
+    dog.client.set("offsite:streak:carcosa", json.dumps({
+        "count": 1, "held": 0, "first_at": T0.isoformat(), "first_run_id": "carcosa-incr-0",
+        "alerted": {"script_failed|script:s": "carcosa-incr-0"},
+        "summarised_at": T0.isoformat(), "last_at": T0.isoformat(),
+        "last_run_id": "carcosa-incr-0", "last_signature": "script_failed|script:s"}))
+    dog.tick(T0 + timedelta(minutes=1))
+    assert dog.client.get("offsite:streak:carcosa") is None
+    assert dog.client.exists("offsite:streak:carcosa:backup")
+    assert _failed(dog, "carcosa-incr-1", BackupType.INCR, "script_failed", "script:s",
+                   T0 + timedelta(minutes=2)) == "summarised"
 
 
 def test_a_run_queued_past_start_grace_and_queued_grace_is_stuck_once_then_clears(

@@ -5,6 +5,7 @@ import logging
 import os
 import socket
 import threading
+import warnings
 
 from celery.signals import (after_setup_logger, after_setup_task_logger, beat_init,
                             worker_ready, worker_shutting_down)
@@ -71,10 +72,24 @@ def _report_passphrase(config: Config, host: str) -> None:
         log.warning("host %s: %s", host, warning)
 
 
+def _root_is_the_documented_choice() -> None:
+    """A host's worker runs as root by default (its dump scripts must read what they back up;
+    a script's `user:` lowers it): Celery's superuser SecurityWarning would be printed at every
+    start for the documented set-up, so it is replaced by one informative log line. Pickle is
+    never accepted (workers.settings), so Celery's real refusal of root stays in force."""
+    from celery.exceptions import SecurityWarning
+    warnings.filterwarnings("ignore", message=r"You're running the worker with superuser",
+                            category=SecurityWarning)
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        log.info("running as root, the documented default for a host's worker (scripts read "
+                 "what they back up; a script's `user:` runs it as another user)")
+
+
 def start_host_worker(config: Config, host: str, loglevel: str = "INFO") -> int:
     """Blocks running the worker of `host`; returns its exit code; raises UnknownHostError for
     a host not configured."""
     config.host(host)
+    _root_is_the_documented_choice()
     os.environ[WORKER_HOST_ENV] = host
     worker_ready.connect(lambda **_: _report_passphrase(config, host), weak=False)
     worker_ready.connect(lambda **_: _clear_leftover_staging(config, host), weak=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import redis
 
 from offsite.config.model import Config
 from offsite.errors import OffsiteError
@@ -29,6 +30,17 @@ def ledger_store(config: Config) -> RedisRunStore:
     return RedisRunStore(broker_client(config.broker_url, config.broker_sentinel_master,
                                        socket_connect_timeout=5, socket_timeout=30),
                          replicas=1 if is_sentinel(config.broker_url) else 0)
+
+
+def reachable_ledger(config: Config) -> tuple[RedisRunStore | None, redis.Redis | None]:
+    """The ledger and the broker's client when the broker answers within seconds, else (None,
+    None): a command that works without a broker records there when it can."""
+    from offsite.config.broker import is_sentinel
+    from offsite.run.local import reachable_broker
+    client = reachable_broker(config)
+    if client is None:
+        return None, None
+    return RedisRunStore(client, replicas=1 if is_sentinel(config.broker_url) else 0), client
 
 
 def alert_locally(config: Config, record: RunRecord) -> None:

@@ -41,6 +41,9 @@ def cmd_install_units(args: argparse.Namespace, config: Config) -> int:
     print("then: systemctl daemon-reload && systemctl enable --now " + " ".join(enable))
     print(f"secrets: {install.env_dir}/<host>.env, control.env, flower.env (mode 0600, "
           "owned by root); see docs/operations.md, Deploying")
+    from offsite.deploy.service_user import user_advice
+    for advice in user_advice(config, args.user, args.worker_user, args.host is not None):
+        print(f"before starting: {advice}")
     for loose in loose_env_files(install.env_dir):
         print(f"warning: {loose} is readable or writable by group or others: run "
               f"`chmod 600 {loose}`", file=sys.stderr)
@@ -109,6 +112,8 @@ def cmd_flower(args: argparse.Namespace, config: Config) -> int:
         raise OffsiteError("Flower is not installed here: pip install 'offsite[monitor]' (or "
                            "bin/setup)", step="flower")
     from workers.app import app
+    from workers.flower_guard import guard_flower_monitoring
+    guard_flower_monitoring()   # /metrics and /healthcheck behind Flower's auth
     app.start(flower_argv(args.address, args.port))
     return EXIT_OK
 

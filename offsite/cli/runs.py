@@ -21,7 +21,7 @@ def cmd_backup(args: argparse.Namespace, config: Config) -> int:
     backup_type = BackupType(args.type)
     config.host(args.host)
     if args.local:
-        from offsite.run.steps import run_local
+        from offsite.run.local_backup import run_local
         record = run_local(config, args.host, backup_type)
         if record.state == RunState.FAILED:
             alert_locally(config, record)
@@ -104,7 +104,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     restore.add_argument("dest")
     restore.add_argument("--time", help="as of this time (duplicity time format, e.g. 2h, "
                                         "2026-11-01T00:00:00Z)")
-    restore.add_argument("--path", help="only this path, relative to the host's backup")
+    restore.add_argument("--path", help="only this path, relative to the host's backup; "
+                         "restored as DEST/PATH")
     restore.add_argument("--thaw", action="store_true",
                          help="request archived (Glacier) volumes it needs, then come back")
     restore.add_argument("--days", type=int, default=7, help="with --thaw: keep thawed copies")

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from offsite.cli.common import (EXIT_FAILED, EXIT_OK, add_target_argument, alert_locally,
-                                ledger_store, targeted, wait_for)
+                                ledger_store, reachable_ledger, targeted, wait_for)
 from offsite.config.model import Config
 from offsite.constants import RunState
 from offsite.errors import UsageError
@@ -24,12 +25,16 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
     if args.local:
         from offsite.cli.progress import progress_line
         from offsite.proof.verify import verify_local
+        store, broker = reachable_ledger(config)
         with progress_line(lambda elapsed: f"verifying {args.host}: {elapsed:.0f}s"):
             targeted(config, args)   # an unknown target is a usage error before any work
             record = verify_local(config, args.host, at, Path(args.secret_keys_file)
-                                  if args.secret_keys_file else None, target=args.target)
-        if record.state == RunState.FAILED:
-            alert_locally(config, record)
+                                  if args.secret_keys_file else None, target=args.target,
+                                  broker=broker, store=store, alert=args.alert)
+        if store is None:
+            print("not recorded in the ledger: the broker does not answer", file=sys.stderr)
+            if record.state == RunState.FAILED and args.alert:
+                alert_locally(config, record)
     else:
         if args.target not in (None, "primary"):
             targeted(config, args)   # an unknown name is a usage error first
@@ -70,7 +75,12 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     verify.add_argument("--time", help="the set as of this time (default: the latest)")
     verify.add_argument("--wait", action="store_true", help="wait for the outcome")
     verify.add_argument("--timeout", type=float, default=None, help="with --wait: give up after")
-    verify.add_argument("--local", action="store_true", help="run here, without the broker")
+    verify.add_argument("--local", action="store_true",
+                        help="run here (recorded in the ledger when the broker answers)")
+    verify.add_argument("--alert", action="store_true",
+                        help="with --local: alert a failure like a scheduled drill's (sent by "
+                             "the control node; from here only when the broker does not "
+                             "answer); without it a manual drill alerts no one")
     verify.add_argument("--secret-keys-file", default=None,
                         help="with --local, public-key mode: the secret key to read the backup "
                              "(else this machine's GNUPGHOME)")

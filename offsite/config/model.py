@@ -13,7 +13,8 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 from offsite.config.rules import (ConfigProblems, PathProblem, check_broker_url, overlap,
                                   scan_data, system_dir_problem)
 from offsite.config.sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, HostRetention,
-                                     HostSchedule, HostVerify, RetentionConfig, ScheduleConfig,
+                                     HostSchedule, HostVerify, PriorityConfig, RetentionConfig,
+                                     ScheduleConfig,
                                      ScriptConfig, StrictModel, TargetConfig, VerifyConfig,
                                      WatchdogConfig)
 from offsite.config.types import DataRoot, Interpreter, Name
@@ -23,6 +24,7 @@ from offsite.bounded import read_regular_file
 from offsite.durations import format_duration
 from offsite.errors import ConfigError, UnknownHostError
 from offsite.config.http import HttpConfig
+from offsite.schedule.spread import spread, spread_offset
 from offsite.schedule.specs import EverySpec, ScheduleSpec
 from offsite.config.security import EncryptionConfig, HostEncryption, ProvisionConfig
 from offsite.config.yaml_loader import MAX_CONFIG_BYTES, YamlProblem, decode_config_bytes, load_yaml
@@ -41,6 +43,9 @@ class HostConfig(StrictModel):
                                           "as DEST/<name>/")
     schedule: HostSchedule = Field(default_factory=HostSchedule)
     verify: HostVerify = Field(default_factory=HostVerify)
+    priority: PriorityConfig | None = Field(
+        None, description="this host's nice/ionice for scripts and duplicity (overrides "
+                          "priority)")
     retention: HostRetention = Field(default_factory=HostRetention)
     encryption: HostEncryption | None = Field(
         None, description="this host's own passphrase_file (or recipients): see "
@@ -87,6 +92,9 @@ class Config(StrictModel):
     watchdog: WatchdogConfig = Field(default_factory=WatchdogConfig)
     verify: VerifyConfig = Field(default_factory=VerifyConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    priority: PriorityConfig = Field(default_factory=PriorityConfig,
+                                     description="nice/ionice of every host's scripts and "
+                                                 "duplicity runs")
     provision: ProvisionConfig = Field(default_factory=ProvisionConfig)
     http: HttpConfig | None = Field(None, description="served by `offsite control` when set: "
                                     "/metrics, /api/hosts, the fleet page")
@@ -119,9 +127,9 @@ class Config(StrictModel):
         """A drill runs on the control node or on a configured host's worker."""
         problems = []
         for name, host in self.hosts.items():
-            on = host.verify.on or self.verify.on
+            on = host.verify.where or self.verify.where
             if on != "control" and on not in self.hosts:
-                where = f"hosts.{name}.verify.on" if host.verify.on else "verify.on"
+                where = f"hosts.{name}.verify.where" if host.verify.where else "verify.where"
                 problems.append(PathProblem(where, f"{on[:64]!r} is neither 'control' nor a "
                                             "configured host"))
         return problems
@@ -175,8 +183,16 @@ class Config(StrictModel):
         own = getattr(self.host(name).schedule, backup_type.value)
         spec = own if own is not None else getattr(self.schedule, backup_type.value)
         if isinstance(spec, EverySpec):  # interval slots sit on the fleet's grid
-            return replace(spec, anchor=self.schedule.anchor.timestamp())
-        return spec
+            spec = replace(spec, anchor=self.schedule.anchor.timestamp())
+        return spread(spec, self.spread_offset(name))
+
+    def host_priority(self, name: str) -> PriorityConfig:
+        own = self.host(name).priority
+        return own if own is not None else self.priority
+
+    def spread_offset(self, name: str) -> int:
+        """The host's fixed offset within schedule.spread (0 without one)."""
+        return spread_offset(name, self.schedule.spread)
 
     def verify_schedule(self, name: str) -> ScheduleSpec | None:
         own = self.host(name).verify.schedule
@@ -197,7 +213,7 @@ class Config(StrictModel):
 
     def verify_on(self, name: str) -> str:
         """Where the host's drills run: "control" or a host name."""
-        return self.host(name).verify.on or self.verify.on
+        return self.host(name).verify.where or self.verify.where
 
     def max_run_s(self, name: str) -> int:
         """The longest a run of the host may take: every script's timeout plus the upload's."""

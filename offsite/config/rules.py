@@ -171,6 +171,11 @@ def scan_data(data: Any, path: tuple[str, ...] = ()) -> list[PathProblem]:
                 problems.append(PathProblem(".".join(path) or "(top level)",
                                             "a key contains a NUL character"))
                 continue
+            if isinstance(key, bool) and key and path[-1:] == ("verify",):
+                problems.append(PathProblem(".".join(path), (
+                    "`on:` unquoted is read by YAML as true: write `where: control` (or a "
+                    "host's name) for where drills run")))
+                continue
             if isinstance(key, bool):
                 problems.append(PathProblem(".".join((*path, str(key).lower())), (
                     "this key is a boolean: YAML reads an unquoted yes/no/on/off/true/false "

@@ -3,10 +3,10 @@ value types they share are in offsite.config.types. offsite.config.model assembl
 fleet's Config and reads the YAML."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, PrivateAttr,
-                      model_validator)
+from pydantic import (AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field,
+                      PrivateAttr, model_validator)
 
 from offsite.config.rules import check_target_url
 from offsite.config.types import (EPOCH, Duration, HttpUrl, Region, Schedule, ScriptCode,
@@ -60,11 +60,39 @@ class HostSchedule(StrictModel):
                           "chain (else the run fails with class chain_missing)")
 
 
+def _drill_placement(data: Any) -> Any:
+    """`where` (or the old key `"on"`, quoted; an unquoted `on:` is read by YAML as the
+    boolean true and refused by offsite.config.rules.scan_data, naming `where`)."""
+    if not isinstance(data, dict):
+        return data
+    if "where" in data and "on" in data:
+        raise ValueError("give 'where' (or the old 'on'), not both")
+    return data
+
+
+_WHERE = AliasChoices("where", "on")
+
+
+class PriorityConfig(StrictModel):
+    nice: int = Field(0, ge=0, le=19, description="CPU priority of scripts and duplicity: "
+                                                   "0 (normal) to 19 (lowest)")
+    io: Literal["normal", "best-effort", "idle"] = Field(
+        "normal", description="I/O priority of scripts and duplicity: normal, best-effort "
+                              "(its lowest level) or idle (only when the disk is otherwise idle)")
+
+
 class HostVerify(StrictModel):
     schedule: Schedule | None = Field(None, description="when this host's restore drills run "
                                                         "(overrides verify.schedule)")
-    on: str | None = Field(None, description="where this host's drills run: control, or the "
-                                            "name of a host whose worker runs them")
+    where: str | None = Field(None, validation_alias=_WHERE,
+                              description="where this host's drills run: control, or the "
+                                          "name of a host whose worker runs them (the old "
+                                          "name `\"on\"` is accepted quoted)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _placement(cls, data: Any) -> Any:
+        return _drill_placement(data)
 
 
 class HostRetention(StrictModel):
@@ -113,6 +141,9 @@ class AlertsConfig(StrictModel):
     heartbeat_url: HttpUrl | None = Field(
         None, description="dead man's switch: a healthchecks.io-style push URL the control "
                           "node GETs on every healthy watchdog tick")
+    webhook_url: HttpUrl | None = Field(
+        None, description="alerts also (or only) as a JSON POST {subject, message, attributes} "
+                          "to this URL, retried through the outbox like SNS")
 
     @property
     def sns_region(self) -> str | None:
@@ -134,6 +165,10 @@ class ScheduleConfig(StrictModel):
     min_interval: Duration = Field(DEFAULT_MIN_INTERVAL_S, description="the shortest "
                                    "`{every: D}` allowed anywhere (default 1m)")
     anchor: AwareDatetime = Field(EPOCH, description="{every: D} slots fall at anchor + k*D")
+    spread: Duration | None = Field(
+        None, le=7 * 86400, description="fleet load control: each host's full and incr slots are shifted by "
+                          "a fixed offset within this window, derived from its name (e.g. 1h: "
+                          "fulls at 00:00 start between 00:00 and 01:00); `check` shows it")
 
 
 class WatchdogConfig(StrictModel):
@@ -160,12 +195,19 @@ class WatchdogConfig(StrictModel):
 class VerifyConfig(StrictModel):
     schedule: Schedule | None = Field(None, description="when restore drills run, e.g. "
                                                         "{every: 7d}; none by default")
-    on: str = Field("control", description="where drills run: control (the control node, "
-                                           "which then needs the key) or a host's name")
+    where: str = Field("control", validation_alias=_WHERE,
+                       description="where drills run: control (the control node, which then "
+                                   "needs the key and the read identity READ_AWS_*) or a "
+                                   "host's name (the old name `\"on\"` is accepted quoted)")
     targets: list[str] | None = Field(
         None, min_length=1, max_length=17,
         description="the targets drills rotate over (primary and replica names); default: "
                     "primary and each of the host's replicas")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _placement(cls, data: Any) -> Any:
+        return _drill_placement(data)
 
 
 class RetentionConfig(StrictModel):

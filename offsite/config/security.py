@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from offsite.config.types import AbsolutePath, Duration
 
@@ -36,7 +36,15 @@ def _check_fingerprint(value: str) -> str:
     return match.group(1).upper()
 
 
-Fingerprint = Annotated[str, AfterValidator(_check_fingerprint)]
+def _not_a_number(value: object) -> object:
+    """YAML reads an unquoted 0x… fingerprint as a number: say so, and how to write it."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        raise ValueError("YAML read this fingerprint as a number (an unquoted 0x…): quote it, "
+                         "e.g. recipients: [\"0x43C1C2DEFA6B309A849D1A0CA66A9CE96F094D4D\"]")
+    return value
+
+
+Fingerprint = Annotated[str, BeforeValidator(_not_a_number), AfterValidator(_check_fingerprint)]
 
 
 class _Strict(BaseModel):

@@ -5,8 +5,11 @@ that node holds (docs/operations.md, Deploying):
 - host: the broker, the bucket with the upload keys (DUPLICITY_AWS_*), its passphrase (or
   public keys) and its own newest chain;
 - control: the broker, the SNS topic with the alert keys (ALERT_AWS_*), the prune identity
-  (PRUNE_AWS_*) when retention is set, the passphrase when drills run on the control node;
-- operator: the broker, a listing of the bucket, the recover identity when RECOVER_AWS_* is set;
+  (PRUNE_AWS_*) when retention is set, and when drills run on the control node the drill's read
+  (a listing and the newest manifest of each drilled host with the read identity READ_AWS_*)
+  and the passphrase that opens it;
+- operator: the broker, a listing of the bucket with the read identity (READ_AWS_*), the recover
+  identity when RECOVER_AWS_* is set;
 - all: everything from this node (provisioning and escrow included), as before roles.
 Without --role, the role comes from the keys in the environment (detect_role)."""
 from __future__ import annotations
@@ -24,10 +27,12 @@ from offsite.crypto.escrow import escrow_problems
 from offsite.crypto.passphrase import read_passphrase
 from offsite.deploy.provision_apply import plan_differences
 from offsite.duplicity.keycheck import check_key_opens
+from offsite.durations import format_duration
 from offsite.errors import OffsiteError, PassphraseError
 from offsite.host.settings import HostSettings, TargetSettings, resolve_host
 from offsite.schedule.specs import next_run, utcnow
-from offsite.target.bucket import bucket_name, probe_bucket
+from offsite.target.bucket import (READ_IDENTITY, bucket_name, credentials_problem,
+                                   probe_bucket, read_s3_client, reading_identity)
 from offsite.target.catalog import read_catalog
 from offsite.watch.alerts import SnsSink
 
@@ -63,6 +68,9 @@ def describe_hosts(config: Config) -> str:
     lines = [f"config OK: {len(config.hosts)} host(s), times in {zone}"]
     for host, host_config in config.hosts.items():
         lines.append(f"{host}: scripts {', '.join(host_config.scripts)}")
+        if offset := config.spread_offset(host):
+            lines.append(f"  spread +{format_duration(offset)} (schedule.spread "
+                         f"{format_duration(config.schedule.spread or 0)})")
         for kind in BackupType:
             spec = config.host_schedule(host, kind)
             when = next_run(spec, zone, now)
@@ -76,6 +84,7 @@ def hosts_as_json(config: Config) -> list[dict[str, Any]]:
     zone = config.schedule.timezone
     return [{"host": host, "scripts": list(host_config.scripts),
              "paths": {name: str(path) for name, path in host_config.paths.items()},
+             "spread_s": config.spread_offset(host),
              "next": {kind.value: next_run(config.host_schedule(host, kind), zone,
                                            now).isoformat() for kind in BackupType}}
             for host, host_config in config.hosts.items()]
@@ -133,8 +142,9 @@ def _fleet_target(config: Config) -> TargetSettings:
 
 
 def _listing_problem(config: Config, what: str, client_of: Callable[[TargetSettings], Any],
-                     prefix: str = "") -> list[str]:
-    """Whether `what`'s identity can list the bucket (under prefix)."""
+                     prefix: str = "", identity: str | None = None) -> list[str]:
+    """Whether `what`'s identity can list the bucket (under prefix); a missing key is named by
+    its variables."""
     bucket = bucket_name(config)
     if bucket is None:
         return []
@@ -145,8 +155,22 @@ def _listing_problem(config: Config, what: str, client_of: Callable[[TargetSetti
         finally:
             client.close()
     except Exception as exc:  # botocore's errors, credentials missing: the finding
-        return [f"bucket {bucket} not listable with the {what}: {exc}"]
+        missing = credentials_problem(exc, identity) if identity else None
+        return [f"bucket {bucket} not listable with the {what}: {missing or exc}"]
     return []
+
+
+def _drill_read_problems(config: Config, hosts: list[str]) -> list[str]:
+    """The read a drill of each host makes on this node: the bucket listed and the host's
+    newest manifest fetched (and opened by the passphrase) with the reading identity."""
+    if not hosts or bucket_name(config) is None:
+        return []
+    identity = reading_identity()
+    if identity != READ_IDENTITY and not os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"):
+        identity = READ_IDENTITY   # the default chain: a missing key is the read identity's
+    problems = _listing_problem(config, f"read identity of drills ({identity}_AWS_*)",
+                                read_s3_client, identity=identity)
+    return problems or key_problems(config, hosts)
 
 
 def check_connections(config: Config, role: str = "all", host: str | None = None) -> list[str]:
@@ -171,11 +195,14 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
         drilled_here = [h for h in config.hosts if config.verify_on(h) == "control"
                         and config.verify_schedule(h) is not None]
         problems += _passphrase_problems(config, drilled_here)
+        problems += _drill_read_problems(config, drilled_here)
         return problems
     if role == "operator":
-        from offsite.target.bucket import upload_s3_client
-        problems += _listing_problem(config, "operator's keys (default AWS chain)",
-                                     upload_s3_client)
+        identity = reading_identity()
+        problems += _listing_problem(
+            config, f"read identity ({identity}_AWS_*)" if identity == READ_IDENTITY
+            else "operator's keys (READ_AWS_* not set: the default AWS chain)",
+            read_s3_client, identity=identity if identity == READ_IDENTITY else None)
         if os.environ.get("RECOVER_AWS_ACCESS_KEY_ID"):
             from offsite.proof.recover import recover_client
             problems += _listing_problem(config, "recover identity (RECOVER_AWS_*)",

@@ -8,6 +8,8 @@ Pure functions: `offsite provision` prints them, applies them and compares them 
 - The alert identity may publish to the one topic and do nothing else.
 - The prune identity may delete current objects (delete markers), never a version.
 - The recover identity holds the versioning rights that undo deletes and overwrites.
+- The read identity may list and get on the whole bucket, nothing else: drills on the control
+  node and the operator's `list`, `restore` and `verify` read with it.
 """
 from __future__ import annotations
 
@@ -86,6 +88,17 @@ def recover_policy(bucket: str, root_prefix: str) -> Policy:
          "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject",
                     "s3:DeleteObjectVersion"],
          "Resource": [f"{bucket_arn(bucket)}/{root_prefix}*"]},
+    )
+
+
+def read_policy(bucket: str) -> Policy:
+    """Drills on the control node and the operator's reads: list and get on the whole bucket
+    (HeadBucket, which duplicity calls first, is authorised as s3:ListBucket), nothing else."""
+    return _document(
+        {"Sid": "ListBucket", "Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": [bucket_arn(bucket)]},
+        {"Sid": "GetObjects", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [f"{bucket_arn(bucket)}/*"]},
     )
 
 

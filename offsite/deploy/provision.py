@@ -4,7 +4,9 @@ idempotently; and the comparison of what exists with the plan (`offsite check --
 
 Identities are IAM users with inline policy "offsite" (see offsite.deploy.iam_policy): one per host
 (DUPLICITY_AWS_* in DIR/<host>.env), alert and prune (ALERT_AWS_*, PRUNE_AWS_* in
-DIR/control.env), recover (RECOVER_AWS_* in DIR/recover.env: keep it off the fleet).
+DIR/control.env), recover (RECOVER_AWS_* in DIR/recover.env: keep it off the fleet), and the
+read-only identity of drills and of the operator's `list`/`restore`/`verify` (READ_AWS_* in
+both DIR/control.env and DIR/recover.env).
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ from offsite.config.model import Config
 from offsite.config.targets import host_replicas
 from offsite.errors import OffsiteError
 from offsite.deploy.iam_policy import (PUBLIC_ACCESS_BLOCK, Policy, alert_policy, host_policy,
-                                lifecycle_rules, prune_policy, recover_policy)
+                                       lifecycle_rules, prune_policy, read_policy,
+                                       recover_policy)
 from offsite.host.settings import resolve_host
 from offsite.target.bucket import bucket_name
 
@@ -34,11 +37,15 @@ class ProvisionError(OffsiteError):
 @dataclass(frozen=True)
 class Identity:
     user: str
-    role: str                 # host, alert, prune, recover
+    role: str                 # host, alert, prune, recover, read
     host: str | None
     policy: Policy
     env_prefix: str           # DUPLICITY_AWS_, ALERT_AWS_, ...
-    env_file: str             # <host>.env, control.env, recover.env
+    env_files: tuple[str, ...]  # <host>.env, control.env, recover.env: the nodes that use it
+
+    @property
+    def files_text(self) -> str:
+        return " and ".join(self.env_files)
 
 
 @dataclass(frozen=True)
@@ -55,7 +62,7 @@ class Plan:
                 "identities": [{"user": identity.user, "role": identity.role,
                                 "host": identity.host, "policy_name": POLICY_NAME,
                                 "policy": identity.policy,
-                                "credentials": f"{identity.env_file} "
+                                "credentials": f"{identity.files_text} "
                                                f"({identity.env_prefix}ACCESS_KEY_ID)"}
                                for identity in self.identities]}
 
@@ -80,16 +87,19 @@ def build_plan(config: Config) -> Plan:
     identities = [Identity(f"{prefix}-host-{host}", "host", host,
                            host_policy(bucket, resolve_host(config, host).target.prefix),
                            f"{replica}_AWS_" if replica else "DUPLICITY_AWS_",
-                           f"{host}.env") for host in hosts]
+                           (f"{host}.env",)) for host in hosts]
     if config.alerts.sns_topic_arn and replica is None:
         identities.append(Identity(f"{prefix}-alert", "alert", None,
                                    alert_policy(config.alerts.sns_topic_arn), "ALERT_AWS_",
-                                   "control.env"))
+                                   ("control.env",)))
     identities.append(Identity(f"{prefix}-prune", "prune", None, prune_policy(bucket, root),
-                               f"{keys}PRUNE_AWS_", "control.env"))
+                               f"{keys}PRUNE_AWS_", ("control.env",)))
     identities.append(Identity(f"{prefix}-recover", "recover", None,
                                recover_policy(bucket, root), f"{keys}RECOVER_AWS_",
-                               "recover.env"))
+                               ("recover.env",)))
+    if replica is None:   # a replica is read with its own keys (TargetSettings.keys)
+        identities.append(Identity(f"{prefix}-read", "read", None, read_policy(bucket),
+                                   "READ_AWS_", ("control.env", "recover.env")))
     for identity in identities:
         if len(identity.user) > MAX_USER_NAME:
             raise ProvisionError(f"IAM user name {identity.user!r} is longer than "
@@ -109,7 +119,7 @@ def plan_as_text(plan: Plan) -> str:
                           for action in statement["Action"]})
         lines.append(f"IAM user {identity.user} ({identity.role}"
                      f"{' ' + identity.host if identity.host else ''}): {', '.join(actions)}; "
-                     f"keys {identity.env_prefix}* in {identity.env_file}")
+                     f"keys {identity.env_prefix}* in {identity.files_text}")
     lines.append("nothing was changed: run with --apply to create or update these")
     return "\n".join(lines)
 

@@ -211,21 +211,25 @@ def _check_out_dir(folder: Path) -> None:
 
 
 def _write_credentials(plan: Plan, iam: Any, folder: Path) -> list[str]:
-    """A new access key for each identity that has none, into its env file (mode 0600)."""
+    """A new access key for each identity that has none, into each of its env files (mode
+    0600)."""
     lines: list[str] = []
     for identity in plan.identities:
         keys = iam.list_access_keys(UserName=identity.user)["AccessKeyMetadata"]
-        path = folder / identity.env_file
+        paths = [folder / name for name in identity.env_files]
         if keys:
-            if f"{identity.env_prefix}ACCESS_KEY_ID=" not in _read_env(path):
-                lines.append(f"left alone: {identity.user} already has an access key whose "
-                             f"secret cannot be read back; to write {path}, delete it (aws iam "
-                             "delete-access-key) and run again")
+            for path in paths:
+                if f"{identity.env_prefix}ACCESS_KEY_ID=" not in _read_env(path):
+                    lines.append(f"left alone: {identity.user} already has an access key whose "
+                                 f"secret cannot be read back; to write {path}, delete it (aws "
+                                 "iam delete-access-key) and run again")
             continue
         key = iam.create_access_key(UserName=identity.user)["AccessKey"]
-        _merge_env(path, {f"{identity.env_prefix}ACCESS_KEY_ID": key["AccessKeyId"],
-                          f"{identity.env_prefix}SECRET_ACCESS_KEY": key["SecretAccessKey"]})
-        lines.append(f"created an access key for {identity.user} in {path}")
+        for path in paths:
+            _merge_env(path, {f"{identity.env_prefix}ACCESS_KEY_ID": key["AccessKeyId"],
+                              f"{identity.env_prefix}SECRET_ACCESS_KEY": key["SecretAccessKey"]})
+        lines.append(f"created an access key for {identity.user} in "
+                     f"{' and '.join(str(path) for path in paths)}")
     return lines
 
 

@@ -20,7 +20,7 @@ from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.host.sources import (Sources, archive_path, host_cache, host_sources,
                                   record_uploaded, relocate, scan_problems, write_manifest)
 from offsite.process.execute import CommandResult, run_command
-from offsite.target.bucket import probe_bucket
+from offsite.target.bucket import UPLOAD_IDENTITY, probe_bucket, reading_identity
 
 
 def _find_duplicity() -> str:
@@ -101,12 +101,44 @@ def restore_argv(settings: HostSettings, dest: Path, archive_dir: Path,
     return [DUPLICITY, "restore", *flags, settings.target.url, str(dest)]
 
 
-def duplicity_env(settings: HostSettings, passphrase: str,
-                  base: dict[str, str]) -> dict[str, str]:
-    """The child's environment: passphrase and upload keys live here and nowhere else."""
-    env = {name: value for name, value in base.items() if not name.startswith("ALERT_AWS_")}
+_OTHER_KEYS = ("ALERT_AWS_", "PRUNE_AWS_", "RECOVER_AWS_", "READ_AWS_", "DUPLICITY_AWS_")
+
+
+def list_files_argv(settings: HostSettings, archive_dir: Path, time: str | None = None,
+                    data_prefix: str = "") -> list[str]:
+    """`duplicity list-current-files`: the files of the set at `time` (default the latest),
+    read from the chain's signatures, no data volume decrypted."""
+    flags = common_flags(settings, archive_dir, "list") + prefix_flags(data_prefix)
+    if time:
+        flags += ["--time", time]
+    return [DUPLICITY, "list-current-files", *flags, settings.target.url]
+
+
+LIST_MAX_BYTES = 128 * 1024 * 1024   # about two million paths of a set's listing
+
+
+def run_list_files(settings: HostSettings, archive_dir: Path, time: str | None = None,
+                   data_prefix: str = "", gnupg_home: Path | None = None) -> CommandResult:
+    """list-current-files with this node's reading identity; raises CommandError naming the
+    cause, or when the listing is larger than LIST_MAX_BYTES."""
+    result = _run_duplicity(settings, "list", list_files_argv(
+        settings, archive_dir, time, data_prefix), gnupg_home=gnupg_home,
+        identity=reading_identity(), stdout_max_bytes=LIST_MAX_BYTES)
+    if len(result.stdout) >= LIST_MAX_BYTES - 4096:
+        raise CommandError(f"the set's listing is larger than {LIST_MAX_BYTES // 2**20} MiB: "
+                           "give a PATH to list less", host=settings.name, step="list",
+                           exit_code=None, stderr_tail="")
+    return result
+
+
+def duplicity_env(settings: HostSettings, passphrase: str, base: dict[str, str],
+                  identity: str = UPLOAD_IDENTITY) -> dict[str, str]:
+    """The child's environment: passphrase and the keys of one identity (`<identity>_AWS_*`:
+    the upload keys for a backup, this node's reading identity for a restore) live here and
+    nowhere else; the other identities' keys are left out."""
+    env = {name: value for name, value in base.items() if not name.startswith(_OTHER_KEYS)}
     env["PASSPHRASE"] = passphrase
-    keys = settings.target.keys("DUPLICITY")   # a replica's: <NAME>_AWS_*
+    keys = settings.target.keys(identity)   # a replica's: <NAME>_AWS_*
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         if value := base.get(f"{keys}_{name}"):
             env[name] = value
@@ -212,7 +244,8 @@ def run_restore(settings: HostSettings, dest: Path, archive_dir: Path,
                              log_path(archive_dir, "restore"), volume_names, settings.name, step,
                              then=on_tick)
     try:
-        result = _run_duplicity(settings, step, argv, watch, gnupg_home=gnupg_home)
+        result = _run_duplicity(settings, step, argv, watch, gnupg_home=gnupg_home,
+                                identity=reading_identity())
         if dest.is_dir() and not any(dest.iterdir()):
             dest.rmdir()
         if path is not None or not sources.paths:
@@ -256,18 +289,23 @@ def _keep_partial(restoring: Path, dest: Path, error: OffsiteError) -> None:
 def _run_duplicity(settings: HostSettings, step: str, argv: list[str],
                    on_tick: Callable[[], None] | None = None,
                    gnupg_home: Path | None = None,
-                   passphrase: str | None = None) -> CommandResult:
-    """Run duplicity with the passphrase and upload keys in its environment only; a failure
-    is explained from duplicity's own log (see offsite.duplicity.errors)."""
-    env = duplicity_env(settings, "", dict(os.environ))
+                   passphrase: str | None = None,
+                   identity: str = UPLOAD_IDENTITY,
+                   stdout_max_bytes: int | None = None) -> CommandResult:
+    """Run duplicity with the passphrase and one identity's keys in its environment only; a
+    failure is explained from duplicity's own log (see offsite.duplicity.errors)."""
+    env = duplicity_env(settings, "", dict(os.environ), identity)
     env.update(decryption_env(settings, gnupg_home, passphrase))
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     argv = launch_argv(argv)   # duplicity that cannot hang on its gpg (offsite.duplicity.launch)
     try:
+        if stdout_max_bytes:
+            return run_command(argv, timeout_s=settings.target.upload_timeout,
+                               host=settings.name, step=step, env=env, on_tick=on_tick,
+                               stdout_max_bytes=stdout_max_bytes, priority=settings.priority)
         return run_command(argv, timeout_s=settings.target.upload_timeout, host=settings.name,
-                           step=step,
-                           env=env, on_tick=on_tick)
+                           step=step, env=env, on_tick=on_tick, priority=settings.priority)
     except CommandError as error:
         if isinstance(error, CommandTimedOut):
             raise

@@ -51,7 +51,14 @@ _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"NoSuchBucket|bucket does not exist",
          "the bucket does not exist: create it or fix target.url"),
         (r"AccessDenied|Forbidden|InvalidAccessKeyId|SignatureDoesNotMatch",
-         "access denied by the storage backend: check the upload keys and the bucket policy"),
+         "access denied by the storage backend: check this node's keys (DUPLICITY_AWS_* on a "
+         "host, READ_AWS_* for drills and restores elsewhere) and the identity's policy"),
+        (r"Unable to locate credentials|NoCredentialsError|PartialCredentialsError",
+         "no credentials for the target: set DUPLICITY_AWS_* on a host, READ_AWS_* for drills "
+         "and restores elsewhere (offsite provision writes them)"),
+        (r"'NoneType' object has no attribute 'objects'",
+         "duplicity could not open the bucket (access denied or no credentials for this "
+         "node's identity): run `offsite check --connect` on this node"),
         (r"No space left on device", "no space left on device"),
         (r"Could not connect|Connection refused|ConnectTimeout|EndpointConnectionError|"
          r"Name or service not known|timed out",

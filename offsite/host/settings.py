@@ -14,6 +14,7 @@ from offsite.config.model import Config
 from offsite.config.sections import ScriptConfig, TargetConfig
 from offsite.config.targets import host_replicas
 from offsite.config.security import DATA_PREFIX, LifecycleConfig
+from offsite.process.priority import Priority
 from offsite.schedule.specs import ScheduleSpec
 
 __all__ = ["EncryptionSettings", "HostSettings", "TargetSettings", "resolve_host"]
@@ -102,6 +103,7 @@ class HostSettings:
     promote_to_full: bool
     max_full_interval: int
     max_run_s: int
+    priority: Priority = Priority()   # nice/ionice of its scripts and duplicity runs
     # the host's replicas (offsite.config.replicas), each as a target; see offsite.host.targets
     replicas: Mapping[str, TargetSettings] = field(
         default_factory=lambda: MappingProxyType({}))
@@ -156,4 +158,5 @@ def resolve_host(config: Config, name: str) -> HostSettings:
         keep_full_chains=config.keep_full_chains(name), verify_on=config.verify_on(name),
         verify_schedule=config.verify_schedule(name),
         promote_to_full=config.promote_to_full(name),
-        max_full_interval=config.max_full_interval(name), max_run_s=config.max_run_s(name))
+        max_full_interval=config.max_full_interval(name), max_run_s=config.max_run_s(name),
+        priority=Priority(nice=config.host_priority(name).nice, io=config.host_priority(name).io))

@@ -104,6 +104,8 @@ class RunRecord(BaseModel):
     target: str | None = None           # the target a verify run read (None: the primary)
     error: ErrorRecord | None = None
     notes: list[str] = Field(default_factory=list)
+    alert: bool = True   # False: a failure the control node records but does not alert (a
+    #                      manual drill from an operator's shell without --alert)
 
     @property
     def is_final(self) -> bool:

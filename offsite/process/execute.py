@@ -16,6 +16,7 @@ from typing import IO, Callable, Mapping, Sequence
 from offsite.bounded import STDERR_TAIL_MAX_BYTES, STDOUT_TAIL_MAX_BYTES, TailBuffer, head_bytes
 from offsite.constants import STDERR_TAIL_LINES
 from offsite.errors import CommandError, CommandTimedOut
+from offsite.process.priority import Priority, apply_in_child
 from offsite.process.reaper import (become_subreaper, command_ended, command_started, end_leftovers,
                             my_children)
 
@@ -39,6 +40,16 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
+
+
+def _child_setup(priority: Priority | None) -> Callable[[], None]:
+    if priority is None or not priority.lowered:
+        return _die_with_parent
+
+    def setup() -> None:
+        _die_with_parent()
+        apply_in_child(priority)
+    return setup
 
 
 @dataclass(frozen=True)
@@ -74,7 +85,8 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
                 on_tick: Callable[[], None] | None = None, tick_s: float = 1.0,
                 run_as: RunAs | None = None,
                 stdout_max_bytes: int = STDOUT_TAIL_MAX_BYTES,
-                stdin_data: bytes | None = None) -> CommandResult:
+                stdin_data: bytes | None = None,
+                priority: Priority | None = None) -> CommandResult:
     """Run argv in its own process group, under umask 077, and wait at most timeout_s.
 
     On timeout the whole group is killed (TERM, then KILL) and CommandTimedOut is raised;
@@ -85,6 +97,7 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
     command leaves running is ended when it ends, whatever its outcome (see offsite.process.reaper).
     `run_as` runs it as another user (a script's `user:`; the worker must be root).
     `stdin_data` (a passphrase for gpg: at most a pipe buffer) is written to its stdin.
+    `priority` lowers its CPU and I/O priority (offsite.process.priority).
     """
     full_env = dict(env) if env is not None else dict(os.environ)
     log.info("running %s (step %s) %s", " ".join(argv), step, describe_env(full_env, os.environ))
@@ -98,7 +111,8 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
             stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
             stderr=subprocess.PIPE, start_new_session=True, umask=_CHILD_UMASK,
             user=run_as.uid if run_as else None, group=run_as.gid if run_as else None,
-            extra_groups=run_as.groups if run_as else None, preexec_fn=_die_with_parent)
+            extra_groups=run_as.groups if run_as else None,
+            preexec_fn=_child_setup(priority))
     except (OSError, subprocess.SubprocessError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise CommandError(f"cannot start {argv[0]}: {reason}", host=host, step=step,

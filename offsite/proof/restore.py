@@ -4,8 +4,9 @@ later one), a time string duplicity cannot read is refused before it runs."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
+from offsite.target.bucket import check_readable
 from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
 from offsite.host.settings import HostSettings
 from offsite.duplicity.command import run_restore
@@ -118,17 +119,34 @@ def check_destination(dest: Path, host: str) -> None:
                                 host=host, step="restore")
 
 
+MAX_PATH_TEXT = 4096
+
+
+def restore_subpath(path: str, host: str) -> PurePosixPath:
+    """`--path P` as a path relative to the host's backup (`<script>/...` or `<name>/...`),
+    restored as DEST/P: never empty, never `..`, no NUL; raises BadRestoreRequest."""
+    parts = [part for part in path.split("/") if part not in ("", ".")]
+    if len(path) > MAX_PATH_TEXT or "\x00" in path or not path.isprintable() or not parts \
+            or ".." in parts:
+        raise BadRestoreRequest(f"bad --path {path[:80]!r}: give a path inside the host's "
+                                "backup, like db/dump.sql or files/notes (no '..')", host=host,
+                                step="restore")
+    return PurePosixPath(*parts)
+
+
 def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
                  path: str | None = None, *, thaw_days: int | None = None,
                  secret_keys_file: Path | None = None,
                  chosen: list[BackupSet] | None = None) -> str | None:
-    """Restore `host` as of `time` (default: the latest backup), optionally one `path`.
+    """Restore `host` as of `time` (default: the latest backup) into DEST, or only `path`
+    into DEST/`path`.
     Archived volumes it needs are named (VolumesArchived), or with thaw_days requested from
     S3 (the returned text says when to come back; nothing is restored then). In public-key mode
     the secret key comes from secret_keys_file or GNUPGHOME, never from the host. The set
     restored is appended to `chosen` (see choose_set)."""
     host = settings.name
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
+    inner = restore_subpath(path, host) if path is not None else None
     if thaw_days is not None:
         check_thaw_days(thaw_days, host)
     check_destination(dest, host)
@@ -141,12 +159,20 @@ def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
     if thaw_days is not None and any(volume.state != "thawed" for volume in volumes):
         return request_thaw(settings, volumes, thaw_days)
     refuse_if_frozen(host, volumes)
+    if sets and sets[-1].manifest:
+        check_readable(settings, sets[-1].manifest)   # a denied key named at once
     with secret_keyring(host, secret_keys_file) as gnupg_home:
-        if dest.is_dir():
-            dest.rmdir()  # duplicity creates the folder itself
+        if inner is None:
+            into = dest
+            if dest.is_dir():
+                dest.rmdir()  # duplicity creates the folder itself
+        else:   # DEST/P, as cp -r and rsync -R would put it
+            into = dest.joinpath(inner)
+            into.parent.mkdir(parents=True, exist_ok=True)
         stamp = str(int(backup_set.time.timestamp()))   # exactly the set chosen
         try:
-            run_restore(settings, dest, host_cache(settings), stamp, path,
+            run_restore(settings, into, host_cache(settings), stamp,
+                        str(inner) if inner is not None else None,
                         data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home,
                         volume_names=volume_order(sets))
         except CommandError as error:

@@ -11,6 +11,8 @@ import shutil
 import socket
 import tempfile
 
+import redis
+
 from offsite.config.model import Config
 from offsite.config.replicas import PRIMARY
 from offsite.host.targets import on_target
@@ -20,17 +22,18 @@ from offsite.crypto.encryption import secret_keyring
 from offsite.duplicity.command import run_restore
 from offsite.errors import OffsiteError
 from offsite.host.settings import HostSettings, resolve_host
-from offsite.ledger.records import MemoryRunStore
+from offsite.ledger.records import MemoryRunStore, RunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
 from offsite.proof.diagnose import explain_failure, volume_order
 from offsite.proof.restore import choose_set
-from offsite.run.admission import admit
+from offsite.run.admission import MustWait, admit
 from offsite.proof.compare import compare
 from offsite.run.context import RunContext, queue_run
-from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
+from offsite.run.local import local_lease, local_run_id, take_host
 from offsite.run.steps import StaleRun, end_stale, finish_step, lease_renewer, recorded_step
 from offsite.run.working import working
 from offsite.schedule.specs import utcnow
+from offsite.target.bucket import check_readable
 from offsite.target.catalog import format_stamp, read_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
@@ -66,6 +69,8 @@ def verify_backup(settings: HostSettings, at: datetime | None,
         refuse_if_frozen(host, archived_volumes(settings, needed))
     except OffsiteError as frozen:
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
+    if chosen.manifest:
+        check_readable(settings, chosen.manifest)   # a denied key named at once
     workspace = settings.cache_root / ".verify-tmp"   # no host name starts with a dot
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700
@@ -149,20 +154,36 @@ def _still_running(ctx: RunContext, record: RunRecord) -> None:
 
 
 def verify_local(config: Config, host: str, at: datetime | None,
-                 secret_keys_file: Path | None = None, target: str | None = None) -> RunRecord:
-    """A verify in this process, no worker: `offsite verify --local`, under the host lock the
-    workers take (offsite.run.local); raises HostBusy when another run holds the host.
-    `target`: the primary (default) or a replica of the host."""
+                 secret_keys_file: Path | None = None, target: str | None = None, *,
+                 broker: redis.Redis | None = None, store: RunStore | None = None,
+                 alert: bool = False) -> RunRecord:
+    """A verify in this process, no worker (`offsite verify --local`), under the host lock the
+    workers take (offsite.run.local, with the Redis lease when `broker` answers); raises
+    HostBusy, recording nothing, when another run holds the host. Recorded in `store` (the
+    ledger, when the broker answers: a manual drill then counts as proof), else in memory.
+    `alert`: whether the control node alerts its failure (never sent from here). `target`: the
+    primary (default) or a replica of the host."""
     settings = resolve_host(config, host)
-    store = MemoryRunStore()
-    lease = local_lease(config, settings, reachable_broker(config))
+    store = store if store is not None else MemoryRunStore()
+    lease = local_lease(config, settings, broker)
     run_id = local_run_id(lease, host, RunType.VERIFY, utcnow())
     take_host(lease, host, run_id)
+    worker = f"local@{socket.gethostname()}"
+    try:
+        queue_run(store, host, RunType.VERIFY, run_id,
+                  note=f"asked by {worker[:120]} (verify --local)")
+        if not alert:
+            store.update(run_id, _quiet)
+    except BaseException:
+        lease.release(host, run_id)
+        raise
     ctx = RunContext(config=config, settings=settings, store=store, lease=lease, run_id=run_id,
-                     worker=f"local@{socket.gethostname()}")
-    queue_run(store, host, RunType.VERIFY, ctx.run_id)
+                     worker=worker)
     try:
         run_verify(ctx, at, secret_keys_file=secret_keys_file, target=target or PRIMARY)
+    except MustWait as busy:
+        reason = busy.cause
+        store.update(ctx.run_id, lambda record: _skip(record, reason))
     except OffsiteError:
         pass  # recorded by the step that failed
     finally:
@@ -170,3 +191,14 @@ def verify_local(config: Config, host: str, at: datetime | None,
     record = store.get(ctx.run_id)
     assert record is not None
     return record
+
+
+def _quiet(record: RunRecord) -> None:
+    record.alert = False
+
+
+def _skip(record: RunRecord, reason: str) -> None:
+    if record.state == RunState.QUEUED:
+        record.state = RunState.SKIPPED
+        record.finished_at = utcnow()
+        record.notes.append(f"skipped: {reason}; try again when it ends")

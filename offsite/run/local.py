@@ -72,9 +72,10 @@ class LocalLease:
 
 def reachable_broker(config: Config) -> redis.Redis | None:
     """A client of the broker when it answers a PING now; None when there is none to reach."""
-    client = redis.Redis.from_url(config.broker_url, socket_connect_timeout=_PING_TIMEOUT_S,
-                                  socket_timeout=30)
+    from offsite.config.broker import broker_client
     try:
+        client = broker_client(config.broker_url, config.broker_sentinel_master,
+                               socket_connect_timeout=_PING_TIMEOUT_S, socket_timeout=30)
         client.ping()
     except (redis.RedisError, OSError) as exc:
         log.info("no broker at hand (%s): this machine's host lock only", exc)

@@ -110,7 +110,8 @@ def run_script(settings: HostSettings, run: ScriptRun,
     argv = SCRIPT_KINDS[script.kind](script.code, python)
     return run_command(argv, timeout_s=script.timeout, host=run.host, step=script_step(run.name),
                        env=script_env(run, user=user), cwd=folder,
-                       capture_stdout=False, on_tick=on_tick, run_as=run_as)
+                       capture_stdout=False, on_tick=on_tick, run_as=run_as,
+                       priority=settings.priority)
 
 
 EMPTY_OUTPUT_NOTE = "empty output:"   # the head of the note that makes a run end `warning`

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import time
 from contextlib import contextmanager
 from datetime import datetime
@@ -12,7 +11,6 @@ from offsite.run.admission import admit
 from offsite.target.catalog import Catalog, format_stamp, read_catalog
 from offsite.run.chain import (ChainPlan, check_target_before, confirm_uploaded,
                                  wait_for_a_new_second)
-from offsite.config.model import Config
 from offsite.constants import BackupType, RunState, RunType
 from offsite.duplicity.command import upload
 from offsite.target.thaw import tag_data_volumes
@@ -22,18 +20,15 @@ from offsite.ledger.renewer import LeaseLost
 from offsite.run.files_cache import FilesCache
 from offsite.run.manifest import write_manifest
 from offsite.crypto.passphrase import read_passphrase
-from offsite.ledger.records import MemoryRunStore
 from offsite.ledger.run_record import ErrorRecord, ManifestRecord, RunRecord, StepRecord
 from offsite.run.context import RunContext
 from offsite.run.working import working
-from offsite.run.local import local_lease, local_run_id, reachable_broker, take_host
 from offsite.run.replicas import replicate_step
 from offsite.schedule.specs import utcnow
 from offsite.run.sealing import seal_new_set
 from offsite.run.scripts import (EMPTY_OUTPUT_NOTE, ScriptRun, empty_output_note, run_script,
                                  script_step)
 from offsite.process.shutdown import stopping
-from offsite.host.settings import resolve_host
 from offsite.host.sources import empty_host_staging, host_cache, prepare_host_staging
 from offsite.target.bucket import (TargetUnreadable, list_host_objects, object_digest,
                                    put_host_object)
@@ -377,28 +372,3 @@ def end_run(ctx: RunContext) -> None:
         empty_host_staging(ctx.settings)
     finally:
         ctx.lease.release(ctx.host, ctx.run_id)
-
-
-def run_local(config: Config, host: str, backup_type: BackupType) -> RunRecord:
-    """Every step of a run in this process, no worker: the single-machine mode. It takes the
-    host lock the worker takes (offsite.run.local) and raises HostBusy, touching nothing, when
-    another run holds the host."""
-    settings = resolve_host(config, host)
-    lease = local_lease(config, settings, reachable_broker(config))
-    run_id = local_run_id(lease, host, backup_type, utcnow())
-    take_host(lease, host, run_id)
-    ctx = RunContext(config=config, settings=settings, store=MemoryRunStore(), lease=lease,
-                     run_id=run_id, worker=f"local@{socket.gethostname()}")
-    try:
-        effective = begin_run(ctx, backup_type)
-        if effective is not None:
-            for script in settings.scripts:
-                run_script_step(ctx, script, effective)
-            upload_step(ctx, effective)
-    except OffsiteError:
-        pass  # recorded in the run record by the step that failed
-    finally:
-        lease.release(host, run_id)
-    record = ctx.store.get(ctx.run_id)
-    assert record is not None
-    return record

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,12 +14,13 @@ from offsite.durations import parse_duration, format_duration
 @dataclass(frozen=True)
 class CronSpec:
     expression: str
+    offset: int = 0     # seconds every fire is shifted by (a host's spread, schedule.spread)
 
     def fields(self) -> list[str]:
         return self.expression.split()
 
     def describe(self) -> str:
-        return self.expression
+        return self.expression + (f" +{format_duration(self.offset)}" if self.offset else "")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,8 @@ def next_run(spec: ScheduleSpec, tz: str, after: datetime) -> datetime:
     if isinstance(spec, EverySpec):
         index = math.floor((after.timestamp() - spec.anchor) / spec.seconds) + 1
         return _grid_slot(spec, index).astimezone(zone)
-    return next_fire(spec.expression, tz, after).astimezone(zone)
+    shift = timedelta(seconds=spec.offset)
+    return (next_fire(spec.expression, tz, after - shift) + shift).astimezone(zone)
 
 
 def latest_slot(spec: ScheduleSpec, tz: str, at: datetime) -> datetime | None:
@@ -84,8 +86,9 @@ def latest_slot(spec: ScheduleSpec, tz: str, at: datetime) -> datetime | None:
     if isinstance(spec, EverySpec):
         index = math.floor((at.timestamp() - spec.anchor) / spec.seconds)
         return _grid_slot(spec, index).astimezone(zone)
-    found = previous_fire(spec.expression, tz, at)
-    return found.astimezone(zone) if found else None
+    shift = timedelta(seconds=spec.offset)
+    found = previous_fire(spec.expression, tz, at - shift)
+    return (found + shift).astimezone(zone) if found else None
 
 
 def _grid_slot(spec: EverySpec, index: int) -> datetime:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,9 +29,53 @@ class TargetObject:
     storage_class: str = "STANDARD"
 
 
-_PERMANENT = {"403": "access denied: check DUPLICITY_AWS_ACCESS_KEY_ID / "
-                     "DUPLICITY_AWS_SECRET_ACCESS_KEY and the bucket policy",
+_PERMANENT = {"403": "access denied to {who}: check {variables} and the identity's policy "
+                     "(offsite provision)",
               "404": "the bucket does not exist: create it or fix target.url"}
+_WHO = {"DUPLICITY": "the upload keys", "READ": "the read identity", "PRUNE": "the prune identity",
+        "RECOVER": "the recover identity"}
+UPLOAD_IDENTITY = "DUPLICITY"   # DUPLICITY_AWS_*: a host's upload keys (its own prefix)
+READ_IDENTITY = "READ"          # READ_AWS_*: list and get on the whole bucket, nothing else
+
+
+def credentials_problem(exc: Exception, identity: str) -> str | None:
+    """What a missing or incomplete key means, naming the variables to set; None for other
+    errors. botocore says only "Unable to locate credentials"."""
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return (f"no credentials for {_WHO.get(identity, identity)}: set "
+                f"{identity_variables(identity)} on this node (offsite provision writes them)")
+    return None
+
+
+def reading_credentials_problem(exc: Exception) -> str | None:
+    """credentials_problem for this node's reads: with neither READ_AWS_* nor DUPLICITY_AWS_*
+    set, both are named (the read identity off the hosts, the upload keys on a host)."""
+    identity = reading_identity()
+    problem = credentials_problem(exc, identity)
+    if problem is None or os.environ.get(f"{identity}_AWS_ACCESS_KEY_ID"):
+        return problem
+    return (f"no credentials to read the bucket: set {identity_variables(READ_IDENTITY)} (the "
+            f"read identity: control node, operator) or {identity_variables(UPLOAD_IDENTITY)} "
+            "(a host's upload keys); offsite provision writes them")
+
+
+def access_problem(status: str, identity: str) -> str:
+    return _PERMANENT[status].format(who=_WHO.get(identity, identity),
+                                     variables=identity_variables(identity))
+
+
+def reading_identity(env: Mapping[str, str] | None = None) -> str:
+    """The identity this node reads the target with (catalog, restore, drills, `list`): the
+    read-only identity READ_AWS_* that `offsite provision` writes for the control node and the
+    operator when it is set, else the host's upload keys DUPLICITY_AWS_* (else, when neither is
+    set, boto3's default chain)."""
+    env = os.environ if env is None else env
+    return READ_IDENTITY if env.get(f"{READ_IDENTITY}_AWS_ACCESS_KEY_ID") else UPLOAD_IDENTITY
+
+
+def identity_variables(identity: str) -> str:
+    return f"{identity}_AWS_ACCESS_KEY_ID / {identity}_AWS_SECRET_ACCESS_KEY"
 
 
 def bucket_name(config: Config) -> str | None:
@@ -60,7 +105,12 @@ def s3_client(target: TargetSettings, identity: str, max_attempts: int = 3,
 
 def upload_s3_client(target: TargetSettings) -> Any:
     """With the host's upload keys; one attempt, the callers decide what to retry."""
-    return s3_client(target, "DUPLICITY", max_attempts=1, read_timeout=15)
+    return s3_client(target, UPLOAD_IDENTITY, max_attempts=1, read_timeout=15)
+
+
+def read_s3_client(target: TargetSettings) -> Any:
+    """With this node's reading identity (see reading_identity); one attempt."""
+    return s3_client(target, reading_identity(), max_attempts=1, read_timeout=15)
 
 
 def probe_bucket(target: TargetSettings) -> tuple[str, bool] | None:
@@ -77,9 +127,11 @@ def probe_bucket(target: TargetSettings) -> tuple[str, bool] | None:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", code))
         if status in _PERMANENT:
-            return f"bucket {bucket}: {_PERMANENT[status]}", True
+            return f"bucket {bucket}: {access_problem(status, UPLOAD_IDENTITY)}", True
         return f"bucket {bucket}: {code or status}", False
     except BotoCoreError as exc:
+        if (missing := credentials_problem(exc, UPLOAD_IDENTITY)) is not None:
+            return f"bucket {bucket}: {missing}", True
         return f"bucket {bucket} unreachable: {exc}", False
     finally:
         client.close()
@@ -106,7 +158,7 @@ def list_host_objects(settings: HostSettings) -> list[TargetObject]:
         return entries
     from botocore.exceptions import BotoCoreError, ClientError
     bucket, prefix = target.bucket, target.prefix
-    client = upload_s3_client(target)
+    client = read_s3_client(target)
     objects: list[TargetObject] = []
     try:
         pages = client.get_paginator("list_objects_v2").paginate(
@@ -122,7 +174,8 @@ def list_host_objects(settings: HostSettings) -> list[TargetObject]:
         raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {_client_problem(exc)}",
                                host=host, step="catalog") from None
     except BotoCoreError as exc:
-        raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: unreachable ({exc})",
+        problem = reading_credentials_problem(exc) or f"unreachable ({exc})"
+        raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {problem}",
                                host=host, step="catalog") from None
     finally:
         client.close()
@@ -139,7 +192,7 @@ def fetch_host_object(settings: HostSettings, name: str, max_bytes: int) -> byte
             with open(folder / name, "rb") as handle:
                 data = handle.read(max_bytes + 1)
         else:
-            client = upload_s3_client(target)
+            client = read_s3_client(target)
             try:
                 body = client.get_object(Bucket=target.bucket, Key=target.prefix + name)["Body"]
                 data = body.read(max_bytes + 1)
@@ -149,7 +202,9 @@ def fetch_host_object(settings: HostSettings, name: str, max_bytes: int) -> byte
         raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
                                step="catalog") from None
     except (BotoCoreError, OSError) as exc:
-        raise TargetUnreadable(f"cannot read {name}: {exc}", host=host, step="catalog") from None
+        problem = reading_credentials_problem(exc) or str(exc)
+        raise TargetUnreadable(f"cannot read {name}: {problem}", host=host,
+                               step="catalog") from None
     if len(data) > max_bytes:
         raise TargetUnreadable(f"{name} is larger than {max_bytes} bytes", host=host,
                                step="catalog")
@@ -208,8 +263,32 @@ def put_host_object(settings: HostSettings, name: str, data: bytes) -> None:
         raise TargetUnreadable(f"cannot write {name}: {exc}", host=host, step="upload") from None
 
 
-def _client_problem(exc: Any) -> str:
-    """What a botocore ClientError means, for a person."""
+def check_readable(settings: HostSettings, name: str) -> None:
+    """One object of the host can be read with this node's reading identity (HeadObject is
+    authorised as GetObject): a denied or missing key is named at once, before duplicity
+    spends its retries on it. Raises TargetUnreadable."""
+    host, target = settings.name, settings.target
+    if target.file_dir is not None:
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+    client = read_s3_client(target)
+    try:
+        client.head_object(Bucket=target.bucket, Key=target.prefix + name)
+    except ClientError as exc:
+        raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
+                               step="catalog") from None
+    except BotoCoreError as exc:
+        problem = reading_credentials_problem(exc) or str(exc)
+        raise TargetUnreadable(f"cannot read {name}: {problem}", host=host,
+                               step="catalog") from None
+    finally:
+        client.close()
+
+
+def _client_problem(exc: Any, identity: str | None = None) -> str:
+    """What a botocore ClientError means, for a person (naming the reading identity's
+    variables on an access denied)."""
+    identity = identity or reading_identity()
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
@@ -217,7 +296,7 @@ def _client_problem(exc: Any) -> str:
         return ("the object is archived (Glacier): request its restoration (S3 RestoreObject) "
                 "and try again when it is thawed")
     if status in _PERMANENT:
-        return _PERMANENT[status]
+        return access_problem(status, identity)
     if code == "NoSuchBucket":
         return _PERMANENT["404"]
     return f"{code or status}: {error.get('Message', '')}".strip()

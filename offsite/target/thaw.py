@@ -17,7 +17,7 @@ from offsite.target.catalog import BackupSet, Catalog
 from offsite.host.settings import HostSettings
 from offsite.errors import OffsiteError
 from offsite.config.security import VOLUME_TAG
-from offsite.target.bucket import upload_s3_client
+from offsite.target.bucket import read_s3_client, upload_s3_client
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def archived_volumes(settings: HostSettings, sets: list[BackupSet]) -> list[Arch
     bucket, prefix = settings.target.bucket, settings.target.prefix
     if not names or bucket is None:
         return []
-    client = upload_s3_client(settings.target)
+    client = read_s3_client(settings.target)
     found: list[ArchivedVolume] = []
     try:
         for name in names:

@@ -1,69 +1,45 @@
 """Alerts: what a failure says; when it is sent (once per run, once per problem until the host
 succeeds again); the outbox that keeps it in Redis until a sink takes it; and the sinks that
-carry it to a person (SNS, or the log)."""
+carry it to a person (SNS, or the log; the webhook and the fan-out are in offsite.watch.sinks,
+the Alert itself in offsite.watch.alert_message)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import datetime
 from redis.client import Pipeline
-from typing import Any, Callable, Protocol, cast
+from typing import Any, Callable, cast
 import json
 import logging
 import os
 import redis
 
-from offsite.bounded import (ALERT_ATTRIBUTE_MAX_BYTES, ALERT_MESSAGE_MAX_BYTES, head_bytes,
-                             tail_bytes)
+from offsite.bounded import head_bytes, tail_bytes
 from offsite.config.model import Config
-from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, SNS_SUBJECT_MAX, RunState
+from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, RunState, RunType
 from offsite.durations import format_duration
 from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import RunRecord
+from offsite.watch.alert_message import Alert, AlertSink, sns_subject
+from offsite.watch.sinks import FanOutSink, PartialDelivery, WebhookSink
 from offsite.wire.messages import require_failed_run
 
 log = logging.getLogger(__name__)
 
-_ALERT_ATTRIBUTES_MAX = 10          # SNS takes at most 10 message attributes
 _ALERT_ERROR_MAX_BYTES = 2048
 _ALERT_STDERR_MAX_BYTES = 4096
-
-
-@dataclass(frozen=True)
-class Alert:
-    subject: str
-    message: str
-    attributes: dict[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        """Within SNS limits whatever went into it: subject 100 characters, message and
-        attributes far below the 256 KiB the service takes in all."""
-        object.__setattr__(self, "subject", sns_subject(self.subject))
-        object.__setattr__(self, "message", head_bytes(self.message, ALERT_MESSAGE_MAX_BYTES))
-        limit = ALERT_ATTRIBUTE_MAX_BYTES
-        object.__setattr__(self, "attributes", {
-            head_bytes(name, limit): head_bytes(value, limit)
-            for name, value in list(self.attributes.items())[:_ALERT_ATTRIBUTES_MAX]})
-
-
-class AlertSink(Protocol):
-    def send(self, alert: Alert) -> None:
-        """Deliver the alert; raises on failure so the caller can retry."""
-
-
-def sns_subject(text: str) -> str:
-    """SNS subjects: at most 100 printable ASCII characters, one line."""
-    clean = "".join(ch if 32 <= ord(ch) < 127 else "?" for ch in " ".join(text.split()))
-    return clean if len(clean) <= SNS_SUBJECT_MAX else clean[:SNS_SUBJECT_MAX - 3] + "..."
 
 
 def _subject(host: str, kind: str, what: str) -> str:
     return sns_subject(f"offsite: {host} {kind} backup {what.replace('_', ' ')}")
 
 
-def condition_alert(host: str, kind: str, failure: str, text: str) -> Alert:
+def condition_alert(host: str, kind: str, failure: str, text: str,
+                    hint: str | None = None) -> Alert:
+    """`hint`: the command that shows more (default `offsite status HOST`; a fleet-wide
+    condition names one that takes no host)."""
     return Alert(subject=_subject(host, kind, failure),
-                 message=f"{text}\nnext: run `offsite status {host}`",
+                 message=f"{text}\nnext: run `{hint or f'offsite status {host}'}`",
                  attributes={"host": host, "type": kind, "class": failure})
 
 
@@ -130,12 +106,42 @@ ALERT_SINKS: dict[str, Callable[[Config], AlertSink]] = {"sns": SnsSink, "log": 
 
 
 def sink_for(config: Config) -> AlertSink:
-    return ALERT_SINKS["sns" if config.alerts.sns_topic_arn else "log"](config)
+    """Every configured sink (SNS, the webhook), fanned out when there are several; the log
+    when none is."""
+    sinks: dict[str, AlertSink] = {}
+    if config.alerts.sns_topic_arn:
+        sinks["sns"] = ALERT_SINKS["sns"](config)
+    if config.alerts.webhook_url:
+        sinks["webhook"] = WebhookSink(config)
+    if not sinks:
+        return ALERT_SINKS["log"](config)
+    return next(iter(sinks.values())) if len(sinks) == 1 else FanOutSink(sinks)
 
 
 REPORTED_KEY = KEY_PREFIX + "reported:"   # reported:<run_id>: the failure was handled
-STREAK_KEY = KEY_PREFIX + "streak:"       # streak:<host> -> JSON of the current failure streak
+STREAK_KEY = KEY_PREFIX + "streak:"       # streak:<host>:<kind> -> JSON of the failure streak
 SUMMARY_EVERY_S = 24 * 3600
+RECENT_RUNS = 100   # runs of the host looked through for a success of the streak's kind
+# Streaks, repeat suppression and recovery are kept per host and kind of run: a drill's
+# success never says that backups recovered, nor a backup's that drills did.
+STREAK_KINDS: dict[RunType, str] = {RunType.FULL: "backup", RunType.INCR: "backup",
+                                    RunType.VERIFY: "verify", RunType.PRUNE: "prune"}
+KINDS = ("backup", "verify", "prune")
+
+
+def streak_key(host: str, kind: str) -> str:
+    return f"{STREAK_KEY}{host}:{kind}"
+
+
+def streak_keys(hosts: list[str]) -> list[tuple[str, str]]:
+    """(host, kind) for every streak the watchdog may have to review, in a fixed order."""
+    return [(host, kind) for host in hosts for kind in KINDS]
+
+
+def adopt_legacy_streak(client: redis.Redis, host: str) -> None:
+    """A streak written before streaks were kept per kind (`streak:<host>`) becomes the host's
+    backup streak (unless one exists already)."""
+    client.renamenx(STREAK_KEY + host, streak_key(host, "backup"))
 
 
 def failure_signature(record: RunRecord) -> str:
@@ -150,25 +156,31 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
     """Queue the run's alert, or hold it back when the same problem was already alerted since
     the host's last success.
 
-    The host's streak counts every failure since its last success (whatever the problem), and
-    remembers which problems were alerted. Returns "alerted", "summarised" or "duplicate"
-    (this run was already reported). The "reported" mark, the streak and the alert are written
+    The streak of the host and the run's kind (backups, drills, prunes: STREAK_KINDS) counts
+    every failure of that kind since its last success (whatever the problem), and remembers
+    which problems were alerted. Returns "alerted", "summarised", "duplicate"
+    (this run was already reported) or "quiet" (a run recorded with alert=False). The "reported" mark, the streak and the alert are written
     in one transaction, so a crash in between can neither lose the alert nor count a failure
     twice. Raises NotAFailedRun unless the run's record says it failed or was lost on `host`.
     """
-    reported, streak_key = REPORTED_KEY + run_id, STREAK_KEY + host
+    reported = REPORTED_KEY + run_id
     if client.exists(reported):
         return "duplicate"
     record = require_failed_run(store.get(run_id), host, run_id)
+    if not record.alert:   # a manual drill the operator saw fail, and asked not to alert
+        client.set(reported, now.isoformat(), ex=RUN_RECORD_TTL_S)
+        _note(store, run_id, "not alerted: run by hand without --alert")
+        return "quiet"
+    key = streak_key(host, STREAK_KINDS[record.type])
     signature = failure_signature(record)
     failed_at = (record.finished_at or now).isoformat()
     with client.pipeline() as pipe:
         while True:
             try:
-                pipe.watch(reported, streak_key)
+                pipe.watch(reported, key)
                 if pipe.exists(reported):
                     return "duplicate"
-                raw = pipe.get(streak_key)
+                raw = pipe.get(key)
                 streak: dict[str, Any] = json.loads(raw) if raw else {
                     "count": 0, "held": 0, "first_at": failed_at, "first_run_id": run_id,
                     "alerted": {}, "summarised_at": now.isoformat()}
@@ -181,7 +193,7 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
                     streak["alerted"][signature] = run_id
                 pipe.multi()
                 pipe.set(reported, now.isoformat(), ex=RUN_RECORD_TTL_S)
-                pipe.set(streak_key, json.dumps(streak))
+                pipe.set(key, json.dumps(streak))
                 if not repeated:
                     outbox.stage(pipe, f"run:{run_id}", failure_alert(record), now)
                 pipe.execute()
@@ -197,37 +209,43 @@ def report_failed_run(store: RunStore, client: redis.Redis, outbox: AlertOutbox,
 
 
 def review_streak(store: RunStore, client: redis.Redis, outbox: AlertOutbox, host: str,
-                  now: datetime) -> None:
-    """Clear the host's streak after a success (with a recovery message counting every
-    failure since the last success), or send the daily summary of failures held back."""
-    raw = client.get(STREAK_KEY + host)
+                  kind: str, now: datetime) -> None:
+    """Clear the streak of the host's runs of `kind` after a success of that kind (with a
+    recovery message counting every failure since the last success), or send the daily summary
+    of failures held back. A success of another kind changes nothing."""
+    key = streak_key(host, kind)
+    raw = client.get(key)
     if not raw:
         return
     streak = json.loads(raw)
     last_failure = datetime.fromisoformat(streak["last_at"])
-    recovered = next((r for r in store.recent(host, 20)
-                      if r.state in (RunState.SUCCEEDED, RunState.WARNING)
+    recovered = next((r for r in store.recent(host, RECENT_RUNS)
+                      if STREAK_KINDS.get(r.type) == kind
+                      and r.state in (RunState.SUCCEEDED, RunState.WARNING)
                       and r.finished_at and r.finished_at > last_failure), None)
     failure, step = streak["last_signature"].split("|")
+    label = "drill" if kind == "verify" else kind
     if recovered is not None:
-        client.delete(STREAK_KEY + host)
-        outbox.add(f"recovered:{host}:{now.timestamp():.0f}", recovery_alert(
+        client.delete(key)
+        outbox.add(f"recovered:{host}:{kind}:{now.timestamp():.0f}", recovery_alert(
             host, recovered.type.value, failure,
             f"Run {recovered.run_id} of host {host} succeeded after {streak['count']} "
-            f"failure(s) since the last success, the first at {streak['first_at']} (run "
-            f"{streak['first_run_id']}), the last at {streak['last_at']}; "
-            f"{len(streak['alerted'])} alerted, {streak['held']} held back as repeats."), now)
+            f"{label} failure(s) since the last successful {label}, the first at "
+            f"{streak['first_at']} (run {streak['first_run_id']}), the last at "
+            f"{streak['last_at']}; {len(streak['alerted'])} alerted, {streak['held']} held "
+            "back as repeats."), now)
         return
     since_summary = (now - datetime.fromisoformat(streak["summarised_at"])).total_seconds()
     if streak["held"] > 0 and since_summary >= SUMMARY_EVERY_S:
         streak["summarised_at"] = now.isoformat()
-        client.set(STREAK_KEY + host, json.dumps(streak))
-        outbox.add(f"summary:{host}:{now.timestamp():.0f}", condition_alert(
-            host, "any", failure,
-            f"Host {host} is still failing: {streak['count']} failures since the last "
-            f"success, the first at {streak['first_at']}; the last at {streak['last_at']} "
-            f"(run {streak['last_run_id']}: {failure} at {step}); {streak['held']} alert(s) "
-            "held back as repeats of a problem already reported."), now)
+        client.set(key, json.dumps(streak))
+        outbox.add(f"summary:{host}:{kind}:{now.timestamp():.0f}", condition_alert(
+            host, kind if kind != "backup" else "any", failure,
+            f"Host {host} is still failing its {label}s: {streak['count']} failures since the "
+            f"last success, the first at {streak['first_at']}; the last at "
+            f"{streak['last_at']} (run {streak['last_run_id']}: {failure} at {step}); "
+            f"{streak['held']} alert(s) held back as repeats of a problem already "
+            "reported."), now)
 
 
 def _note(store: RunStore, run_id: str, text: str) -> None:
@@ -281,7 +299,15 @@ class AlertOutbox:
             return False
         try:
             try:
-                sink.send(Alert(**entry["alert"]))
+                if isinstance(sink, FanOutSink):   # a retry goes only where it did not arrive
+                    entry["delivered_to"] = sink.send_remaining(
+                        Alert(**entry["alert"]), entry.get("delivered_to", []))
+                else:
+                    sink.send(Alert(**entry["alert"]))
+            except PartialDelivery as partial:
+                entry["delivered_to"] = partial.done
+                self._postpone(key, entry, partial, now)
+                return False
             except Exception as exc:  # any sink failure: keep the alert, retry later
                 self._postpone(key, entry, exc, now)
                 return False

@@ -46,7 +46,7 @@ def check_drift(client: redis.Redis, config: Config, conditions: Conditions, act
             f"These nodes run with another config than the control node's: {shown}. Every "
             "node should read the same YAML: copy the control node's file to them (a host "
             "worker re-reads it when it changes; restart beat or control after an edit). "
-            "`offsite hosts` shows which."), now)
+            "`offsite hosts` shows which.", hint="offsite hosts"), now)
     elif not drifted and DRIFT_KEY in active:
         conditions.clear(DRIFT_KEY, recovery_alert(
             FLEET, "any", DRIFT_KEY, "Every live node runs with the control node's config "

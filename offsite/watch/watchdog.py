@@ -27,7 +27,8 @@ from offsite.durations import format_duration
 from offsite.ledger.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
 from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts, RunningRun
 from offsite.ledger.lease import HostLease
-from offsite.watch.alerts import STREAK_KEY, report_failed_run, review_streak
+from offsite.watch.alerts import (STREAK_KEY, adopt_legacy_streak, report_failed_run,
+                                  review_streak, streak_key, streak_keys)
 from offsite.watch.alerts import AlertOutbox
 from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import ErrorRecord, RunRecord
@@ -48,7 +49,7 @@ class FleetView:
     """Everything one tick judges, read in one pipelined round trip."""
     facts: dict[str, HostFacts]
     heartbeats: dict[str, datetime | None]
-    streak_hosts: list[str]
+    streaks: list[tuple[str, str]]   # (host, kind of run) with a failure streak
     active: set[str]
     running: list[RunningRun]
 
@@ -58,15 +59,20 @@ def read_fleet(client: redis.Redis, hosts: list[str]) -> FleetView:
         for host in hosts:
             pipe.hgetall(HOST_FACTS_KEY + host)
         pipe.hmget(HEARTBEATS_KEY, [worker_node(host) for host in hosts])
-        pipe.mget([STREAK_KEY + host for host in hosts])
+        pipe.mget([streak_key(host, kind) for host, kind in streak_keys(hosts)])
+        pipe.mget([STREAK_KEY + host for host in hosts])   # written before streaks per kind
         pipe.hkeys(CONDITIONS_KEY)
         pipe.hgetall(RUNNING_KEY)
         replies = pipe.execute()
-    facts_raw, (beats, streaks, active, running) = replies[:len(hosts)], replies[len(hosts):]
+    facts_raw, (beats, streaks, legacy, active, running) = (replies[:len(hosts)],
+                                                            replies[len(hosts):])
+    for host, raw in zip(hosts, legacy):
+        if raw:
+            adopt_legacy_streak(client, host)   # seen per kind from the next tick on
     return FleetView(
         facts={host: HostFacts.parse(raw) for host, raw in zip(hosts, facts_raw)},
         heartbeats={host: parse_beat(raw) for host, raw in zip(hosts, beats)},
-        streak_hosts=[host for host, raw in zip(hosts, streaks) if raw],
+        streaks=[pair for pair, raw in zip(streak_keys(hosts), streaks) if raw],
         active={key.decode() for key in active},
         running=[RunningRun.parse(run_id, raw) for run_id, raw in running.items()])
 
@@ -108,8 +114,8 @@ class Watchdog:
         self.apply(observed, view.active, now)
         check_drift(self.client, self.config, self.conditions, view.active, now)
         check_replicas(self.store, self.config, self.conditions, view.active, now)
-        for host in view.streak_hosts:
-            review_streak(self.store, self.client, self.outbox, host, now)
+        for host, kind in view.streaks:
+            review_streak(self.store, self.client, self.outbox, host, kind, now)
         self.outbox.deliver_due(self.sink, now)
         self.client.hset(TICK_KEY, mapping={
             "at": now.isoformat(), "hosts": len(hosts),

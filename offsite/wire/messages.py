@@ -29,7 +29,7 @@ PRUNE = "tasks.control.prune_host"
 
 HOST_TASKS = frozenset({START_BACKUP, RUN_SCRIPT, UPLOAD})
 CONTROL_TASKS = frozenset({NOTIFY_FAILURE, PRUNE})
-DRILL_TASKS = frozenset({VERIFY})   # on whichever node `verify.on` names for the host
+DRILL_TASKS = frozenset({VERIFY})   # on whichever node `verify.where` names for the host
 
 MAX_NAME_CHARS = 63          # the config's name rule
 MAX_RUN_ID_CHARS = 128
@@ -145,7 +145,7 @@ SIGNATURES: dict[str, inspect.Signature] = {
 
 def tasks_for(worker_host: str | None) -> frozenset[str]:
     """The task names a worker runs: a host worker backup tasks, the control worker (no host)
-    control tasks; both restore drills, for the hosts whose `verify.on` names them."""
+    control tasks; both restore drills, for the hosts whose `verify.where` names them."""
     return (HOST_TASKS if worker_host is not None else CONTROL_TASKS) | DRILL_TASKS
 
 
@@ -271,7 +271,7 @@ def _host(value: Any, config: Config, worker_host: str | None) -> str:
 
 
 def _drilled_host(value: Any, config: Config, worker_host: str | None) -> str:
-    """A configured host whose drills `verify.on` sends to this worker."""
+    """A configured host whose drills `verify.where` sends to this worker."""
     host = _text(value, "host", MAX_NAME_CHARS, worker_host)
     if host not in config.hosts:
         raise WrongWorker(f"verify of host {shown(host)}, which is not in the config",
