@@ -65,6 +65,14 @@ def test_metrics_scrape_parses_and_says_what_the_ledger_holds(serving: int) -> N
                      "offsite_worker_up", "offsite_target_stored_bytes",
                      "offsite_next_run_timestamp_seconds", "offsite_build_info"}
     assert "offsite_last_run_bytes_uploaded" not in names
+    for family in text_string_to_metric_families(reply.text):   # Prometheus' naming rules
+        assert re.fullmatch(r"offsite_[a-z_]+", family.name), family.name
+        if "bytes" in family.name:
+            assert family.name.endswith("_bytes"), family.name
+        if "timestamp" in family.name or "duration" in family.name:
+            assert family.name.endswith("_seconds"), family.name
+        if family.type == "counter":
+            assert all(s.name.endswith("_total") for s in family.samples), family.name
     # no worker runs here: every host's up gauge is there, and 0
     assert {host: value(found, "offsite_worker_up", host=host) for host in HOSTS} == \
         {host: 0.0 for host in HOSTS}
@@ -114,6 +122,27 @@ def test_api_hosts_is_the_json_of_offsite_hosts(serving: int, run_offsite: Any,
         return json.loads(json.dumps(rows), object_hook=lambda d: {
             k: v for k, v in d.items() if k not in strip})
     assert comparable(served) == comparable(json.loads(printed.stdout))
+
+
+@pytest.mark.slow
+def test_worker_up_gauge_is_1_while_a_real_worker_beats_and_0_once_it_stops(
+        make_config: Any, start_control: Callable[..., Any],
+        start_worker: Callable[..., Any]) -> None:
+    port = free_port()
+    config = make_config(HOSTS, http={"listen": f"127.0.0.1:{port}"},
+                         watchdog={"worker_timeout": "6s"})
+    start_control(config)
+    worker = start_worker(config, "healthy-1")
+    wait_serving(port)
+
+    def up() -> dict[str, float]:
+        found = samples(request(port, "/metrics").text)
+        return {host: value(found, "offsite_worker_up", host=host) for host in HOSTS}
+    wait_until(lambda: up() == {"healthy-1": 1.0, "failing-1": 0.0, "stale-1": 0.0}, 30,
+               "healthy-1's worker counted up, the two without a worker down")
+    worker.stop()
+    wait_until(lambda: up() == {host: 0.0 for host in HOSTS}, 30,
+               "healthy-1's up gauge at 0 (still there) once its worker stopped")
 
 
 LONG_HOST = "h" * 63   # the longest name the config takes, with no place to break
