@@ -216,7 +216,7 @@ def test_basic_auth_required_accepted_and_refused(make_config: Any, tmp_path: Pa
     port = free_port()
     start_control(_auth_config(make_config, tmp_path, port, "0.0.0.0"))
     wait_serving(port)
-    for path in ("/", "/metrics", "/api/hosts"):
+    for path in ("/", "/metrics", "/api/hosts", "/host/healthy-1"):
         refused = request(port, path)
         assert refused.status == 401, path
         assert refused.headers["www-authenticate"].startswith("Basic realm=")

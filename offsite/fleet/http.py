@@ -1,11 +1,12 @@
 """The control node's HTTP server: `/metrics` (Prometheus), `/api/hosts` (the JSON of `offsite
-hosts`) and `/` (the fleet page), from a thread of `offsite control` when `http:` is set.
+hosts`), `/` (the fleet page) and `/host/NAME` (a configured host's run history; any other name
+is 404), from a thread of `offsite control` when `http:` is set.
 
 Standard library only (ThreadingHTTPServer), bounded in every direction a client controls:
 the request line and headers must arrive within HEADER_TIMEOUT_S and MAX_HEADER_BYTES
 (slowloris, huge headers), a request with a body is refused unread, one request per
 connection, at most MAX_CONNECTIONS at once (others get 503 at once), writes time out. Only
-GET and HEAD; `/host/NAME` pages for configured hosts only. Basic auth (offsite.fleet.http_auth) on every path when a basic_auth_file is set,
+GET and HEAD. Basic auth (offsite.fleet.http_auth) on every path when a basic_auth_file is set,
 which the config requires beyond loopback.
 """
 from __future__ import annotations
