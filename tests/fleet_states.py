@@ -19,22 +19,25 @@ HOSTS = {"healthy-1": {"scripts": {"s": {"bash": "true"}}},
          "stale-1": {"scripts": {"s": {"bash": "true"}}}}
 # worst first, as every view must order them
 EXPECTED_ORDER = ["failing-1", "stale-1", "healthy-1"]
+STORED_HEALTHY = 21_042_000   # bytes in the target after healthy-1's six backups
 FAILURE_MESSAGE = ("host failing-1 step upload: duplicity exited 50: the bucket does not "
                    "exist <script>alert(1)</script> & more")
 
 
 def record(host: str, kind: RunType | BackupType, state: RunState, began: datetime,
-           seconds: float, uploaded: int, error: ErrorRecord | None = None) -> RunRecord:
+           seconds: float, uploaded: int, error: ErrorRecord | None = None,
+           stored: int | None = None) -> RunRecord:
     return RunRecord(run_id=f"{host}-{kind.value}-{began:%Y%m%dT%H%M%S}", host=host,
                      type=RunType(kind.value), state=state, created_at=began,
                      started_at=began, finished_at=began + timedelta(seconds=seconds),
-                     bytes_uploaded=uploaded, error=error)
+                     bytes_uploaded=uploaded, error=error, stored_bytes=stored)
 
 
 def write_fleet(client: redis.Redis, now: datetime | None = None) -> dict[str, list[RunRecord]]:
-    """healthy-1: fulls and incrementals that succeed, and a successful drill; failing-1:
-    succeeded once, then its newest incremental failed at upload; stale-1: succeeded 20 days
-    ago, with the watchdog's backup_stale condition open."""
+    """healthy-1: fulls and incrementals that succeed (the target holds what they uploaded,
+    STORED_HEALTHY bytes after the last), and a successful drill; failing-1: succeeded once
+    (5,000,000 bytes), then its newest incremental failed at upload; stale-1: succeeded 20
+    days ago, with the watchdog's backup_stale condition open."""
     now = now or datetime.now(timezone.utc)
     store = RedisRunStore(client)
     written: dict[str, list[RunRecord]] = {host: [] for host in HOSTS}
@@ -45,7 +48,8 @@ def write_fleet(client: redis.Redis, now: datetime | None = None) -> dict[str, l
     for day in range(6, 0, -1):
         kind = BackupType.FULL if day == 6 else BackupType.INCR
         add(record("healthy-1", kind, RunState.SUCCEEDED, now - timedelta(days=day),
-                   30 + 10 * day, 1_000_000 * day))
+                   30 + 10 * day, 1_000_000 * day,
+                   stored=sum(1_000_000 * d for d in range(day, 7)) + 7_000 * (7 - day)))
     add(record("healthy-1", RunType.VERIFY, RunState.SUCCEEDED, now - timedelta(hours=12), 20,
                0))
     add(record("failing-1", BackupType.FULL, RunState.SUCCEEDED, now - timedelta(days=2), 60,

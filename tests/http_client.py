@@ -72,9 +72,36 @@ def dump_dom(url: str, profile: Path, timeout: float = 90.0) -> str:
     return result.stdout
 
 
-def screenshot(url: str, profile: Path, out: Path, timeout: float = 90.0) -> Path:
+# Appended to a copy of a page (the served page's CSP runs no script): writes what the layout
+# measured into the DOM, for --dump-dom to carry out.
+_MEASURE = ("<script>document.body.insertAdjacentHTML('beforeend', '<p id=\"measured\" '"
+            "+ 'data-scroll-width=\"' + document.documentElement.scrollWidth + '\" '"
+            "+ 'data-inner-width=\"' + window.innerWidth + '\"></p>')</script>")
+
+
+def dump_dom_at_width(html: str, folder: Path, width: int) -> tuple[str, int, int]:
+    """Chromium's DOM of `html` (a page as served, saved as a file with a measuring script
+    added) laid out in a window `width` px wide, with document.scrollWidth and
+    window.innerWidth as measured there."""
+    import re
+    folder.mkdir(parents=True, exist_ok=True)
+    page = folder / "page.html"
+    page.write_text(html.replace("</body>", _MEASURE + "</body>"))
+    result = subprocess.run(_browser_argv(folder / "profile") + [
+        f"--window-size={width},900", "--dump-dom", page.as_uri()], capture_output=True,
+        text=True, timeout=90, stdin=subprocess.DEVNULL)
+    found = re.search(r'id="measured" data-scroll-width="(\d+)" data-inner-width="(\d+)"',
+                      result.stdout)
+    if result.returncode != 0 or found is None:
+        raise HarnessError(f"chromium --dump-dom exited {result.returncode}:\n"
+                           f"{result.stderr[-2000:]}")
+    return result.stdout, int(found.group(1)), int(found.group(2))
+
+
+def screenshot(url: str, profile: Path, out: Path, timeout: float = 90.0,
+               width: int = 1280) -> Path:
     result = subprocess.run(_browser_argv(profile) + [f"--screenshot={out}",
-                                                      "--window-size=1600,500", url],
+                                                      f"--window-size={width},500", url],
                             capture_output=True, text=True, timeout=timeout,
                             stdin=subprocess.DEVNULL)
     if result.returncode != 0 or not out.exists():

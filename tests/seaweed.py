@@ -163,6 +163,11 @@ class S3Store:
             keys.extend(item["Key"] for item in page.get("Contents", []))
         return sorted(keys)
 
+    def stored_bytes(self, prefix: str = "") -> int:
+        """The size of the current objects under prefix, in bytes."""
+        return sum(item["Size"] for page in self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=prefix) for item in page.get("Contents", []))
+
     def object_versions(self, prefix: str = "") -> list[dict[str, Any]]:
         versions: list[dict[str, Any]] = []
         for page in self.s3.get_paginator("list_object_versions").paginate(Bucket=self.bucket,

@@ -108,6 +108,9 @@ def test_full_incremental_restore_round_trip_across_two_hosts(
     assert incr["state"] == "succeeded" and incr["type"] == "incr"
     assert 0 < incr["bytes_uploaded"] < fulls["carcosa"]["bytes_uploaded"] / 10
 
+    for host, newest in (*[(h, r) for h, r in fulls.items() if h != "carcosa"],
+                         ("carcosa", incr)):   # what the target holds, as the run listed it
+        assert newest["stored_bytes"] == target_store.stored_bytes(f"{host}/"), host
     keys = target_store.object_keys()
     for host in HOSTS:
         own = [key for key in keys if key.startswith(f"{host}/")]

@@ -74,7 +74,9 @@ BAD_HEADERS = [
     RIGHT.lower(), "basic", RIGHT + " extra",
 ]
 BAD_PATHS = ["/../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd", "/metrics/../../etc/passwd",
-             "//etc/passwd", "/static/x.js", "/api/hosts/../../../root", "/index.html", "/\x7f"]
+             "//etc/passwd", "/static/x.js", "/api/hosts/../../../root", "/index.html", "/\x7f",
+             "/host/", "/host/../../etc/passwd", "/host/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+             "/host/healthy-1/../../../etc/passwd", "/host/%00"]
 
 
 @pytest.mark.slow
@@ -173,3 +175,33 @@ def _serves(port: int) -> bool:
                        timeout=5).status == 200
     except OSError:
         return False
+
+
+# Text from the ledger (a script's stderr, a record written by anything that reaches Redis)
+MARKUP = '"><script>alert(1)</script><img src=x onerror=alert(2)>'
+
+
+def test_ledger_text_is_escaped_on_the_fleet_page_and_a_host_page() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from offsite.constants import RunState
+    from offsite.fleet.host_page import history_html
+    from offsite.fleet.page import page_html
+    from offsite.fleet.summary import (ErrorBrief, FleetSummary, HostRow, OpenCondition,
+                                       RunBrief)
+    now = datetime.now(timezone.utc)
+    run = RunBrief(run_id=MARKUP, host="carcosa", type=MARKUP, state=RunState.FAILED,
+                   created_at=now - timedelta(minutes=5), started_at=now - timedelta(minutes=5),
+                   finished_at=now, bytes_uploaded=5,
+                   error=ErrorBrief(step=MARKUP, message=MARKUP + "\nmore", failure_class=MARKUP))
+    row = HostRow(host="carcosa", reason=MARKUP, last={"full": run, "incr": run},
+                  last_good=run, stored_bytes=10,
+                  conditions=[OpenCondition(condition=MARKUP, key=MARKUP, since=None)])
+    summary = FleetSummary(at=now, rows=[row], drift=OpenCondition("config_drift", MARKUP, None,
+                                                                   MARKUP),
+                           drifted_nodes=[MARKUP], outbox_pending=0)
+    no_space = MARKUP.replace(" ", "")
+    series = {"carcosa": (f"1 2 3 {no_space} {no_space}", "4 5 6 succeeded full")}
+    for html in (page_html(summary, series), history_html("carcosa", [run], now)):
+        assert "<script" not in html and "<img" not in html and MARKUP not in html
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html

@@ -3,9 +3,11 @@ page loaded in a real headless Chromium, basic auth; and the config rule for lis
 loopback."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -14,9 +16,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from offsite.fleet.http_auth import hash_password
-from tests.fleet_states import EXPECTED_ORDER, HOSTS, write_fleet
-from tests.helpers import describe, free_port
-from tests.http_client import basic, dump_dom, request, screenshot, wait_serving
+from tests.fleet_states import EXPECTED_ORDER, FAILURE_MESSAGE, HOSTS, STORED_HEALTHY, write_fleet
+from tests.helpers import describe, free_port, wait_until
+from tests.http_client import basic, dump_dom_at_width, request, screenshot, wait_serving
 
 # Where the fleet page's screenshot is kept for a person to look at; by default the test's own
 # folder (a fixed path would be shared by parallel runs).
@@ -57,16 +59,39 @@ def test_metrics_scrape_parses_and_says_what_the_ledger_holds(serving: int) -> N
     found = samples(reply.text)
     names = {name for name, _ in found}
     assert names >= {"offsite_last_success_timestamp_seconds",
-                     "offsite_last_run_duration_seconds", "offsite_last_run_bytes_uploaded",
+                     "offsite_last_run_duration_seconds", "offsite_last_run_uploaded_bytes",
                      "offsite_runs_total", "offsite_last_verify_success_timestamp_seconds",
-                     "offsite_condition_active", "offsite_alert_outbox_pending"}
+                     "offsite_condition_active", "offsite_alert_outbox_pending",
+                     "offsite_worker_up", "offsite_target_stored_bytes",
+                     "offsite_next_run_timestamp_seconds", "offsite_build_info"}
+    assert "offsite_last_run_bytes_uploaded" not in names
+    for family in text_string_to_metric_families(reply.text):   # Prometheus' naming rules
+        assert re.fullmatch(r"offsite_[a-z_]+", family.name), family.name
+        if "bytes" in family.name:
+            assert family.name.endswith("_bytes"), family.name
+        if "timestamp" in family.name or "duration" in family.name:
+            assert family.name.endswith("_seconds"), family.name
+        if family.type == "counter":
+            assert all(s.name.endswith("_total") for s in family.samples), family.name
+    # no worker runs here: every host's up gauge is there, and 0
+    assert {host: value(found, "offsite_worker_up", host=host) for host in HOSTS} == \
+        {host: 0.0 for host in HOSTS}
+    assert value(found, "offsite_target_stored_bytes", host="healthy-1") == STORED_HEALTHY
+    assert ("offsite_target_stored_bytes", frozenset({("host", "stale-1")})) not in found
+    now = time.time()
+    for host in HOSTS:
+        for kind in ("full", "incr"):   # the default schedule: a full monthly, incr daily
+            due = value(found, "offsite_next_run_timestamp_seconds", host=host, type=kind)
+            assert now - 60 < due <= now + 32 * 86400, (host, kind, due)
+    [build] = [labels for name, labels in found if name == "offsite_build_info"]
+    assert dict(build)["version"] == importlib.metadata.version("offsite")
     assert value(found, "offsite_runs_total", host="failing-1", type="incr",
                  state="failed") == 1
     assert value(found, "offsite_runs_total", host="healthy-1", type="incr",
                  state="succeeded") == 5
     assert value(found, "offsite_last_run_duration_seconds", host="healthy-1",
                  type="incr") == 40
-    assert value(found, "offsite_last_run_bytes_uploaded", host="healthy-1",
+    assert value(found, "offsite_last_run_uploaded_bytes", host="healthy-1",
                  type="full") == 6_000_000
     assert value(found, "offsite_condition_active", host="stale-1",
                  condition="backup_stale") == 1
@@ -100,24 +125,80 @@ def test_api_hosts_is_the_json_of_offsite_hosts(serving: int, run_offsite: Any,
 
 
 @pytest.mark.slow
-def test_fleet_page_in_headless_chromium_lists_hosts_worst_first(serving: int,
-                                                                 tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{serving}/"
-    dom = dump_dom(url, tmp_path / "chromium")
-    rows = re.findall(r'<tr class="health-(\w+)" data-host="([^"]+)"', dom)
-    assert [host for _, host in rows] == EXPECTED_ORDER
-    assert [health for health, _ in rows] == ["failed", "stale", "healthy"]
-    assert "3 hosts: 1 failed, 0 lost, 1 stale, 0 unproven, 1 healthy" in dom
+def test_worker_up_gauge_is_1_while_a_real_worker_beats_and_0_once_it_stops(
+        make_config: Any, start_control: Callable[..., Any],
+        start_worker: Callable[..., Any]) -> None:
+    port = free_port()
+    config = make_config(HOSTS, http={"listen": f"127.0.0.1:{port}"},
+                         watchdog={"worker_timeout": "6s"})
+    start_control(config)
+    worker = start_worker(config, "healthy-1")
+    wait_serving(port)
+
+    def up() -> dict[str, float]:
+        found = samples(request(port, "/metrics").text)
+        return {host: value(found, "offsite_worker_up", host=host) for host in HOSTS}
+    wait_until(lambda: up() == {"healthy-1": 1.0, "failing-1": 0.0, "stale-1": 0.0}, 30,
+               "healthy-1's worker counted up, the two without a worker down")
+    worker.stop()
+    wait_until(lambda: up() == {host: 0.0 for host in HOSTS}, 30,
+               "healthy-1's up gauge at 0 (still there) once its worker stopped")
+
+
+LONG_HOST = "h" * 63   # the longest name the config takes, with no place to break
+
+
+@pytest.mark.slow
+def test_fleet_page_fits_1280px_in_headless_chromium_and_links_each_host_history(
+        make_config: Any, start_control: Callable[..., Any], redis_client: redis.Redis,
+        tmp_path: Path) -> None:
+    port = free_port()
+    config = make_config({**HOSTS, LONG_HOST: {"scripts": {"s": {"bash": "true"}}}},
+                         http={"listen": f"127.0.0.1:{port}"})
+    written = write_fleet(redis_client)
+    start_control(config)
+    wait_serving(port)
+    served = request(port, "/").text
     # the failing run's message carries markup: shown as text, never run
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
-    assert "<script" not in dom
-    healthy_row = dom[dom.index('data-host="healthy-1"'):]
-    healthy_row = healthy_row[:healthy_row.index("</tr>")]
-    assert healthy_row.count("<rect") == 6          # six backups charted
-    assert "<polyline" in healthy_row and "5.7 MiB" in healthy_row
-    shot = screenshot(url, tmp_path / "chromium",
-                      Path(SCREENSHOT_DIR or tmp_path) / "offsite-fleet-page.png")
-    assert shot.stat().st_size > 5000
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in served and "<script" not in served
+    assert '<meta http-equiv="refresh" content="60">' in served
+    dom, scroll_width, inner_width = dump_dom_at_width(served, tmp_path / "chromium", 1280)
+    assert inner_width == 1280 and scroll_width <= inner_width, (scroll_width, inner_width)
+    rows = re.findall(r'<tr class="health-(\w+)" data-host="([^"]+)"', dom)
+    assert [host for _, host in rows if host != LONG_HOST] == EXPECTED_ORDER
+    assert [health for health, host in rows if host != LONG_HOST] == ["failed", "stale", "healthy"]
+    assert "4 hosts: 1 failed, 0 lost, 2 stale, 0 unproven, 1 healthy" in dom
+
+    def row_of(host: str) -> str:
+        found = dom[dom.index(f'data-host="{host}"'):]
+        return found[:found.index("</tr>")]
+    healthy, failing = row_of("healthy-1"), row_of("failing-1")
+    assert healthy.count("<rect") == 6          # six backups charted, with their scales
+    assert "<polyline" in healthy
+    assert re.search(r'class="scale-bytes"[^>]*>5\.7 MiB</text>', healthy)
+    assert re.search(r'class="scale-seconds"[^>]*>90 s</text>', healthy)
+    assert '<td class="stored">20.1 MiB</td>' in healthy
+    # its newest backup failed: the last good one's size is still shown
+    assert re.search(r'<td class="good">4\.8 MiB <span class="age">full</span>', failing)
+    assert '<a href="/host/failing-1">failing-1</a>' in failing
+    if SCREENSHOT_DIR:   # for a person to look at
+        screenshot(f"http://127.0.0.1:{port}/", tmp_path / "chromium",
+                   Path(SCREENSHOT_DIR) / "offsite-fleet-page.png")
+
+    history = request(port, "/host/failing-1")
+    assert history.status == 200 and history.headers["content-type"].startswith("text/html")
+    runs = re.findall(r'<tr data-run="([^"]+)">(.*?)</tr>', history.text)
+    assert [run_id for run_id, _ in runs] == [r.run_id for r in reversed(written["failing-1"])]
+    newest = runs[0][1]
+    assert ">incr<" in newest and "state-failed" in newest and ">upload_failed<" in newest
+    assert ">12s<" in newest and ">0 B<" in newest
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in newest and "<script" not in history.text
+    assert FAILURE_MESSAGE.split("<")[0].strip() in newest
+    assert ">4.8 MiB<" in runs[1][1] and ">1m<" in runs[1][1]
+    for missing in ("/host/nobody", "/host/..%2F..%2Fetc%2Fpasswd", "/host/failing-1%00",
+                    "/host/%3Cscript%3E"):
+        reply = request(port, missing)
+        assert reply.status == 404 and b"failing-1" not in reply.body, missing
 
 
 def _auth_config(make_config: Any, tmp_path: Path, port: int, listen_host: str) -> Path:
@@ -135,7 +216,7 @@ def test_basic_auth_required_accepted_and_refused(make_config: Any, tmp_path: Pa
     port = free_port()
     start_control(_auth_config(make_config, tmp_path, port, "0.0.0.0"))
     wait_serving(port)
-    for path in ("/", "/metrics", "/api/hosts"):
+    for path in ("/", "/metrics", "/api/hosts", "/host/healthy-1"):
         refused = request(port, path)
         assert refused.status == 401, path
         assert refused.headers["www-authenticate"].startswith("Basic realm=")

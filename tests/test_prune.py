@@ -60,6 +60,7 @@ def test_prune_keeps_two_of_four_chains_and_the_newest_restores(
     assert [(r["type"], r["state"]) for r in runs] == [
         ("prune", "succeeded"), ("prune", "failed"), ("prune", "skipped")]
     assert "deleted" in runs[0]["notes"][0]
+    assert runs[0]["stored_bytes"] == target_store.stored_bytes("carcosa/")
 
     restored = tmp_path / "restored"
     result = run_offsite("restore", "carcosa", str(restored), config=config, timeout=180)

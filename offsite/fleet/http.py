@@ -1,5 +1,6 @@
 """The control node's HTTP server: `/metrics` (Prometheus), `/api/hosts` (the JSON of `offsite
-hosts`) and `/` (the fleet page), from a thread of `offsite control` when `http:` is set.
+hosts`), `/` (the fleet page) and `/host/NAME` (a configured host's run history; any other name
+is 404), from a thread of `offsite control` when `http:` is set.
 
 Standard library only (ThreadingHTTPServer), bounded in every direction a client controls:
 the request line and headers must arrive within HEADER_TIMEOUT_S and MAX_HEADER_BYTES
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis
 
@@ -89,6 +90,7 @@ class Response:
 
 
 Route = Callable[[], Response]
+PrefixRoute = Callable[[str], Response]   # given the rest of the path after its prefix
 
 
 class FleetHandler(BaseHTTPRequestHandler):
@@ -139,7 +141,7 @@ class FleetHandler(BaseHTTPRequestHandler):
             self._send(Response(401, "text/plain; charset=utf-8", b"authentication required\n"),
                        head, {"WWW-Authenticate": 'Basic realm="offsite", charset="UTF-8"'})
             return
-        route = self.server.routes.get(urlsplit(self.path).path)
+        route = self.server.route(urlsplit(self.path).path)
         if route is None:
             self._send(Response(404, "text/plain; charset=utf-8", b"not found\n"), head)
             return
@@ -173,12 +175,24 @@ class FleetHttpServer(ThreadingHTTPServer):
     request_queue_size = 32
 
     def __init__(self, address: tuple[str, int], routes: dict[str, Route],
-                 credentials: Credentials | None) -> None:
+                 credentials: Credentials | None,
+                 prefixed: dict[str, PrefixRoute] | None = None) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.routes = routes
+        self.prefixed = prefixed or {}
         self.credentials = credentials
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, FleetHandler)
+
+    def route(self, path: str) -> Route | None:
+        """The route of an exact path, else of the prefix it starts with (given the rest)."""
+        if (found := self.routes.get(path)) is not None:
+            return found
+        for prefix, prefixed in self.prefixed.items():
+            if path.startswith(prefix) and len(path) > len(prefix):
+                rest = path[len(prefix):]
+                return lambda: prefixed(rest)
+        return None
 
     def process_request(self, request: Any, client_address: Any) -> None:
         if not self.slots.acquire(blocking=False):
@@ -202,19 +216,37 @@ class FleetHttpServer(ThreadingHTTPServer):
             self.slots.release()
 
 
+HOST_PREFIX = "/host/"
+
+
 def fleet_routes(config: Config, client: redis.Redis) -> dict[str, Route]:
     from offsite.fleet.summary import read_summary
     from offsite.fleet.page import render_page
     from offsite.fleet.metrics import CONTENT_TYPE, render_metrics
+    from offsite.fleet.next_runs import NextRuns
+    next_runs = NextRuns(config)
 
     def api_hosts() -> Response:
         body = json.dumps(read_summary(client, config).as_json()).encode()
         return Response(200, "application/json", body)
     return {
         "/": lambda: Response(200, "text/html; charset=utf-8", render_page(client, config)),
-        "/metrics": lambda: Response(200, CONTENT_TYPE, render_metrics(client, config)),
+        "/metrics": lambda: Response(200, CONTENT_TYPE,
+                                     render_metrics(client, config, next_runs)),
         "/api/hosts": api_hosts,
     }
+
+
+def host_routes(config: Config, client: redis.Redis) -> dict[str, PrefixRoute]:
+    """`/host/NAME`: the host's run history (404 for a name the config does not hold)."""
+    from offsite.fleet.host_page import render_host_page
+
+    def host_page(rest: str) -> Response:
+        host = unquote(rest)
+        if host not in config.hosts:
+            return Response(404, "text/plain; charset=utf-8", b"no such host\n")
+        return Response(200, "text/html; charset=utf-8", render_host_page(client, host))
+    return {HOST_PREFIX: host_page}
 
 
 def open_server(config: Config) -> FleetHttpServer | None:
@@ -231,7 +263,8 @@ def open_server(config: Config) -> FleetHttpServer | None:
     client = broker_client(config.broker_url, config.broker_sentinel_master,
                            socket_connect_timeout=3, socket_timeout=10, decode_responses=True)
     try:
-        return FleetHttpServer(config.http.address, fleet_routes(config, client), credentials)
+        return FleetHttpServer(config.http.address, fleet_routes(config, client), credentials,
+                               host_routes(config, client))
     except OSError as exc:
         raise OffsiteError(f"cannot listen on {config.http.listen}: {exc.strerror or exc} "
                            "(another process on that port? change http.listen)",
@@ -243,6 +276,6 @@ def serve_in_thread(server: FleetHttpServer) -> threading.Thread:
                               name="http", daemon=True)
     thread.start()
     host, port = server.server_address[:2]
-    log.info("http: serving /, /metrics and /api/hosts on %s:%s%s", host, port,
+    log.info("http: serving /, /host/NAME, /metrics and /api/hosts on %s:%s%s", host, port,
              " with basic auth" if server.credentials else "")
     return thread

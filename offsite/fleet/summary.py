@@ -20,7 +20,7 @@ from offsite.watch.conditions import CONDITIONS_KEY
 from offsite.config.model import Config
 from offsite.watch.config_digest import drifted_nodes, fleet_nodes
 from offsite.constants import HOST_RUNS_KEY, RUN_KEY, RunState
-from offsite.ledger.heartbeat import HEARTBEATS_KEY, worker_node
+from offsite.ledger.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
 from offsite.ledger.facts import HOST_FACTS_KEY
 from offsite.watch.alerts import PENDING_KEY
 
@@ -114,6 +114,9 @@ class HostRow:
     conditions: list[OpenCondition] = field(default_factory=list)
     counts: dict[tuple[str, str], int] = field(default_factory=dict)  # (type, state) -> runs
     config_drift: bool = False
+    last_good: RunBrief | None = None                 # its latest successful backup
+    stored_bytes: int | None = None                   # its objects in the target (facts)
+    beat: datetime | None = None                      # its worker's last heartbeat
 
     @property
     def success_at(self) -> datetime | None:
@@ -157,6 +160,9 @@ class HostRow:
                                 "state": self.newest.state.value,
                                 "time": self.newest.at.isoformat()} if self.newest else None),
                 "config_drift": self.config_drift,
+                "last_good_bytes_uploaded": (self.last_good.bytes_uploaded
+                                             if self.last_good else None),
+                "stored_bytes": self.stored_bytes,
                 "replicas": {name: replica.model_dump()
                              for name, replica in self.replicas.items()}}
 
@@ -207,6 +213,9 @@ def read_summary(client: redis.Redis, config: Config, now: datetime | None = Non
     facts_raw, newest_raw = per_host[0::2], per_host[1::2]
     decoded = [_pairs(flat) for flat in facts_raw]
     rows = [_row_from_facts(host, fields) for host, fields in zip(names, decoded)]
+    beat_of = dict(zip(nodes, beats))
+    for row in rows:
+        row.beat = parse_beat(beat_of.get(worker_node(row.host)))
     wanted: dict[str, None] = {}
     for fields, newest in zip(decoded, newest_raw):
         for name in _NAMED_RUNS:
@@ -222,6 +231,7 @@ def read_summary(client: redis.Redis, config: Config, now: datetime | None = Non
             if (found := records.get(fields.get(f"finished:{kind}:run", ""))) is not None:
                 row.finished[kind] = found
         row.newest = records.get(_text(newest[0])) if newest else None
+        row.last_good = records.get(fields.get("success:run", ""))
     open_conditions = _parse_conditions(cast("dict[bytes, bytes]", conditions_raw))
     drifted = drifted_nodes(config, dict(zip(nodes, beats)))
     by_host = _conditions_by_host(open_conditions, names, rows)
@@ -246,7 +256,8 @@ def load_briefs(client: redis.Redis, run_ids: list[str]) -> dict[str, RunBrief]:
             for run_id, raw in zip(run_ids, raws) if raw}
 
 
-_NAMED_RUNS = [f"{fact}:{kind}:run" for fact in ("started", "finished") for kind in RUN_TYPES]
+_NAMED_RUNS = [f"{fact}:{kind}:run" for fact in ("started", "finished")
+               for kind in RUN_TYPES] + ["success:run"]
 
 
 # Every host's facts hash and newest run id in one command: one request to pack and one reply
@@ -275,6 +286,8 @@ def _row_from_facts(host: str, fields: dict[str, str]) -> HostRow:
         row.success_ts = float(found)
     if (found := get("verified")) is not None:
         row.verified_ts = float(found)
+    if (found := get("stored")) is not None:
+        row.stored_bytes = int(found)
     for kind in ("full", "incr"):
         if (found := get(f"success:{kind}")) is not None:
             row.success_by_type[kind] = float(found)

@@ -10,6 +10,9 @@ Written in the same transaction as the record that establishes them:
   and /metrics' `offsite_runs_total`);
   `verified_set` -> the backup set (a duplicity time stamp) that drill restored, with
   `verified_set_at` (raised with it, so it is always the newest drill's set: what prune keeps);
+  `stored` -> the bytes the host's objects in the target held when its newest backup or prune
+  ended (listed then), with `stored_at` (raised with it: the fleet page's and /metrics' bytes
+  stored, with no listing of the target per request);
 - `offsite:series:<host>` list: the host's last SERIES_RUNS finished backups, one
   "<finished epoch> <duration s> <bytes uploaded> <state> <type>" each, oldest first (the fleet
   page's chart, read with one LRANGE per host instead of the records);
@@ -61,6 +64,13 @@ end
 return 0
 """
 
+_RAISE_STORED = """
+if tonumber(ARGV[1]) > tonumber(redis.call('hget', KEYS[1], 'stored_at') or '-1') then
+  redis.call('hset', KEYS[1], 'stored_at', ARGV[1], 'stored', ARGV[2])
+end
+return 0
+"""
+
 
 def stage_facts(pipe: Pipeline, record: RunRecord, newly_final: bool = False) -> None:
     """Queue, in the record's own transaction, the facts this state of the record establishes;
@@ -84,6 +94,9 @@ def stage_facts(pipe: Pipeline, record: RunRecord, newly_final: bool = False) ->
             args += ["success", done, record.run_id, f"success:{kind}", done, record.run_id]
     if args:
         pipe.eval(_RAISE, 1, HOST_FACTS_KEY + record.host, *args)
+    if record.stored_bytes is not None and record.state in FINAL_STATES and record.finished_at:
+        pipe.eval(_RAISE_STORED, 1, HOST_FACTS_KEY + record.host,
+                  record.finished_at.timestamp(), record.stored_bytes)
     if newly_final:
         pipe.hincrby(HOST_FACTS_KEY + record.host, f"count:{kind}:{record.state.value}", 1)
         if record.type in (RunType.FULL, RunType.INCR) and record.finished_at:

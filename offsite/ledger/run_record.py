@@ -95,6 +95,7 @@ class RunRecord(BaseModel):
     finished_at: datetime | None = None
     steps: list[StepRecord] = Field(default_factory=list)
     bytes_uploaded: int | None = None
+    stored_bytes: int | None = None   # the host's objects in the target as it ended
     backup_set: str | None = None   # time of the set confirmed in the target (UTC)
     seal: str | None = None         # the set's seal: "<object name> sha256:<digest>"
     stats: dict[str, float] | None = None

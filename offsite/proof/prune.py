@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from offsite.target.bucket import list_host_objects
 from offsite.target.catalog import read_catalog
 from offsite.host.settings import HostSettings
 from offsite.constants import RunState, RunType
@@ -95,13 +96,24 @@ def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, app
                  f"{len(replica.dropped)} chain(s), kept {len(replica.kept)}")
     for problem in problems:
         note += f"; {problem}"
-    _settle(store, run_id, RunState.SUCCEEDED, note=note)
+    _settle(store, run_id, RunState.SUCCEEDED, note=note, stored=_stored_bytes(settings))
     log.info("prune %s: %s", run_id, note)
     return PruneOutcome(plan, store.get(run_id), replicas, problems)
 
 
+def _stored_bytes(settings: HostSettings) -> int | None:
+    """What the host's objects in the target hold after the prune (the fleet page's bytes
+    stored); None when the listing fails (the prune itself is done)."""
+    try:
+        return sum(found.size for found in list_host_objects(settings))
+    except OffsiteError as exc:
+        log.warning("prune of %s: cannot list what the target holds now: %s", settings.name,
+                    exc.one_line())
+        return None
+
+
 def _settle(store: RunStore, run_id: str, state: RunState, note: str | None = None,
-            error: ErrorRecord | None = None) -> None:
+            error: ErrorRecord | None = None, stored: int | None = None) -> None:
     def change(record: RunRecord) -> None:
         if record.is_final:
             return   # a final state (the watchdog's `lost`) is never written over
@@ -115,4 +127,6 @@ def _settle(store: RunStore, run_id: str, state: RunState, note: str | None = No
             record.notes.append(note)
         if error is not None:
             record.error = error
+        if stored is not None:
+            record.stored_bytes = stored
     store.update(run_id, change)

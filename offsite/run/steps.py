@@ -199,10 +199,13 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
                       else read_passphrase(ctx.settings, step=UPLOAD_STEP))
         stats = upload(ctx.settings, backup_type, on_tick=lease_renewer(ctx),
                        passphrase=passphrase)
-        seal = seal_new_set(ctx.host, list_host_objects(ctx.settings),
-                            before or read_catalog(ctx.settings), backup_type, started,
-                            ctx.run_id, lambda name: object_digest(ctx.settings, name))
-        put_host_object(ctx.settings, seal.name, seal.to_bytes())   # see offsite.run.sealing
+        objects = list_host_objects(ctx.settings)
+        seal = seal_new_set(ctx.host, objects, before or read_catalog(ctx.settings),
+                            backup_type, started, ctx.run_id,
+                            lambda name: object_digest(ctx.settings, name))
+        sealed = seal.to_bytes()
+        put_host_object(ctx.settings, seal.name, sealed)   # see offsite.run.sealing
+        stored = sum(found.size for found in objects) + len(sealed)   # the fleet page's
         written = confirm_uploaded(before, read_catalog(ctx.settings), backup_type,
                                    ctx.host, started)
         remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck
@@ -212,6 +215,7 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     def done(record: RunRecord) -> None:
         finish_step(record, UPLOAD_STEP, 0)
         record.bytes_uploaded = stats.bytes_uploaded
+        record.stored_bytes = stored
         record.stats = dict(stats.as_dict())
         record.backup_set = format_stamp(written.time)
         record.seal = f"{seal.name} sha256:{seal.digest}"
