@@ -17,6 +17,7 @@ from offsite.config.sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, HostRet
                                      ScheduleConfig,
                                      ScriptConfig, StrictModel, TargetConfig, VerifyConfig,
                                      WatchdogConfig)
+from offsite.config.excludes import PathEntry, duplicity_globs
 from offsite.config.types import DataRoot, Interpreter, Name
 from offsite.config.replicas import MAX_REPLICAS, ReplicaName, replica_problems
 from offsite.constants import DEFAULT_CONFIG_PATH, BackupType
@@ -38,9 +39,9 @@ class HostConfig(StrictModel):
     scripts: dict[Name, ScriptConfig] = Field(
         description="dump scripts, run in this order, each in its own staging folder",
         min_length=1, max_length=MAX_SCRIPTS_PER_HOST)
-    paths: dict[Name, Path] = Field(
+    paths: dict[Name, PathEntry] = Field(
         default_factory=dict, description="folders backed up in place (not copied), restored "
-                                          "as DEST/<name>/")
+                                          "as DEST/<name>/: a folder, or {path, exclude}")
     schedule: HostSchedule = Field(default_factory=HostSchedule)
     verify: HostVerify = Field(default_factory=HostVerify)
     priority: PriorityConfig | None = Field(
@@ -60,7 +61,7 @@ class HostConfig(StrictModel):
 
     @model_validator(mode="after")
     def _paths_absolute_and_apart(self) -> HostConfig:
-        for name, path in self.paths.items():
+        for name, path in self.folders().items():
             if not path.is_absolute() or ".." in path.parts or str(path) == "/":
                 raise ValueError(f"paths.{name}: {str(path)!r} must be an absolute folder "
                                  "other than / (no '..')")
@@ -69,6 +70,15 @@ class HostConfig(StrictModel):
             raise ValueError(f"paths and scripts share the name(s) {clash}: each is a folder "
                              "of the restore")
         return self
+
+    def folders(self) -> dict[str, Path]:
+        """Each `paths:` entry's folder, by name."""
+        return {name: entry.path for name, entry in self.paths.items()}
+
+    def excludes(self) -> dict[str, tuple[str, ...]]:
+        """The absolute duplicity globs each entry with exclude patterns leaves out."""
+        return {name: duplicity_globs(entry.path, entry.exclude)
+                for name, entry in self.paths.items() if entry.exclude}
 
 
 class Config(StrictModel):

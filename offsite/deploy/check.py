@@ -83,7 +83,7 @@ def hosts_as_json(config: Config) -> list[dict[str, Any]]:
     now = utcnow()
     zone = config.schedule.timezone
     return [{"host": host, "scripts": list(host_config.scripts),
-             "paths": {name: str(path) for name, path in host_config.paths.items()},
+             "paths": {name: str(path) for name, path in host_config.folders().items()},
              "spread_s": config.spread_offset(host),
              "next": {kind.value: next_run(config.host_schedule(host, kind), zone,
                                            now).isoformat() for kind in BackupType}}
