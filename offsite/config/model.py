@@ -18,7 +18,7 @@ from offsite.config.sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, HostRet
                                      ScriptConfig, StrictModel, TargetConfig, VerifyConfig,
                                      WatchdogConfig)
 from offsite.config.excludes import PathEntry, duplicity_globs
-from offsite.config.types import DataRoot, Interpreter, Name
+from offsite.config.types import DataRoot, Interpreter, Name, Rate
 from offsite.config.replicas import MAX_REPLICAS, ReplicaName, replica_problems
 from offsite.constants import DEFAULT_CONFIG_PATH, BackupType
 from offsite.bounded import read_regular_file
@@ -48,6 +48,9 @@ class HostConfig(StrictModel):
         None, description="this host's nice/ionice for scripts and duplicity (overrides "
                           "priority)")
     retention: HostRetention = Field(default_factory=HostRetention)
+    upload_limit: Rate | None = Field(
+        None, description="the most bytes per second this host's upload sends (overrides "
+                          "target.upload_limit)")
     encryption: HostEncryption | None = Field(
         None, description="this host's own passphrase_file (or recipients): see "
                           "offsite.config.security")
@@ -114,6 +117,9 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Config:
         problems = (self._folder_problems() + self._interval_problems()
+                    + [PathProblem(f"replicas.{name}.upload_limit", "caps the primary "
+                                   "target's uploads only: remove it here")
+                       for name, replica in self.replicas.items() if replica.upload_limit]
                     + self._drill_node_problems() + self._sentinel_problems()
                     + replica_problems(
                         self.target, self.replicas,
@@ -199,6 +205,11 @@ class Config(StrictModel):
     def host_priority(self, name: str) -> PriorityConfig:
         own = self.host(name).priority
         return own if own is not None else self.priority
+
+    def upload_limit(self, name: str) -> int | None:
+        """Bytes per second the host's upload may send; None: no cap."""
+        own = self.host(name).upload_limit
+        return own if own is not None else self.target.upload_limit
 
     def spread_offset(self, name: str) -> int:
         """The host's fixed offset within schedule.spread (0 without one)."""

@@ -10,8 +10,8 @@ from pydantic import (AfterValidator, AliasChoices, AwareDatetime, BaseModel, Co
                       PrivateAttr, model_validator)
 
 from offsite.config.rules import check_target_url
-from offsite.config.types import (EPOCH, AbsolutePath, Duration, HttpUrl, Region, Schedule,
-                                  ScriptCode, check_timezone, check_topic_arn)
+from offsite.config.types import (EPOCH, AbsolutePath, Duration, HttpUrl, Rate, Region,
+                                  Schedule, ScriptCode, check_timezone, check_topic_arn)
 from offsite.constants import DEFAULT_SCRIPT_TIMEOUT_S, DEFAULT_UPLOAD_TIMEOUT_S, MIN_LEASE_TTL_S
 from offsite.schedule.specs import CronSpec, EverySpec
 from offsite.config.security import Layout
@@ -119,6 +119,9 @@ class TargetConfig(StrictModel):
     restore_progress_timeout: Duration = Field(
         1800, description="a restore, verify or drill that restores no byte (and downloads "
                           "none) for this long fails, naming the volume it was reading")
+    upload_limit: Rate | None = Field(
+        None, description="the most bytes per second a host's upload sends (10MB/s, 512KiB/s); "
+                          "hosts.<host>.upload_limit overrides it; primary target only")
     layout: Layout = Field("split", description="split: data volumes under their own name "
                            "prefix (archivable by the lifecycle); flat: duplicity's names")
 
