@@ -127,8 +127,9 @@ RECENT_RUNS = 100   # runs of the host looked through for a success of the strea
 # Streaks, repeat suppression and recovery are kept per host and kind of run: a drill's
 # success never says that backups recovered, nor a backup's that drills did.
 STREAK_KINDS: dict[RunType, str] = {RunType.FULL: "backup", RunType.INCR: "backup",
-                                    RunType.VERIFY: "verify", RunType.PRUNE: "prune"}
-KINDS = ("backup", "verify", "prune")
+                                    RunType.VERIFY: "verify", RunType.PRUNE: "prune",
+                                    RunType.RESTORE: "restore"}
+KINDS = ("backup", "verify", "prune", "restore")
 
 
 def streak_key(host: str, kind: str) -> str:
