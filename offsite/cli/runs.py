@@ -12,7 +12,7 @@ from offsite.cli.common import (EXIT_FAILED, EXIT_OK, alert_locally, ledger_stor
 from offsite.config.model import Config
 from offsite.constants import BackupType, RunState
 from offsite.durations import parse_duration
-from offsite.errors import OffsiteError
+from offsite.errors import OffsiteError, UsageError
 from offsite.ledger.run_record import record_as_json
 from offsite.ledger.status import format_outcome, format_table
 
@@ -72,6 +72,8 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
             restore.skipped = f"archived volumes requested: {thawing}" if thawing else None
             restore.notes += [f"restored the {backup.kind} set of {format_stamp(backup.time)}"
                               for backup in chosen[:1] if not thawing]
+    except UsageError:
+        raise   # not a restore: nothing to record
     except OffsiteError:
         if store is None:
             print("not recorded in the ledger: the broker does not answer", file=sys.stderr)
