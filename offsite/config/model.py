@@ -221,7 +221,9 @@ class Config(StrictModel):
 
     def run_schedule(self, name: str, kind: str) -> ScheduleSpec | None:
         """When beat sends runs of `kind` (full, incr, verify, prune) for the host; None for
-        none (no drills, or no retention)."""
+        none (no drills, or no retention; an operator's restore is never scheduled)."""
+        if kind == "restore":
+            return None
         if kind == "verify":
             return self.verify_schedule(name)
         if kind == "prune":
