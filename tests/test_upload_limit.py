@@ -18,9 +18,9 @@ from offsite.config.types import parse_rate
 from offsite.host.settings import resolve_host
 from offsite.run.local_backup import run_local
 
-DATA_BYTES = 2_000_000
-CAP = "200KB/s"
-CAP_BYTES = 200_000   # 10 s at least: well above an uncapped upload step (about 2 s; 6 s loaded)
+DATA_BYTES = 1_500_000
+CAP = "250KB/s"
+CAP_BYTES = 250_000   # 6 s at least: above an uncapped upload step (about 2 s unloaded)
 
 
 @pytest.mark.parametrize(("text", "rate"), [
