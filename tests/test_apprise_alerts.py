@@ -108,3 +108,14 @@ def test_a_bad_apprise_url_is_refused_without_repeating_it(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as caught:
         fleet(tmp_path, apprise_urls=[f"no-scheme/{SECRET}"])
     assert "alerts.apprise_urls.0" in str(caught.value) and SECRET not in str(caught.value)
+
+
+def test_check_names_an_unknown_scheme_and_an_unreadable_file_by_number_only(
+        tmp_path: Path) -> None:
+    from offsite.watch.apprise_sink import apprise_problems
+    known = fleet(tmp_path, apprise_urls=["json://127.0.0.1:9/", f"nosuchscheme://{SECRET}"])
+    assert apprise_problems(known) == [
+        "apprise #2 (nosuchscheme://…): not a URL Apprise can use"]
+    unreadable = fleet(tmp_path, apprise_urls_file=str(tmp_path))
+    (problem,) = apprise_problems(unreadable)
+    assert problem.startswith(f"apprise: cannot read apprise_urls_file {tmp_path}")

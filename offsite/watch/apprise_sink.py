@@ -89,3 +89,14 @@ def apprise_sinks(config: Config) -> dict[str, AlertSink]:
                                           f"{reason}")}
     return {f"apprise#{number}": AppriseSink(url, number)
             for number, url in enumerate(urls, 1)}
+
+
+def apprise_problems(config: Config) -> list[str]:
+    """`offsite check` on the alerting node: a URLs file it cannot read, a URL Apprise does not
+    know (named by number and scheme only); nothing is sent."""
+    sinks = apprise_sinks(config)
+    return [sink.problem if isinstance(sink, UnreadableUrls) else
+            f"{sink.label}: not a URL Apprise can use"
+            for sink in sinks.values()
+            if isinstance(sink, UnreadableUrls) or (isinstance(sink, AppriseSink)
+                                                   and not sink.known)]
