@@ -35,11 +35,13 @@ class BackupType(StrEnum):
 
 
 class RunType(StrEnum):
-    """What a run in the ledger does: a backup of either type, a restore drill, a prune."""
+    """What a run in the ledger does: a backup of either type, a restore drill, a prune, an
+    operator's restore (recorded when it ends: offsite.proof.restore_record)."""
     FULL = "full"
     INCR = "incr"
     VERIFY = "verify"
     PRUNE = "prune"
+    RESTORE = "restore"
 
 
 class RunState(StrEnum):

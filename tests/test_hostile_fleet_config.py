@@ -45,5 +45,5 @@ def test_a_good_path_and_anchor_are_taken() -> None:
     config = parse_config(config_with({"paths": {"pdfs": "/srv/pdfs"}},
                                       schedule={"anchor": "2026-01-01T00:00:30+01:00",
                                                 "incr": {"every": "1h"}}))
-    assert str(config.host("carcosa").paths["pdfs"]) == "/srv/pdfs"
+    assert str(config.host("carcosa").paths["pdfs"].path) == "/srv/pdfs"
     assert config.schedule.anchor.utcoffset() is not None

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from offsite.cli.common import (EXIT_FAILED, EXIT_OK, alert_locally, ledger_store, path_or_none,
-                                wait_for, add_target_argument, targeted)
+                                reachable_ledger, wait_for, add_target_argument, targeted)
 from offsite.config.model import Config
 from offsite.constants import BackupType, RunState
 from offsite.durations import parse_duration
+from offsite.errors import OffsiteError, UsageError
 from offsite.ledger.run_record import record_as_json
 from offsite.ledger.status import format_outcome, format_table
 
@@ -53,14 +55,33 @@ def cmd_restore(args: argparse.Namespace, config: Config) -> int:
     from offsite.cli.progress import folder_progress, progress_line
     from offsite.host.settings import resolve_host
     from offsite.proof.restore import restore_host
+    from offsite.proof.restore_record import recorded_restore
     from offsite.target.catalog import format_stamp
     settings = resolve_host(targeted(config, args), args.host)
     chosen: list[Any] = []
-    with progress_line(folder_progress(f"restoring {args.host}", Path(args.dest))):
-        thawing = restore_host(settings, Path(args.dest), time=args.time,
-                               path=args.path, thaw_days=args.days if args.thaw else None,
-                               secret_keys_file=path_or_none(args.secret_keys_file),
-                               chosen=chosen)
+    store, _ = reachable_ledger(config)   # recorded there when the broker answers
+    asked = " ".join([f"restore into {args.dest}"] + [f"{flag} {value}" for flag, value in (
+        ("--time", args.time), ("--path", args.path), ("--target", args.target)) if value])
+    try:
+        with recorded_restore(store, args.host, alert=args.alert, request=asked) as restore, \
+                progress_line(folder_progress(f"restoring {args.host}", Path(args.dest))):
+            thawing = restore_host(settings, Path(args.dest), time=args.time,
+                                   path=args.path, thaw_days=args.days if args.thaw else None,
+                                   secret_keys_file=path_or_none(args.secret_keys_file),
+                                   chosen=chosen)
+            restore.skipped = f"archived volumes requested: {thawing}" if thawing else None
+            restore.notes += [f"restored the {backup.kind} set of {format_stamp(backup.time)}"
+                              for backup in chosen[:1] if not thawing]
+    except UsageError:
+        raise   # not a restore: nothing to record
+    except OffsiteError:
+        if store is None:
+            print("not recorded in the ledger: the broker does not answer", file=sys.stderr)
+        if store is None and args.alert and restore.failed is not None:
+            alert_locally(config, restore.failed)
+        raise
+    if store is None:
+        print("not recorded in the ledger: the broker does not answer", file=sys.stderr)
     which = f" (the {chosen[0].kind} set of {format_stamp(chosen[0].time)})" if chosen else ""
     print(f"not restored yet: {thawing}" if thawing
           else f"restored {args.host}{which} into {args.dest}")
@@ -111,5 +132,9 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     restore.add_argument("--days", type=int, default=7, help="with --thaw: keep thawed copies")
     restore.add_argument("--secret-keys-file", help="public-key mode: the secret key (else "
                                                     "GNUPGHOME); never kept on a host")
+    restore.add_argument("--alert", action="store_true",
+                         help="alert a failure like a scheduled run's (sent by the control "
+                              "node when the broker answers, else from here); without it a "
+                              "restore alerts no one")
     add_target_argument(restore)
     restore.set_defaults(action=cmd_restore)

@@ -17,7 +17,8 @@ from offsite.config.sections import (MAX_SCRIPTS_PER_HOST, AlertsConfig, HostRet
                                      ScheduleConfig,
                                      ScriptConfig, StrictModel, TargetConfig, VerifyConfig,
                                      WatchdogConfig)
-from offsite.config.types import DataRoot, Interpreter, Name
+from offsite.config.excludes import PathEntry, duplicity_globs
+from offsite.config.types import DataRoot, Interpreter, Name, Rate
 from offsite.config.replicas import MAX_REPLICAS, ReplicaName, replica_problems
 from offsite.constants import DEFAULT_CONFIG_PATH, BackupType
 from offsite.bounded import read_regular_file
@@ -38,15 +39,18 @@ class HostConfig(StrictModel):
     scripts: dict[Name, ScriptConfig] = Field(
         description="dump scripts, run in this order, each in its own staging folder",
         min_length=1, max_length=MAX_SCRIPTS_PER_HOST)
-    paths: dict[Name, Path] = Field(
+    paths: dict[Name, PathEntry] = Field(
         default_factory=dict, description="folders backed up in place (not copied), restored "
-                                          "as DEST/<name>/")
+                                          "as DEST/<name>/: a folder, or {path, exclude}")
     schedule: HostSchedule = Field(default_factory=HostSchedule)
     verify: HostVerify = Field(default_factory=HostVerify)
     priority: PriorityConfig | None = Field(
         None, description="this host's nice/ionice for scripts and duplicity (overrides "
                           "priority)")
     retention: HostRetention = Field(default_factory=HostRetention)
+    upload_limit: Rate | None = Field(
+        None, description="the most bytes per second this host's upload sends (overrides "
+                          "target.upload_limit)")
     encryption: HostEncryption | None = Field(
         None, description="this host's own passphrase_file (or recipients): see "
                           "offsite.config.security")
@@ -60,7 +64,7 @@ class HostConfig(StrictModel):
 
     @model_validator(mode="after")
     def _paths_absolute_and_apart(self) -> HostConfig:
-        for name, path in self.paths.items():
+        for name, path in self.folders().items():
             if not path.is_absolute() or ".." in path.parts or str(path) == "/":
                 raise ValueError(f"paths.{name}: {str(path)!r} must be an absolute folder "
                                  "other than / (no '..')")
@@ -69,6 +73,15 @@ class HostConfig(StrictModel):
             raise ValueError(f"paths and scripts share the name(s) {clash}: each is a folder "
                              "of the restore")
         return self
+
+    def folders(self) -> dict[str, Path]:
+        """Each `paths:` entry's folder, by name."""
+        return {name: entry.path for name, entry in self.paths.items()}
+
+    def excludes(self) -> dict[str, tuple[str, ...]]:
+        """The absolute duplicity globs each entry with exclude patterns leaves out."""
+        return {name: duplicity_globs(entry.path, entry.exclude)
+                for name, entry in self.paths.items() if entry.exclude}
 
 
 class Config(StrictModel):
@@ -104,6 +117,9 @@ class Config(StrictModel):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> Config:
         problems = (self._folder_problems() + self._interval_problems()
+                    + [PathProblem(f"replicas.{name}.upload_limit", "caps the primary "
+                                   "target's uploads only: remove it here")
+                       for name, replica in self.replicas.items() if replica.upload_limit]
                     + self._drill_node_problems() + self._sentinel_problems()
                     + replica_problems(
                         self.target, self.replicas,
@@ -190,6 +206,11 @@ class Config(StrictModel):
         own = self.host(name).priority
         return own if own is not None else self.priority
 
+    def upload_limit(self, name: str) -> int | None:
+        """Bytes per second the host's upload may send; None: no cap."""
+        own = self.host(name).upload_limit
+        return own if own is not None else self.target.upload_limit
+
     def spread_offset(self, name: str) -> int:
         """The host's fixed offset within schedule.spread (0 without one)."""
         return spread_offset(name, self.schedule.spread)
@@ -200,7 +221,9 @@ class Config(StrictModel):
 
     def run_schedule(self, name: str, kind: str) -> ScheduleSpec | None:
         """When beat sends runs of `kind` (full, incr, verify, prune) for the host; None for
-        none (no drills, or no retention)."""
+        none (no drills, or no retention; an operator's restore is never scheduled)."""
+        if kind == "restore":
+            return None
         if kind == "verify":
             return self.verify_schedule(name)
         if kind == "prune":

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema
 
 from offsite.config.model import Config
-from offsite.config.types import DURATION_SCHEMA, SCHEDULE_SCHEMA
+from offsite.config.types import DURATION_SCHEMA, RATE_SCHEMA, SCHEDULE_SCHEMA
 from offsite.durations import format_duration
 from offsite.schedule.specs import CronSpec, EverySpec
 
@@ -46,10 +46,11 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _custom(node: dict[str, Any]) -> str | None:
-    """"duration" or "schedule" (pydantic flattens an optional one's anyOf with null)."""
+    """"duration", "schedule" or "rate" (pydantic flattens an optional one's anyOf with null)."""
     options = [o for o in node.get("anyOf", []) if o.get("type") != "null"]
     nullable = len(options) < len(node.get("anyOf", []))
-    for name, schema in (("duration", DURATION_SCHEMA), ("schedule", SCHEDULE_SCHEMA)):
+    for name, schema in (("duration", DURATION_SCHEMA), ("schedule", SCHEDULE_SCHEMA),
+                         ("rate", RATE_SCHEMA)):
         if options == schema["anyOf"] or (len(options) == 1 and
                                           options[0].get("anyOf") == schema["anyOf"]):
             return name + (" or null" if nullable else "")
@@ -110,7 +111,11 @@ def _rows(model: dict[str, Any], prefix: str, defs: dict[str, Any],
                 target.get("additionalProperties"), dict):
             item = target["additionalProperties"]
             name = "<host>" if key == "hosts" else f"<{key.rstrip('s')}>"
-            if "$ref" in item:
+            refs = [option for option in item.get("anyOf", []) if "$ref" in option]
+            if len(refs) == 1:   # a value or a mapping (a `paths:` entry): the mapping's keys
+                rows.append((f"{path}.{name}", _kind(item, defs), "", ""))
+                _rows(_resolve(refs[0], defs), f"{path}.{name}.", defs, rows)
+            elif "$ref" in item:
                 rows.append((f"{path}.{name}", "mapping", "", ""))
                 _rows(_resolve(item, defs), f"{path}.{name}.", defs, rows)
             else:

@@ -3,14 +3,15 @@ value types they share are in offsite.config.types. offsite.config.model assembl
 fleet's Config and reads the YAML."""
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (AfterValidator, AliasChoices, AwareDatetime, BaseModel, ConfigDict, Field,
                       PrivateAttr, model_validator)
 
 from offsite.config.rules import check_target_url
-from offsite.config.types import (EPOCH, Duration, HttpUrl, Region, Schedule, ScriptCode,
-                                  check_timezone, check_topic_arn)
+from offsite.config.types import (EPOCH, AbsolutePath, Duration, HttpUrl, Rate, Region,
+                                  Schedule, ScriptCode, check_timezone, check_topic_arn)
 from offsite.constants import DEFAULT_SCRIPT_TIMEOUT_S, DEFAULT_UPLOAD_TIMEOUT_S, MIN_LEASE_TTL_S
 from offsite.schedule.specs import CronSpec, EverySpec
 from offsite.config.security import Layout
@@ -118,6 +119,9 @@ class TargetConfig(StrictModel):
     restore_progress_timeout: Duration = Field(
         1800, description="a restore, verify or drill that restores no byte (and downloads "
                           "none) for this long fails, naming the volume it was reading")
+    upload_limit: Rate | None = Field(
+        None, description="the most bytes per second a host's upload sends (10MB/s, 512KiB/s); "
+                          "hosts.<host>.upload_limit overrides it; primary target only")
     layout: Layout = Field("split", description="split: data volumes under their own name "
                            "prefix (archivable by the lifecycle); flat: duplicity's names")
 
@@ -133,6 +137,20 @@ class TargetConfig(StrictModel):
         return f"{self.url}/{host}"
 
 
+MAX_APPRISE_URLS = 20
+_APPRISE_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]{0,31}://\S+$")
+
+
+def check_apprise_url(value: str) -> str:
+    """scheme://…; the message never repeats the URL (it may hold a token)."""
+    if len(value) > 4096 or not _APPRISE_URL.match(value):
+        raise ValueError("not an Apprise URL (scheme://…, no spaces, at most 4096 characters)")
+    return value
+
+
+AppriseUrl = Annotated[str, AfterValidator(check_apprise_url)]
+
+
 class AlertsConfig(StrictModel):
     sns_topic_arn: Annotated[str, AfterValidator(check_topic_arn)] | None = Field(
         None, description="SNS topic alerts are published to")
@@ -144,6 +162,14 @@ class AlertsConfig(StrictModel):
     webhook_url: HttpUrl | None = Field(
         None, description="alerts also (or only) as a JSON POST {subject, message, attributes} "
                           "to this URL, retried through the outbox like SNS")
+    apprise_urls: tuple[AppriseUrl, ...] = Field(
+        (), max_length=MAX_APPRISE_URLS,
+        description="alerts also (or only) to these Apprise URLs (mailto://, slack://, "
+                    "ntfy://, json://…); URLs holding secrets belong in apprise_urls_file or "
+                    "$OFFSITE_APPRISE_URLS instead")
+    apprise_urls_file: AbsolutePath | None = Field(
+        None, description="a file of Apprise URLs, one a line (# comments), read on the "
+                          "alerting node; keep it mode 600")
 
     @property
     def sns_region(self) -> str | None:

@@ -79,6 +79,36 @@ def check_topic_arn(value: str) -> str:
     return value
 
 
+MIN_RATE = 1000                 # 1 KB/s: anything slower is a typo, and never finishes
+MAX_RATE = 100 * 1000 ** 3      # 100 GB/s
+_RATE = re.compile(r"^\s*([0-9]{1,12}(?:\.[0-9]{1,6})?)\s*([kmg]i?)?b/s\s*$", re.I)
+_RATE_UNITS = {"": 1, "k": 1000, "m": 1000 ** 2, "g": 1000 ** 3,
+               "ki": 1024, "mi": 1024 ** 2, "gi": 1024 ** 3}
+RATE_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "integer", "minimum": MIN_RATE, "maximum": MAX_RATE},
+              {"type": "string", "pattern": r"^\s*[0-9.]+\s*([KMGkmg]i?)?[Bb]/s\s*$"}],
+    "description": "bytes per second: a whole number, or 500KB/s, 10MB/s, 1GB/s (KiB/s, MiB/s "
+                   "in powers of 1024)",
+}
+
+
+def parse_rate(value: Any) -> int:
+    """Bytes per second from 10MB/s, 512KiB/s or a whole number; raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("give bytes per second: a whole number or e.g. 10MB/s, 512KiB/s")
+    if isinstance(value, int):
+        rate = value
+    elif (match := _RATE.match(value)) is None:
+        raise ValueError(f"{value[:40]!r} is not a rate like 10MB/s, 512KiB/s or 2000000 "
+                         "(bytes per second)")
+    else:
+        rate = int(float(match[1]) * _RATE_UNITS[(match[2] or "").lower()])
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise ValueError(f"{value!r} is outside 1KB/s to 100GB/s")
+    return rate
+
+
+Rate = Annotated[int, BeforeValidator(parse_rate), WithJsonSchema(RATE_SCHEMA)]
 Duration = Annotated[int, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
 Name = Annotated[str, AfterValidator(check_name)]
 Schedule = Annotated[Any, PlainValidator(parse_schedule_spec), WithJsonSchema(SCHEDULE_SCHEMA)]

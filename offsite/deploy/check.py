@@ -35,6 +35,7 @@ from offsite.target.bucket import (READ_IDENTITY, bucket_name, credentials_probl
                                    probe_bucket, read_s3_client, reading_identity)
 from offsite.target.catalog import read_catalog
 from offsite.watch.alerts import SnsSink
+from offsite.watch.apprise_sink import apprise_problems
 
 ROLES = ("host", "control", "operator", "all")
 # the key families provision writes for each node (offsite.deploy.provision): whose keys are here
@@ -68,6 +69,8 @@ def describe_hosts(config: Config) -> str:
     lines = [f"config OK: {len(config.hosts)} host(s), times in {zone}"]
     for host, host_config in config.hosts.items():
         lines.append(f"{host}: scripts {', '.join(host_config.scripts)}")
+        if (limit := config.upload_limit(host)) is not None:
+            lines.append(f"  upload limit {limit:,} bytes/s")
         if offset := config.spread_offset(host):
             lines.append(f"  spread +{format_duration(offset)} (schedule.spread "
                          f"{format_duration(config.schedule.spread or 0)})")
@@ -83,7 +86,7 @@ def hosts_as_json(config: Config) -> list[dict[str, Any]]:
     now = utcnow()
     zone = config.schedule.timezone
     return [{"host": host, "scripts": list(host_config.scripts),
-             "paths": {name: str(path) for name, path in host_config.paths.items()},
+             "paths": {name: str(path) for name, path in host_config.folders().items()},
              "spread_s": config.spread_offset(host),
              "next": {kind.value: next_run(config.host_schedule(host, kind), zone,
                                            now).isoformat() for kind in BackupType}}
@@ -187,7 +190,7 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
     if role == "control":
         if not problems:
             problems += persistence_problems(config)
-        problems += sns_problems(config)
+        problems += sns_problems(config) + apprise_problems(config)
         if any(config.keep_full_chains(h) is not None for h in config.hosts):
             from offsite.proof.retention import prune_s3_client
             problems += _listing_problem(config, "prune identity (PRUNE_AWS_*)",
@@ -212,7 +215,7 @@ def check_connections(config: Config, role: str = "all", host: str | None = None
         problems.append(bucket_problem[0])
     else:
         problems += key_problems(config)
-    problems += sns_problems(config)
+    problems += sns_problems(config) + apprise_problems(config)
     problems += security_problems(config)   # provisioning plan, escrow of the keys
     return problems
 

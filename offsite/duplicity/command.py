@@ -14,6 +14,7 @@ from offsite.host.settings import HostSettings
 from offsite.constants import BackupType
 from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
 from offsite.duplicity.errors import describe_failure, read_log_tail
+from offsite.duplicity.bandwidth import ENV as LIMIT_ENV
 from offsite.duplicity.launch import launch_argv
 from offsite.duplicity.progress import ProgressDeadline
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
@@ -296,6 +297,9 @@ def _run_duplicity(settings: HostSettings, step: str, argv: list[str],
     failure is explained from duplicity's own log (see offsite.duplicity.errors)."""
     env = duplicity_env(settings, "", dict(os.environ), identity)
     env.update(decryption_env(settings, gnupg_home, passphrase))
+    env.pop(LIMIT_ENV, None)
+    if step == "upload" and settings.upload_limit:   # offsite.duplicity.bandwidth
+        env[LIMIT_ENV] = str(settings.upload_limit)
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     argv = launch_argv(argv)   # duplicity that cannot hang on its gpg (offsite.duplicity.launch)

@@ -14,7 +14,8 @@ offsite therefore starts duplicity through this launcher (`python -m offsite.dup
 ARGS...`, the same interpreter duplicity is installed in), which makes those waiter threads
 daemon threads before duplicity runs: on its fatal error duplicity exits at once with its own
 error, its end of the pipe closes, and gpg ends on EPIPE (the reaper of offsite.process ends
-whatever is left). Everything else is duplicity's own `dup_run`, unchanged.
+whatever is left). The launcher also applies an upload's bandwidth cap
+(offsite.duplicity.bandwidth). Everything else is duplicity's own `dup_run`, unchanged.
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def launch_argv(argv: list[str]) -> list[str]:
 
 
 def main() -> int:
+    from offsite.duplicity.bandwidth import install, limit_from_env
+    if (rate := limit_from_env()) is not None:
+        install(rate)   # an upload under target.upload_limit (offsite.duplicity.bandwidth)
     from duplicity import gpginterface
     if hasattr(gpginterface, "threading"):
         gpginterface.threading = _DaemonThreads()   # type: ignore[assignment]

@@ -104,6 +104,10 @@ class HostSettings:
     max_full_interval: int
     max_run_s: int
     priority: Priority = Priority()   # nice/ionice of its scripts and duplicity runs
+    upload_limit: int | None = None   # bytes/s an upload may send (offsite.duplicity.bandwidth)
+    # per `paths:` name, the absolute duplicity globs left out (offsite.config.excludes)
+    excludes: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({}))
     # the host's replicas (offsite.config.replicas), each as a target; see offsite.host.targets
     replicas: Mapping[str, TargetSettings] = field(
         default_factory=lambda: MappingProxyType({}))
@@ -146,7 +150,8 @@ def resolve_host(config: Config, name: str) -> HostSettings:
                           is not None else fleet.public_keys_file))
     return HostSettings(
         name=name, scripts=MappingProxyType(dict(host.scripts)),
-        paths=MappingProxyType(dict(host.paths)),
+        paths=MappingProxyType(host.folders()),
+        excludes=MappingProxyType(host.excludes()), upload_limit=config.upload_limit(name),
         staging_root=config.staging_root, cache_root=config.cache_dir,
         target=_target(config.target, name, config.provision.lifecycle,
                        config.target.identity),

@@ -21,7 +21,9 @@ import logging
 import os
 import shutil
 import stat
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from offsite.host.settings import HostSettings
@@ -86,6 +88,7 @@ class Sources:
     selection: tuple[str, ...]        # duplicity --include/--exclude arguments, in order
     paths: dict[str, str]             # name -> absolute path read in place
     staging: Path
+    excludes: dict[str, tuple[str, ...]] = field(default_factory=dict)   # name -> globs
 
     def signature(self) -> str:
         return json.dumps({"root": str(self.root), "staging": str(self.staging),
@@ -93,15 +96,33 @@ class Sources:
 
 
 def host_sources(settings: HostSettings) -> Sources:
+    """The first matching selection option wins in duplicity: a path's excludes come before
+    its include, and the final `--exclude **` leaves out everything not named."""
     staging = settings.staging
     paths = {name: str(path) for name, path in settings.paths.items()}
     if not paths:
         return Sources(root=staging, selection=(), paths={}, staging=staging)
     selection: list[str] = ["--include", str(staging)]
-    for path in paths.values():
+    for name, path in paths.items():
+        for glob in settings.excludes.get(name, ()):
+            selection += ["--exclude", glob]
         selection += ["--include", path]
     selection += ["--exclude", "**"]
-    return Sources(root=ROOT, selection=tuple(selection), paths=paths, staging=staging)
+    return Sources(root=ROOT, selection=tuple(selection), paths=paths, staging=staging,
+                   excludes=dict(settings.excludes))
+
+
+def exclusion(globs: Iterable[str]) -> Callable[[str], bool] | None:
+    """Whether an absolute path is left out by these duplicity exclude globs, as duplicity
+    decides it (its own glob translation; a match on a folder leaves out all inside it);
+    None when there are none."""
+    globs = list(globs)
+    if not globs:
+        return None
+    from duplicity.globmatch import glob_to_regex
+    pattern = re.compile("^(" + "|".join(glob_to_regex(glob) for glob in globs) + ")($|/)",
+                         re.S)
+    return lambda path: pattern.match(path) is not None
 
 
 def write_manifest(sources: Sources) -> None:
@@ -148,8 +169,12 @@ def scan_problems(sources: Sources) -> list[str]:
         if not os.path.isdir(top):
             problems.append(f"path {name}: {top} is not a readable folder")
             continue
+        left_out = exclusion(sources.excludes.get(name, ()))
         for folder, dirs, files in os.walk(top, onerror=lambda error: problems.append(
                 f"path {name}: cannot read {error.filename}")):
+            if left_out is not None:
+                dirs[:] = [d for d in dirs if not left_out(os.path.join(folder, d))]
+                files = [f for f in files if not left_out(os.path.join(folder, f))]
             for entry in dirs + files:
                 full = os.path.join(folder, entry)
                 problem = _problem(full)

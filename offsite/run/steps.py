@@ -191,7 +191,8 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
     with recorded_step(ctx, UPLOAD_STEP), FilesCache(
             host_cache(ctx.settings), reuse=backup_type == BackupType.INCR) as cache:
         summary = write_manifest(ctx.settings.staging, ctx.settings.paths,
-                                 on_tick=lease_renewer(ctx), cache=cache)
+                                 on_tick=lease_renewer(ctx), cache=cache,
+                                 excludes=ctx.settings.excludes)
         before = _planned_listings.take(ctx.run_id) or _catalog_or_none(ctx)
         time.sleep(wait_for_a_new_second(before, utcnow()))
         started = utcnow()

@@ -21,6 +21,7 @@ from offsite.durations import format_duration
 from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import RunRecord
 from offsite.watch.alert_message import Alert, AlertSink, sns_subject
+from offsite.watch.apprise_sink import apprise_sinks
 from offsite.watch.sinks import FanOutSink, PartialDelivery, WebhookSink
 from offsite.wire.messages import require_failed_run
 
@@ -106,13 +107,14 @@ ALERT_SINKS: dict[str, Callable[[Config], AlertSink]] = {"sns": SnsSink, "log": 
 
 
 def sink_for(config: Config) -> AlertSink:
-    """Every configured sink (SNS, the webhook), fanned out when there are several; the log
+    """Every configured sink (SNS, the webhook, each Apprise URL), fanned out when there are several; the log
     when none is."""
     sinks: dict[str, AlertSink] = {}
     if config.alerts.sns_topic_arn:
         sinks["sns"] = ALERT_SINKS["sns"](config)
     if config.alerts.webhook_url:
         sinks["webhook"] = WebhookSink(config)
+    sinks.update(apprise_sinks(config))
     if not sinks:
         return ALERT_SINKS["log"](config)
     return next(iter(sinks.values())) if len(sinks) == 1 else FanOutSink(sinks)
@@ -125,8 +127,9 @@ RECENT_RUNS = 100   # runs of the host looked through for a success of the strea
 # Streaks, repeat suppression and recovery are kept per host and kind of run: a drill's
 # success never says that backups recovered, nor a backup's that drills did.
 STREAK_KINDS: dict[RunType, str] = {RunType.FULL: "backup", RunType.INCR: "backup",
-                                    RunType.VERIFY: "verify", RunType.PRUNE: "prune"}
-KINDS = ("backup", "verify", "prune")
+                                    RunType.VERIFY: "verify", RunType.PRUNE: "prune",
+                                    RunType.RESTORE: "restore"}
+KINDS = ("backup", "verify", "prune", "restore")
 
 
 def streak_key(host: str, kind: str) -> str:

@@ -333,4 +333,6 @@ def _runner(record: RunRecord) -> str:
         return f"the node running the drill{named}"
     if record.type == RunType.PRUNE:
         return f"the node running the prune{named}"
+    if record.type == RunType.RESTORE:
+        return f"the operator's restore{named}"
     return f"the host worker{named}"
