@@ -1,7 +1,7 @@
 """The control node's side of replicas: a replica that refused during a backup is caught up by the
 control node (no new backup), under the host lease, and `replica_behind` clears; the copies of
-data volumes carry the lifecycle tag as on the primary; a queued drill restores from the target
-named by `verify --target` (the name travels in the message, checked by the drill node)."""
+data volumes carry the lifecycle tag as on the primary. (A queued drill with `--target`:
+tests/test_replicas.py, the drill rotation.)"""
 from __future__ import annotations
 
 import json
@@ -93,28 +93,3 @@ def test_a_backup_waits_while_the_catch_up_holds_the_host(
             admit(ctx, RunType.INCR, None)
     finally:
         client.close()
-
-
-@pytest.mark.slow
-def test_a_queued_drill_restores_from_the_target_it_names(
-        make_config: Any, start_control: Any, run_offsite: Any, tmp_path: Path) -> None:
-    data = data_tree(tmp_path / "data")
-    config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
-                         target={"url": f"file://{tmp_path}/primary"},
-                         replicas={"second": {"url": f"file://{tmp_path}/second"}})
-    result = run_offsite("backup", "carcosa", "--type", "full", "--local", config=config)
-    assert result.returncode == 0 and "(current)" in result.stdout, describe(result)
-    for volume in (tmp_path / "primary" / "carcosa").glob("*.difftar.gpg"):
-        volume.write_bytes(b"\0" * volume.stat().st_size)   # only the replica can restore
-    start_control(config)
-    drill = run_offsite("verify", "carcosa", "--target", "second", "--wait", "--timeout", "150",
-                        "--json", config=config, timeout=180)
-    assert drill.returncode == 0, describe(drill)
-    record = json.loads(drill.stdout)
-    # the rotation alone would have read the primary first, whose volumes are damaged
-    assert record["target"] == "second" and record["state"] == "succeeded", record
-    assert record["verify"]["mismatch_count"] == 0
-
-    unknown = run_offsite("verify", "carcosa", "--target", "s3://elsewhere", config=config)
-    assert unknown.returncode == 2 and "no target named" in unknown.stderr, describe(unknown)
-    assert "Traceback" not in unknown.stderr
