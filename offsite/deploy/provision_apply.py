@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (BotoCoreError, ClientError, NoCredentialsError,
+                                 PartialCredentialsError)
 
 from offsite.config.model import Config
 from offsite.deploy.iam_policy import PUBLIC_ACCESS_BLOCK
@@ -22,7 +23,10 @@ from offsite.deploy.provision import (POLICY_NAME, Identity, Plan, ProvisionErro
 log = logging.getLogger(__name__)
 
 UNSUPPORTED = "NotImplemented"   # what an S3 server that lacks a bucket setting answers
-NO_IAM = ("NotImplemented", "Unknown", "InvalidAction", "UnknownOperation", "MethodNotAllowed")
+PAB_UNSUPPORTED = ("its provider does not implement public access blocks (NotImplemented): "
+                   "make sure the bucket is not public by the provider's own means")
+IAM_PROBE_USER = "offsite-iam-probe-no-such-user"
+NO_IAM = ("", "NotImplemented", "Unknown", "InvalidAction", "UnknownOperation", "MethodNotAllowed")
 
 
 @dataclass(frozen=True)
@@ -46,16 +50,19 @@ def find_drift(plan: Plan, s3: Any, iam: Any | None) -> list[Drift]:
 
 
 def has_iam(iam: Any, endpoint_url: str | None) -> bool:
-    """Whether the target's provider answers IAM: AWS always; another endpoint (SeaweedFS,
-    MinIO, ...) only when a user listing gets an IAM answer (an authorization refusal is
-    one: the operator's keys lack the right, which apply then reports)."""
+    """Whether the target's provider answers the IAM calls apply makes: AWS always; another
+    endpoint (SeaweedFS, MinIO, ...) only when GetUser of a user that does not exist gets an
+    IAM answer (NoSuchEntity; an authorization refusal is one too: the operator's keys lack
+    the right, which apply then reports). SeaweedFS answers `Unknown`."""
     if endpoint_url is None:
         return True
     try:
-        iam.list_users(MaxItems=1)
+        iam.get_user(UserName=IAM_PROBE_USER)
     except ClientError as exc:
         return error_code(exc) not in NO_IAM
-    except BotoCoreError:
+    except (NoCredentialsError, PartialCredentialsError):
+        raise
+    except BotoCoreError:   # no IAM service there: a connection or parsing failure
         return False
     return True
 
@@ -111,13 +118,16 @@ def _settings_drift(plan: Plan, s3: Any, actual: dict[str, Any] | None) -> list[
         drift.append(Drift(f"bucket {bucket}: versioning is {actual['versioning']} "
                            "(plan: Enabled)", version))
     if actual["pab"] == UNSUPPORTED:
-        drift.append(Drift(f"bucket {bucket}: its provider does not implement public access "
-                           "blocks (NotImplemented): make sure the bucket is not public by the "
-                           "provider's own means"))
+        drift.append(Drift(f"bucket {bucket}: {PAB_UNSUPPORTED}"))
     elif not subset_equal(PUBLIC_ACCESS_BLOCK, actual["pab"]):
         def block() -> str:
-            s3.put_public_access_block(Bucket=bucket,
-                                       PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
+            try:
+                s3.put_public_access_block(Bucket=bucket,
+                                           PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
+            except ClientError as exc:
+                if error_code(exc) != UNSUPPORTED:
+                    raise
+                return (f"not set: public access block on {bucket}: {PAB_UNSUPPORTED}")
             return f"blocked public access to {bucket}"
         drift.append(Drift(f"bucket {bucket}: public access is not fully blocked "
                            f"({actual['pab']})", block))
