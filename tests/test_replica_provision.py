@@ -2,8 +2,9 @@
 IAM it makes the replica's bucket (versioning on) and, on it, the host's identity with the same
 rights as on the primary, the control node's copy identity and the recover identity; with those
 keys alone the control node catches the replica up, a backup copies to it, and `recover --target`
-undoes a delete there. On SeaweedFS (no IAM, no lifecycle, no public access block) apply makes
-the bucket and says what it could not do, without failing."""
+undoes a delete there; the copies of data volumes carry the lifecycle tag. On SeaweedFS (no IAM,
+no lifecycle, no public access block) apply makes the bucket and says what it could not do,
+without failing."""
 from __future__ import annotations
 
 import json
@@ -94,6 +95,7 @@ def test_apply_target_makes_the_replica_whose_keys_copy_catch_up_and_recover(
     assert applied.returncode == 0, describe(applied)
     assert f"created bucket {second}" in applied.stdout
     assert f"enabled versioning on {second}" in applied.stdout
+    assert "set lifecycle rules" in applied.stdout and f"on {second}" in applied.stdout
     admin, iam = strict.client("s3"), strict.client("iam")
     try:
         assert admin.get_bucket_versioning(Bucket=second)["Status"] == "Enabled"
@@ -119,6 +121,13 @@ def test_apply_target_makes_the_replica_whose_keys_copy_catch_up_and_recover(
             Bucket=bucket, Prefix="alpha/")["Contents"]]
         assert sorted(item["Key"] for item in admin.list_objects_v2(
             Bucket=second, Prefix="alpha/")["Contents"]) == sorted(keys)
+        volumes = [key for key in keys if "/data-" in key and ".difftar" in key]
+        for key in volumes + [next(k for k in keys if k.endswith(".manifest.gpg"))]:
+            tags = admin.get_object_tagging(Bucket=second, Key=key)["TagSet"]
+            # the replica's lifecycle rules archive what the primary's do: data volumes only
+            assert tags == ([{"Key": "offsite-class", "Value": "volume"}]
+                            if key in volumes else []), (key, tags)
+        assert len(volumes) >= 2   # the full's, copied by the catch-up, and the incremental's
         moment = time.time()
         wait_until(lambda: time.time() >= moment + 1.5, 5, "a second after the copies")
         at = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

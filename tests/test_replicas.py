@@ -1,7 +1,8 @@
 """Redundant targets: every set of a host reaches its replica on another S3 server (SeaweedFS, a
 real storage server), checked object by object; a replica that is down leaves the backup
-succeeded and `behind`, and catches up on the next run; a damaged copy is found and copied again;
-`list`, `verify`, `restore` and `recover` read a replica with `--target NAME`."""
+succeeded and `behind`, and catches up on the next run or by the control node; a damaged copy
+is found and copied again; `list`, `verify`, `restore` and `recover` read a replica with
+`--target NAME`."""
 from __future__ import annotations
 
 import hashlib
@@ -18,6 +19,8 @@ from tests.test_backup_flow import backup, same_tree, write_tree
 
 SECOND_KEYS = {"SECOND_AWS_ACCESS_KEY_ID": "AKIASECONDREPLICA1",
                "SECOND_AWS_SECRET_ACCESS_KEY": "second-replica-secret-0123456789"}
+READ_KEYS = {"READ_AWS_ACCESS_KEY_ID": "AKIACONTROLREAD1",   # the control node's on the primary
+             "READ_AWS_SECRET_ACCESS_KEY": "control-read-secret-0123456789"}
 
 
 @pytest.fixture
@@ -206,32 +209,33 @@ def alert_classes(aws: Any, expected: int, timeout: float) -> list[tuple[str, st
 
 
 @pytest.mark.slow
-def test_replica_stopped_raises_replica_behind_after_the_age_and_recovers_once_caught_up(
+def test_replica_stopped_raises_replica_behind_and_the_control_node_catches_it_up(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any, aws: Any,
-        own_seaweed: SeaweedServer, tmp_path: Path) -> None:
+        target_store: S3Store, own_seaweed: SeaweedServer, tmp_path: Path) -> None:
     data = data_tree(tmp_path / "data")
     replica = S3Store("seaweedfs", own_seaweed.endpoint_url)
     try:
         config = make_config(
             {"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
             replicas={"second": replica.target()},
-            watchdog={"every": "1s", "replica_behind_after": "3s"})
+            watchdog={"every": "1s", "replica_behind_after": "3s", "replica_catch_up": "1s"})
         own_seaweed.stop()
         start_worker(config, "carcosa", env_extra=SECOND_KEYS)
-        start_control(config)
+        control = start_control(config, env_extra={**SECOND_KEYS, **READ_KEYS})
         full = backup(run_offsite, config, "carcosa", "full")
         assert full["state"] == "succeeded", full
         assert full["replicas"]["second"]["state"] == "behind", full
         assert full["replicas"]["second"]["lacking"] == 1
 
         wait_until(lambda: "replica_behind" in classes_of(aws), 60, "replica_behind")
-
-        own_seaweed.start()
-        incr = backup(run_offsite, config, "carcosa", "incr")
-        assert incr["replicas"]["second"]["state"] == "current", incr
-        assert incr["replicas"]["second"]["copied_sets"] == 2   # the full caught up too
+        own_seaweed.start()   # no new backup: the control node copies what the replica lacks
         wait_until(lambda: "recovered from replica behind" in " ".join(
             a["Subject"] for a in aws.alerts(0, 0)), 60, "the recovery from replica_behind")
+        assert replica.object_keys("carcosa/") == target_store.object_keys("carcosa/")
+        assert "replica second of host carcosa caught up" in control.log_text()
+        listed = json.loads(run_offsite("hosts", "--json", config=config).stdout)
+        assert listed[0]["replicas"]["second"] == {"state": "current",
+                                                   "newest_set": full["backup_set"]}
         assert classes_of(aws).count("replica_behind") == 1
     finally:
         replica.close()
