@@ -10,9 +10,10 @@ written to the replica (single part, with its digests as metadata `offsite-sha25
 `offsite-md5`; a data volume with the lifecycle rule's tag, as on the primary, so the replica's
 own lifecycle rules archive the same objects), then read back from the replica and its size
 and SHA-256 compared with the primary's. A copy that differs is written once more; a second
-difference is a failure (`replica_failed`). An object already on an S3 replica counts as there only when its size is the
-primary's and its head still carries the digests this module wrote with an ETag that matches
-them (an overwrite or a corruption replaces both), else it is copied again.
+difference is a failure (`replica_failed`). An object already on an S3 replica counts as there
+only when its size is the primary's and its head still carries the digests this module wrote
+with an ETag that matches them (an overwrite or a corruption replaces both), else it is copied
+again.
 """
 from __future__ import annotations
 
