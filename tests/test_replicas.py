@@ -236,6 +236,9 @@ def test_replica_stopped_raises_replica_behind_and_the_control_node_catches_it_u
         listed = json.loads(run_offsite("hosts", "--json", config=config).stdout)
         assert listed[0]["replicas"]["second"] == {"state": "current",
                                                    "newest_set": full["backup_set"]}
+        runs = json.loads(run_offsite("status", "carcosa", "--json", config=config).stdout)
+        notes = next(run for run in runs if run["run_id"] == full["run_id"])["notes"]
+        assert sum("caught up by the control node" in note for note in notes) == 1, notes
         assert classes_of(aws).count("replica_behind") == 1
     finally:
         replica.close()
