@@ -96,10 +96,11 @@ class CatchUp:
                 if record is None:
                     return None
                 states = self._copy(settings, record, holder, now)
+                if states:   # written while the host is held: no backup's record in between
+                    self.store.update(record.run_id,
+                                      lambda current: _store(current, states, now))
         finally:
             self.lease.release(host, holder)
-        if states:
-            self.store.update(record.run_id, lambda current: _store(current, states, now))
         return states
 
     def _copy(self, settings: HostSettings, record: RunRecord, holder: str,
