@@ -42,16 +42,19 @@ def verify_queue(config: Config, host: str) -> str:
 
 def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | None = None,
                    run_id: str | None = None, scheduled_for: datetime | None = None,
-                   note: str | None = None) -> RunRecord:
-    """Queue a verify of the host where `verify.where` says it runs; the record first."""
+                   note: str | None = None, target: str | None = None) -> RunRecord:
+    """Queue a verify of the host where `verify.where` says it runs; the record first.
+    `target`: the name of the target the drill restores from (else the rotation's next)."""
     config.host(host)
     record = (queue_run(store, host, RunType.VERIFY, run_id, scheduled_for, note=note)
               if run_id else queue_manual_run(store, host, RunType.VERIFY, utcnow(), note))
     run_id = record.run_id
     if record.state == RunState.QUEUED:
-        publish_task(config.broker_url, VERIFY, (host, run_id),
-                     {"at": at.isoformat() if at else None,
-                      "scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
+        kwargs = {"at": at.isoformat() if at else None,
+                  "scheduled_for": scheduled_for.isoformat() if scheduled_for else None}
+        if target is not None:   # only when asked: a drill node of before --target takes it
+            kwargs["target"] = target
+        publish_task(config.broker_url, VERIFY, (host, run_id), kwargs,
                      verify_queue(config, host), [failure_callback(host, run_id)],
                      config.broker_sentinel_master)
     return record

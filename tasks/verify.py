@@ -26,13 +26,13 @@ WAIT_RETRY_S = 5
 
 @app.task(bind=True, base=CheckedTask, name=VERIFY)
 def verify_backup(self: Task, host: str, run_id: str, at: datetime | None = None,
-                  scheduled_for: datetime | None = None) -> str:
+                  scheduled_for: datetime | None = None, target: str | None = None) -> str:
     config = current_config()
     ctx = RunContext(config=config, settings=resolve_host(config, host), store=run_store(),
                      lease=host_lease(), run_id=run_id,
                      worker=self.request.hostname or "unknown")
     try:
-        record = run_verify(ctx, at, scheduled_for)
+        record = run_verify(ctx, at, scheduled_for, target=target)
     except MustWait as wait:
         note_waiting(ctx, f"waited: {wait.cause}")
         raise self.retry(countdown=WAIT_RETRY_S, max_retries=None) from None

@@ -70,6 +70,9 @@ CASES = [
          at("watchdog.replica_behind_after", "soon")),
     Case("behind-after-zero", "At 'watchdog.replica_behind_after'",
          at("watchdog.replica_behind_after", 0)),
+    Case("catch-up-garbage", "At 'watchdog.replica_catch_up'",
+         at("watchdog.replica_catch_up", "soon")),
+    Case("catch-up-zero", "At 'watchdog.replica_catch_up'", at("watchdog.replica_catch_up", 0)),
     Case("target-dropped-replicas-left", "At 'target': required but missing",
          both(SECOND, at("target", DROP))),
 ]
@@ -118,4 +121,41 @@ def test_list_with_an_unknown_target_is_a_usage_error(
     out, err = capsys.readouterr()
     assert code == 2, f"{out}\n{err}"
     assert "no target named" in err and "the targets are primary, second" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("target", [
+    "s3://attacker-bucket", "file:///etc", "../second", "SECOND", "nowhere", "third", "",
+    "x" * 300, 7, ["second"], {"url": "s3://x"}])
+def test_a_drill_message_naming_no_target_of_the_host_is_refused(
+        target: Any, tmp_path: Path) -> None:
+    """A queued drill's target is a name the drill node looks up in its own config, never a
+    place: a URL, a path, another host's replica or a non-string is refused in one line."""
+    from offsite.config.model import parse_config
+    from offsite.wire.messages import VERIFY, MalformedMessage, validate_message
+    data = base_config(tmp_path)
+    data["replicas"] = {"second": _replica(tmp_path),
+                        "third": {"url": f"file://{tmp_path}/third"}}
+    data["hosts"]["carcosa"]["replicas"] = ["second"]
+    config = parse_config(data)
+    run_id = "carcosa-verify-20261204T000000Z"
+    for name in ("second", "primary", None):
+        verify = validate_message(VERIFY, ["carcosa", run_id], {"target": name}, config, None)
+        assert verify.target == name   # type: ignore[union-attr]
+    with pytest.raises(MalformedMessage) as refused:
+        validate_message(VERIFY, ["carcosa", run_id], {"target": target}, config, None)
+    line = refused.value.one_line()
+    assert "target" in line and "\n" not in line and len(line) < 400
+
+
+def test_a_queued_drill_with_an_unknown_target_is_a_usage_error(
+        tmp_path: Path, clean_env: None, capsys: pytest.CaptureFixture[str]) -> None:
+    data = base_config(tmp_path)
+    data["replicas"] = {"second": _replica(tmp_path)}
+    path = tmp_path / "offsite.yaml"
+    path.write_text(yaml.safe_dump(data))
+    code = main(["verify", "carcosa", "--target", "s3://elsewhere", "--config", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 2, f"{out}\n{err}"
+    assert "no target named" in err and "its targets are primary, second" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -20,7 +20,7 @@ from offsite.host.sources import empty_host_staging
 from offsite.process.supervisor import StopReason
 from workers.app import app
 from workers.context import (WORKER_HOST_ENV, current_config, host_lease, redis_client,
-                             refresh_config)
+                             refresh_config, run_store)
 from workers.settings import beat_settings
 from workers.transport import SENTINEL_TRANSPORT, TRANSPORT
 
@@ -162,10 +162,13 @@ def start_control_worker(config: Config, loglevel: str = "INFO") -> int:
 
     def start_watchdog(**_: object) -> None:
         from offsite.watch.escrow_watch import watch_escrow
+        from offsite.watch.replica_catch_up import watch_replicas
         from tasks.control import run_watchdog
         threading.Thread(target=run_watchdog, args=(stop,), name="watchdog", daemon=True).start()
         threading.Thread(target=watch_escrow, args=(config, redis_client(), stop),
                          name="escrow", daemon=True).start()
+        threading.Thread(target=watch_replicas, args=(config, run_store(), host_lease(), stop),
+                         name="replica-catch-up", daemon=True).start()
 
     worker_ready.connect(start_watchdog, weak=False)
     worker_shutting_down.connect(lambda **_: stop.set(), weak=False)

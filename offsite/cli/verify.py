@@ -36,13 +36,11 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
             if record.state == RunState.FAILED and args.alert:
                 alert_locally(config, record)
     else:
-        if args.target not in (None, "primary"):
-            targeted(config, args)   # an unknown name is a usage error first
-            raise UsageError("a drill from a replica runs here: add --local (scheduled drills "
-                             "rotate across the targets by themselves)", host=args.host)
+        if args.target is not None:
+            _check_drill_target(config, args.host, args.target)
         from tasks.dispatch import enqueue_verify, verify_queue
         store = ledger_store(config)
-        queued = enqueue_verify(config, store, args.host, at)
+        queued = enqueue_verify(config, store, args.host, at, target=args.target)
         if not args.json:
             print(f"queued {queued.run_id} on queue {verify_queue(config, args.host)}")
         if not args.wait:
@@ -56,6 +54,15 @@ def cmd_verify(args: argparse.Namespace, config: Config) -> int:
         print(format_outcome(record))
         _print_verify_summary(record)
     return EXIT_OK if record.state == RunState.SUCCEEDED else EXIT_FAILED
+
+
+def _check_drill_target(config: Config, host: str, target: str) -> None:
+    """A queued drill names one of the host's targets (the drill node checks it again)."""
+    from offsite.config.targets import target_names
+    known = target_names(config, host)
+    if target not in known:
+        raise UsageError(f"host {host} has no target named {target[:64]!r}: its targets are "
+                         f"{', '.join(known)}", host=host)
 
 
 def _print_verify_summary(record: RunRecord) -> None:

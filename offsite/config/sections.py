@@ -213,6 +213,12 @@ class WatchdogConfig(StrictModel):
     replica_behind_after: Duration = Field(
         86400, description="alert (replica_behind) when a replica lacks a set the primary has "
                            "held for longer than this")
+    replica_catch_up: Duration | None = Field(
+        3600, description="how often the control node copies to each replica what it lacks "
+                          "of the primary (hosts whose latest replica state is behind or "
+                          "failed), oldest first, under the host lease, reading the primary "
+                          "with READ_AWS_* and writing with <NAME>_AWS_*; null: only the "
+                          "host's next backup catches up")
     escrow_every: Duration = Field(
         6 * 3600, description="how often the control node checks that the keys it holds "
                               "decrypt each host's newest backup (condition escrow_failed)")

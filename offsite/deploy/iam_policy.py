@@ -61,6 +61,21 @@ def host_policy(bucket: str, host_prefix: str) -> Policy:
     )
 
 
+def copy_policy(bucket: str, root_prefix: str) -> Policy:
+    """A replica's copy identity on the control node (`<NAME>_AWS_*` in control.env): its
+    catch-up writes every host's sets to the replica, as each host's worker does to its own
+    prefix: list, read back, write, and tag data volumes; no delete, no versioning right."""
+    return _document(
+        {"Sid": "ListBackups", "Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": [bucket_arn(bucket)]},
+        {"Sid": "CopyObjects", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"],
+         "Resource": [f"{bucket_arn(bucket)}/{root_prefix}*"]},
+        {"Sid": "TagDataVolumes", "Effect": "Allow", "Action": ["s3:PutObjectTagging"],
+         "Resource": [f"{bucket_arn(bucket)}/{root_prefix}*/{DATA_PREFIX}*"]},
+    )
+
+
 def alert_policy(topic_arn: str) -> Policy:
     return _document({"Sid": "PublishAlerts", "Effect": "Allow", "Action": ["sns:Publish"],
                       "Resource": [topic_arn]})

@@ -20,8 +20,8 @@ from botocore.exceptions import ClientError
 from offsite.config.model import Config
 from offsite.config.targets import host_replicas
 from offsite.errors import OffsiteError
-from offsite.deploy.iam_policy import (PUBLIC_ACCESS_BLOCK, Policy, alert_policy, host_policy,
-                                       lifecycle_rules, prune_policy, read_policy,
+from offsite.deploy.iam_policy import (PUBLIC_ACCESS_BLOCK, Policy, alert_policy, copy_policy,
+                                       host_policy, lifecycle_rules, prune_policy, read_policy,
                                        recover_policy)
 from offsite.host.settings import resolve_host
 from offsite.target.bucket import bucket_name
@@ -37,7 +37,7 @@ class ProvisionError(OffsiteError):
 @dataclass(frozen=True)
 class Identity:
     user: str
-    role: str                 # host, alert, prune, recover, read
+    role: str                 # host, alert, prune, recover, read, copy (a replica's)
     host: str | None
     policy: Policy
     env_prefix: str           # DUPLICITY_AWS_, ALERT_AWS_, ...
@@ -97,6 +97,9 @@ def build_plan(config: Config) -> Plan:
     identities.append(Identity(f"{prefix}-recover", "recover", None,
                                recover_policy(bucket, root), f"{keys}RECOVER_AWS_",
                                ("recover.env",)))
+    if replica is not None:   # the control node's catch-up (offsite.watch.replica_catch_up)
+        identities.append(Identity(f"{prefix}-copy", "copy", None, copy_policy(bucket, root),
+                                   f"{replica}_AWS_", ("control.env",)))
     if replica is None:   # a replica is read with its own keys (TargetSettings.keys)
         identities.append(Identity(f"{prefix}-read", "read", None, read_policy(bucket),
                                    "READ_AWS_", ("control.env", "recover.env")))

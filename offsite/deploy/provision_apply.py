@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (BotoCoreError, ClientError, NoCredentialsError,
+                                 PartialCredentialsError)
 
 from offsite.config.model import Config
 from offsite.deploy.iam_policy import PUBLIC_ACCESS_BLOCK
@@ -21,6 +22,12 @@ from offsite.deploy.provision import (POLICY_NAME, Identity, Plan, ProvisionErro
 
 log = logging.getLogger(__name__)
 
+UNSUPPORTED = "NotImplemented"   # what an S3 server that lacks a bucket setting answers
+PAB_UNSUPPORTED = ("its provider does not implement public access blocks (NotImplemented): "
+                   "make sure the bucket is not public by the provider's own means")
+IAM_PROBE_USER = "offsite-iam-probe-no-such-user"
+NO_IAM = ("", "NotImplemented", "Unknown", "InvalidAction", "UnknownOperation", "MethodNotAllowed")
+
 
 @dataclass(frozen=True)
 class Drift:
@@ -28,9 +35,36 @@ class Drift:
     fix: Callable[[], str] | None = None   # applies the plan's value; None: report only
 
 
-def find_drift(plan: Plan, s3: Any, iam: Any) -> list[Drift]:
+def find_drift(plan: Plan, s3: Any, iam: Any | None) -> list[Drift]:
+    """`iam` None: the provider has no IAM API (see has_iam): the identities are reported,
+    never made."""
+    if iam is None:
+        users = ", ".join(identity.user for identity in plan.identities)
+        return _bucket_drift(plan, s3) + [Drift(
+            f"identities {users}: the provider answers no IAM API, so offsite cannot create "
+            "them; make keys with these rights by the provider's own means (`offsite "
+            "provision --format json` shows the policies) and give them the names the plan "
+            "says")]
     return _bucket_drift(plan, s3) + [drift for identity in plan.identities
                                       for drift in _identity_drift(identity, iam)]
+
+
+def has_iam(iam: Any, endpoint_url: str | None) -> bool:
+    """Whether the target's provider answers the IAM calls apply makes: AWS always; another
+    endpoint (SeaweedFS, MinIO, ...) only when GetUser of a user that does not exist gets an
+    IAM answer (NoSuchEntity; an authorization refusal is one too: the operator's keys lack
+    the right, which apply then reports). SeaweedFS answers `Unknown`."""
+    if endpoint_url is None:
+        return True
+    try:
+        iam.get_user(UserName=IAM_PROBE_USER)
+    except ClientError as exc:
+        return error_code(exc) not in NO_IAM
+    except (NoCredentialsError, PartialCredentialsError):
+        raise
+    except BotoCoreError:   # no IAM service there: a connection or parsing failure
+        return False
+    return True
 
 
 def _bucket_drift(plan: Plan, s3: Any) -> list[Drift]:
@@ -60,9 +94,9 @@ def _read_settings(s3: Any, bucket: str) -> dict[str, Any]:
         settings["pab"] = s3.get_public_access_block(Bucket=bucket)[
             "PublicAccessBlockConfiguration"]
     except ClientError as exc:
-        if error_code(exc) != "NoSuchPublicAccessBlockConfiguration":
+        if error_code(exc) not in ("NoSuchPublicAccessBlockConfiguration", UNSUPPORTED):
             raise
-        settings["pab"] = None
+        settings["pab"] = UNSUPPORTED if error_code(exc) == UNSUPPORTED else None
     try:
         settings["rules"] = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
     except ClientError as exc:
@@ -83,10 +117,17 @@ def _settings_drift(plan: Plan, s3: Any, actual: dict[str, Any] | None) -> list[
             return f"enabled versioning on {bucket}"
         drift.append(Drift(f"bucket {bucket}: versioning is {actual['versioning']} "
                            "(plan: Enabled)", version))
-    if not subset_equal(PUBLIC_ACCESS_BLOCK, actual["pab"]):
+    if actual["pab"] == UNSUPPORTED:
+        drift.append(Drift(f"bucket {bucket}: {PAB_UNSUPPORTED}"))
+    elif not subset_equal(PUBLIC_ACCESS_BLOCK, actual["pab"]):
         def block() -> str:
-            s3.put_public_access_block(Bucket=bucket,
-                                       PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
+            try:
+                s3.put_public_access_block(Bucket=bucket,
+                                           PublicAccessBlockConfiguration=PUBLIC_ACCESS_BLOCK)
+            except ClientError as exc:
+                if error_code(exc) != UNSUPPORTED:
+                    raise
+                return (f"not set: public access block on {bucket}: {PAB_UNSUPPORTED}")
             return f"blocked public access to {bucket}"
         drift.append(Drift(f"bucket {bucket}: public access is not fully blocked "
                            f"({actual['pab']})", block))
@@ -98,8 +139,16 @@ def _settings_drift(plan: Plan, s3: Any, actual: dict[str, Any] | None) -> list[
         foreign = [rule for rule in actual["rules"] if rule.get("ID") not in ours]
 
         def lifecycle() -> str:
-            s3.put_bucket_lifecycle_configuration(
-                Bucket=bucket, LifecycleConfiguration={"Rules": foreign + plan.lifecycle})
+            try:
+                s3.put_bucket_lifecycle_configuration(
+                    Bucket=bucket, LifecycleConfiguration={"Rules": foreign + plan.lifecycle})
+            except ClientError as exc:
+                if error_code(exc) != UNSUPPORTED:
+                    raise
+                return (f"not set: lifecycle rules {', '.join(sorted(ours))} on {bucket}: "
+                        "its provider does not implement lifecycle rules (NotImplemented); "
+                        "its objects stay in their storage class and old versions are kept "
+                        "until deleted by hand")
             return f"set lifecycle rules {', '.join(sorted(ours))} on {bucket}"
         drift.append(Drift(f"bucket {bucket}: lifecycle rule(s) {', '.join(wrong)} missing or "
                            "different from the plan", lifecycle))
@@ -161,10 +210,11 @@ def apply_plan(config: Config, credentials_out: Path | None) -> list[str]:
         _check_out_dir(credentials_out)
     s3, iam = admin_clients(config)
     try:
+        usable = iam if has_iam(iam, config.target.endpoint_url) else None
         lines = [drift.fix() if drift.fix else f"left alone: {drift.what}"
-                 for drift in find_drift(plan, s3, iam)]
-        if credentials_out is not None:
-            lines += _write_credentials(plan, iam, credentials_out)
+                 for drift in find_drift(plan, s3, usable)]
+        if credentials_out is not None and usable is not None:
+            lines += _write_credentials(plan, usable, credentials_out)
     except ClientError as exc:
         raise ProvisionError(f"AWS refused: {exc}", step="provision") from None
     except BotoCoreError as exc:
@@ -180,7 +230,8 @@ def plan_differences(config: Config) -> list[str]:
     plan = build_plan(config)
     s3, iam = admin_clients(config)
     try:
-        return [drift.what for drift in find_drift(plan, s3, iam)]
+        usable = iam if has_iam(iam, config.target.endpoint_url) else None
+        return [drift.what for drift in find_drift(plan, s3, usable)]
     except ClientError as exc:
         if error_code(exc) in ("AccessDenied", "403", "InvalidClientTokenId",
                                "AccessDeniedException"):

@@ -21,6 +21,19 @@ return 0
 """
 
 
+CATCH_UP_MARK = "-catch-up-"   # the lease holder of the control node's replica catch-up
+
+
+def catch_up_holder(host: str, stamp: str) -> str:
+    """The name the control node's replica catch-up holds the host's lease under (no run
+    record: it is not a run, it finishes the copies of runs that succeeded)."""
+    return f"{host}{CATCH_UP_MARK}{stamp}"
+
+
+def is_catch_up(holder: str | None) -> bool:
+    return holder is not None and CATCH_UP_MARK in holder
+
+
 class HostLease(Protocol):
     def acquire(self, host: str, run_id: str) -> bool: ...
     def renew(self, host: str, run_id: str) -> bool: ...

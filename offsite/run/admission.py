@@ -9,6 +9,7 @@ from datetime import datetime
 from offsite.constants import BackupType, RunState, RunType
 from offsite.durations import format_duration
 from offsite.errors import OffsiteError
+from offsite.ledger.lease import is_catch_up
 from offsite.ledger.run_record import RunRecord
 from offsite.run.context import RunContext, queue_run
 from offsite.schedule.specs import utcnow
@@ -66,8 +67,11 @@ def admit(ctx: RunContext, requested: RunType,
 
 
 def _is_drill(ctx: RunContext, holder: str | None) -> bool:
-    """Whether the host is held by a drill or a prune: they end, and a backup asked for
-    meanwhile waits for them (an incremental skipped there would be a backup missed)."""
+    """Whether the host is held by a drill, a prune or the control node's replica catch-up:
+    they end, and a backup asked for meanwhile waits for them (an incremental skipped there
+    would be a backup missed)."""
+    if is_catch_up(holder):
+        return True
     other = ctx.store.get(holder) if holder else None
     return other is not None and other.type in (RunType.VERIFY, RunType.PRUNE)
 

@@ -23,6 +23,7 @@ from offsite.target.replicate import ReplicaOutcome, replicate_host
 log = logging.getLogger(__name__)
 
 REPLICATE_STEP = "replicate"
+RECENT_RUNS = 10   # how far back a host's latest replica states are looked for
 
 
 def replicate_step(ctx: RunContext,
@@ -42,7 +43,7 @@ def replicate_step(ctx: RunContext,
         except Exception as exc:  # noqa: BLE001 - the primary unreadable, or a bug: not fatal
             outcome = ReplicaOutcome(name, state="behind",
                                      problem=f"{type(exc).__name__}: {exc}")
-        records[name] = _record(outcome, previous.get(name), started)
+        records[name] = replica_record(outcome, previous.get(name), started)
         if outcome.state != "current":
             log.warning("run %s: replica %s is %s: %s", ctx.run_id, name, outcome.state,
                         outcome.problem)
@@ -60,7 +61,7 @@ def replicate_step(ctx: RunContext,
     return records
 
 
-def _record(outcome: ReplicaOutcome, before: ReplicaRecord | None,
+def replica_record(outcome: ReplicaOutcome, before: ReplicaRecord | None,
             now: datetime) -> ReplicaRecord:
     """The replica's state; `behind_since` is when it first lacked a set the primary held (kept
     across runs until it is current again), what replica_behind is judged by."""
@@ -83,7 +84,7 @@ def _record(outcome: ReplicaOutcome, before: ReplicaRecord | None,
 def _previous_states(ctx: RunContext) -> dict[str, ReplicaRecord]:
     """Each replica's state in the host's latest earlier backup run that recorded one."""
     try:
-        for record in ctx.store.recent(ctx.host, limit=10):
+        for record in ctx.store.recent(ctx.host, limit=RECENT_RUNS):
             if record.run_id != ctx.run_id and record.replicas:
                 return dict(record.replicas)
     except Exception as exc:  # noqa: BLE001 - the ledger unreachable: start afresh

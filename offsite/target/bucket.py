@@ -174,7 +174,9 @@ def list_host_objects(settings: HostSettings) -> list[TargetObject]:
         raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {_client_problem(exc)}",
                                host=host, step="catalog") from None
     except BotoCoreError as exc:
-        problem = reading_credentials_problem(exc) or f"unreachable ({exc})"
+        problem = (credentials_problem(exc, target.keys(reading_identity()))   # a replica's
+                   if target.identity else reading_credentials_problem(exc))
+        problem = problem or f"unreachable ({exc})"
         raise TargetUnreadable(f"cannot list s3://{bucket}/{prefix}: {problem}",
                                host=host, step="catalog") from None
     finally:

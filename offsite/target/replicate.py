@@ -7,11 +7,13 @@ so an object kind added later is carried without this module knowing it.
 
 Each object is read from the primary into a temporary file (SHA-256 and MD5 computed on the way),
 written to the replica (single part, with its digests as metadata `offsite-sha256` /
-`offsite-md5`), then read back from the replica and its size and SHA-256 compared with the
-primary's. A copy that differs is written once more; a second difference is a failure
-(`replica_failed`). An object already on an S3 replica counts as there only when its size is the
-primary's and its head still carries the digests this module wrote with an ETag that matches
-them (an overwrite or a corruption replaces both), else it is copied again.
+`offsite-md5`; a data volume with the lifecycle rule's tag, as on the primary, so the replica's
+own lifecycle rules archive the same objects), then read back from the replica and its size
+and SHA-256 compared with the primary's. A copy that differs is written once more; a second
+difference is a failure (`replica_failed`). An object already on an S3 replica counts as there
+only when its size is the primary's and its head still carries the digests this module wrote
+with an ETag that matches them (an overwrite or a corruption replaces both), else it is copied
+again.
 """
 from __future__ import annotations
 
@@ -24,9 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
+from urllib.parse import urlencode
+
+from offsite.config.security import VOLUME_TAG
 from offsite.errors import OffsiteError
 from offsite.host.settings import HostSettings
-from offsite.target.bucket import TargetUnreadable, list_host_objects, s3_client
+from offsite.target.bucket import (UPLOAD_IDENTITY, TargetUnreadable, list_host_objects,
+                                   reading_identity, s3_client)
 from offsite.target.catalog import BackupSet, build_catalog, format_stamp
 
 CHUNK = 1 << 20
@@ -62,15 +68,17 @@ class ReplicaOutcome:
 
 
 class _Side:
-    """One target (primary or replica) of one host, as the copy needs it."""
+    """One target (primary or replica) of one host, as the copy needs it: the primary is read
+    with this node's reading identity (READ_AWS_* on the control node, the upload keys on a
+    host), a replica written with its own keys (`<NAME>_AWS_*`)."""
 
-    def __init__(self, settings: HostSettings) -> None:
+    def __init__(self, settings: HostSettings, identity: str) -> None:
         self.host = settings.name
         self.folder = settings.target.file_dir
         self.bucket, self.prefix = settings.target.bucket, ""
         self.client: Any = None
         if self.folder is None:
-            self.client = s3_client(settings.target, "DUPLICITY", max_attempts=3,
+            self.client = s3_client(settings.target, identity, max_attempts=3,
                                     read_timeout=60)
             self.prefix = settings.target.prefix
 
@@ -88,7 +96,9 @@ class _Side:
         finally:
             body.close()
 
-    def write(self, name: str, source: Path, digest: Digest) -> None:
+    def write(self, name: str, source: Path, digest: Digest, tagged: bool = False) -> None:
+        """Write the object; `tagged`: a data volume, which carries the lifecycle rule's tag
+        (offsite-class=volume) on the replica as on the primary."""
         if self.folder is not None:
             self.folder.mkdir(parents=True, exist_ok=True)
             partial = self.folder / f".{name}.offsite-copy"
@@ -98,10 +108,12 @@ class _Side:
         if digest.size > MAX_SINGLE_PUT:
             raise ReplicaCopyFailed(f"{name} is larger than 5 GiB: lower target.volsize",
                                     host=self.host, step="replicate")
+        extra = {"Tagging": urlencode([VOLUME_TAG])} if tagged else {}
         with open(source, "rb") as body:
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + name, Body=body,
                                    ContentLength=digest.size,
-                                   Metadata={SHA_KEY: digest.sha256, MD5_KEY: digest.md5})
+                                   Metadata={SHA_KEY: digest.sha256, MD5_KEY: digest.md5},
+                                   **extra)
 
     def intact(self, name: str, size: int) -> bool:
         """An S3 object written and checked by this module and not replaced since."""
@@ -163,20 +175,22 @@ def replicate_host(primary: HostSettings, replica: HostSettings, name: str,
     whole: list[str] = []
     claimed = {name for backup_set in [*sets, *catalog.unfinished]
                for name in backup_set.objects}
-    source, dest = _Side(primary), None
+    source, dest = _Side(primary, reading_identity()), None
     try:
-        dest = _Side(replica)
+        dest = _Side(replica, UPLOAD_IDENTITY)
         present = {obj.name: obj.size for obj in list_host_objects(replica)}
         scratch = Path(tempfile.mkdtemp(prefix="replicate-", dir=_scratch_root(primary)))
         try:
             for backup_set in sets:
                 stamp = format_stamp(backup_set.time)
                 names = set_objects(backup_set, list(sizes), claimed)
+                volumes = set(backup_set.volume_names) if backup_set.data_prefix else set()
                 todo = [n for n in names if present.get(n) != sizes[n]]
                 damaged = [n for n in names if n not in todo and not dest.intact(n, sizes[n])]
                 outcome.recopied += damaged
                 for object_name in todo + damaged:
-                    _copy_checked(source, dest, object_name, scratch, host)
+                    _copy_checked(source, dest, object_name, scratch, host,
+                                  object_name in volumes)
                     present[object_name] = sizes[object_name]
                     outcome.copied_objects += 1
                     if on_object is not None:
@@ -203,12 +217,13 @@ def replicate_host(primary: HostSettings, replica: HostSettings, name: str,
     return outcome
 
 
-def _copy_checked(source: _Side, dest: _Side, name: str, scratch: Path, host: str) -> None:
+def _copy_checked(source: _Side, dest: _Side, name: str, scratch: Path, host: str,
+                  tagged: bool) -> None:
     staged = scratch / "object"
     with open(staged, "wb") as sink:
         digest = source.read_into(name, sink)
     for attempt in (1, 2):
-        dest.write(name, staged, digest)
+        dest.write(name, staged, digest, tagged)
         copied = dest.read_into(name, _Discard())   # type: ignore[arg-type]
         if (copied.size, copied.sha256) == (digest.size, digest.sha256):
             staged.unlink()

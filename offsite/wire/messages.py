@@ -16,6 +16,8 @@ from datetime import datetime
 from typing import Any, Union
 
 from offsite.config.model import Config
+from offsite.config.replicas import PRIMARY
+from offsite.config.targets import host_replicas
 from offsite.constants import BackupType, RunState
 from offsite.errors import OffsiteError
 from offsite.ledger.run_record import RunRecord
@@ -101,6 +103,7 @@ class Verify:
     run_id: str
     at: datetime | None
     scheduled_for: datetime | None
+    target: str | None   # the target the drill restores from (None: the rotation's next)
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,7 @@ SIGNATURES: dict[str, inspect.Signature] = {
     START_BACKUP: _signature("host", "backup_type", "run_id", optional=("scheduled_for",)),
     RUN_SCRIPT: _signature("host", "run_id", "script", "backup_type"),
     UPLOAD: _signature("host", "run_id", "backup_type"),
-    VERIFY: _signature("host", "run_id", optional=("at", "scheduled_for")),
+    VERIFY: _signature("host", "run_id", optional=("at", "scheduled_for", "target")),
     PRUNE: _signature("host", "run_id"),
     NOTIFY_FAILURE: _signature("failed_task_id", keyword_only=("host", "run_id")),
 }
@@ -199,7 +202,8 @@ def validate_message(task: str, args: Any, kwargs: Any, config: Config,
         host = _drilled_host(values["host"], config, worker_host)
         return Verify(host=host, run_id=_run_id(values["run_id"], host, "verify"),
                       at=_timestamp(values["at"], host, "at"),
-                      scheduled_for=_timestamp(values["scheduled_for"], host))
+                      scheduled_for=_timestamp(values["scheduled_for"], host),
+                      target=_drill_target(values["target"], config, host))
     host = _host(values["host"], config, worker_host)
     if task == PRUNE:
         return Prune(host=host, run_id=_run_id(values["run_id"], host, "prune"))
@@ -281,6 +285,19 @@ def _drilled_host(value: Any, config: Config, worker_host: str | None) -> str:
         raise WrongWorker(f"verify of host {host} reached {here}; its drills run on "
                           f"{config.verify_on(host)}", host=worker_host, step="message")
     return host
+
+
+def _drill_target(value: Any, config: Config, host: str) -> str | None:
+    """None, `primary` or the name of one of the host's replicas: never a URL or a path (the
+    target's place and keys come from the config and the node, not from a message)."""
+    if value is None:
+        return None
+    name = _text(value, "target", MAX_NAME_CHARS, host)
+    known = [PRIMARY, *host_replicas(config, host)]
+    if name not in known:
+        raise MalformedMessage(f"target {shown(name)} is not one of host {host}'s targets "
+                               f"({', '.join(known)})", host=host, step="message")
+    return name
 
 
 def _backup_type(value: Any, host: str) -> BackupType:
