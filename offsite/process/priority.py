@@ -7,7 +7,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-from dataclasses import dataclass
+from typing import NamedTuple
 
 _IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "ppc64le": 273, "s390x": 282}
 _IOPRIO_WHO_PROCESS = 1
@@ -16,8 +16,7 @@ IO_CLASSES = {"idle": 3, "best-effort": 2}
 _BEST_EFFORT_LOWEST = 7
 
 
-@dataclass(frozen=True)
-class Priority:
+class Priority(NamedTuple):
     nice: int = 0             # 0 (normal) to 19 (lowest)
     io: str = "normal"        # normal, best-effort (lowest level), idle
 
