@@ -5,7 +5,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
+import redis
+
 from offsite.config.model import Config
+from offsite.errors import MessageUnsent
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
 from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
 from offsite.wire.outgoing import Outgoing, drop, park, send_many, wake_when_free
@@ -32,9 +35,22 @@ def enqueue_backup(config: Config, store: RedisRunStore, host: str, backup_type:
               if run_id else queue_manual_run(store, host, backup_type, utcnow(), note))
     run_id = record.run_id
     if record.state == RunState.QUEUED:
-        send_message(store.client, config.broker_url, config.broker_sentinel_master,
-             backup_message(host, backup_type, run_id, scheduled_for), utcnow())
+        _send(config, store, backup_message(host, backup_type, run_id, scheduled_for))
     return record
+
+
+def _send(config: Config, store: RedisRunStore, message: Outgoing) -> None:
+    """Publish a recorded run's message; raises MessageUnsent when the broker does not take it
+    (the control node sends it when it does: offsite.wire.outgoing)."""
+    from kombu.exceptions import OperationalError
+    try:
+        send_message(store.client, config.broker_url, config.broker_sentinel_master, message,
+                     utcnow())
+    except (redis.RedisError, OperationalError) as exc:
+        raise MessageUnsent(
+            f"run {message.run_id} is recorded but the broker did not take its message "
+            f"({exc}); the control node sends it when the broker does (`offsite status`)",
+            host=message.host, step="queue") from None
 
 
 def backup_message(host: str, backup_type: BackupType | RunType, run_id: str,
@@ -76,8 +92,7 @@ def enqueue_verify(config: Config, store: RedisRunStore, host: str, at: datetime
               if run_id else queue_manual_run(store, host, RunType.VERIFY, utcnow(), note))
     run_id = record.run_id
     if record.state == RunState.QUEUED:
-        send_message(store.client, config.broker_url, config.broker_sentinel_master,
-             verify_message(config, host, run_id, at, scheduled_for), utcnow())
+        _send(config, store, verify_message(config, host, run_id, at, scheduled_for))
     return record
 
 
@@ -102,8 +117,7 @@ def enqueue_prune(config: Config, store: RedisRunStore, host: str, run_id: str,
     """A scheduled prune of the host, run by the control node with the prune identity."""
     record = queue_run(store, host, RunType.PRUNE, run_id, slot)
     if record.state == RunState.QUEUED:
-        send_message(store.client, config.broker_url, config.broker_sentinel_master,
-             Outgoing(run_id, host, PRUNE, [host, run_id], {}, CONTROL_QUEUE), utcnow())
+        _send(config, store, Outgoing(run_id, host, PRUNE, [host, run_id], {}, CONTROL_QUEUE))
     return record
 
 

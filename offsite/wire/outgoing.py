@@ -116,7 +116,7 @@ def resend_due(client: redis.Redis, store: RunStore, lease: HostLease, broker_ur
     """Send what is due (see the module's docstring); returns the run ids sent. A publish that
     fails leaves its entry due for the next tick."""
     raw = cast("dict[bytes, bytes]", client.hgetall(UNSENT_KEY))
-    return [key.decode() for key, value in raw.items()
+    return [key.decode() if isinstance(key, bytes) else key for key, value in raw.items()
             if _resend(client, store, lease, broker_url, sentinel_master, key, value, now)]
 
 
