@@ -11,14 +11,17 @@ from typing import Any
 import pytest
 import redis
 
-from offsite.constants import RunType, host_queue
+from offsite.constants import RunState, RunType, host_queue
 from offsite.ledger.lease import RedisHostLease
 from offsite.ledger.records import RedisRunStore
 from offsite.run.context import queue_run
-from offsite.wire.outgoing import UNSENT_KEY
+from offsite.schedule.specs import utcnow
+from offsite.wire.messages import START_BACKUP
+from offsite.wire.outgoing import UNSENT_KEY, Outgoing, park, resend_due
 from tests.helpers import describe, wait_until
 
 UNACKED_KEY = "unacked"   # kombu's Redis transport: messages delivered and not yet acked
+DRILL = "carcosa-verify-20261204T000000Z"
 WATCHDOG = {"every": "1s", "worker_timeout": "1h", "stale_after": "1h"}
 
 
@@ -64,7 +67,7 @@ def test_a_full_waiting_for_a_drill_holds_no_unacked_message_and_runs_once_after
         make_config: Any, tmp_path: Path, start_worker: Any, run_offsite: Any,
         redis_client: redis.Redis) -> None:
     config, count = _counting_config(make_config, tmp_path)
-    drill = "carcosa-verify-20261204T000000Z"
+    drill = DRILL
     queue_run(RedisRunStore(redis_client), "carcosa", RunType.VERIFY, drill)
     lease = RedisHostLease(redis_client, 120)
     assert lease.acquire("carcosa", drill)
@@ -89,3 +92,26 @@ def test_a_full_waiting_for_a_drill_holds_no_unacked_message_and_runs_once_after
                "the full to run once the drill left the host")
     assert count.read_text().splitlines() == ["run"]
     assert not redis_client.hexists(UNSENT_KEY, run_id)
+
+
+def test_the_watchdog_sends_only_queued_runs_whose_wait_is_over(
+        redis_client: redis.Redis, redis_url: str) -> None:
+    store, lease = RedisRunStore(redis_client), RedisHostLease(redis_client, 60)
+    queue = host_queue("carcosa")
+    ids = [f"carcosa-full-20261204T00000{n}Z" for n in range(3)]
+    for run_id in ids:
+        queue_run(store, "carcosa", RunType.FULL, run_id)
+        park(redis_client, Outgoing(run_id, "carcosa", START_BACKUP,
+                                    ["carcosa", "full", run_id], {}, queue), DRILL, utcnow())
+    assert lease.acquire("carcosa", DRILL)
+    store.update(ids[2], lambda record: setattr(record, "state", RunState.EXPIRED))
+
+    def resend() -> list[str]:
+        return resend_due(redis_client, store, lease, redis_url, None, utcnow())
+
+    assert resend() == []   # the drill holds the host; ids[2] is no longer queued: dropped
+    assert sorted(redis_client.hkeys(UNSENT_KEY)) == ids[:2]
+    lease.release("carcosa", DRILL)
+    assert sorted(resend()) == ids[:2]
+    assert redis_client.llen(queue) == 2 and not redis_client.exists(UNSENT_KEY)
+    assert resend() == []
