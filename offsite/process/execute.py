@@ -94,8 +94,8 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
     full_env = dict(env) if env is not None else dict(os.environ)
     log.info("running %s (step %s) %s", " ".join(argv), step, describe_env(full_env, os.environ))
     started = time.monotonic()
-    child = _start(argv, full_env, cwd, capture_stdout, stdin_data is not None, run_as,
-                   priority or Priority(), host, step)
+    child, report = _start(argv, full_env, cwd, capture_stdout, stdin_data is not None, run_as,
+                           priority or Priority(), host, step)
     if stdin_data is not None and child.stdin is not None:
         try:
             child.stdin.write(stdin_data)
@@ -107,6 +107,7 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
         exit_code = _supervise(child, output, timeout_s, on_tick, tick_s)
     finally:
         output.close()
+        _log_leftovers(report, child.pid)
     elapsed = time.monotonic() - started
     stderr_tail = _last_lines(output.stderr.text())
     if exit_code is None:
@@ -121,12 +122,15 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
 
 def _start(argv: Sequence[str], env: dict[str, str], cwd: Path | None, capture_stdout: bool,
            with_stdin: bool, run_as: RunAs | None, priority: Priority, host: str | None,
-           step: str) -> subprocess.Popen[bytes]:
-    """Start argv under its own reaper, in a session of its own, under umask 077; raises
-    CommandError `cannot start …` when the wrapper or the command cannot be executed."""
+           step: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start argv under its own reaper, in a session of its own, under umask 077; returns it
+    and the pipe its reaper reports on when it ends (_log_leftovers). Raises CommandError
+    `cannot start …` when the wrapper or the command cannot be executed."""
     status_r, status_w = os.pipe()
-    spec = WrapperSpec(os.getpid(), status_w, priority, run_as.uid if run_as else None,
-                       run_as.gid if run_as else None, tuple(run_as.groups) if run_as else ())
+    report_r, report_w = os.pipe()
+    spec = WrapperSpec(os.getpid(), status_w, report_w, priority,
+                       run_as.uid if run_as else None, run_as.gid if run_as else None,
+                       tuple(run_as.groups) if run_as else ())
     try:
         try:
             child = subprocess.Popen(
@@ -134,19 +138,20 @@ def _start(argv: Sequence[str], env: dict[str, str], cwd: Path | None, capture_s
                 stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
                 stderr=subprocess.PIPE, start_new_session=True, umask=_CHILD_UMASK,
-                pass_fds=(status_w,))
+                pass_fds=(status_w, report_w))
         except (OSError, subprocess.SubprocessError) as exc:
+            os.close(report_r)
             reason = getattr(exc, "strerror", None) or str(exc)
             raise CommandError(f"cannot start {argv[0]}: {reason}", host=host, step=step,
                                exit_code=None, stderr_tail="") from None
-        os.close(status_w)
-        status_w = -1
+        finally:
+            os.close(status_w)
+            os.close(report_w)
         failure = _read_all(status_r)   # EOF once the command is executing
     finally:
         os.close(status_r)
-        if status_w >= 0:
-            os.close(status_w)
     if failure:
+        os.close(report_r)
         child.wait()
         for stream in (child.stdin, child.stdout, child.stderr):
             if stream is not None:
@@ -154,7 +159,19 @@ def _start(argv: Sequence[str], env: dict[str, str], cwd: Path | None, capture_s
         reason = failure.decode(errors="replace")
         raise CommandError(f"cannot start {argv[0]}: {reason}", host=host, step=step,
                            exit_code=None, stderr_tail="")
-    return child
+    return child, report_r
+
+
+def _log_leftovers(report: int, pid: int) -> None:
+    """Log what the command's reaper ended (read once it has exited: EOF then)."""
+    try:
+        ended, _, stuck = _read_all(report).decode(errors="replace").partition(" ")
+    finally:
+        os.close(report)
+    if ended.isdigit() and int(ended):
+        log.info("ended %s process(es) left behind by command %d", ended, pid)
+    if stuck.isdigit() and int(stuck):
+        log.warning("%s process(es) left by command %d still alive after 10s", stuck, pid)
 
 
 def _read_all(fd: int) -> bytes:

@@ -40,9 +40,11 @@ _NONE = "-"
 
 class WrapperSpec(NamedTuple):
     """What the wrapper needs besides the command: who started it, where to report a failed
-    exec, the command's priority, and the identity to run it as (None: the worker's own)."""
+    exec and, at the end, what it ended, the command's priority, and the identity to run it as
+    (None: the worker's own)."""
     parent: int
     status_fd: int
+    report_fd: int
     priority: Priority
     uid: int | None = None
     gid: int | None = None
@@ -50,13 +52,14 @@ class WrapperSpec(NamedTuple):
 
     def to_args(self) -> list[str]:
         ids = [_NONE if v is None else str(v) for v in (self.uid, self.gid)]
-        return [str(self.parent), str(self.status_fd), str(self.priority.nice),
+        return [str(self.parent), str(self.status_fd), str(self.report_fd),
+                str(self.priority.nice),
                 self.priority.io, *ids, ",".join(map(str, self.groups)) or _NONE]
 
     @classmethod
     def from_args(cls, args: Sequence[str]) -> WrapperSpec:
-        parent, fd, nice, io, uid, gid, groups = args
-        return cls(int(parent), int(fd), Priority(int(nice), io),
+        parent, fd, report, nice, io, uid, gid, groups = args
+        return cls(int(parent), int(fd), int(report), Priority(int(nice), io),
                    None if uid == _NONE else int(uid), None if gid == _NONE else int(gid),
                    () if groups == _NONE else tuple(int(g) for g in groups.split(",")))
 
@@ -96,16 +99,25 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         if spec.priority.lowered:
             apply_in_child(spec.priority)
         os.set_inheritable(spec.status_fd, False)
+        os.set_inheritable(spec.report_fd, False)
         pid = os.fork()
         if pid == 0:
             _exec(spec, command)
         os.close(spec.status_fd)
         status = _wait_for(pid)
-        _sweep()
+        _report(spec, _sweep())
     except _Stop:
-        _sweep()
+        _report(spec, _sweep())
         os._exit(128 + signal.SIGTERM)
     _exit_like(status)
+
+
+def _report(spec: WrapperSpec, swept: tuple[int, int]) -> None:
+    """`ended stuck`: how many processes the command left were ended, how many survived."""
+    try:
+        os.write(spec.report_fd, f"{swept[0]} {swept[1]}".encode())
+    except OSError:
+        pass
 
 
 def _exec(spec: WrapperSpec, command: list[str]) -> NoReturn:
@@ -165,16 +177,18 @@ def _descendants() -> tuple[set[int], bool]:
     return mine - zombies, bool(mine & zombies)
 
 
-def _sweep() -> None:
-    """Kill (TERM, then KILL after a grace) and reap everything left below the wrapper."""
+def _sweep() -> tuple[int, int]:
+    """Kill (TERM, then KILL after a grace) and reap everything left below the wrapper;
+    returns (how many were ended, how many are still alive after the deadline)."""
     deadline = time.monotonic() + _SWEEP_DEADLINE_S
     term_sent: dict[int, float] = {}
+    alive: set[int] = set()
     while time.monotonic() < deadline:
         if not _reap():
-            return   # no child left: an orphan would have been re-parented to us
+            return len(term_sent), 0   # no child left: an orphan would be re-parented to us
         alive, unreaped = _descendants()
         if not alive and not unreaped:
-            return
+            return len(term_sent), 0
         now = time.monotonic()
         for pid in alive:
             first = term_sent.setdefault(pid, now)
@@ -186,7 +200,7 @@ def _sweep() -> None:
                 except (ProcessLookupError, PermissionError):
                     pass
         time.sleep(_POLL_S)
-    os.write(2, b"offsite: processes the command left are still alive after 10s\n")
+    return len(term_sent), len(alive)
 
 
 def _reap() -> bool:
