@@ -21,9 +21,10 @@ import resource
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING, NamedTuple
 
 from offsite.process.priority import Priority, apply_in_child
+
+TYPE_CHECKING = False   # not typing's: importing typing would cost every command ~5 ms
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -38,23 +39,22 @@ EXIT_CANNOT_START = 127
 _NONE = "-"
 
 
-class WrapperSpec(NamedTuple):
+class WrapperSpec:
     """What the wrapper needs besides the command: who started it, where to report a failed
     exec and, at the end, what it ended, the command's priority, and the identity to run it as
-    (None: the worker's own)."""
-    parent: int
-    status_fd: int
-    report_fd: int
-    priority: Priority
-    uid: int | None = None
-    gid: int | None = None
-    groups: tuple[int, ...] = ()
+    (None: the worker's own). A plain class: the wrapper imports nothing it can do without."""
+
+    def __init__(self, parent: int, status_fd: int, report_fd: int, priority: Priority,
+                 uid: int | None = None, gid: int | None = None,
+                 groups: tuple[int, ...] = ()) -> None:
+        self.parent, self.status_fd, self.report_fd = parent, status_fd, report_fd
+        self.priority, self.uid, self.gid, self.groups = priority, uid, gid, groups
 
     def to_args(self) -> list[str]:
         ids = [_NONE if v is None else str(v) for v in (self.uid, self.gid)]
         return [str(self.parent), str(self.status_fd), str(self.report_fd),
-                str(self.priority.nice),
-                self.priority.io, *ids, ",".join(map(str, self.groups)) or _NONE]
+                str(self.priority.nice), self.priority.io, *ids,
+                ",".join(map(str, self.groups)) or _NONE]
 
     @classmethod
     def from_args(cls, args: Sequence[str]) -> WrapperSpec:
@@ -129,18 +129,40 @@ def _exec(spec: WrapperSpec, command: list[str]) -> NoReturn:
         for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE,
                     signal.SIGXFSZ):
             signal.signal(sig, signal.SIG_DFL)
+        paths = _executables(command[0])   # looked up as the worker, as subprocess does
         if spec.gid is not None:
             os.setgroups(list(spec.groups))
             os.setgid(spec.gid)
         if spec.uid is not None:
-            os.setuid(spec.uid)
-        os.execvp(command[0], command)
+            os.setuid(spec.uid)   # from here on nothing may import (the stdlib may be unreadable)
+        _exec_first(paths, command)
     except BaseException as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         try:
             os.write(spec.status_fd, reason.encode(errors="replace")[:500])
         finally:
             os._exit(EXIT_CANNOT_START)
+
+
+def _executables(name: str) -> list[str]:
+    if "/" in name:
+        return [name]
+    return [os.path.join(folder or ".", name)
+            for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+
+
+def _exec_first(paths: list[str], command: list[str]) -> NoReturn:
+    """execve the first of paths that is executable (PATH's order); raises the most telling
+    error when none is (a permission error before `not found`)."""
+    error: OSError | None = None
+    for path in paths:
+        try:
+            os.execve(path, command, os.environ)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            error = error or exc
+        except OSError as exc:
+            error = exc if error is None or isinstance(error, FileNotFoundError) else error
+    raise error or FileNotFoundError(2, "No such file or directory")
 
 
 def _wait_for(pid: int) -> int:
