@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -30,6 +30,7 @@ from offsite.constants import RunState
 from offsite.ledger.lease import HostLease
 from offsite.ledger.records import RunStore
 from offsite.schedule.specs import utcnow
+from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
 from offsite.wire.publish import failure_callback, publish_task
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then
 end
 return 0
 """
+
+
+RUN_TASKS = (START_BACKUP, VERIFY, PRUNE)   # the only messages an entry may hold
+MAX_ENTRY_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,10 +72,26 @@ class Outgoing:
 
     @classmethod
     def decoded(cls, raw: bytes | str) -> Outgoing:
-        return cls(**json.loads(raw))
+        """Raises ValueError for anything but an entry as send() and park() write it."""
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise ValueError("entry too large")
+        data = json.loads(raw)
+        if not isinstance(data, dict) or set(data) != _FIELDS:
+            raise ValueError("not an unsent entry")
+        entry = cls(**data)
+        if not (all(isinstance(v, str) for v in (entry.run_id, entry.host, entry.queue,
+                                                   entry.nonce))
+                and entry.task in RUN_TASKS and isinstance(entry.args, list)
+                and isinstance(entry.kwargs, dict) and isinstance(entry.due, (int, float))
+                and isinstance(entry.waiting_for, (str, type(None)))):
+            raise ValueError("not an unsent entry")
+        return entry
 
     def renewed(self, due: float, waiting_for: str | None = None) -> Outgoing:
         return replace(self, due=due, waiting_for=waiting_for, nonce=uuid.uuid4().hex)
+
+
+_FIELDS = {f.name for f in fields(Outgoing)}
 
 
 def send(client: redis.Redis, broker_url: str, sentinel_master: str | None,
@@ -133,7 +154,7 @@ def wake_when_free(client: redis.Redis, store: RunStore, lease: HostLease, broke
                             utcnow())
                     return
                 time.sleep(WAKE_POLL_S)
-        except (redis.RedisError, ValueError, TypeError) as exc:
+        except (redis.RedisError, ValueError, TypeError, RecursionError) as exc:
             log.warning("stopped watching waiting run %s (%s); the control node sends it",
                         run_id, exc)
     thread = threading.Thread(target=watch, name=f"wake-{run_id}", daemon=True)
@@ -147,8 +168,10 @@ def _resend(client: redis.Redis, store: RunStore, lease: HostLease, broker_url: 
     """Send one entry again if it is due and still unchanged; whether it was sent."""
     try:
         entry = Outgoing.decoded(value)
-    except (ValueError, TypeError):
-        log.warning("dropping an unreadable unsent entry for %r", key)
+        if entry.run_id != (key.decode() if isinstance(key, bytes) else key):
+            raise ValueError("filed under another run id")
+    except (ValueError, TypeError, RecursionError) as exc:
+        log.warning("dropping an unsent entry under %.80r: %s", key, exc)
         client.hdel(UNSENT_KEY, key)
         return False
     swap = client.register_script(_SWAP)
