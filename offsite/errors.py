@@ -71,6 +71,11 @@ class BrokerUnavailable(OffsiteError):
     pass
 
 
+class MessageUnsent(BrokerUnavailable):
+    """A run is recorded but the broker did not take its message: the control node's
+    watchdog sends it when it does (offsite.wire.outgoing)."""
+
+
 class PassphraseError(OffsiteError):
     """The encryption passphrase is missing, unreadable or empty on this machine."""
 

@@ -19,14 +19,12 @@ from offsite.run.context import RunContext
 from offsite.run.steps import StaleRun, begin_run, run_script_step, upload_step
 from tasks.base import CheckedTask
 from tasks.callbacks import failure_callback
+from tasks.dispatch import wait_for_host, backup_message
 from workers.app import app
 from offsite.ledger.heartbeat import worker_node
 from workers.context import current_config, host_lease, refresh_config, run_store
 
 log = logging.getLogger(__name__)
-
-WAIT_RETRY_S = 5
-
 
 def _context(task: Task, host: str, run_id: str) -> RunContext:
     config = current_config()
@@ -44,7 +42,8 @@ def start_backup(self: Task, host: str, backup_type: BackupType, run_id: str,
         effective = begin_run(ctx, backup_type, scheduled_for)
     except MustWait as wait:
         note_waiting(ctx, f"waited: {wait.cause}")
-        raise self.retry(countdown=WAIT_RETRY_S, max_retries=None) from None
+        wait_for_host(ctx, backup_message(host, backup_type, run_id, scheduled_for), wait.holder)
+        return f"waiting: {wait.cause}"
     if effective is None:
         return not_run_reason(ctx)
     queue = host_queue(host)

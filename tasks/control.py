@@ -11,6 +11,7 @@ from celery import Task
 from offsite.watch.alerts import AlertSink, sink_for
 from offsite.watch.config_digest import digest_for
 from offsite.constants import BackupType, RunType
+from offsite.errors import MessageUnsent
 from offsite.watch.deadman import DeadMansSwitch
 from offsite.watch.ledger_lost import LedgerWatch
 from offsite.ledger.heartbeat import CONTROL_NODE, Heartbeat, interval_for
@@ -64,16 +65,22 @@ def prune_host(self: Task, host: str, run_id: str) -> str:
 
 
 def _rerun(lost: RunRecord, rerun_id: str) -> None:
+    """Queue the lost run's re-run; one the broker does not take now is recorded and sent by
+    a later tick (offsite.wire.outgoing), never left queued unsent."""
     note = f"re-run of lost run {lost.run_id}"
     if lost.type == RunType.PRUNE:
         log.warning("prune %s lost; the next scheduled prune does its work", lost.run_id)
         return
-    if lost.type == RunType.VERIFY:
-        enqueue_verify(current_config(), run_store(), lost.host, run_id=rerun_id,
-                       scheduled_for=lost.scheduled_for, note=note)
-    else:
-        enqueue_backup(current_config(), run_store(), lost.host, BackupType(lost.type.value),
-                       run_id=rerun_id, scheduled_for=lost.scheduled_for, note=note)
+    try:
+        if lost.type == RunType.VERIFY:
+            enqueue_verify(current_config(), run_store(), lost.host, run_id=rerun_id,
+                           scheduled_for=lost.scheduled_for, note=note)
+        else:
+            enqueue_backup(current_config(), run_store(), lost.host,
+                           BackupType(lost.type.value), run_id=rerun_id,
+                           scheduled_for=lost.scheduled_for, note=note)
+    except MessageUnsent as unsent:
+        log.warning("%s", unsent)
 
 
 def watchdog() -> Watchdog:

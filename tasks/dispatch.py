@@ -3,36 +3,82 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
+
+import redis
 
 from offsite.config.model import Config
+from offsite.errors import MessageUnsent
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
 from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
-from offsite.wire.publish import failure_callback, publish_task
-from offsite.ledger.records import RedisRunStore, RunStore
+from offsite.wire.outgoing import Outgoing, drop, park, send_many, wake_when_free
+from offsite.wire.outgoing import send as send_message
+from offsite.wire.publish import failure_callback
+from offsite.ledger.records import RedisRunStore
 from offsite.ledger.run_record import RunRecord
-from offsite.run.context import new_run_id, queue_manual_run, queue_run
+from offsite.run.context import RunContext, new_run_id, queue_manual_run, queue_run
 from offsite.schedule.specs import describe_lateness, utcnow
 
 # Tasks are sent by name: a client need not import the worker's code (runner, duplicity, boto3),
 # nor Celery (offsite.wire.publish).
 
 
-def enqueue_backup(config: Config, store: RunStore, host: str, backup_type: BackupType,
+def enqueue_backup(config: Config, store: RedisRunStore, host: str, backup_type: BackupType,
                    run_id: str | None = None, scheduled_for: datetime | None = None,
                    late_by_s: float | None = None, note: str | None = None) -> RunRecord:
     """Queue a run for the host; raises UnknownHostError for a host not in the config, so a
     typo never creates a queue that nobody reads. A run that already left the queued state
-    is not sent again."""
+    is not sent again; one whose publish fails is sent by the control node once the broker
+    answers (offsite.wire.outgoing)."""
     config.host(host)
     record = (queue_run(store, host, backup_type, run_id, scheduled_for, late_by_s, note)
               if run_id else queue_manual_run(store, host, backup_type, utcnow(), note))
     run_id = record.run_id
     if record.state == RunState.QUEUED:
-        publish_task(config.broker_url, START_BACKUP, (host, backup_type.value, run_id),
-                     {"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
-                     host_queue(host), [failure_callback(host, run_id)],
-                     config.broker_sentinel_master)
+        _send(config, store, backup_message(host, backup_type, run_id, scheduled_for))
     return record
+
+
+def _send(config: Config, store: RedisRunStore, message: Outgoing) -> None:
+    """Publish a recorded run's message; raises MessageUnsent when the broker does not take it
+    (the control node sends it when it does: offsite.wire.outgoing)."""
+    from kombu.exceptions import OperationalError
+    try:
+        send_message(store.client, config.broker_url, config.broker_sentinel_master, message,
+                     utcnow())
+    except (redis.RedisError, OperationalError) as exc:
+        raise MessageUnsent(
+            f"run {message.run_id} is recorded but the broker did not take its message "
+            f"({exc}); the control node sends it when the broker does (`offsite status`)",
+            host=message.host, step="queue") from None
+
+
+def backup_message(host: str, backup_type: BackupType | RunType, run_id: str,
+                   scheduled_for: datetime | None) -> Outgoing:
+    return Outgoing(run_id, host, START_BACKUP, [host, backup_type.value, run_id],
+                    {"scheduled_for": scheduled_for.isoformat() if scheduled_for else None},
+                    host_queue(host))
+
+
+def verify_message(config: Config, host: str, run_id: str, at: datetime | None,
+                   scheduled_for: datetime | None, target: str | None = None) -> Outgoing:
+    """`target`: the name of the target the drill restores from (else the rotation's next);
+    only sent when asked, so a drill node of before --target takes the message."""
+    kwargs = {"at": at.isoformat() if at else None,
+              "scheduled_for": scheduled_for.isoformat() if scheduled_for else None}
+    if target is not None:
+        kwargs["target"] = target
+    return Outgoing(run_id, host, VERIFY, [host, run_id], kwargs, verify_queue(config, host))
+
+
+def wait_for_host(ctx: RunContext, message: Outgoing, holder: str | None) -> None:
+    """A run that must wait (MustWait) leaves its message to offsite.wire.outgoing, acked:
+    this worker sends it again when `holder` no longer holds the host, else the control node."""
+    client = cast(RedisRunStore, ctx.store).client
+    config = ctx.config
+    park(client, message, holder, utcnow())
+    wake_when_free(client, ctx.store, ctx.lease, config.broker_url,
+                   config.broker_sentinel_master, message.run_id)
 
 
 def verify_queue(config: Config, host: str) -> str:
@@ -40,7 +86,7 @@ def verify_queue(config: Config, host: str) -> str:
     return CONTROL_QUEUE if on == "control" else host_queue(on)
 
 
-def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | None = None,
+def enqueue_verify(config: Config, store: RedisRunStore, host: str, at: datetime | None = None,
                    run_id: str | None = None, scheduled_for: datetime | None = None,
                    note: str | None = None, target: str | None = None) -> RunRecord:
     """Queue a verify of the host where `verify.where` says it runs; the record first.
@@ -50,17 +96,11 @@ def enqueue_verify(config: Config, store: RunStore, host: str, at: datetime | No
               if run_id else queue_manual_run(store, host, RunType.VERIFY, utcnow(), note))
     run_id = record.run_id
     if record.state == RunState.QUEUED:
-        kwargs = {"at": at.isoformat() if at else None,
-                  "scheduled_for": scheduled_for.isoformat() if scheduled_for else None}
-        if target is not None:   # only when asked: a drill node of before --target takes it
-            kwargs["target"] = target
-        publish_task(config.broker_url, VERIFY, (host, run_id), kwargs,
-                     verify_queue(config, host), [failure_callback(host, run_id)],
-                     config.broker_sentinel_master)
+        _send(config, store, verify_message(config, host, run_id, at, scheduled_for, target))
     return record
 
 
-def send_slot(config: Config, store: RunStore, host: str, backup_type: BackupType,
+def send_slot(config: Config, store: RedisRunStore, host: str, backup_type: BackupType,
               slot: datetime, sent_at: datetime) -> RunRecord:
     """Send a scheduled slot as the run `<host>-<type>-<slot>`, noting how late it is."""
     spec = config.host_schedule(host, backup_type)
@@ -76,13 +116,12 @@ class SlotSend:
     slot: datetime
 
 
-def enqueue_prune(config: Config, store: RunStore, host: str, run_id: str,
+def enqueue_prune(config: Config, store: RedisRunStore, host: str, run_id: str,
                   slot: datetime) -> RunRecord:
     """A scheduled prune of the host, run by the control node with the prune identity."""
     record = queue_run(store, host, RunType.PRUNE, run_id, slot)
     if record.state == RunState.QUEUED:
-        publish_task(config.broker_url, PRUNE, (host, run_id), {}, CONTROL_QUEUE,
-                     [failure_callback(host, run_id)], config.broker_sentinel_master)
+        _send(config, store, Outgoing(run_id, host, PRUNE, [host, run_id], {}, CONTROL_QUEUE))
     return record
 
 
@@ -111,7 +150,11 @@ def send_slots(config: Config, store: RedisRunStore, sends: list[SlotSend],
               for record, new in zip(records, created)]
     to_send = [record for record in queued if record and record.state == RunState.QUEUED]
     if to_send:
+        entries = send_many(store.client, [backup_message(r.host, r.type, r.run_id,
+                                                          r.scheduled_for) for r in to_send],
+                            sent_at)
         publish_batch(to_send)
+        drop(store.client, entries)
     return to_send
 
 

@@ -16,13 +16,11 @@ from offsite.run.context import RunContext
 from offsite.run.steps import StaleRun
 from offsite.proof.verify import run_verify
 from tasks.base import CheckedTask
+from tasks.dispatch import verify_message, wait_for_host
 from workers.app import app
 from workers.context import current_config, host_lease, run_store
 
 log = logging.getLogger(__name__)
-
-WAIT_RETRY_S = 5
-
 
 @app.task(bind=True, base=CheckedTask, name=VERIFY)
 def verify_backup(self: Task, host: str, run_id: str, at: datetime | None = None,
@@ -35,7 +33,9 @@ def verify_backup(self: Task, host: str, run_id: str, at: datetime | None = None
         record = run_verify(ctx, at, scheduled_for, target=target)
     except MustWait as wait:
         note_waiting(ctx, f"waited: {wait.cause}")
-        raise self.retry(countdown=WAIT_RETRY_S, max_retries=None) from None
+        wait_for_host(ctx, verify_message(config, host, run_id, at, scheduled_for, target),
+                      wait.holder)
+        return f"waiting: {wait.cause}"
     except StaleRun as stale:
         log.warning("%s", stale)
         raise Ignore() from None

@@ -15,11 +15,14 @@ import redis
 import yaml
 
 from offsite.config.model import parse_config
-from offsite.constants import BackupType, RunState
+from offsite.constants import BackupType, RunState, RunType
 from offsite.wire.messages import (NOTIFY_FAILURE, RUN_SCRIPT, START_BACKUP, UPLOAD, VERIFY,
                               MalformedMessage, NotAFailedRun, WrongWorker, check_envelope,
                               require_failed_run, shown, validate_message)
+from offsite.ledger.lease import RedisHostLease
 from offsite.ledger.records import RedisRunStore
+from offsite.run.context import queue_run
+from offsite.wire.outgoing import MAX_ENTRY_BYTES, UNSENT_KEY, resend_due
 from offsite.ledger.run_record import RunRecord
 from offsite.wire.rejections import MAX_ENTRY_CHARS, MAX_REJECTED_ENTRIES, refuse
 from offsite.schedule.specs import utcnow
@@ -388,3 +391,32 @@ def test_each_queue_is_bound_to_its_own_exchange_and_key() -> None:
     from workers.settings import celery_settings
     for queue in celery_settings(fleet())["task_queues"]:
         assert queue.exchange.name == queue.name == queue.routing_key
+
+
+def _entry(**changes: Any) -> str:
+    entry = {"run_id": RUN, "host": HOST, "task": START_BACKUP, "args": [HOST, "full", RUN],
+             "kwargs": {}, "queue": QUEUE, "due": 0, "waiting_for": None, "nonce": "n"}
+    return json.dumps({**entry, **changes})
+
+
+@pytest.mark.parametrize("what,value", [
+    ("not json", "{{{"),
+    ("a list", "[1, 2]"),
+    ("deep nesting", "[" * 50_000 + "]" * 50_000),
+    ("too large", _entry(kwargs={"x": "y" * MAX_ENTRY_BYTES})),
+    ("a field missing", json.dumps({"run_id": RUN})),
+    ("an extra field", _entry(extra=1)),
+    ("a run id that is not a string", _entry(run_id=7)),
+    ("another task", _entry(task=NOTIFY_FAILURE)),
+    ("args that are not a list", _entry(args="carcosa")),
+    ("filed under another run id", _entry(run_id=f"{HOST}-full-20261129T120001Z")),
+])
+def test_hostile_unsent_entries_are_dropped_without_sending_anything(
+        redis_client: redis.Redis, redis_url: str, what: str, value: str) -> None:
+    store = RedisRunStore(redis_client)
+    queue_run(store, HOST, RunType.FULL, RUN)
+    redis_client.hset(UNSENT_KEY, RUN, value)
+    sent = resend_due(redis_client, store, RedisHostLease(redis_client, 60), redis_url, None,
+                      utcnow())
+    assert sent == [], what
+    assert not redis_client.exists(UNSENT_KEY) and not redis_client.exists(QUEUE), what

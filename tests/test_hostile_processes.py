@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -321,6 +322,46 @@ def test_leftovers_of_a_timed_out_command_are_ended(marker: str) -> None:
         run_command(["bash", "-c", _leftover_script(marker, "sleep 600")], timeout_s=2,
                     host=None, step="s")
     wait_until(_none_left(marker), 20, "the leftovers of the timed-out command to end")
+
+
+def test_concurrent_commands_do_not_end_each_others_leftovers(marker: str,
+                                                               tmp_path: Path) -> None:
+    """Two commands from two threads of one process (the control node's drill and escrow
+    check): the end of one leaves the other's orphans running; they end with their own."""
+    go_a, go_b, b_started = tmp_path / "go-a", tmp_path / "go-b", tmp_path / "b-started"
+    wait = "while [ ! -e {} ]; do sleep 0.05; done"
+    results: dict[str, Any] = {}
+
+    def run(name: str, script: str) -> None:
+        results[name] = run_command(["bash", "-c", script], timeout_s=60, host=None, step=name)
+
+    b = threading.Thread(target=run, args=("b", f"touch {b_started}; {wait.format(go_b)}"))
+    b.start()
+    wait_until(b_started.exists, 20, "command b to start")
+    a = threading.Thread(target=run, args=(
+        "a", f"( setsid sleep {marker}1 & ); {wait.format(go_a)}"))   # an orphan, adopted
+    a.start()
+    try:
+        wait_until(lambda: bool(live_pids_with(f"{marker}1")), 20, "a's orphan to start")
+        go_b.touch()
+        b.join(30)
+        assert results["b"].exit_code == 0
+        assert live_pids_with(f"{marker}1"), "the end of command b ended command a's orphan"
+    finally:
+        go_a.touch()
+        a.join(30)
+    assert results["a"].exit_code == 0
+    wait_until(lambda: not live_pids_with(f"{marker}1"), 20, "a's orphan to end with a")
+
+
+def test_no_command_is_started_with_preexec_fn() -> None:
+    """Code run between fork and exec is unsafe in a threaded process (the worker, the
+    control node): every command's setup happens in its own reaper (offsite.process.reaper)."""
+    root = Path(__file__).resolve().parents[1]
+    sources = [path for folder in ("offsite", "tasks", "workers")
+               for path in (root / folder).rglob("*.py")]
+    assert sources
+    assert [str(path) for path in sources if "preexec_fn=" in path.read_text()] == []
 
 
 def _gpg_agents_of(home: Path) -> list[int]:

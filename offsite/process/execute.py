@@ -2,12 +2,12 @@
 output captured into bounded buffers, umask 077, and nothing left running after a command."""
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import selectors
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +16,8 @@ from typing import IO, Callable, Mapping, Sequence
 from offsite.bounded import STDERR_TAIL_MAX_BYTES, STDOUT_TAIL_MAX_BYTES, TailBuffer, head_bytes
 from offsite.constants import STDERR_TAIL_LINES
 from offsite.errors import CommandError, CommandTimedOut
-from offsite.process.priority import Priority, apply_in_child
-from offsite.process.reaper import (become_subreaper, command_ended, command_started, end_leftovers,
-                            my_children)
+from offsite.process.priority import Priority
+from offsite.process.reaper import WrapperSpec
 
 log = logging.getLogger(__name__)
 
@@ -31,25 +30,17 @@ _EXIT = object()       # marks the pidfd among the selector's pipes
 _READ_CHUNK = 65536
 _CHILD_UMASK = 0o077
 _HEADLINE_MAX_BYTES = 300
-_PR_SET_PDEATHSIG = 1
+_STATUS_MAX_BYTES = 1024
+# the package root, put on the isolated wrapper's path (-I ignores PYTHONPATH and the cwd,
+# -S skips site: the wrapper imports only offsite.process.reaper and the standard library)
+_ROOT = str(Path(__file__).resolve().parents[2])
+_WRAPPER = (f"import sys; sys.path.insert(0, {_ROOT!r}); "
+            "from offsite.process.reaper import main; main()")
 
 
-def _die_with_parent() -> None:
-    """In the child: be killed when the worker dies, so no orphan keeps writing or uploading."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-def _child_setup(priority: Priority | None) -> Callable[[], None]:
-    if priority is None or not priority.lowered:
-        return _die_with_parent
-
-    def setup() -> None:
-        _die_with_parent()
-        apply_in_child(priority)
-    return setup
+def wrapper_argv(argv: Sequence[str], spec: WrapperSpec) -> list[str]:
+    """The command line that runs argv under its own reaper (offsite.process.reaper)."""
+    return [sys.executable, "-I", "-S", "-c", _WRAPPER, *spec.to_args(), "--", *argv]
 
 
 @dataclass(frozen=True)
@@ -94,30 +85,17 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
     `tick_s` while the child runs (the host lease is renewed there). stdout and stderr are
     read from pipes into bounded buffers (the last `stdout_max_bytes`, default 64 KiB, and the
     last 8 KiB), so neither a chatty child nor one huge line costs memory. Whatever the
-    command leaves running is ended when it ends, whatever its outcome (see offsite.process.reaper).
+    command leaves running is ended when it ends, whatever its outcome: each command runs under
+    its own reaper (offsite.process.reaper), so concurrent commands cannot end each other's.
     `run_as` runs it as another user (a script's `user:`; the worker must be root).
     `stdin_data` (a passphrase for gpg: at most a pipe buffer) is written to its stdin.
     `priority` lowers its CPU and I/O priority (offsite.process.priority).
     """
     full_env = dict(env) if env is not None else dict(os.environ)
     log.info("running %s (step %s) %s", " ".join(argv), step, describe_env(full_env, os.environ))
-    become_subreaper()
-    children_before = my_children()
     started = time.monotonic()
-    try:
-        child = subprocess.Popen(
-            list(argv), cwd=cwd, env=full_env,
-            stdin=subprocess.DEVNULL if stdin_data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
-            stderr=subprocess.PIPE, start_new_session=True, umask=_CHILD_UMASK,
-            user=run_as.uid if run_as else None, group=run_as.gid if run_as else None,
-            extra_groups=run_as.groups if run_as else None,
-            preexec_fn=_child_setup(priority))
-    except (OSError, subprocess.SubprocessError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise CommandError(f"cannot start {argv[0]}: {reason}", host=host, step=step,
-                           exit_code=None, stderr_tail="") from None
-    command_started(child.pid)
+    child, report = _start(argv, full_env, cwd, capture_stdout, stdin_data is not None, run_as,
+                           priority or Priority(), host, step)
     if stdin_data is not None and child.stdin is not None:
         try:
             child.stdin.write(stdin_data)
@@ -126,10 +104,10 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
             pass  # the child exited without reading: its exit code says why
     output = _Output(child.stdout, child.stderr, stdout_max_bytes)
     try:
-        exit_code = _supervise(child, output, timeout_s, on_tick, tick_s, children_before)
+        exit_code = _supervise(child, output, timeout_s, on_tick, tick_s)
     finally:
-        command_ended(child.pid)
         output.close()
+        _log_leftovers(report, child.pid)
     elapsed = time.monotonic() - started
     stderr_tail = _last_lines(output.stderr.text())
     if exit_code is None:
@@ -140,6 +118,67 @@ def run_command(argv: Sequence[str], *, timeout_s: float, host: str | None, step
         raise CommandError(f"exit code {exit_code}: {head_bytes(last[0], _HEADLINE_MAX_BYTES)}",
                            host=host, step=step, exit_code=exit_code, stderr_tail=stderr_tail)
     return CommandResult(list(argv), exit_code, output.stdout.text(), stderr_tail, elapsed)
+
+
+def _start(argv: Sequence[str], env: dict[str, str], cwd: Path | None, capture_stdout: bool,
+           with_stdin: bool, run_as: RunAs | None, priority: Priority, host: str | None,
+           step: str) -> tuple[subprocess.Popen[bytes], int]:
+    """Start argv under its own reaper, in a session of its own, under umask 077; returns it
+    and the pipe its reaper reports on when it ends (_log_leftovers). Raises CommandError
+    `cannot start …` when the wrapper or the command cannot be executed."""
+    status_r, status_w = os.pipe()
+    report_r, report_w = os.pipe()
+    spec = WrapperSpec(os.getpid(), status_w, report_w, priority,
+                       run_as.uid if run_as else None, run_as.gid if run_as else None,
+                       tuple(run_as.groups) if run_as else ())
+    try:
+        try:
+            child = subprocess.Popen(
+                wrapper_argv(argv, spec), cwd=cwd, env=env,
+                stdin=subprocess.PIPE if with_stdin else subprocess.DEVNULL,
+                stdout=subprocess.PIPE if capture_stdout else subprocess.DEVNULL,
+                stderr=subprocess.PIPE, start_new_session=True, umask=_CHILD_UMASK,
+                pass_fds=(status_w, report_w))
+        except (OSError, subprocess.SubprocessError) as exc:
+            os.close(report_r)
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise CommandError(f"cannot start {argv[0]}: {reason}", host=host, step=step,
+                               exit_code=None, stderr_tail="") from None
+        finally:
+            os.close(status_w)
+            os.close(report_w)
+        failure = _read_all(status_r)   # EOF once the command is executing
+    finally:
+        os.close(status_r)
+    if failure:
+        os.close(report_r)
+        child.wait()
+        for stream in (child.stdin, child.stdout, child.stderr):
+            if stream is not None:
+                stream.close()
+        reason = failure.decode(errors="replace")
+        raise CommandError(f"cannot start {argv[0]}: {reason}", host=host, step=step,
+                           exit_code=None, stderr_tail="")
+    return child, report_r
+
+
+def _log_leftovers(report: int, pid: int) -> None:
+    """Log what the command's reaper ended (read once it has exited: EOF then)."""
+    try:
+        ended, _, stuck = _read_all(report).decode(errors="replace").partition(" ")
+    finally:
+        os.close(report)
+    if ended.isdigit() and int(ended):
+        log.info("ended %s process(es) left behind by command %d", ended, pid)
+    if stuck.isdigit() and int(stuck):
+        log.warning("%s process(es) left by command %d still alive after 10s", stuck, pid)
+
+
+def _read_all(fd: int) -> bytes:
+    data = b""
+    while chunk := os.read(fd, _STATUS_MAX_BYTES):
+        data += chunk[:_STATUS_MAX_BYTES - len(data)]
+    return data
 
 
 class _Output:
@@ -218,8 +257,7 @@ def _exited(child: subprocess.Popen[bytes]) -> bool:
 
 
 def _supervise(child: subprocess.Popen[bytes], output: _Output, timeout_s: float,
-               on_tick: Callable[[], None] | None, tick_s: float,
-               children_before: set[int]) -> int | None:
+               on_tick: Callable[[], None] | None, tick_s: float) -> int | None:
     """Wait for the child while reading its output; returns its exit code, None on timeout."""
     deadline = time.monotonic() + timeout_s
     next_tick = time.monotonic() + tick_s
@@ -239,16 +277,15 @@ def _supervise(child: subprocess.Popen[bytes], output: _Output, timeout_s: float
             output.pump(min(deadline, next_tick, now + poll_s) - now)
     except BaseException:
         _stop_group(child, output)
-        _clean_up(child, output, children_before)
+        _clean_up(child, output)
         raise
-    _clean_up(child, output, children_before)
+    _clean_up(child, output)
     return None if timed_out else child.returncode
 
 
-def _clean_up(child: subprocess.Popen[bytes], output: _Output, children_before: set[int]) -> None:
-    """End what the command left behind, read the rest of its output, reap it."""
+def _clean_up(child: subprocess.Popen[bytes], output: _Output) -> None:
+    """Read the rest of the output (its reaper has ended what the command left), reap it."""
     output.unwatch_exit()
-    end_leftovers(child.pid, children_before)
     output.drain(_DRAIN_S)
     child.wait()
 

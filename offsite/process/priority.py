@@ -1,13 +1,12 @@
 """CPU and I/O priority of the commands a run starts (scripts and duplicity): `nice` and the
-I/O scheduling class, set in the child before it executes (offsite.process.execute), so a
-backup yields to the host's own work. Best effort: where the kernel refuses (an I/O class on a
-scheduler without classes) the command still runs."""
+I/O scheduling class, set by the command's own reaper before it starts the command
+(offsite.process.reaper), so a backup yields to the host's own work. Best effort: where the
+kernel refuses (an I/O class on a scheduler without classes) the command still runs. Imports
+only ctypes and os: the reaper, started for every command, imports this module."""
 from __future__ import annotations
 
 import ctypes
 import os
-import platform
-from dataclasses import dataclass
 
 _IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "ppc64le": 273, "s390x": 282}
 _IOPRIO_WHO_PROCESS = 1
@@ -16,10 +15,28 @@ IO_CLASSES = {"idle": 3, "best-effort": 2}
 _BEST_EFFORT_LOWEST = 7
 
 
-@dataclass(frozen=True)
 class Priority:
-    nice: int = 0             # 0 (normal) to 19 (lowest)
-    io: str = "normal"        # normal, best-effort (lowest level), idle
+    """nice: 0 (normal) to 19 (lowest); io: normal, best-effort (its lowest level), idle.
+    Immutable (a plain class: a dataclass would cost every command's reaper ~10 ms)."""
+    __slots__ = ("nice", "io")
+    nice: int
+    io: str
+
+    def __init__(self, nice: int = 0, io: str = "normal") -> None:
+        object.__setattr__(self, "nice", nice)
+        object.__setattr__(self, "io", io)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("Priority is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Priority) and (self.nice, self.io) == (other.nice, other.io)
+
+    def __hash__(self) -> int:
+        return hash((self.nice, self.io))
+
+    def __repr__(self) -> str:
+        return f"Priority(nice={self.nice}, io={self.io!r})"
 
     @property
     def lowered(self) -> bool:
@@ -27,14 +44,14 @@ class Priority:
 
 
 def apply_in_child(priority: Priority) -> None:
-    """In the child between fork and exec: lower its CPU and I/O priority."""
+    """Lower this process's CPU and I/O priority (the reaper's, which its command inherits)."""
     if priority.nice > 0:
         try:
             os.nice(priority.nice)
         except OSError:
             pass
     io_class = IO_CLASSES.get(priority.io)
-    number = _IOPRIO_SET.get(platform.machine())
+    number = _IOPRIO_SET.get(os.uname().machine)
     if io_class is None or number is None:
         return
     level = _BEST_EFFORT_LOWEST if priority.io == "best-effort" else 0

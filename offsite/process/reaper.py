@@ -1,140 +1,250 @@
-"""What a command leaves behind is ended with it: the worker adopts orphans (child subreaper)
-and, when a command ends, kills its process group, every process it left running (`cmd &`,
-`nohup`, `setsid`, double forks, gpg-agent daemons) and their descendants, then reaps them."""
+"""Each command's own reaper: the small exec wrapper every command runs under
+(offsite.process.execute starts `python -I -S -c … ` → main() here, then the command from it).
+
+The wrapper, alone in its session and process group, makes itself a child subreaper, lowers its
+own priority (offsite.process.priority; the command inherits it), forks and execs the command,
+and when the command ends kills (TERM, then KILL after a grace) and reaps every process the
+command left running (`cmd &`, `nohup`, `setsid`, double forks, gpg-agent daemons: as orphans
+they are re-parented to the wrapper, never to the worker), then exits with the command's
+status. So concurrent commands in one process (a drill and the escrow check on the control
+node's threads) each have their own reaper and cannot end each other's processes, and nothing
+runs code between fork and exec in the threaded worker (no `preexec_fn`).
+
+A TERM (the worker's timeout, sent to the whole group) or the worker's death (PDEATHSIG) ends
+the command and everything it left at once. Only the standard library is imported: the
+wrapper starts isolated, ~20 ms."""
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
+import resource
 import signal
-import threading
+import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-log = logging.getLogger(__name__)
+from offsite.process.priority import Priority, apply_in_child
 
+TYPE_CHECKING = False   # not typing's: importing typing would cost every command ~5 ms
+
+if TYPE_CHECKING:
+    from types import FrameType
+    from typing import NoReturn, Sequence
+
+_PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
 _TERM_GRACE_S = 1.0
 _SWEEP_DEADLINE_S = 10.0
 _POLL_S = 0.05
-
-_lock = threading.Lock()
-_subreaper = False
-_running: set[int] = set()   # main pids of the commands running now in this process
+EXIT_CANNOT_START = 127
+_NONE = "-"
 
 
-@dataclass(frozen=True)
-class ProcessInfo:
-    pid: int
-    ppid: int
-    pgid: int
-    zombie: bool
+class WrapperSpec:
+    """What the wrapper needs besides the command: who started it, where to report a failed
+    exec and, at the end, what it ended, the command's priority, and the identity to run it as
+    (None: the worker's own). A plain class: the wrapper imports nothing it can do without."""
+
+    def __init__(self, parent: int, status_fd: int, report_fd: int, priority: Priority,
+                 uid: int | None = None, gid: int | None = None,
+                 groups: tuple[int, ...] = ()) -> None:
+        self.parent, self.status_fd, self.report_fd = parent, status_fd, report_fd
+        self.priority, self.uid, self.gid, self.groups = priority, uid, gid, groups
+
+    def to_args(self) -> list[str]:
+        ids = [_NONE if v is None else str(v) for v in (self.uid, self.gid)]
+        return [str(self.parent), str(self.status_fd), str(self.report_fd),
+                str(self.priority.nice), self.priority.io, *ids,
+                ",".join(map(str, self.groups)) or _NONE]
+
+    @classmethod
+    def from_args(cls, args: Sequence[str]) -> WrapperSpec:
+        parent, fd, report, nice, io, uid, gid, groups = args
+        return cls(int(parent), int(fd), int(report), Priority(int(nice), io),
+                   None if uid == _NONE else int(uid), None if gid == _NONE else int(gid),
+                   () if groups == _NONE else tuple(int(g) for g in groups.split(",")))
 
 
-def become_subreaper() -> bool:
-    """Make this process adopt its descendants' orphans instead of init (once per process)."""
-    global _subreaper
-    with _lock:
-        if not _subreaper:
-            libc = ctypes.CDLL(None, use_errno=True)
-            _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-            if not _subreaper:
-                log.warning("cannot become a child subreaper (errno %d): processes a command "
-                            "leaves behind may outlive it", ctypes.get_errno())
-        return _subreaper
+class _Stop(Exception):
+    """TERM (a timeout), HUP or the parent's death: end the command and what it left now."""
 
 
-def process_table() -> dict[int, ProcessInfo]:
-    """Every process visible in /proc, by pid."""
-    table: dict[int, ProcessInfo] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+def _on_stop(signum: int, frame: FrameType | None) -> None:
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)   # one sweep; the group's TERM reaches us once
+    raise _Stop()
+
+
+def _prctl(option: int, value: int) -> bool:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """`<spec args> -- <command argv>`: run the command as its own reaper; exit as it did."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    split = args.index("--")
+    spec, command = WrapperSpec.from_args(args[:split]), args[split + 1:]
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _on_stop)
+    status: int | None = None
+    try:
+        if not _prctl(_PR_SET_CHILD_SUBREAPER, 1):
+            os.write(2, b"offsite: cannot become a child subreaper: processes the command "
+                        b"leaves behind may outlive it\n")
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != spec.parent:
+            os._exit(EXIT_CANNOT_START)   # the worker died before we could watch it
+        if spec.priority.lowered:
+            apply_in_child(spec.priority)
+        os.set_inheritable(spec.status_fd, False)
+        os.set_inheritable(spec.report_fd, False)
+        pid = os.fork()
+        if pid == 0:
+            _exec(spec, command)
+        os.close(spec.status_fd)
+        status = _wait_for(pid)
+        _report(spec, _sweep())
+    except _Stop:
+        _report(spec, _sweep())
+        os._exit(128 + signal.SIGTERM)
+    _exit_like(status)
+
+
+def _report(spec: WrapperSpec, swept: tuple[int, int]) -> None:
+    """`ended stuck`: how many processes the command left were ended, how many survived."""
+    try:
+        os.write(spec.report_fd, f"{swept[0]} {swept[1]}".encode())
+    except OSError:
+        pass
+
+
+def _exec(spec: WrapperSpec, command: list[str]) -> NoReturn:
+    """In the forked child (the wrapper is single-threaded): die with the wrapper, take the
+    default signal dispositions and the run's identity, and exec; a failure to exec is written
+    to the status pipe (the worker raises it as `cannot start …`)."""
+    try:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT, signal.SIGPIPE,
+                    signal.SIGXFSZ):
+            signal.signal(sig, signal.SIG_DFL)
+        paths = _executables(command[0])   # looked up as the worker, as subprocess does
+        if spec.gid is not None:
+            os.setgroups(list(spec.groups))
+            os.setgid(spec.gid)
+        if spec.uid is not None:
+            os.setuid(spec.uid)   # from here on nothing may import (the stdlib may be unreadable)
+        _exec_first(paths, command)
+    except BaseException as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        try:
+            os.write(spec.status_fd, reason.encode(errors="replace")[:500])
+        finally:
+            os._exit(EXIT_CANNOT_START)
+
+
+def _executables(name: str) -> list[str]:
+    if "/" in name:
+        return [name]
+    return [os.path.join(folder or ".", name)
+            for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+
+
+def _exec_first(paths: list[str], command: list[str]) -> NoReturn:
+    """execve the first of paths that is executable (PATH's order); raises the most telling
+    error when none is (a permission error before `not found`)."""
+    error: OSError | None = None
+    for path in paths:
+        try:
+            os.execve(path, command, os.environ)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            error = error or exc
+        except OSError as exc:
+            error = exc if error is None or isinstance(error, FileNotFoundError) else error
+    raise error or FileNotFoundError(2, "No such file or directory")
+
+
+def _wait_for(pid: int) -> int:
+    """Reap children (the command and orphans re-parented to us) until the command exits."""
+    while True:
+        reaped, status = os.waitpid(-1, 0)
+        if reaped == pid:
+            return status
+
+
+def _descendants() -> tuple[set[int], bool]:
+    """(live descendants of this wrapper, whether any child of ours is a zombie)."""
+    parents: dict[int, int] = {}
+    zombies: set[int] = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
+            with open(f"/proc/{name}/stat") as file:
+                stat = file.read()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        table[int(entry.name)] = ProcessInfo(int(entry.name), int(fields[1]), int(fields[2]),
-                                             fields[0] in ("Z", "X"))
-    return table
-
-
-def my_children() -> set[int]:
-    me = os.getpid()
-    return {info.pid for info in process_table().values() if info.ppid == me}
-
-
-def command_started(pid: int) -> None:
-    with _lock:
-        _running.add(pid)
-
-
-def command_ended(pid: int) -> None:
-    with _lock:
-        _running.discard(pid)
-
-
-def _leftovers(main_pid: int, children_before: set[int]) -> tuple[set[int], set[int]]:
-    """(processes to kill, adopted children to reap): the command's group, the orphans adopted
-    since it started (not another running command), and all their descendants."""
-    me = os.getpid()
-    table = process_table()
-    with _lock:
-        others = _running - {main_pid}
-    adopted = {info.pid for info in table.values() if info.ppid == me and info.pid != main_pid
-               and info.pid not in children_before and info.pid not in others}
-    roots = adopted | {info.pid for info in table.values() if info.pgid == main_pid}
-    doomed = set(roots)
+        parents[int(name)] = int(fields[1])
+        if fields[0] in ("Z", "X"):
+            zombies.add(int(name))
+    mine = {os.getpid()}
     grew = True
     while grew:
-        more = {info.pid for info in table.values() if info.ppid in doomed} - doomed
-        doomed |= more
+        more = {pid for pid, ppid in parents.items() if ppid in mine} - mine
+        mine |= more
         grew = bool(more)
-    alive = {pid for pid in doomed if not table[pid].zombie and pid != main_pid}
-    return alive, adopted
+    mine.discard(os.getpid())
+    return mine - zombies, bool(mine & zombies)
 
 
-def end_leftovers(main_pid: int, children_before: set[int]) -> int:
-    """Kill (TERM, then KILL after a grace) and reap what the command `main_pid` left behind.
-
-    Call it while the main process is exited but not yet reaped, so its pid (the group id)
-    cannot have been reused. Returns how many processes were ended."""
+def _sweep() -> tuple[int, int]:
+    """Kill (TERM, then KILL after a grace) and reap everything left below the wrapper;
+    returns (how many were ended, how many are still alive after the deadline)."""
     deadline = time.monotonic() + _SWEEP_DEADLINE_S
     term_sent: dict[int, float] = {}
-    ended: set[int] = set()
+    alive: set[int] = set()
     while time.monotonic() < deadline:
-        alive, adopted = _leftovers(main_pid, children_before)
-        _reap(adopted)
-        if not alive:
-            break
+        if not _reap():
+            return len(term_sent), 0   # no child left: an orphan would be re-parented to us
+        alive, unreaped = _descendants()
+        if not alive and not unreaped:
+            return len(term_sent), 0
         now = time.monotonic()
         for pid in alive:
             first = term_sent.setdefault(pid, now)
-            _signal(pid, signal.SIGTERM if first == now else
-                    signal.SIGKILL if now - first >= _TERM_GRACE_S else 0)
-        ended |= alive
+            sig = (signal.SIGTERM if first == now else
+                   signal.SIGKILL if now - first >= _TERM_GRACE_S else 0)
+            if sig:
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
         time.sleep(_POLL_S)
-    else:
-        log.warning("processes left by command %d still alive after %.0fs", main_pid,
-                    _SWEEP_DEADLINE_S)
-    if ended:
-        log.info("ended %d process(es) left behind by command %d", len(ended), main_pid)
-    return len(ended)
+    return len(term_sent), len(alive)
 
 
-def _signal(pid: int, sig: int) -> None:
-    if sig:
+def _reap() -> bool:
+    """Reap the children that have exited; whether any child is left."""
+    while True:
         try:
-            os.kill(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            pass
-
-
-def _reap(pids: set[int]) -> None:
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
+            reaped, _ = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
-            pass
+            return False
+        if reaped == 0:
+            return True
+
+
+def _exit_like(status: int | None) -> NoReturn:
+    """Exit with the command's code, or die of its signal (so the worker sees -signal)."""
+    if status is None:
+        os._exit(EXIT_CANNOT_START)
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        os._exit(128 + sig)
+    os._exit(os.waitstatus_to_exitcode(status))

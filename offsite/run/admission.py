@@ -19,7 +19,12 @@ log = logging.getLogger(__name__)
 
 class MustWait(OffsiteError):
     """A full backup (or any backup meeting a drill or a prune) found its host busy: it waits
-    (is retried) instead of being skipped."""
+    for `holder` (offsite.wire.outgoing parks it) instead of being skipped."""
+
+    def __init__(self, cause: str, *, host: str | None = None, step: str | None = None,
+                 holder: str | None = None) -> None:
+        super().__init__(cause, host=host, step=step)
+        self.holder = holder
 
 
 def admit(ctx: RunContext, requested: RunType,
@@ -45,7 +50,7 @@ def admit(ctx: RunContext, requested: RunType,
             what = {RunType.FULL: "full backup", RunType.INCR: "incremental backup"}.get(
                 record.type, record.type.value)
             raise MustWait(f"host busy with run {holder}; the {what} waits",
-                           host=ctx.host, step="start")
+                           host=ctx.host, step="start", holder=holder)
         _settle(ctx, RunState.SKIPPED, f"skipped: the host is busy with run {holder}")
         return None
     claimed = False

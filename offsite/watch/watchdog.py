@@ -15,6 +15,7 @@ from typing import Callable, cast
 
 import redis
 
+from offsite.wire.outgoing import resend_due
 from offsite.watch.alerts import Alert, AlertSink, condition_alert, recovery_alert
 from offsite.watch.conditions import CONDITIONS_KEY, Conditions
 from offsite.config.model import Config
@@ -98,6 +99,8 @@ class Watchdog:
         view = read_fleet(self.client, hosts)
         running = self.find_lost_runs(view.running, now)
         self.handle_attention(now)
+        resend_due(self.client, self.store, self.lease, self.config.broker_url,
+                   self.config.broker_sentinel_master, now)   # offsite.wire.outgoing
         observed: dict[str, tuple[bool, AlertText, AlertText]] = {}
         self.check_overdue(running, view.active, observed, now)
         check_stuck(self.client, self.store, self.config, view.active, observed, now)
