@@ -271,11 +271,12 @@ def test_a_tampered_target_is_never_reported_whole_nor_loses_what_restores(
     folder = tmp_path / "target" / "carcosa"
     name = tamper(folder, position, role, operation)
     tampered_time = template.sets[position]["time"]
-    # signatures that are missing leave the set restorable (duplicity does not read them), but
-    # duplicity restores no newest set without them: refused, named (not substituted); present
-    # but not as sealed, an empty-cache restore fails on them: the set does not restore
+    # signatures that are missing leave the set restorable (a restore does not read them; the
+    # launcher keeps duplicity from dropping a newest set without them), so the newest set
+    # restores, byte-identical; present but not as sealed, an empty-cache restore fails on
+    # them: the set does not restore
     signatures_missing = role == "signatures" and operation in ("delete", "rename")
-    restores = signatures_missing and where != "newest"
+    restores = signatures_missing
     detected_by_size = operation != "flip"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

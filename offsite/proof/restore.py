@@ -66,38 +66,25 @@ def check_time_covered(catalog: Catalog, at: datetime | None, host: str) -> None
                              f"{host} is from {format_stamp(oldest)}", host=host, step="restore")
 
 
-def discarded_by_duplicity(catalog: Catalog) -> BackupSet | None:
-    """The set duplicity will not restore although its volumes are whole: the last incremental
-    of the newest chain when its signatures are missing and the set before it has them
-    (duplicity "discards last backup set, because of missing signature file" and would restore
-    the set before it in its place)."""
-    chain = catalog.newest_chain
-    if chain is None or len(chain.sets) < 2 or chain.last.signatures:
-        return None
-    return chain.last if all(s.signatures for s in chain.sets[:-1]) else None
-
-
 def choose_set(catalog: Catalog, at: datetime | None, host: str,
                step: str = "restore") -> BackupSet:
     """The set a restore as of `at` gives (default: the newest): the newest restorable set of a
     chain at or before `at`. Without `at`, newer sets that cannot be used are refused, named
-    (RestoreRefused): restoring an older set in their place would be a silent substitution."""
+    (RestoreRefused): restoring an older set in their place would be a silent substitution. A
+    set whose signatures are missing restores (offsite.duplicity.launch keeps duplicity from
+    dropping it)."""
     check_time_covered(catalog, at, host)
-    discarded = discarded_by_duplicity(catalog)
     candidates = [backup_set for chain in catalog.chains for backup_set in chain.sets
-                  if (at is None or backup_set.time <= at) and backup_set is not discarded]
+                  if at is None or backup_set.time <= at]
     if not candidates:
         raise RestoreRefused(f"no restorable backup at or before {format_stamp(at)}"
                              if at else "no restorable backup", host=host, step=step)
     chosen = max(candidates, key=lambda backup_set: backup_set.time)
     unusable = catalog.unusable_after(chosen.time) if at is None else []
-    if at is None and discarded is not None:
-        unusable = [discarded, *unusable]
     if unusable:
-        named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: " + (
-            "duplicity restores no newest set without its signatures ("
-            + s.reason + ")" if s is discarded else
-            s.reason or "a set before it is missing or does not restore") for s in unusable[:5])
+        named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: "
+                          f"{s.reason or 'a set before it is missing or does not restore'}"
+                          for s in unusable[:5])
         raise RestoreRefused(f"the newest backup(s) of {host} cannot be restored ({named}); "
                              f"the newest that can is the {chosen.kind} set of "
                              f"{format_stamp(chosen.time)}: restore it with --time "
