@@ -111,6 +111,43 @@ def test_unsealed_sets_need_contiguous_volumes() -> None:
     assert not cat.chains and "volume(s) 2 of 1..3 missing" in cat.unfinished[0].reason
 
 
+def test_an_unsealed_set_short_of_its_manifests_volumes_does_not_restore() -> None:
+    """The last volume deleted leaves no gap: where the key reads the manifest's count, the
+    set is broken (named); where it cannot, contiguity alone judges, and the set says so."""
+    from offsite.proof.retention import plan_prune
+    from offsite.target.catalog import ManifestCount
+    names = [name for name, _ in _objects("full", T1, None, 2) + _objects("full", T2, None, 3)
+             if not name.endswith(f"{T2}.vol3.difftar.gpg")]
+    objects = [TargetObject(n, 100) for n in names]
+    read: list[str] = []
+
+    def three(name: str, size: int) -> ManifestCount:
+        read.append(name)
+        return ManifestCount(2 if T1 in name else 3)
+    cat = build_catalog("file:///t/h", objects, read_manifest=three)
+    (chain,) = cat.chains
+    (broken,) = cat.unfinished
+    assert chain.start == parse_stamp(T1) and "are the 2 its manifest lists" in chain.full.judged
+    assert f"volume data-duplicity-full.{T2}.vol3.difftar.gpg is missing" in broken.reason
+    assert "lists 3 volume(s), the target holds 1..2" in broken.reason
+    assert cat.broken_after(chain) == [broken]   # the next incremental is promoted
+    plan = plan_prune(cat, 1, None, "carcosa")
+    assert plan.refused and plan.objects == [] and "vol3" in plan.refused[0]
+    assert len(read) == 2
+    blind = build_catalog("file:///t/h", objects, read_manifest=lambda name, size: ManifestCount(
+        None, "this node holds no secret key to decrypt it (public-key mode)"))
+    assert [c.start for c in blind.chains] == [parse_stamp(T1), parse_stamp(T2)]
+    judged = blind.as_json()["chains"][1]["sets"][0]["judged"]
+    assert "contiguous volumes 1..2 only" in judged and "public-key mode" in judged
+
+
+def test_a_manifest_lists_its_volumes() -> None:
+    from offsite.crypto.manifest_count import volumes_listed
+    text = ("Hostname h\nFilelist 1\n    new      Volume 9:x\nVolume 1:\n    StartingPath   .\n"
+            "Volume 2:\n    StartingPath   a\n")
+    assert volumes_listed(text) == 2 and volumes_listed("Filelist 0\n") is None
+
+
 @pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"format": "offsite-seal/1"}',
                                   b"\xff\xfe", json.dumps({"format": "offsite-seal/1"}).encode()
                                   + b" " * (1024 * 1024)])

@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from offsite.target.bucket import check_readable
-from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
+from offsite.target.catalog import BackupSet, Catalog, format_stamp
+from offsite.crypto.manifest_count import read_keyed_catalog
 from offsite.host.settings import HostSettings
 from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
@@ -137,7 +138,15 @@ def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
     if thaw_days is not None:
         check_thaw_days(thaw_days, host)
     check_destination(dest, host)
-    catalog = read_catalog(settings)
+    with secret_keyring(host, secret_keys_file) as gnupg_home:
+        return _restore(settings, dest, at, inner, thaw_days, gnupg_home, chosen)
+
+
+def _restore(settings: HostSettings, dest: Path, at: datetime | None,
+             inner: PurePosixPath | None, thaw_days: int | None, gnupg_home: Path | None,
+             chosen: list[BackupSet] | None) -> str | None:
+    host = settings.name
+    catalog = read_keyed_catalog(settings, gnupg_home)
     backup_set = choose_set(catalog, at, host)
     if chosen is not None:
         chosen.append(backup_set)
@@ -148,22 +157,21 @@ def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
     refuse_if_frozen(host, volumes)
     if sets and sets[-1].manifest:
         check_readable(settings, sets[-1].manifest)   # a denied key named at once
-    with secret_keyring(host, secret_keys_file) as gnupg_home:
-        if inner is None:
-            into = dest
-            if dest.is_dir():
-                dest.rmdir()  # duplicity creates the folder itself
-        else:   # DEST/P, as cp -r and rsync -R would put it
-            into = dest.joinpath(inner)
-            into.parent.mkdir(parents=True, exist_ok=True)
-        stamp = str(int(backup_set.time.timestamp()))   # exactly the set chosen
-        try:
-            run_restore(settings, into, host_cache(settings), stamp,
-                        str(inner) if inner is not None else None,
-                        data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home,
-                        volume_names=volume_order(sets))
-        except CommandError as error:
-            raise type(error)(explain_failure(settings, sets, error.cause), host=host,
-                              step=error.step, exit_code=error.returncode,
-                              stderr_tail=error.stderr_tail) from None
+    if inner is None:
+        into = dest
+        if dest.is_dir():
+            dest.rmdir()  # duplicity creates the folder itself
+    else:   # DEST/P, as cp -r and rsync -R would put it
+        into = dest.joinpath(inner)
+        into.parent.mkdir(parents=True, exist_ok=True)
+    stamp = str(int(backup_set.time.timestamp()))   # exactly the set chosen
+    try:
+        run_restore(settings, into, host_cache(settings), stamp,
+                    str(inner) if inner is not None else None,
+                    data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home,
+                    volume_names=volume_order(sets))
+    except CommandError as error:
+        raise type(error)(explain_failure(settings, sets, error.cause), host=host,
+                          step=error.step, exit_code=error.returncode,
+                          stderr_tail=error.stderr_tail) from None
     return None
