@@ -358,3 +358,43 @@ def test_a_tampered_target_is_never_reported_whole_nor_loses_what_restores(
     assert following.returncode == 0, describe(following)
     if detected_by_size:
         assert "promoted to full" in following.stdout, describe(following)
+
+
+@pytest.mark.slow
+def test_an_unsealed_chain_whose_last_volume_is_gone_is_judged_by_its_manifest(
+        template: Template, make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+    """Plain duplicity (no seals): chain A (the template's) and a newer full B whose last
+    volume was deleted. Contiguity sees 1..2 whole; the manifest (this node holds the
+    passphrase) lists 3: B is broken, named, and prune keeps chain A."""
+    shutil.copytree(template.root / "target", tmp_path / "target", symlinks=True)
+    shutil.copytree(template.root / "cache", tmp_path / "cache", symlinks=True)
+    config = make_config({"carcosa": {"scripts": {"files": {
+        "bash": f"cp -a {template.data}/. ."}}}},
+        target={"url": f"file://{tmp_path}/target", "volsize": 1},
+        encryption={"mode": "symmetric", "passphrase_file": str(template.factory.passphrase_file)},
+        staging_root=str(template.root / "staging"), retention={"keep_full_chains": 1})
+    folder = tmp_path / "target" / "carcosa"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_offsite(*args, config=config, timeout=DEADLINE_S)
+    made = run("backup", "carcosa", "--type", "full", "--local")
+    assert made.returncode == 0, describe(made)
+    for seal in folder.glob("offsite-seal.*"):
+        seal.unlink()
+    last = max(folder.glob("data-duplicity-full.*.vol3.difftar.gpg"))
+    last.unlink()
+    listing = json.loads(run("list", "carcosa", "--json").stdout)
+    (chain,) = listing["chains"]
+    assert "are the 3 its manifest lists" in chain["sets"][0]["judged"], listing
+    (broken,) = listing["unfinished"]
+    assert broken["complete"] is False and broken["sealed"] is False, listing
+    assert f"volume {last.name} is missing" in broken["reason"], listing
+    before = sorted(p.name for p in folder.iterdir())
+    pruned = run("prune", "carcosa", "--apply")
+    assert pruned.returncode == 1 and last.name in pruned.stderr, describe(pruned)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    restored = run("restore", "carcosa", str(tmp_path / "restored"))
+    assert restored.returncode == 1 and last.name in restored.stderr, describe(restored)
+    following = run("backup", "carcosa", "--type", "incr", "--local")
+    assert following.returncode == 0 and "promoted to full" in following.stdout, \
+        describe(following)
