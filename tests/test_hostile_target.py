@@ -364,8 +364,8 @@ def test_a_tampered_target_is_never_reported_whole_nor_loses_what_restores(
 def test_an_unsealed_chain_whose_last_volume_is_gone_is_judged_by_its_manifest(
         template: Template, make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
     """Plain duplicity (no seals): chain A (the template's) and a newer full B whose last
-    volume was deleted. Contiguity sees 1..2 whole; the manifest (this node holds the
-    passphrase) lists 3: B is broken, named, and prune keeps chain A."""
+    volume was deleted. Contiguity sees 1..2 whole; the manifest (decrypted: this node holds
+    the passphrase) lists 3: B is broken, named, and prune keeps chain A."""
     shutil.copytree(template.root / "target", tmp_path / "target", symlinks=True)
     shutil.copytree(template.root / "cache", tmp_path / "cache", symlinks=True)
     config = make_config({"carcosa": {"scripts": {"files": {
@@ -383,6 +383,9 @@ def test_an_unsealed_chain_whose_last_volume_is_gone_is_judged_by_its_manifest(
         seal.unlink()
     last = max(folder.glob("data-duplicity-full.*.vol3.difftar.gpg"))
     last.unlink()
+    # chain A's manifests are read from duplicity's plain copies in the cache, B's decrypted
+    stamp = last.name.split(".")[1]
+    (tmp_path / "cache" / "carcosa" / "carcosa" / f"duplicity-full.{stamp}.manifest").unlink()
     listing = json.loads(run("list", "carcosa", "--json").stdout)
     (chain,) = listing["chains"]
     assert "are the 3 its manifest lists" in chain["sets"][0]["judged"], listing
