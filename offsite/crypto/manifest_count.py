@@ -127,8 +127,8 @@ class ManifestCounter:
             self._key = (passphrase.encode() + b"\n",
                          hashlib.sha256(b"symmetric\0" + passphrase.encode()).digest())
             return self._key
-        home = self._public_key_home()
-        if not holds_secret_key(home, settings.name, STEP):
+        home = self._public_key_home()   # gpg would make a home that is not there: none
+        if not home.is_dir() or not holds_secret_key(home, settings.name, STEP):
             self._no_key = ("this node holds no secret key to decrypt it (public-key mode: "
                             "give the secret key to a restore or verify)")
             return None
