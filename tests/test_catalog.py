@@ -52,7 +52,11 @@ def test_a_full_and_its_incrementals_make_one_chain() -> None:
     assert chain.full.bytes == 200 and len(chain.full.volumes) == 2
     assert chain.as_json()["sets"][0] == {"type": "full", "time": "2026-11-01T00:00:00Z",
                                           "volumes": 2, "bytes": 200, "complete": True,
-                                          "restorable": True, "sealed": False}
+                                          "restorable": True, "sealed": False,
+                                          "judged": "unsealed: judged by its contiguous "
+                                          "volumes 1..2 only; its manifest's volume count was "
+                                          "not checked (no key was given to read its "
+                                          "manifest)"}
 
 
 def test_a_set_without_manifest_is_unfinished_one_without_signatures_restores() -> None:

@@ -111,6 +111,43 @@ def test_unsealed_sets_need_contiguous_volumes() -> None:
     assert not cat.chains and "volume(s) 2 of 1..3 missing" in cat.unfinished[0].reason
 
 
+def test_an_unsealed_set_short_of_its_manifests_volumes_does_not_restore() -> None:
+    """The last volume deleted leaves no gap: where the key reads the manifest's count, the
+    set is broken (named); where it cannot, contiguity alone judges, and the set says so."""
+    from offsite.proof.retention import plan_prune
+    from offsite.target.catalog import ManifestCount
+    names = [name for name, _ in _objects("full", T1, None, 2) + _objects("full", T2, None, 3)
+             if not name.endswith(f"{T2}.vol3.difftar.gpg")]
+    objects = [TargetObject(n, 100) for n in names]
+    read: list[str] = []
+
+    def three(name: str, size: int) -> ManifestCount:
+        read.append(name)
+        return ManifestCount(2 if T1 in name else 3)
+    cat = build_catalog("file:///t/h", objects, read_manifest=three)
+    (chain,) = cat.chains
+    (broken,) = cat.unfinished
+    assert chain.start == parse_stamp(T1) and "are the 2 its manifest lists" in chain.full.judged
+    assert f"volume data-duplicity-full.{T2}.vol3.difftar.gpg is missing" in broken.reason
+    assert "lists 3 volume(s), the target holds 1..2" in broken.reason
+    assert cat.broken_after(chain) == [broken]   # the next incremental is promoted
+    plan = plan_prune(cat, 1, None, "carcosa")
+    assert plan.refused and plan.objects == [] and "vol3" in plan.refused[0]
+    assert len(read) == 2
+    blind = build_catalog("file:///t/h", objects, read_manifest=lambda name, size: ManifestCount(
+        None, "this node holds no secret key to decrypt it (public-key mode)"))
+    assert [c.start for c in blind.chains] == [parse_stamp(T1), parse_stamp(T2)]
+    judged = blind.as_json()["chains"][1]["sets"][0]["judged"]
+    assert "contiguous volumes 1..2 only" in judged and "public-key mode" in judged
+
+
+def test_a_manifest_lists_its_volumes() -> None:
+    from offsite.crypto.manifest_count import volumes_listed
+    text = ("Hostname h\nFilelist 1\n    new      Volume 9:x\nVolume 1:\n    StartingPath   .\n"
+            "Volume 2:\n    StartingPath   a\n")
+    assert volumes_listed(text) == 2 and volumes_listed("Filelist 0\n") is None
+
+
 @pytest.mark.parametrize("data", [b"", b"{", b"[]", b'{"format": "offsite-seal/1"}',
                                   b"\xff\xfe", json.dumps({"format": "offsite-seal/1"}).encode()
                                   + b" " * (1024 * 1024)])
@@ -271,11 +308,12 @@ def test_a_tampered_target_is_never_reported_whole_nor_loses_what_restores(
     folder = tmp_path / "target" / "carcosa"
     name = tamper(folder, position, role, operation)
     tampered_time = template.sets[position]["time"]
-    # signatures that are missing leave the set restorable (duplicity does not read them), but
-    # duplicity restores no newest set without them: refused, named (not substituted); present
-    # but not as sealed, an empty-cache restore fails on them: the set does not restore
+    # signatures that are missing leave the set restorable (a restore does not read them; the
+    # launcher keeps duplicity from dropping a newest set without them), so the newest set
+    # restores, byte-identical; present but not as sealed, an empty-cache restore fails on
+    # them: the set does not restore
     signatures_missing = role == "signatures" and operation in ("delete", "rename")
-    restores = signatures_missing and where != "newest"
+    restores = signatures_missing
     detected_by_size = operation != "flip"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -320,3 +358,46 @@ def test_a_tampered_target_is_never_reported_whole_nor_loses_what_restores(
     assert following.returncode == 0, describe(following)
     if detected_by_size:
         assert "promoted to full" in following.stdout, describe(following)
+
+
+@pytest.mark.slow
+def test_an_unsealed_chain_whose_last_volume_is_gone_is_judged_by_its_manifest(
+        template: Template, make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+    """Plain duplicity (no seals): chain A (the template's) and a newer full B whose last
+    volume was deleted. Contiguity sees 1..2 whole; the manifest (decrypted: this node holds
+    the passphrase) lists 3: B is broken, named, and prune keeps chain A."""
+    shutil.copytree(template.root / "target", tmp_path / "target", symlinks=True)
+    shutil.copytree(template.root / "cache", tmp_path / "cache", symlinks=True)
+    config = make_config({"carcosa": {"scripts": {"files": {
+        "bash": f"cp -a {template.data}/. ."}}}},
+        target={"url": f"file://{tmp_path}/target", "volsize": 1},
+        encryption={"mode": "symmetric", "passphrase_file": str(template.factory.passphrase_file)},
+        staging_root=str(template.root / "staging"), retention={"keep_full_chains": 1})
+    folder = tmp_path / "target" / "carcosa"
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_offsite(*args, config=config, timeout=DEADLINE_S)
+    made = run("backup", "carcosa", "--type", "full", "--local")
+    assert made.returncode == 0, describe(made)
+    for seal in folder.glob("offsite-seal.*"):
+        seal.unlink()
+    last = max(folder.glob("data-duplicity-full.*.vol3.difftar.gpg"))
+    last.unlink()
+    # chain A's manifests are read from duplicity's plain copies in the cache, B's decrypted
+    stamp = last.name.split(".")[1]
+    (tmp_path / "cache" / "carcosa" / "carcosa" / f"duplicity-full.{stamp}.manifest").unlink()
+    listing = json.loads(run("list", "carcosa", "--json").stdout)
+    (chain,) = listing["chains"]
+    assert "are the 3 its manifest lists" in chain["sets"][0]["judged"], listing
+    (broken,) = listing["unfinished"]
+    assert broken["complete"] is False and broken["sealed"] is False, listing
+    assert f"volume {last.name} is missing" in broken["reason"], listing
+    before = sorted(p.name for p in folder.iterdir())
+    pruned = run("prune", "carcosa", "--apply")
+    assert pruned.returncode == 1 and last.name in pruned.stderr, describe(pruned)
+    assert sorted(p.name for p in folder.iterdir()) == before
+    restored = run("restore", "carcosa", str(tmp_path / "restored"))
+    assert restored.returncode == 1 and last.name in restored.stderr, describe(restored)
+    following = run("backup", "carcosa", "--type", "incr", "--local")
+    assert following.returncode == 0 and "promoted to full" in following.stdout, \
+        describe(following)

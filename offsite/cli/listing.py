@@ -13,8 +13,9 @@ from offsite.host.settings import resolve_host
 
 
 def cmd_list(args: argparse.Namespace, config: Config) -> int:
-    from offsite.target.catalog import format_stamp, read_catalog
-    catalog = read_catalog(resolve_host(targeted(config, args), args.host))
+    from offsite.target.catalog import format_stamp
+    from offsite.crypto.manifest_count import read_keyed_catalog
+    catalog = read_keyed_catalog(resolve_host(targeted(config, args), args.host))
     if args.json:
         print(json.dumps(catalog.as_json(), indent=2))
         return EXIT_OK
@@ -27,6 +28,8 @@ def cmd_list(args: argparse.Namespace, config: Config) -> int:
                     f"{len(backup_set.volumes)} volume(s)  {backup_set.bytes} bytes")
             if backup_set.archived:
                 line += f"  ({len(backup_set.archived)} archived)"
+            if backup_set.judged:
+                line += f"  ({backup_set.judged})"
             print(line)
     for orphan in catalog.orphans:
         print(f"not in a chain: incr {format_stamp(orphan.time)} (a set before it is missing "

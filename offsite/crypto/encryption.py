@@ -72,6 +72,11 @@ def _fingerprints(home: Path, secret: bool, host: str | None, step: str) -> list
     return fprs
 
 
+def holds_secret_key(home: Path, host: str | None, step: str) -> bool:
+    """Whether the keyring `home` holds a secret key."""
+    return bool(_fingerprints(home, True, host, step))
+
+
 def _read_key_file(path: Path, host: str | None, what: str) -> None:
     """Refuse what cannot be a key file before gpg sees it."""
     try:

@@ -20,7 +20,7 @@ from offsite.config.model import Config
 from offsite.crypto.encryption import gpg, secret_keyring, stop_agent
 from offsite.host.settings import HostSettings, resolve_host
 from offsite.target.bucket import TargetUnreadable, fetch_host_object
-from offsite.target.catalog import read_catalog
+from offsite.crypto.manifest_count import read_keyed_catalog
 
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 
@@ -49,7 +49,7 @@ def escrow_problems(config: Config, secret_keys_file: Path | None = None) -> lis
 def _check_host(settings: HostSettings, given_home: Path | None) -> EscrowResult:
     host = settings.name
     try:
-        chain = read_catalog(settings).newest_chain
+        chain = read_keyed_catalog(settings).newest_chain
     except TargetUnreadable as exc:
         return EscrowResult(host, "unreadable", exc.cause)
     if chain is None or chain.last.manifest is None:

@@ -33,7 +33,7 @@ from offsite.host.settings import HostSettings, TargetSettings, resolve_host
 from offsite.schedule.specs import next_run, utcnow
 from offsite.target.bucket import (READ_IDENTITY, bucket_name, credentials_problem,
                                    probe_bucket, read_s3_client, reading_identity)
-from offsite.target.catalog import read_catalog
+from offsite.crypto.manifest_count import read_keyed_catalog
 from offsite.watch.alerts import SnsSink
 from offsite.watch.apprise_sink import apprise_problems
 
@@ -248,7 +248,7 @@ def key_problems(config: Config, hosts: list[str] | None = None) -> list[str]:
         except PassphraseError:
             continue   # reported by the passphrase check itself
         try:
-            chain = read_catalog(settings).newest_chain
+            chain = read_keyed_catalog(settings).newest_chain
             if chain is not None and chain.last.manifest is not None:
                 check_key_opens(settings, chain.last.manifest, step="check")
         except OffsiteError as error:

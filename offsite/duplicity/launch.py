@@ -14,8 +14,18 @@ offsite therefore starts duplicity through this launcher (`python -m offsite.dup
 ARGS...`, the same interpreter duplicity is installed in), which makes those waiter threads
 daemon threads before duplicity runs: on its fatal error duplicity exits at once with its own
 error, its end of the pipe closes, and gpg ends on EPIPE (the reaper of offsite.process ends
-whatever is left). The launcher also applies an upload's bandwidth cap
-(offsite.duplicity.bandwidth). Everything else is duplicity's own `dup_run`, unchanged.
+whatever is left).
+
+A restore also gets the newest set whose signatures are missing: duplicity builds its backup
+chains from manifests and volumes, then pairs the newest with a signature chain; when the
+signatures end one set early it "discards last backup set, because of missing signature file"
+by cutting that set from the backup chain (`CollectionsStatus.set_matched_chain_pair`), and a
+restore of the newest time then silently gives the set before it. A restore reads only
+manifests and volumes, so for `restore` the launcher puts the cut set back (a backup still sees
+duplicity's own pairing; offsite promotes such a chain to full before one runs).
+
+The launcher also applies an upload's bandwidth cap (offsite.duplicity.bandwidth). Everything
+else is duplicity's own `dup_run`, unchanged.
 """
 from __future__ import annotations
 
@@ -37,6 +47,27 @@ class _DaemonThreads:
         return threading.Thread(*args, **kwargs)
 
 
+def keep_unsigned_last_set(collection_status: Any) -> None:
+    """Make `set_matched_chain_pair` of duplicity's CollectionsStatus class leave the newest
+    backup chain whole when the action is `restore` (see the module docstring)."""
+    from duplicity import config
+    original = collection_status.set_matched_chain_pair
+
+    def set_matched_chain_pair(self: Any, sig_chains: Any, backup_chains: Any) -> None:
+        latest = backup_chains[-1] if backup_chains else None
+        whole = list(latest.incset_list) if latest is not None else []
+        original(self, sig_chains, backup_chains)
+        if config.action != "restore" or latest is None \
+                or len(latest.incset_list) == len(whole):
+            return
+        cut = whole[len(latest.incset_list):]
+        latest.incset_list = whole
+        self.incomplete_backup_sets = [s for s in self.incomplete_backup_sets
+                                       if all(s is not c for c in cut)]
+
+    collection_status.set_matched_chain_pair = set_matched_chain_pair
+
+
 def launch_argv(argv: list[str]) -> list[str]:
     """duplicity's argv run through this launcher, when argv[0] is the duplicity installed
     beside this interpreter (the launcher imports that one); else unchanged."""
@@ -53,6 +84,8 @@ def main() -> int:
     from duplicity import gpginterface
     if hasattr(gpginterface, "threading"):
         gpginterface.threading = _DaemonThreads()   # type: ignore[assignment]
+    from duplicity import dup_collections
+    keep_unsigned_last_set(dup_collections.CollectionsStatus)
     from duplicity.__main__ import dup_run
     sys.argv[0] = "duplicity"
     return int(dup_run() or 0)

@@ -19,7 +19,8 @@ from offsite.errors import OffsiteError, UsageError
 from offsite.host.settings import HostSettings
 from offsite.host.sources import archive_path, host_sources
 from offsite.proof.restore import choose_set, restore_subpath
-from offsite.target.catalog import BackupSet, format_stamp, read_catalog
+from offsite.target.catalog import BackupSet, format_stamp
+from offsite.crypto.manifest_count import read_keyed_catalog
 
 MAX_PATTERN_TEXT = 1024
 MAX_LISTED = 1_000_000        # entries of one listing kept; a bigger set is cut, and says so
@@ -97,7 +98,7 @@ def list_set(settings: HostSettings, at: datetime | None, under: str | None = No
     """The set a restore as of `at` gives, and its files (those under `under` when given)."""
     host = settings.name
     prefix = str(restore_subpath(under, host)) if under is not None else None
-    catalog = read_catalog(settings)
+    catalog = read_keyed_catalog(settings)
     chosen = choose_set(catalog, at, host)
     files = _listing(settings, chosen, secret_keys_file)
     if prefix is not None:
@@ -139,7 +140,7 @@ def find_in_sets(settings: HostSettings, pattern: str,
     sets where its modification time changed."""
     host = settings.name
     check_pattern(pattern, host)
-    catalog = read_catalog(settings)
+    catalog = read_keyed_catalog(settings)
     if catalog.oldest_time is None:
         raise OffsiteError(f"no backup yet: {catalog.location} holds no complete backup of "
                            "this host", host=host, step="find")

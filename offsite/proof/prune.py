@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from offsite.crypto.manifest_count import read_keyed_catalog
 from offsite.target.bucket import list_host_objects
-from offsite.target.catalog import read_catalog
 from offsite.host.settings import HostSettings
 from offsite.constants import RunState, RunType
 from offsite.errors import OffsiteError, UsageError
@@ -54,7 +54,7 @@ def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, app
     keep = keep_count(settings)
     if not apply:
         verified = newest_verified_set(store, host)
-        catalog = read_catalog(settings)
+        catalog = read_keyed_catalog(settings)
         plan = plan_prune(catalog, keep, verified, host)
         replicas, problems = prune_replicas(settings, keep, verified, catalog, plan, False)
         return PruneOutcome(plan, None, replicas, problems)
@@ -73,7 +73,7 @@ def prune_host(settings: HostSettings, store: RunStore, lease: HostLease, *, app
         _settle(store, run_id, RunState.RUNNING)
         with keep_working(lease, host, run_id):   # its lease keeper renews the whole prune
             verified = newest_verified_set(store, host)
-            catalog = read_catalog(settings)
+            catalog = read_keyed_catalog(settings)
             plan = plan_prune(catalog, keep, verified, host)
             if plan.refused:
                 raise PruneRefused("prune refused, nothing deleted: " + "; ".join(plan.refused),

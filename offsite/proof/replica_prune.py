@@ -14,7 +14,8 @@ from offsite.host.settings import HostSettings
 from offsite.host.targets import on_target
 from offsite.errors import OffsiteError
 from offsite.proof.retention import PrunePlan, delete_objects, plan_prune
-from offsite.target.catalog import Catalog, format_stamp, read_catalog
+from offsite.target.catalog import Catalog, format_stamp
+from offsite.crypto.manifest_count import read_keyed_catalog
 
 
 def protected_sets(primary: Catalog, primary_plan: PrunePlan) -> set[datetime]:
@@ -51,7 +52,7 @@ def prune_replicas(settings: HostSettings, keep: int, verified: datetime | None,
     for name in settings.replicas:
         view = on_target(settings, name)
         try:
-            plan = replica_plan(read_catalog(view), keep, verified, settings.name, protected)
+            plan = replica_plan(read_keyed_catalog(view), keep, verified, settings.name, protected)
             if apply:
                 delete_objects(view, plan.objects, on_batch=on_batch)
         except OffsiteError as error:

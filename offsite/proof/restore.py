@@ -7,7 +7,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from offsite.target.bucket import check_readable
-from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
+from offsite.target.catalog import BackupSet, Catalog, format_stamp
+from offsite.crypto.manifest_count import read_keyed_catalog
 from offsite.host.settings import HostSettings
 from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
@@ -66,38 +67,25 @@ def check_time_covered(catalog: Catalog, at: datetime | None, host: str) -> None
                              f"{host} is from {format_stamp(oldest)}", host=host, step="restore")
 
 
-def discarded_by_duplicity(catalog: Catalog) -> BackupSet | None:
-    """The set duplicity will not restore although its volumes are whole: the last incremental
-    of the newest chain when its signatures are missing and the set before it has them
-    (duplicity "discards last backup set, because of missing signature file" and would restore
-    the set before it in its place)."""
-    chain = catalog.newest_chain
-    if chain is None or len(chain.sets) < 2 or chain.last.signatures:
-        return None
-    return chain.last if all(s.signatures for s in chain.sets[:-1]) else None
-
-
 def choose_set(catalog: Catalog, at: datetime | None, host: str,
                step: str = "restore") -> BackupSet:
     """The set a restore as of `at` gives (default: the newest): the newest restorable set of a
     chain at or before `at`. Without `at`, newer sets that cannot be used are refused, named
-    (RestoreRefused): restoring an older set in their place would be a silent substitution."""
+    (RestoreRefused): restoring an older set in their place would be a silent substitution. A
+    set whose signatures are missing restores (offsite.duplicity.launch keeps duplicity from
+    dropping it)."""
     check_time_covered(catalog, at, host)
-    discarded = discarded_by_duplicity(catalog)
     candidates = [backup_set for chain in catalog.chains for backup_set in chain.sets
-                  if (at is None or backup_set.time <= at) and backup_set is not discarded]
+                  if at is None or backup_set.time <= at]
     if not candidates:
         raise RestoreRefused(f"no restorable backup at or before {format_stamp(at)}"
                              if at else "no restorable backup", host=host, step=step)
     chosen = max(candidates, key=lambda backup_set: backup_set.time)
     unusable = catalog.unusable_after(chosen.time) if at is None else []
-    if at is None and discarded is not None:
-        unusable = [discarded, *unusable]
     if unusable:
-        named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: " + (
-            "duplicity restores no newest set without its signatures ("
-            + s.reason + ")" if s is discarded else
-            s.reason or "a set before it is missing or does not restore") for s in unusable[:5])
+        named = "; ".join(f"the {s.kind} set of {format_stamp(s.time)}: "
+                          f"{s.reason or 'a set before it is missing or does not restore'}"
+                          for s in unusable[:5])
         raise RestoreRefused(f"the newest backup(s) of {host} cannot be restored ({named}); "
                              f"the newest that can is the {chosen.kind} set of "
                              f"{format_stamp(chosen.time)}: restore it with --time "
@@ -150,7 +138,15 @@ def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
     if thaw_days is not None:
         check_thaw_days(thaw_days, host)
     check_destination(dest, host)
-    catalog = read_catalog(settings)
+    with secret_keyring(host, secret_keys_file) as gnupg_home:
+        return _restore(settings, dest, at, inner, thaw_days, gnupg_home, chosen)
+
+
+def _restore(settings: HostSettings, dest: Path, at: datetime | None,
+             inner: PurePosixPath | None, thaw_days: int | None, gnupg_home: Path | None,
+             chosen: list[BackupSet] | None) -> str | None:
+    host = settings.name
+    catalog = read_keyed_catalog(settings, gnupg_home)
     backup_set = choose_set(catalog, at, host)
     if chosen is not None:
         chosen.append(backup_set)
@@ -161,22 +157,21 @@ def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
     refuse_if_frozen(host, volumes)
     if sets and sets[-1].manifest:
         check_readable(settings, sets[-1].manifest)   # a denied key named at once
-    with secret_keyring(host, secret_keys_file) as gnupg_home:
-        if inner is None:
-            into = dest
-            if dest.is_dir():
-                dest.rmdir()  # duplicity creates the folder itself
-        else:   # DEST/P, as cp -r and rsync -R would put it
-            into = dest.joinpath(inner)
-            into.parent.mkdir(parents=True, exist_ok=True)
-        stamp = str(int(backup_set.time.timestamp()))   # exactly the set chosen
-        try:
-            run_restore(settings, into, host_cache(settings), stamp,
-                        str(inner) if inner is not None else None,
-                        data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home,
-                        volume_names=volume_order(sets))
-        except CommandError as error:
-            raise type(error)(explain_failure(settings, sets, error.cause), host=host,
-                              step=error.step, exit_code=error.returncode,
-                              stderr_tail=error.stderr_tail) from None
+    if inner is None:
+        into = dest
+        if dest.is_dir():
+            dest.rmdir()  # duplicity creates the folder itself
+    else:   # DEST/P, as cp -r and rsync -R would put it
+        into = dest.joinpath(inner)
+        into.parent.mkdir(parents=True, exist_ok=True)
+    stamp = str(int(backup_set.time.timestamp()))   # exactly the set chosen
+    try:
+        run_restore(settings, into, host_cache(settings), stamp,
+                    str(inner) if inner is not None else None,
+                    data_prefix=sets[-1].data_prefix if sets else "", gnupg_home=gnupg_home,
+                    volume_names=volume_order(sets))
+    except CommandError as error:
+        raise type(error)(explain_failure(settings, sets, error.cause), host=host,
+                          step=error.step, exit_code=error.returncode,
+                          stderr_tail=error.stderr_tail) from None
     return None

@@ -34,7 +34,8 @@ from offsite.run.steps import StaleRun, end_stale, finish_step, lease_renewer, r
 from offsite.run.working import working
 from offsite.schedule.specs import utcnow
 from offsite.target.bucket import check_readable
-from offsite.target.catalog import format_stamp, read_catalog
+from offsite.target.catalog import format_stamp
+from offsite.crypto.manifest_count import read_keyed_catalog
 from offsite.target.thaw import archived_volumes, refuse_if_frozen, sets_needed
 
 VERIFY_STEP = "verify"
@@ -55,8 +56,14 @@ def verify_backup(settings: HostSettings, at: datetime | None,
     when the target does not cover `at`. In public-key mode the secret key comes from
     secret_keys_file or this node's GNUPGHOME. With `leftovers`, the drill's private folder is
     added to it for the caller to remove (after its record is final) instead of removed here."""
+    with secret_keyring(settings.name, secret_keys_file) as gnupg_home:
+        return _verify(settings, at, on_tick, gnupg_home, leftovers)
+
+
+def _verify(settings: HostSettings, at: datetime | None, on_tick: Callable[[], None] | None,
+            gnupg_home: Path | None, leftovers: list[Path] | None) -> VerifyRecord:
     host = settings.name
-    catalog = read_catalog(settings)
+    catalog = read_keyed_catalog(settings, gnupg_home)
     try:   # the set `restore` would pick: newer sets it cannot use fail the drill, named
         chosen = choose_set(catalog, at, host, step=VERIFY_STEP)
     except OffsiteError as refused:
@@ -78,11 +85,10 @@ def verify_backup(settings: HostSettings, at: datetime | None,
         dest, throwaway_cache = private / "restore", private / "cache"
         throwaway_cache.mkdir(mode=0o700)
         try:
-            with secret_keyring(host, secret_keys_file) as gnupg_home:
-                run_restore(settings, dest, throwaway_cache,
-                            str(int(chosen.time.timestamp())), None, step=VERIFY_STEP,
-                            on_tick=on_tick, data_prefix=chosen.data_prefix,
-                            gnupg_home=gnupg_home, volume_names=volume_order(needed))
+            run_restore(settings, dest, throwaway_cache, str(int(chosen.time.timestamp())),
+                        None, step=VERIFY_STEP, on_tick=on_tick,
+                        data_prefix=chosen.data_prefix, gnupg_home=gnupg_home,
+                        volume_names=volume_order(needed))
         except OffsiteError as error:
             raise VerifyFailed(f"the set of {outcome.backup_set} does not restore: "
                                f"{explain_failure(settings, needed, error.cause)}",

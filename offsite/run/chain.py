@@ -21,7 +21,8 @@ from offsite.host.settings import HostSettings
 from offsite.host.sources import change_reason
 from offsite.host.sources import host_cache
 from offsite.target.bucket import TargetUnreadable
-from offsite.target.catalog import BackupSet, Catalog, format_stamp, read_catalog
+from offsite.target.catalog import BackupSet, Catalog, format_stamp
+from offsite.crypto.manifest_count import read_keyed_catalog
 
 
 TAMPERED_NOTE = "target_tampered:"   # the head of the note the watchdog alerts on
@@ -119,12 +120,12 @@ def check_target_before(settings: HostSettings, requested: BackupType,
     full that cannot list the target runs: duplicity retries the backend itself)."""
     if requested == BackupType.FULL:
         try:
-            listing = read_catalog(settings)
+            listing = read_keyed_catalog(settings)
         except TargetUnreadable:
             return ChainPlan(BackupType.FULL)
         return ChainPlan(BackupType.FULL, ignored_notes(listing), listing=listing)
     host, public_key = settings.name, settings.encryption.public_key
-    catalog = read_catalog(settings)
+    catalog = read_keyed_catalog(settings)
     plan = plan_run(requested, catalog, last_full_time(
         host_cache(settings), host), max_full_interval_s=settings.max_full_interval,
         allow_promotion=settings.promote_to_full, now=now, host=host,

@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Callable, Iterator
 
 from offsite.run.admission import admit
-from offsite.target.catalog import Catalog, format_stamp, read_catalog
+from offsite.target.catalog import Catalog, format_stamp
+from offsite.crypto.manifest_count import read_keyed_catalog
 from offsite.run.chain import (ChainPlan, check_target_before, confirm_uploaded,
                                  wait_for_a_new_second)
 from offsite.constants import BackupType, RunState, RunType
@@ -201,13 +202,13 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         stats = upload(ctx.settings, backup_type, on_tick=lease_renewer(ctx),
                        passphrase=passphrase)
         objects = list_host_objects(ctx.settings)
-        seal = seal_new_set(ctx.host, objects, before or read_catalog(ctx.settings),
+        seal = seal_new_set(ctx.host, objects, before or read_keyed_catalog(ctx.settings),
                             backup_type, started, ctx.run_id,
                             lambda name: object_digest(ctx.settings, name))
         sealed = seal.to_bytes()
         put_host_object(ctx.settings, seal.name, sealed)   # see offsite.run.sealing
         stored = sum(found.size for found in objects) + len(sealed)   # the fleet page's
-        written = confirm_uploaded(before, read_catalog(ctx.settings), backup_type,
+        written = confirm_uploaded(before, read_keyed_catalog(ctx.settings), backup_type,
                                    ctx.host, started)
         remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck
         cache.commit()   # the digests of a confirmed set: the next incremental's files cache
@@ -258,7 +259,7 @@ def _catalog_or_none(ctx: RunContext) -> Catalog | None:
     """The target before the upload; None when it cannot be listed now (duplicity retries an
     unreachable endpoint itself, and the check after the upload must then succeed)."""
     try:
-        return read_catalog(ctx.settings)
+        return read_keyed_catalog(ctx.settings)
     except TargetUnreadable as exc:
         log.warning("run %s: cannot list the target before the upload: %s", ctx.run_id, exc)
         return None

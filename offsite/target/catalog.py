@@ -6,7 +6,10 @@ every upload, `list`, `verify`, `restore` and `prune` all read it from here.
 - A sealed set is whole when every object its seal names is present with that size (sizes are
   read from the listing; the SHA-256s are checked by whoever downloads the objects).
 - A set without a seal (plain duplicity, an offsite from before seals) is whole with a manifest
-  and contiguous volumes 1..N.
+  and contiguous volumes 1..N, and, where this node holds the key, N equal to the volume count
+  its manifest lists (a `read_manifest` given by the caller: offsite.crypto.manifest_count
+  decrypts it; the last volume(s) deleted leave no gap to see). Without the key it is judged
+  by contiguity alone, and its `judged` says so.
 - Once the target holds sealed sets, a finished set without a seal newer than the first seal, and
   any object a seal does not name, belong to no sealed set: they are ignored and listed in
   `Catalog.ignored` (junk, a forged manifest, an upload cut short before its seal was written).
@@ -18,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable, Literal, Mapping
+from typing import Callable, Iterable, Literal, Mapping
 
 from offsite.host.settings import HostSettings
 from offsite.target.bucket import TargetObject, fetch_host_object, list_host_objects
@@ -35,6 +38,18 @@ _NAME = re.compile(
     rf")(?P<suffix>(?:\.gpg|\.gz|\.part)*)$")
 
 SetKind = Literal["full", "incr"]
+
+
+@dataclass(frozen=True)
+class ManifestCount:
+    """What an unsealed set's manifest says of its volumes: `volumes` the count it lists, or
+    None with `why_not` (this node holds no key, the manifest does not open, too large)."""
+
+    volumes: int | None
+    why_not: str = ""
+
+
+ManifestReader = Callable[[str, int], ManifestCount]   # (manifest name, its size) -> count
 
 
 def parse_stamp(stamp: str) -> datetime:
@@ -65,6 +80,7 @@ class BackupSet:
     seal: Seal | None = None
     problems: list[str] = field(default_factory=list)   # why it does not restore
     signature_names: list[str] = field(default_factory=list)
+    judged: str = ""                    # how an unsealed set was judged whole
 
     @property
     def restorable(self) -> bool:
@@ -95,6 +111,8 @@ class BackupSet:
             "sealed": self.seal is not None}
         if self.reason:
             answer["reason"] = self.reason
+        if self.judged:
+            answer["judged"] = self.judged
         return answer
 
 
@@ -173,9 +191,11 @@ class Catalog:
 
 def build_catalog(location: str, objects: Iterable[TargetObject],
                   seals: Mapping[SetKey, Seal] | None = None,
-                  seal_problems: Iterable[str] = ()) -> Catalog:
+                  seal_problems: Iterable[str] = (),
+                  read_manifest: ManifestReader | None = None) -> Catalog:
     """Group object names into sets, judge each set (see the module docstring) and the
-    restorable ones into chains (an incremental continues the set whose time is its start)."""
+    restorable ones into chains (an incremental continues the set whose time is its start).
+    `read_manifest` counts an unsealed set's volumes from its manifest (None: not read)."""
     seals = seals or {}
     sets: dict[SetKey, BackupSet] = {}
     ignored: dict[str, str] = {problem.split(" ", 1)[0]: problem for problem in seal_problems}
@@ -226,7 +246,7 @@ def build_catalog(location: str, objects: Iterable[TargetObject],
                                  "short before its seal was written)")
             ignored_sets.append(sets.pop(key))
         else:
-            _judge_unsealed(backup_set)
+            _judge_unsealed(backup_set, read_manifest)
     catalog = _chains(location, list(sets.values()), ignored)
     catalog.ignored_sets = sorted(ignored_sets, key=lambda s: s.time)
     return catalog
@@ -302,8 +322,9 @@ def _judge_sealed(backup_set: BackupSet, ignored: dict[str, str]) -> None:
                 backup_set.archived.append(sealed.name)
 
 
-def _judge_unsealed(backup_set: BackupSet) -> None:
-    """Without a seal: a manifest and volumes 1..N with no gap, none empty."""
+def _judge_unsealed(backup_set: BackupSet, read_manifest: ManifestReader | None) -> None:
+    """Without a seal: a manifest and volumes 1..N with no gap, none empty, and N the count
+    its manifest lists when `read_manifest` can read it."""
     if backup_set.manifest is not None and backup_set.sizes.get(backup_set.manifest) == 0:
         backup_set.problems.append(f"manifest {backup_set.manifest} is empty")
     if backup_set.volumes:
@@ -315,6 +336,32 @@ def _judge_unsealed(backup_set: BackupSet) -> None:
         empty = [n for n in backup_set.volume_names if backup_set.sizes.get(n) == 0]
         if empty:
             backup_set.problems.append(f"volume {empty[0]} is empty")
+    if backup_set.problems or backup_set.manifest is None or not backup_set.volumes:
+        return
+    highest = max(backup_set.volumes)
+    count = (read_manifest(backup_set.manifest, backup_set.sizes.get(backup_set.manifest, 0))
+             if read_manifest is not None else ManifestCount(None, "no key was given to read "
+                                                                   "its manifest"))
+    if count.volumes is None:
+        backup_set.judged = (f"unsealed: judged by its contiguous volumes 1..{highest} only; "
+                             f"its manifest's volume count was not checked ({count.why_not})")
+    elif highest < count.volumes:
+        model = max(backup_set.volume_names, key=_volume_number)
+        missing = [model.replace(f".vol{_volume_number(model)}.", f".vol{number}.")
+                   for number in range(highest + 1, count.volumes + 1)]
+        backup_set.problems.append(
+            f"volume {', '.join(missing[:5])}{' and more' if len(missing) > 5 else ''} "
+            f"{'is' if len(missing) == 1 else 'are'} missing: its manifest "
+            f"{backup_set.manifest} lists {count.volumes} volume(s), the target holds "
+            f"1..{highest}")
+    else:
+        backup_set.judged = (f"unsealed: its volumes 1..{highest} are the {count.volumes} its "
+                             "manifest lists")
+
+
+def _volume_number(name: str) -> int:
+    digits = name.rsplit(".vol", 1)[-1].split(".", 1)[0]
+    return int(digits) if digits.isdigit() else 0
 
 
 def _add_volume(backup_set: BackupSet, number: int, obj: TargetObject, prefix: str) -> None:
@@ -326,9 +373,12 @@ def _add_volume(backup_set: BackupSet, number: int, obj: TargetObject, prefix: s
         backup_set.archived.append(obj.name)
 
 
-def read_catalog(settings: HostSettings) -> Catalog:
-    """List the host's prefix in the target and read its seals; raises TargetUnreadable."""
+def read_catalog(settings: HostSettings,
+                 read_manifest: ManifestReader | None = None) -> Catalog:
+    """List the host's prefix in the target and read its seals; raises TargetUnreadable.
+    Readers that may hold the key use offsite.crypto.manifest_count.read_keyed_catalog, which
+    gives `read_manifest`."""
     objects = list_host_objects(settings)
     seals, problems = read_seals(lambda name, most: fetch_host_object(settings, name, most),
                                  [obj.name for obj in objects])
-    return build_catalog(settings.target.url, objects, seals, problems)
+    return build_catalog(settings.target.url, objects, seals, problems, read_manifest)

@@ -24,7 +24,8 @@ from offsite.ledger.facts import HOST_FACTS_KEY
 from offsite.host.settings import resolve_host
 from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import RunRecord
-from offsite.target.catalog import BackupSet, format_stamp, read_catalog
+from offsite.target.catalog import BackupSet, format_stamp
+from offsite.crypto.manifest_count import read_keyed_catalog
 from offsite.watch.alerts import Alert, AlertOutbox, condition_alert
 from offsite.watch.drift import FLEET
 from offsite.wire.messages import RUN_ID_STAMP
@@ -66,7 +67,7 @@ def rebuild_host(config: Config, store: RunStore, host: str) -> HostRebuild:
     """The records of the host's newest full and newest incremental, from the target."""
     found = HostRebuild(host)
     try:
-        catalog = read_catalog(resolve_host(config, host))
+        catalog = read_keyed_catalog(resolve_host(config, host))
     except (OffsiteError, OSError) as exc:
         found.problem = " ".join(str(exc).split())[:300]
         return found
