@@ -8,7 +8,7 @@ from offsite.config.model import Config
 from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
 from offsite.wire.publish import PUBLISH_RETRY_POLICY, task_queue
 from offsite.config.broker import redbeat_options, transport_options
-from offsite.config.tls import tls_options
+from offsite.config.tls import client_url, tls_options
 
 _VISIBILITY_MARGIN_S = 3600
 
@@ -55,11 +55,11 @@ def celery_settings(config: Config) -> dict[str, Any]:
     transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S,
                  **transport_options(config.broker_url, config.broker_sentinel_master)}
     queues = [task_queue(CONTROL_QUEUE)] + [task_queue(host_queue(host)) for host in config.hosts]
-    tls = tls_options(config.broker_url)   # rediss://: every client verifies the certificate
+    tls = tls_options(config.broker_url)   # rediss:// or sentinel://…?ssl_…: verified
     return {
         **({"broker_use_ssl": tls, "redis_backend_use_ssl": tls} if tls else {}),
-        "broker_url": config.broker_url,
-        "result_backend": config.broker_url,
+        "broker_url": client_url(config.broker_url),
+        "result_backend": client_url(config.broker_url),
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,
