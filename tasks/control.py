@@ -12,7 +12,7 @@ from offsite.watch.alerts import AlertSink, sink_for
 from offsite.watch.config_digest import digest_for
 from offsite.constants import BackupType, RunType
 from offsite.watch.deadman import DeadMansSwitch
-from offsite.watch.ledger_lost import LedgerWatch
+from offsite.watch.ledger_lost import LedgerWatch, unjudged
 from offsite.ledger.heartbeat import CONTROL_NODE, Heartbeat, interval_for
 from offsite.wire.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
 from offsite.watch.alerts import report_failed_run
@@ -96,9 +96,11 @@ def run_watchdog(stop: threading.Event) -> None:
             try:
                 ledger.check(utcnow())   # a lost ledger is rebuilt before it is judged
                 dog.tick(utcnow())
+                withheld = unjudged(dog.client)
             except Exception:
                 log.exception("watchdog tick failed; retrying in %ss", every)
                 continue
-            switch.ping()   # only a tick that ran tells the outside the control node is well
+            # only a tick that ran and could judge the fleet tells the outside all is well
+            switch.ping_unless(withheld)
     finally:
         heartbeat.stop()

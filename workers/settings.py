@@ -5,7 +5,7 @@ from typing import Any
 
 from beat_schedule import build_beat_schedule
 from offsite.config.model import Config
-from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
+from offsite.constants import CONTROL_QUEUE, REDBEAT_PREFIX, host_queue
 from offsite.wire.publish import PUBLISH_RETRY_POLICY, task_queue
 from offsite.config.broker import redbeat_options, transport_options
 from offsite.config.tls import client_url, tls_options
@@ -35,7 +35,7 @@ def beat_settings(config: Config) -> dict[str, Any]:
         "beat_scheduler": "workers.beat:SlotScheduler",
         "redbeat_redis_url": redbeat["redbeat_redis_url"],
         "redbeat_redis_options": {"retry_period": -1, **redbeat.get("redbeat_redis_options", {})},
-        "redbeat_key_prefix": KEY_PREFIX + "redbeat:",
+        "redbeat_key_prefix": REDBEAT_PREFIX,
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "beat_max_loop_interval": BEAT_LOOP_S,
         "beat_enable_remote_control": False,
