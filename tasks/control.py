@@ -36,7 +36,8 @@ def alert_sink() -> AlertSink:
 
 
 def outbox() -> AlertOutbox:
-    return AlertOutbox(redis_client())
+    from offsite.config.broker import is_sentinel
+    return AlertOutbox(redis_client(), replicas=1 if is_sentinel(current_config().broker_url) else 0)
 
 
 @app.task(bind=True, base=CheckedTask, name=NOTIFY_FAILURE)

@@ -126,6 +126,20 @@ class SentinelGroup:
         assert port is not None
         return self._client(port)
 
+    def cut_replica(self) -> None:
+        """The replica loses its link to the master and cannot make it again (it is given a
+        wrong masterauth) until mend_replica: what the master writes meanwhile is on the
+        master only. The sentinels still see both alive."""
+        master, replica = self.data_ports
+        self._client(replica).config_set("masterauth", "not-the-masters-password")
+        self._client(master).client_kill_filter(_type="replica")
+        wait_until(lambda: not self._replica_linked() and int(
+            self._client(master).info("replication")["connected_slaves"]) == 0,
+            timeout=10, what="the replica to be cut off")
+
+    def mend_replica(self) -> None:
+        self._client(self.data_ports[1]).config_set("masterauth", self.password or "")
+
     def kill(self, port: int) -> None:
         if (client := self._clients.pop(port, None)) is not None:
             client.close()
