@@ -46,18 +46,10 @@ def test_a_sentinel_urls_tls_options_reach_every_client() -> None:
     assert tls_options(plain) is None and "ssl" not in transport_options(
         plain, "offsite")["sentinel_kwargs"]
 
-    def config(broker_url: str) -> Any:
-        return parse_config({"target": {"url": "file:///srv/backups"}, "broker_url": broker_url,
-                             "broker_sentinel_master": "offsite",
-                             "hosts": {HOST: {"scripts": {"s": {"bash": "true"}}}}})
-    assert config(url).broker_url == url
-    for bad, why in ((url.replace("ssl_ca_certs=/etc/offsite/ca.pem", "ssl_cert_reqs=none"),
-                      "must stay required"),
-                     (url.replace("ssl_ca_certs", "ssl_verify"), "unknown option"),
-                     (plain + "?ssl_ca_certs=/x", "first sentinel:// part only")):
-        with pytest.raises(Exception) as refused:
-            config(bad)
-        assert why in str(refused.value) and ":pw@" not in str(refused.value), bad
+    config = parse_config({"target": {"url": "file:///srv/backups"}, "broker_url": url,
+                           "broker_sentinel_master": "offsite",
+                           "hosts": {HOST: {"scripts": {"s": {"bash": "true"}}}}})
+    assert config.broker_url == url   # refusals: tests/test_hostile_config.py (sentinel-*)
 
 
 @pytest.mark.slow
