@@ -19,15 +19,23 @@ log = logging.getLogger(__name__)
 
 
 def expected_replicas(client: redis.Redis) -> int:
-    """The replicas a write should reach: those the sentinels hold alive (one whose link to
-    the master is down for a moment, resyncing, still counts: WAIT waits for it), else those
-    connected to the master now."""
+    """The replicas a write should reach: those the sentinels see up (one whose link to the
+    master is down for a moment, resyncing, still counts: WAIT waits for it; one the sentinels
+    cannot reach, like a dead master just demoted, does not), else those connected to the
+    master now."""
     pool = client.connection_pool
     manager, service = getattr(pool, "sentinel_manager", None), getattr(pool, "service_name", None)
-    if manager is not None and service:
-        return len(manager.discover_slaves(service))
-    info: Any = client.info("replication")
-    return int(info.get("connected_slaves", 0)) if isinstance(info, dict) else 0
+    if manager is None or not service:
+        info: Any = client.info("replication")
+        return int(info.get("connected_slaves", 0)) if isinstance(info, dict) else 0
+    for sentinel in manager.sentinels:
+        try:
+            replicas = sentinel.sentinel_slaves(service)
+        except (redis.ConnectionError, redis.ResponseError, redis.TimeoutError):
+            continue
+        return sum(1 for replica in replicas if not (
+            replica.get("is_sdown") or replica.get("is_odown") or replica.get("is_disconnected")))
+    return 0
 
 
 def commit_replicated(client: redis.Redis, replicas: int, stage: Callable[[Pipeline], Any],
