@@ -159,8 +159,8 @@ class LedgerWatch:
             pipe.srem(UNREBUILT_KEY, *done)
             if rebuilt:
                 self.outbox.stage(pipe, f"ledger_rebuilt:{now.timestamp():.0f}", recovery_alert(
-                    FLEET, "any", "ledger_lost", "The run ledger of host(s) the target could "
-                    "not be read for is rebuilt now:\n"
+                    FLEET, "any", "ledger_lost", "The run ledger is rebuilt now for the "
+                    "host(s) whose target could not be read when Redis lost its data:\n"
                     + "\n".join(item.describe() for item in rebuilt)), now)
             pipe.execute()
         log.warning("the run ledger rebuilt from the target: %s",
