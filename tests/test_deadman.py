@@ -104,7 +104,7 @@ def test_check_connect_says_whether_a_switch_is_configured(make_config: Any,
 
 def test_no_ping_while_a_redis_loss_is_not_rebuilt_then_pings_resume(
         make_config: Any, start_control: Callable[..., Any], start_process: Any,
-        pings: PingCounter, redis_client: redis.Redis, tmp_path: Path) -> None:
+        pings: PingCounter, redis_client: redis.Redis, aws: Any, tmp_path: Path) -> None:
     """FLUSHALL while the host's target cannot be read: the ledger cannot be rebuilt, so the
     control node judges nothing and must not tell the switch all is well; once the target
     reads again the next tick rebuilds it and the pings resume."""
@@ -148,3 +148,10 @@ def test_no_ping_while_a_redis_loss_is_not_rebuilt_then_pings_resume(
     assert "pinged again" in control.log_text()
     assert CHECK_UUID not in control.log_text()
     assert beat.alive and "Traceback" not in control.log_text()
+    # one ledger_lost alert naming the unreadable host, one recovery once it was rebuilt
+    alerts = [(a["MessageAttributes"]["class"]["Value"], a["Message"])
+              for a in aws.alerts(2, timeout=30)]
+    lost = [text for kind, text in alerts if kind == "ledger_lost"]
+    assert len(lost) == 1 and "carcosa: not rebuilt" in lost[0], alerts
+    assert [text for kind, text in alerts if kind == "recovered"
+            and "rebuilt now" in text and "carcosa" in text], alerts
