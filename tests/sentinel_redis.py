@@ -105,7 +105,9 @@ class SentinelGroup:
 
     def _known_replicas(self, sentinel_port: int) -> bool:
         try:
-            return bool(self._client(sentinel_port).sentinel_slaves(MASTER_NAME))
+            # and reaches it: just after it learns of a replica its link to it is not up
+            return any(not (replica["is_disconnected"] or replica["is_sdown"])
+                       for replica in self._client(sentinel_port).sentinel_slaves(MASTER_NAME))
         except redis.RedisError:
             return False
 

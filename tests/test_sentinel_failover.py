@@ -115,7 +115,7 @@ def test_an_alert_in_flight_and_one_waiting_reach_the_sink_once_across_a_failove
 def _store(group: SentinelGroup, replicas: int) -> RedisRunStore:
     """As the nodes' clients are: they ride out a failover (workers.context)."""
     return RedisRunStore(broker_client(
-        group.url, MASTER_NAME, socket_timeout=5, socket_connect_timeout=2,
+        group.url, MASTER_NAME, socket_timeout=30, socket_connect_timeout=2,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.2), retries=20),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError]), replicas=replicas)
 
@@ -125,11 +125,12 @@ def _succeed(record: RunRecord) -> None:
     record.finished_at = record.created_at
 
 
-def _final_after_failover(group: SentinelGroup, tmp_path: Path, replicas: int) -> bool:
-    """A run recorded on both, the replica cut off, the run's final state written with
-    `replicas`, the replica let back, the master killed the moment the write returned: is
-    the state final on the new master?"""
-    store = _store(group, replicas)
+def _final_after_failover(group: SentinelGroup, mode: str) -> bool:
+    """A run recorded on both; the replica cut off; the run's final state written; the
+    master killed: the moment the write returned without WAIT ("no-wait"), the moment it
+    returned after WAIT once the replica was let back ("wait"), or while WAIT still waited
+    ("mid-wait"). Is the state final on the new master?"""
+    store = _store(group, 0 if mode == "no-wait" else 1)
     run_id = "carcosa-full-20261204T120000Z"
     master = group.master()
     try:
@@ -142,16 +143,16 @@ def _final_after_failover(group: SentinelGroup, tmp_path: Path, replicas: int) -
         writer.start()
         wait_until(lambda: '"succeeded"' in str(master.get(f"offsite:run:{run_id}")),
                    timeout=30, what="the final state on the master")
-        if replicas == 0:
+        if mode == "no-wait":
             assert done.wait(10)                           # acknowledged, on the master only
-            group.kill(group.data_ports[0])
-            group.mend_replica()
-        else:
+        elif mode == "wait":
             group.mend_replica()                           # WAIT holds it until the replica
             assert done.wait(30)                           # has it, then it returns
-            group.kill(group.data_ports[0])
+        group.kill(group.data_ports[0])
+        group.mend_replica()
         wait_until(lambda: group.master_port() == group.data_ports[1], timeout=60,
                    what="the sentinels to promote the replica")
+        assert done.wait(60), "the write never returned"
         record = store.get(run_id)
         assert record is not None
         return record.is_final
@@ -164,16 +165,18 @@ def _final_after_failover(group: SentinelGroup, tmp_path: Path, replicas: int) -
 
 @pytest.mark.timeout(300)
 def test_a_final_state_acknowledged_before_a_failover_survives_it_because_of_wait(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     outcomes = {}
-    for replicas in (0, 1):
-        directory = tmp_path / f"group-{replicas}"
+    for mode in ("no-wait", "wait", "mid-wait"):
+        directory = tmp_path / mode
         directory.mkdir()
         group = SentinelGroup(directory)
         group.start()
         try:
-            outcomes[replicas] = _final_after_failover(group, tmp_path, replicas)
+            outcomes[mode] = _final_after_failover(group, mode)
         finally:
             group.stop()
-    # without WAIT the acknowledged state was on the dead master only; with it, on the replica
-    assert outcomes == {0: False, 1: True}, outcomes
+    # without WAIT the acknowledged state was on the dead master only; with it, on the
+    # replica; and a master that died while WAIT waited had it alone: it was written again
+    assert outcomes == {"no-wait": False, "wait": True, "mid-wait": True}, outcomes
+    assert "was lost in a failover before a replica had it" in caplog.text

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import redis
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from offsite.config.tls import tls_options
 
@@ -54,6 +54,29 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     return SentinelUrl(tuple(nodes), password, db)
 
 
+class _Following:
+    """A connection to the master that asks the sentinels where the master is each time it
+    connects. redis-py's own asks only when a connection is taken from its pool: a command
+    (or a pipeline) it retries after the master died reconnects to the dead master's address
+    until its retries are spent, even once the sentinels have promoted a replica."""
+
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:
+        connection: Any = self
+        if connection._sock is None and connection.connection_pool.is_master:
+            connection.host, connection.port = connection.connection_pool.get_master_address()
+        super().connect_check_health(check_health=check_health,  # type: ignore[misc]
+                                     retry_socket_connect=retry_socket_connect)
+
+
+class FollowingConnection(_Following, SentinelManagedConnection):
+    pass
+
+
+class FollowingSSLConnection(_Following, SentinelManagedSSLConnection):
+    pass
+
+
 def _sentinel_tls(broker_url: str) -> dict[str, Any]:
     """redis-py's options for TLS to the sentinels and the master ({} without TLS)."""
     tls = tls_options(broker_url)
@@ -73,7 +96,9 @@ def broker_client(broker_url: str, master: str | None, **options: Any) -> redis.
     tls = _sentinel_tls(broker_url)
     sentinel = Sentinel(list(parsed.nodes), sentinel_kwargs={"password": parsed.password,
                                                              **timeouts, **tls})
-    return sentinel.master_for(master, password=parsed.password, db=parsed.db, **tls, **options)
+    return sentinel.master_for(master, password=parsed.password, db=parsed.db, **{
+        key: value for key, value in tls.items() if key != "ssl"},
+        connection_class=FollowingSSLConnection if tls else FollowingConnection, **options)
 
 
 def transport_options(broker_url: str, master: str | None) -> dict[str, Any]:
