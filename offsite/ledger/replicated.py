@@ -3,8 +3,9 @@
 A write the master acknowledged is lost when the master dies before its replica has it: the
 sentinels promote the replica without it. `commit_replicated` sends the writes and a `WAIT`
 in one pipeline, so when it returns a replica holds them; when the master dies meanwhile,
-redis-py's retry (the clients of offsite.config.broker that ride out a failover) sends the
-pipeline whole again to the new master, so the writes land there instead, never nowhere.
+the client's retry (offsite.config.broker's clients ride out a failover and reconnect to the
+master the sentinels name) sends the pipeline whole again to the new master, so the writes
+land there instead, never nowhere.
 The writes must therefore be idempotent (a SET, a ZREM, a SET NX that reads its own answer)."""
 from __future__ import annotations
 
