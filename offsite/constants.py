@@ -11,6 +11,8 @@ RUN_KEY = KEY_PREFIX + "run:"             # run:<run_id> -> JSON record
 HOST_RUNS_KEY = KEY_PREFIX + "runs:"      # runs:<host> -> sorted set of run ids by creation time
 ALL_RUNS_KEY = KEY_PREFIX + "runs"        # sorted set of every run id
 LEASE_KEY = KEY_PREFIX + "lease:"         # lease:<host> -> run id holding the host
+REDBEAT_PREFIX = KEY_PREFIX + "redbeat:"    # RedBeat's keys (workers.settings)
+BEAT_SCHEDULE_KEY = REDBEAT_PREFIX + ":schedule"   # RedBeat's sorted set of entries by due time
 REJECTED_KEY = KEY_PREFIX + "rejected"    # list of messages refused by a worker (wrong host)
 
 DEFAULT_CONFIG_PATH = "offsite.yaml"

@@ -13,7 +13,7 @@ from offsite.watch.config_digest import digest_for
 from offsite.constants import BackupType, RunType
 from offsite.errors import MessageUnsent
 from offsite.watch.deadman import DeadMansSwitch
-from offsite.watch.ledger_lost import LedgerWatch
+from offsite.watch.ledger_lost import LedgerWatch, unjudged
 from offsite.ledger.heartbeat import CONTROL_NODE, Heartbeat, interval_for
 from offsite.wire.messages import NOTIFY_FAILURE, PRUNE, NotAFailedRun
 from offsite.watch.alerts import report_failed_run
@@ -37,7 +37,8 @@ def alert_sink() -> AlertSink:
 
 
 def outbox() -> AlertOutbox:
-    return AlertOutbox(redis_client())
+    from offsite.config.broker import is_sentinel
+    return AlertOutbox(redis_client(), replicas=1 if is_sentinel(current_config().broker_url) else 0)
 
 
 @app.task(bind=True, base=CheckedTask, name=NOTIFY_FAILURE)
@@ -103,9 +104,11 @@ def run_watchdog(stop: threading.Event) -> None:
             try:
                 ledger.check(utcnow())   # a lost ledger is rebuilt before it is judged
                 dog.tick(utcnow())
+                withheld = unjudged(dog.client)
             except Exception:
                 log.exception("watchdog tick failed; retrying in %ss", every)
                 continue
-            switch.ping()   # only a tick that ran tells the outside the control node is well
+            # only a tick that ran and could judge the fleet tells the outside all is well
+            switch.ping_unless(withheld)
     finally:
         heartbeat.stop()

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import socket
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
 
 import pytest
 import redis
 
-from tests.helpers import describe, wait_until
+from tests.helpers import describe, offsite_argv, wait_until
 
 pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
@@ -99,3 +100,58 @@ def test_check_connect_says_whether_a_switch_is_configured(make_config: Any,
     bare = make_config({"carcosa": {"scripts": {"s": {"bash": "true"}}}})
     result = run_offsite("check", "--connect", config=bare)
     assert "alerts.heartbeat_url is not set" in result.stdout, describe(result)
+
+
+def test_no_ping_while_a_redis_loss_is_not_rebuilt_then_pings_resume(
+        make_config: Any, start_control: Callable[..., Any], start_process: Any,
+        pings: PingCounter, redis_client: redis.Redis, aws: Any, tmp_path: Path) -> None:
+    """FLUSHALL while the host's target cannot be read: the ledger cannot be rebuilt, so the
+    control node judges nothing and must not tell the switch all is well; once the target
+    reads again the next tick rebuilds it and the pings resume."""
+    target = tmp_path / "target"
+    target.mkdir()
+    defaults = make_config.defaults()["alerts"]
+    config = make_config({"carcosa": {"scripts": {"s": {"bash": "true"}}}}, watchdog=WATCHDOG,
+                         target={"url": f"file://{target}"},
+                         alerts={**defaults, "heartbeat_url":
+                                 f"http://127.0.0.1:{pings.server_address[1]}/{CHECK_UUID}"})
+    control = start_control(config)
+    beat = start_process("beat", offsite_argv(config, "beat"), "beat: Acquired lock")
+    wait_until(lambda: len(pings.paths) >= 2, 60, "pings before the loss")
+    target.rename(tmp_path / "away")
+    target.write_text("not a folder: the target cannot be listed")
+    redis_client.flushall()
+    control.wait_for("the run ledger was lost", timeout=30)
+    control.wait_for("not pinged while the run ledger of host(s) carcosa is not rebuilt",
+                     timeout=30)
+    during = len(pings.paths)
+    ticks: set[str] = set()
+
+    def ticked(count: int) -> Callable[[], bool]:
+        def check() -> bool:
+            if at := redis_client.hget("offsite:watchdog:tick", "at"):
+                ticks.add(str(at))
+            return len(ticks) >= count
+        return check
+    wait_until(ticked(4), 30, "four ticks after the loss")
+    assert len(pings.paths) == during, "pinged while the ledger was not rebuilt"
+    wait_until(lambda: redis_client.zcard("offsite:redbeat::schedule") > 0, 30,
+               "beat to make its schedule again")
+    control.wait_for("beat's schedule is back in Redis", timeout=30)
+    wait_until(ticked(len(ticks) + 2), 30, "two more ticks")
+    assert len(pings.paths) == during, "pinged while the ledger was not rebuilt"
+
+    target.unlink()
+    (tmp_path / "away").rename(target)
+    control.wait_for("the run ledger rebuilt from the target: carcosa", timeout=30)
+    wait_until(lambda: len(pings.paths) > during, 30, "pings to resume after the rebuild")
+    assert "pinged again" in control.log_text()
+    assert CHECK_UUID not in control.log_text()
+    assert beat.alive and "Traceback" not in control.log_text()
+    # one ledger_lost alert naming the unreadable host, one recovery once it was rebuilt
+    alerts = [(a["MessageAttributes"]["class"]["Value"], a["Message"])
+              for a in aws.alerts(2, timeout=30)]
+    lost = [text for kind, text in alerts if kind == "ledger_lost"]
+    assert len(lost) == 1 and "carcosa: not rebuilt" in lost[0], alerts
+    assert [text for kind, text in alerts if kind == "recovered"
+            and "rebuilt now" in text and "carcosa" in text], alerts

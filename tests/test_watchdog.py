@@ -116,6 +116,8 @@ def test_missed_monday_slot_is_reported(dog: Watchdog, aws: Any) -> None:
     missed = [a for a in alerts if a["MessageAttributes"]["class"]["Value"] == "backup_missed"]
     assert len(missed) == 1
     assert "2026-12-07T04:00:00+00:00" in missed[0]["Message"]
+    # the hint names what is silent (neither beat nor a worker ever beat here)
+    assert "beat has sent no heartbeat at all: start `offsite beat`" in missed[0]["Message"]
 
 
 @pytest.mark.slow

@@ -5,10 +5,10 @@ from typing import Any
 
 from beat_schedule import build_beat_schedule
 from offsite.config.model import Config
-from offsite.constants import CONTROL_QUEUE, KEY_PREFIX, host_queue
+from offsite.constants import CONTROL_QUEUE, REDBEAT_PREFIX, host_queue
 from offsite.wire.publish import PUBLISH_RETRY_POLICY, task_queue
 from offsite.config.broker import redbeat_options, transport_options
-from offsite.config.tls import tls_options
+from offsite.config.tls import client_url, tls_options
 
 _VISIBILITY_MARGIN_S = 3600
 
@@ -35,7 +35,7 @@ def beat_settings(config: Config) -> dict[str, Any]:
         "beat_scheduler": "workers.beat:SlotScheduler",
         "redbeat_redis_url": redbeat["redbeat_redis_url"],
         "redbeat_redis_options": {"retry_period": -1, **redbeat.get("redbeat_redis_options", {})},
-        "redbeat_key_prefix": KEY_PREFIX + "redbeat:",
+        "redbeat_key_prefix": REDBEAT_PREFIX,
         "redbeat_lock_timeout": BEAT_LOCK_TIMEOUT_S,
         "beat_max_loop_interval": BEAT_LOOP_S,
         "beat_enable_remote_control": False,
@@ -55,11 +55,11 @@ def celery_settings(config: Config) -> dict[str, Any]:
     transport = {"visibility_timeout": longest_run_s(config) + _VISIBILITY_MARGIN_S,
                  **transport_options(config.broker_url, config.broker_sentinel_master)}
     queues = [task_queue(CONTROL_QUEUE)] + [task_queue(host_queue(host)) for host in config.hosts]
-    tls = tls_options(config.broker_url)   # rediss://: every client verifies the certificate
+    tls = tls_options(config.broker_url)   # rediss:// or sentinel://…?ssl_…: verified
     return {
         **({"broker_use_ssl": tls, "redis_backend_use_ssl": tls} if tls else {}),
-        "broker_url": config.broker_url,
-        "result_backend": config.broker_url,
+        "broker_url": client_url(config.broker_url),
+        "result_backend": client_url(config.broker_url),
         "broker_transport_options": transport,
         "result_backend_transport_options": transport,
         "broker_connection_retry_on_startup": True,

@@ -29,7 +29,7 @@ def cmd_ledger_rebuild(args: argparse.Namespace, config: Config) -> int:
     whose facts hold no success, or the hosts named); exit 1 when a host's target could not
     be read."""
     from offsite.ledger.records import RedisRunStore
-    from offsite.watch.ledger_lost import hosts_without_success, rebuild_ledger
+    from offsite.watch.ledger_lost import forget_unrebuilt, hosts_without_success, rebuild_ledger
     from offsite.config.broker import broker_client
     client = broker_client(config.broker_url, config.broker_sentinel_master,
                            socket_connect_timeout=5, socket_timeout=30)
@@ -37,6 +37,7 @@ def cmd_ledger_rebuild(args: argparse.Namespace, config: Config) -> int:
         config.host(host)
     hosts = args.hosts or hosts_without_success(client, config)
     rebuilt = rebuild_ledger(config, RedisRunStore(client), hosts)
+    forget_unrebuilt(client, rebuilt)   # the control node stops trying them (and pings again)
     for item in rebuilt:
         print(item.describe() + (f" (wrote {', '.join(item.created)})" if item.created else ""))
     if not rebuilt:

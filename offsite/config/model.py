@@ -87,7 +87,8 @@ class HostConfig(StrictModel):
 class Config(StrictModel):
     broker_url: Annotated[str, AfterValidator(check_broker_url)] = Field(
         "redis://localhost:6379/0", description="redis:// or rediss:// URL, or Redis "
-        "Sentinel's sentinel://H1:P1;sentinel://H2:P2;… with broker_sentinel_master")
+        "Sentinel's sentinel://H1:P1;sentinel://H2:P2;… with broker_sentinel_master (TLS: "
+        "ssl_ca_certs=… on its first part, as on a rediss:// URL)")
     broker_sentinel_master: Name | None = Field(
         None, description="the master's name the sentinels of a sentinel:// broker_url know")
     staging_root: DataRoot = Field(Path("/var/lib/offsite/staging"),

@@ -127,6 +127,9 @@ def check_broker_url(value: str) -> str:
             parse_sentinel_url(value)
         except ValueError as exc:
             raise ValueError(f"broker url {_masked(value)!r}: {exc}") from None
+        from offsite.config.tls import tls_problem
+        if (problem := tls_problem(value)) is not None:
+            raise ValueError(f"broker url {_masked(value)!r}: {problem}")
         return value
     try:
         parts = urlsplit(value)

@@ -158,7 +158,8 @@ class AlertsConfig(StrictModel):
     endpoint_url: HttpUrl | None = Field(None, description="SNS endpoint for non-AWS services")
     heartbeat_url: HttpUrl | None = Field(
         None, description="dead man's switch: a healthchecks.io-style push URL the control "
-                          "node GETs on every healthy watchdog tick")
+                          "node GETs on every healthy watchdog tick (none while a Redis loss "
+                          "is not rebuilt)")
     webhook_url: HttpUrl | None = Field(
         None, description="alerts also (or only) as a JSON POST {subject, message, attributes} "
                           "to this URL, retried through the outbox like SNS")

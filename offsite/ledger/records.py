@@ -12,6 +12,7 @@ from offsite.constants import (ALL_RUNS_KEY, HOST_RUNS_KEY, KEEP_RUNS_DAYS, KEEP
                                KEY_PREFIX, RUN_KEY, RunState, RunType)
 from offsite.errors import OffsiteError
 from offsite.ledger.facts import HOST_FACTS_KEY, QUEUED_KEY, stage_facts, unstage_run
+from offsite.ledger.replicated import commit_replicated
 from offsite.ledger.run_record import RunRecord
 
 
@@ -32,7 +33,6 @@ class RunStore(Protocol):
 
 # -> {created (0/1), runs in the host's index, score of its oldest run}
 FINAL_CHANNEL = KEY_PREFIX + "final:"   # pub/sub channel final:<run_id>: the run ended
-REPLICA_WAIT_MS = 10_000
 REPLICA_PROBE_KEY = KEY_PREFIX + "replicated"
 _log = logging.getLogger(__name__)
 
@@ -173,30 +173,28 @@ class RedisRunStore:
                         pipe.publish(FINAL_CHANNEL + run_id, record.state.value)
                     pipe.execute()
                     if record.is_final and self.replicas:
-                        self._replicated(run_id)
+                        if not self._replicated(run_id):
+                            continue
                         self.client.publish(FINAL_CHANNEL + run_id, record.state.value)
                     return record
                 except redis.WatchError:
                     continue
 
-    def _replicated(self, run_id: str) -> None:
-        """WAIT until `replicas` replicas hold the write; one line when they do not in time
-        (the state stands on the master; a failover before the replica catches up can lose
-        it, and the watchdog then finds the run lost and re-runs it)."""
-        # WAIT counts the writes of its own connection: a write on the same connection just
-        # before it is replicated after the transaction above, so waiting for it waits for both
-        connected = int(self.client.info("replication").get("connected_slaves", 0))
-        if connected == 0:   # a degraded group (after a failover): nothing to wait for
-            _log.warning("the final state of run %s is on the master only: no replica is "
-                         "connected", run_id)
-            return
-        with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(REPLICA_PROBE_KEY, run_id)
-            pipe.wait(min(self.replicas, connected), REPLICA_WAIT_MS)
-            acked = int(pipe.execute()[1])
-        if acked < min(self.replicas, connected):
-            _log.warning("the final state of run %s reached %d of %d replica(s) within %d ms",
-                         run_id, acked, min(self.replicas, connected), REPLICA_WAIT_MS)
+    def _replicated(self, run_id: str) -> bool:
+        """WAIT until `replicas` replicas hold the final state (offsite.ledger.replicated);
+        False when the master died before one did and the new master does not have it: the
+        caller writes it again there."""
+        # WAIT counts the replication stream up to this connection's last write: the probe is
+        # written after the transaction above, so waiting for it waits for both
+        commit_replicated(self.client, self.replicas,
+                          lambda pipe: pipe.set(REPLICA_PROBE_KEY, run_id),
+                          f"the final state of run {run_id}")
+        current = self.get(run_id)
+        if current is not None and current.is_final:
+            return True
+        _log.warning("the final state of run %s was lost in a failover before a replica had "
+                     "it: writing it again on the new master", run_id)
+        return False
 
     def wait_final(self, run_id: str, timeout_s: float | None) -> RunRecord | None:
         """The run's record once it is final, woken by the message its final write publishes

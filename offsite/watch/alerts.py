@@ -19,6 +19,7 @@ from offsite.config.model import Config
 from offsite.constants import KEY_PREFIX, RUN_RECORD_TTL_S, RunState, RunType
 from offsite.durations import format_duration
 from offsite.ledger.records import RunStore
+from offsite.ledger.replicated import commit_replicated
 from offsite.ledger.run_record import RunRecord
 from offsite.watch.alert_message import Alert, AlertSink, sns_subject
 from offsite.watch.apprise_sink import apprise_sinks
@@ -263,8 +264,12 @@ MAX_RETRY_S = 600.0
 
 
 class AlertOutbox:
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, replicas: int = 0) -> None:
+        """replicas: behind Redis Sentinel, an alert and its delivery claim are on a replica
+        before the sink is called, and its `sent` mark before the delivery counts, so a
+        failover neither loses an alert nor sends it twice (offsite.ledger.replicated)."""
         self.client = client
+        self.replicas = replicas
 
     def add(self, key: str, alert: Alert, now: datetime) -> None:
         """Store the alert for delivery; an alert already stored under this key is kept."""
@@ -298,7 +303,10 @@ class AlertOutbox:
             return False
         # Claim this attempt: another deliverer (errback vs. watchdog) skips it meanwhile.
         claim = ALERT_KEY + key + ":sending"
-        if not self.client.set(claim, "1", nx=True, ex=60):
+        claimed = commit_replicated(self.client, self.replicas,
+                                    lambda pipe: pipe.set(claim, "1", nx=True, ex=60),
+                                    f"alert {key}")[0]
+        if not claimed:
             return False
         try:
             try:
@@ -315,8 +323,11 @@ class AlertOutbox:
                 self._postpone(key, entry, exc, now)
                 return False
             entry["sent_at"] = now.isoformat()
-            self.client.set(ALERT_KEY + key, json.dumps(entry), ex=RUN_RECORD_TTL_S)
-            self.client.zrem(PENDING_KEY, key)
+
+            def sent(pipe: Pipeline) -> None:
+                pipe.set(ALERT_KEY + key, json.dumps(entry), ex=RUN_RECORD_TTL_S)
+                pipe.zrem(PENDING_KEY, key)
+            commit_replicated(self.client, self.replicas, sent, f"the delivery of alert {key}")
             log.info("alert %s delivered: %s", key, entry["alert"]["subject"])
             return True
         finally:

@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Iterable
+from typing import Iterable, cast
 
 import redis
 
 from offsite.config.model import Config
-from offsite.constants import KEY_PREFIX, BackupType, RunState
+from offsite.constants import BEAT_SCHEDULE_KEY, KEY_PREFIX, BackupType, RunState
 from offsite.errors import OffsiteError
 from offsite.ledger.facts import HOST_FACTS_KEY
 from offsite.host.settings import resolve_host
@@ -26,13 +26,15 @@ from offsite.ledger.records import RunStore
 from offsite.ledger.run_record import RunRecord
 from offsite.target.catalog import BackupSet, format_stamp
 from offsite.crypto.manifest_count import read_keyed_catalog
-from offsite.watch.alerts import Alert, AlertOutbox, condition_alert
+from offsite.watch.alerts import Alert, AlertOutbox, condition_alert, recovery_alert
 from offsite.watch.drift import FLEET
 from offsite.wire.messages import RUN_ID_STAMP
 
 log = logging.getLogger(__name__)
 
 MARKER_KEY = KEY_PREFIX + "ledger:since"
+UNREBUILT_KEY = KEY_PREFIX + "ledger:unrebuilt"    # set: hosts a loss left unrebuilt
+BEAT_LOST_KEY = KEY_PREFIX + "ledger:beat_lost"    # beat has not remade its schedule since
 REBUILT_NOTE = "rebuilt from the target after the ledger was lost"
 
 
@@ -103,7 +105,13 @@ def hosts_without_success(client: redis.Redis, config: Config) -> list[str]:
 
 
 class LedgerWatch:
-    """Run by the control node before each watchdog tick."""
+    """Run by the control node before each watchdog tick.
+
+    After a loss the fleet cannot be judged until each host's facts are rebuilt and beat has
+    remade its schedule: hosts whose target could not be read are kept in UNREBUILT_KEY and
+    tried again every tick (or by `offsite ledger-rebuild`), and BEAT_LOST_KEY stays until
+    beat's schedule is back in Redis. `unjudged` says why, and the control node does not
+    ping its dead man's switch meanwhile (offsite.watch.deadman)."""
 
     def __init__(self, config: Config, client: redis.Redis, store: RunStore,
                  outbox: AlertOutbox) -> None:
@@ -111,10 +119,11 @@ class LedgerWatch:
         self.seen = False   # this process saw the marker: its absence now is a loss
 
     def check(self, now: datetime) -> list[HostRebuild] | None:
-        """None while the marker is there; else the rebuild (by whichever node set the
-        marker again: one rebuild, one alert)."""
+        """None while the marker is there (after trying again the hosts still unrebuilt);
+        else the rebuild (by whichever node set the marker again: one rebuild, one alert)."""
         if self.client.exists(MARKER_KEY):
             self.seen = True
+            self._heal(now)
             return None
         if not self.client.set(MARKER_KEY, now.isoformat(), nx=True):
             self.seen = True
@@ -123,11 +132,70 @@ class LedgerWatch:
         rebuilt = rebuild_ledger(self.config, self.store,
                                  hosts_without_success(self.client, self.config))
         if lost or any(item.created for item in rebuilt):
-            self.outbox.add(f"ledger_lost:{now.timestamp():.0f}", ledger_lost_alert(rebuilt),
-                            now)
+            with self.client.pipeline() as pipe:
+                pipe.set(BEAT_LOST_KEY, now.isoformat())
+                if failed := [item.host for item in rebuilt if item.problem]:
+                    pipe.sadd(UNREBUILT_KEY, *failed)
+                self.outbox.stage(pipe, f"ledger_lost:{now.timestamp():.0f}",
+                                  ledger_lost_alert(rebuilt), now)
+                pipe.execute()
             log.error("the run ledger was lost; rebuilt from the target: %s",
                       "; ".join(item.describe() for item in rebuilt))
         return rebuilt
+
+    def _heal(self, now: datetime) -> None:
+        """Try again the hosts a loss left unrebuilt; note beat's schedule when it is back."""
+        if self.client.exists(BEAT_LOST_KEY) and self.client.exists(BEAT_SCHEDULE_KEY):
+            self.client.delete(BEAT_LOST_KEY)
+            log.info("beat's schedule is back in Redis")
+        pending = sorted(_text(raw) for raw in cast("set[bytes]",
+                                                    self.client.smembers(UNREBUILT_KEY)))
+        rebuilt = [item for item in rebuild_ledger(self.config, self.store,
+                                                   [h for h in pending if h in self.config.hosts])
+                   if not item.problem]
+        done = [item.host for item in rebuilt] + [h for h in pending if h not in self.config.hosts]
+        if not done:
+            return
+        with self.client.pipeline() as pipe:
+            pipe.srem(UNREBUILT_KEY, *done)
+            if rebuilt:
+                self.outbox.stage(pipe, f"ledger_rebuilt:{now.timestamp():.0f}", recovery_alert(
+                    FLEET, "any", "ledger_lost", "The run ledger is rebuilt now for the "
+                    "host(s) whose target could not be read when Redis lost its data:\n"
+                    + "\n".join(item.describe() for item in rebuilt)), now)
+            pipe.execute()
+        log.warning("the run ledger rebuilt from the target: %s",
+                    "; ".join(item.describe() for item in rebuilt) or "(hosts removed)")
+
+
+def unjudged(client: redis.Redis) -> str | None:
+    """Why the watchdog cannot judge the fleet now (None when it can): the ledger is lost and
+    not rebuilt for every host, or beat has not remade its schedule since."""
+    with client.pipeline(transaction=False) as pipe:
+        pipe.exists(MARKER_KEY)
+        pipe.smembers(UNREBUILT_KEY)
+        pipe.exists(BEAT_LOST_KEY)
+        marker, pending, beat_lost = pipe.execute()
+    if not marker:
+        return "the run ledger is lost (its marker offsite:ledger:since is gone) and not rebuilt"
+    if pending:
+        hosts = sorted(_text(raw) for raw in pending)
+        return (f"the run ledger of host(s) {', '.join(hosts[:10])} is not rebuilt: their "
+                "target could not be read (`offsite ledger-rebuild`)")
+    if beat_lost:
+        return ("beat has not remade its schedule since Redis lost its data (is `offsite beat` "
+                "running?)")
+    return None
+
+
+def forget_unrebuilt(client: redis.Redis, rebuilt: list[HostRebuild]) -> None:
+    """`offsite ledger-rebuild` took care of these hosts."""
+    if done := [item.host for item in rebuilt if not item.problem]:
+        client.srem(UNREBUILT_KEY, *done)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
 
 
 def ledger_lost_alert(rebuilt: list[HostRebuild]) -> Alert:

@@ -25,7 +25,7 @@ from offsite.watch.replica_watch import check_replicas
 from offsite.watch.stuck import check_consuming, check_stuck
 from offsite.watch.tampered import check_tampered
 from offsite.durations import format_duration
-from offsite.ledger.heartbeat import HEARTBEATS_KEY, parse_beat, worker_node
+from offsite.ledger.heartbeat import BEAT_NODE, HEARTBEATS_KEY, parse_beat, worker_node
 from offsite.ledger.facts import ATTENTION_KEY, HOST_FACTS_KEY, RUNNING_KEY, HostFacts, RunningRun
 from offsite.ledger.lease import HostLease
 from offsite.watch.alerts import (STREAK_KEY, adopt_legacy_streak, report_failed_run,
@@ -50,6 +50,7 @@ class FleetView:
     """Everything one tick judges, read in one pipelined round trip."""
     facts: dict[str, HostFacts]
     heartbeats: dict[str, datetime | None]
+    beat: datetime | None            # beat's own heartbeat
     streaks: list[tuple[str, str]]   # (host, kind of run) with a failure streak
     active: set[str]
     running: list[RunningRun]
@@ -59,7 +60,7 @@ def read_fleet(client: redis.Redis, hosts: list[str]) -> FleetView:
     with client.pipeline(transaction=False) as pipe:
         for host in hosts:
             pipe.hgetall(HOST_FACTS_KEY + host)
-        pipe.hmget(HEARTBEATS_KEY, [worker_node(host) for host in hosts])
+        pipe.hmget(HEARTBEATS_KEY, [worker_node(host) for host in hosts] + [BEAT_NODE])
         pipe.mget([streak_key(host, kind) for host, kind in streak_keys(hosts)])
         pipe.mget([STREAK_KEY + host for host in hosts])   # written before streaks per kind
         pipe.hkeys(CONDITIONS_KEY)
@@ -73,6 +74,7 @@ def read_fleet(client: redis.Redis, hosts: list[str]) -> FleetView:
     return FleetView(
         facts={host: HostFacts.parse(raw) for host, raw in zip(hosts, facts_raw)},
         heartbeats={host: parse_beat(raw) for host, raw in zip(hosts, beats)},
+        beat=parse_beat(beats[-1]),
         streaks=[pair for pair, raw in zip(streak_keys(hosts), streaks) if raw],
         active={key.decode() for key in active},
         running=[RunningRun.parse(run_id, raw) for run_id, raw in running.items()])
@@ -109,7 +111,8 @@ class Watchdog:
         periods: dict[ScheduleSpec, float] = {}
         for host in hosts:
             facts = view.facts[host]
-            self.check_missed(host, facts, since, now, slots, observed)
+            self.check_missed(host, facts, since, now, slots, observed,
+                              self._missed_cause(host, view, now))
             self.check_stale(host, facts, since, now, periods, observed)
             self.check_unproven(host, facts, since, now, periods, observed)
             self.check_worker(host, view.heartbeats[host], since, now, observed)
@@ -223,7 +226,8 @@ class Watchdog:
 
     def check_missed(self, host: str, facts: HostFacts, since: datetime, now: datetime,
                      slots: dict[tuple[ScheduleSpec, str], datetime | None],
-                     observed: dict[str, tuple[bool, AlertText, AlertText]]) -> None:
+                     observed: dict[str, tuple[bool, AlertText, AlertText]],
+                     cause: str = "") -> None:
         grace = timedelta(seconds=self.config.watchdog.start_grace)
         zone = self.config.schedule.timezone
         for kind in BackupType:
@@ -236,8 +240,23 @@ class Watchdog:
             latest = facts.latest_start({kind, BackupType.FULL})
             started = latest is not None and latest[0] >= slot - timedelta(seconds=1)
             observed[f"missed:{host}:{kind.value}"] = (
-                not started, _missed_alert(host, kind, slot, grace),
+                not started, _missed_alert(host, kind, slot, grace, cause),
                 _missed_recovery(host, kind, latest[1] if latest else "?"))
+
+    def _missed_cause(self, host: str, view: FleetView, now: datetime) -> str:
+        """What the heartbeats say about a missed slot: which of beat and the worker is down,
+        or that both are alive (then beat's log and the worker's queue are the next places)."""
+        limit = self.config.watchdog.worker_timeout
+        down = [f"{who} has sent no heartbeat {f'since {seen.isoformat()}' if seen else 'at all'}"
+                f": start {how}" for who, seen, how in (
+                    ("beat", view.beat, "`offsite beat` (one per fleet)"),
+                    (f"the worker of host {host}", view.heartbeats[host],
+                     f"`offsite worker {host}` there"))
+                if seen is None or (now - seen).total_seconds() > limit]
+        if down:
+            return "; ".join(down) + "."
+        return (f"beat and the worker of host {host} are both alive: see `offsite hosts` "
+                "(a worker that does not read its queue, a run stuck queued) and beat's log.")
 
     def check_stale(self, host: str, facts: HostFacts, since: datetime, now: datetime,
                     periods: dict[ScheduleSpec, float],
@@ -314,13 +333,12 @@ def _overdue_recovery(run_id: str, record: RunRecord | None) -> AlertText:
                                   f"Overdue run {run_id} of host {host} ended: {state}.")
 
 
-def _missed_alert(host: str, kind: BackupType, slot: datetime, grace: timedelta) -> AlertText:
+def _missed_alert(host: str, kind: BackupType, slot: datetime, grace: timedelta,
+                  cause: str) -> AlertText:
     return lambda: condition_alert(
         host, kind.value, "backup_missed",
         f"The {kind.value} backup of host {host} due at {slot.isoformat()} did not start "
-        f"within {format_duration(grace.total_seconds())}: is `offsite worker {host}` running "
-        "and is `offsite beat` running (`offsite hosts`)? A slot due while Redis lost its data "
-        "(alert ledger_lost) was never sent; beat sends the next one.")
+        f"within {format_duration(grace.total_seconds())}: {cause}")
 
 
 def _missed_recovery(host: str, kind: BackupType, run_id: str) -> AlertText:

@@ -18,7 +18,7 @@ from offsite.constants import CONTROL_QUEUE
 from offsite.wire.messages import NOTIFY_FAILURE
 from offsite.wire.labels import task_label
 from offsite.config.broker import transport_options
-from offsite.config.tls import tls_options
+from offsite.config.tls import client_url, tls_options
 
 if TYPE_CHECKING:
     from kombu import Queue
@@ -73,7 +73,7 @@ def publish_task(broker_url: str, name: str, args: tuple[Any, ...], kwargs: dict
     from kombu import Connection, Producer
     task_id = str(uuid.uuid4())
     body, headers, properties = task_message(name, args, kwargs, task_id, errbacks)
-    with Connection(broker_url, ssl=tls_options(broker_url) or False,
+    with Connection(client_url(broker_url), ssl=tls_options(broker_url) or False,
                     transport_options=transport_options(broker_url, sentinel_master)) \
             as connection:
         producer = Producer(connection, auto_declare=False)
