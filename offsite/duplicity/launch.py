@@ -15,13 +15,21 @@ ARGS...`, the same interpreter duplicity is installed in), which makes those wai
 daemon threads before duplicity runs: on its fatal error duplicity exits at once with its own
 error, its end of the pipe closes, and gpg ends on EPIPE (the reaper of offsite.process ends
 whatever is left). Everything else is duplicity's own `dup_run`, unchanged.
+
+With OFFSITE_UPLOAD_DIGESTS in its environment (an upload), the launcher also hashes every file
+duplicity hands its backend, just before the transfer, and records it once the transfer
+succeeded (see offsite.duplicity.uploaded): the seal is made from that, not by reading the set
+back.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
+
+from offsite.duplicity.uploaded import DIGESTS_ENV, UploadRecord, file_digest
 
 
 class _DaemonThreads:
@@ -45,10 +53,33 @@ def launch_argv(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "offsite.duplicity.launch", *argv[1:]]
 
 
+def _recorded(transfer: Callable[..., Any], record: UploadRecord) -> Callable[..., Any]:
+    """A BackendWrapper transfer (put, move: `(self, source_path, remote_filename=None)`)
+    that hashes the local file before it goes (move may rename or delete it) and records it
+    once the transfer returned."""
+    @functools.wraps(transfer)
+    def wrapper(self: Any, source_path: Any, remote_filename: Any = None) -> Any:
+        name = os.fsdecode(remote_filename or source_path.get_filename())
+        size, sha256 = file_digest(source_path.name)
+        result = transfer(self, source_path, remote_filename)
+        record.add(name, size, sha256)
+        return result
+    return wrapper
+
+
+def record_transfers(path: str) -> None:
+    from duplicity.backend import BackendWrapper
+    record = UploadRecord(path)
+    for method in ("put", "move"):
+        setattr(BackendWrapper, method, _recorded(getattr(BackendWrapper, method), record))
+
+
 def main() -> int:
     from duplicity import gpginterface
     if hasattr(gpginterface, "threading"):
         gpginterface.threading = _DaemonThreads()   # type: ignore[assignment]
+    if digests := os.environ.get(DIGESTS_ENV):
+        record_transfers(digests)
     from duplicity.__main__ import dup_run
     sys.argv[0] = "duplicity"
     return int(dup_run() or 0)
