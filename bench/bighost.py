@@ -89,7 +89,8 @@ def write_config(work: Path, broker_url: str, dump_src: Path, tree_src: Path) ->
     passphrase_file.write_text(PASSPHRASE + "\n")
     passphrase_file.chmod(0o600)
     hosts = {DUMP_HOST: {"scripts": {"data": {"bash": f"cp -a {dump_src}/. ."}}},
-             TREE_HOST: {"scripts": {"stamp": {"bash": "date > stamp"}}, "paths": {"data": str(tree_src)}}}
+             TREE_HOST: {"scripts": {"stamp": {"bash": "date > stamp"}},
+                         "paths": {"data": str(tree_src)}}}
     data = {"broker_url": broker_url, "staging_root": str(work / "offsite" / "staging"),
             "cache_root": str(work / "offsite" / "cache"),
             "target": {"url": f"file://{work / 'target' / 'offsite'}"},
