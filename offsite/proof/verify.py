@@ -54,9 +54,10 @@ def verify_backup(settings: HostSettings, at: datetime | None,
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
     when the target does not cover `at`, NoRestoreSpace (before duplicity starts) when the
-    scratch folder has less room than the set restores to (offsite.proof.space). In public-key mode the secret key comes from
-    secret_keys_file or this node's GNUPGHOME. With `leftovers`, the drill's private folder is
-    added to it for the caller to remove (after its record is final) instead of removed here."""
+    scratch folder has less room than the set restores to (offsite.proof.space). In
+    public-key mode the secret key comes from secret_keys_file or this node's GNUPGHOME. With
+    `leftovers`, the drill's private folder is added to it for the caller to remove (after its
+    record is final) instead of removed here."""
     host = settings.name
     catalog = read_catalog(settings)
     try:   # the set `restore` would pick: newer sets it cannot use fail the drill, named
