@@ -166,7 +166,7 @@ def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
         check_readable(settings, sets[-1].manifest)   # a denied key named at once
     size = restore_size(sets)   # a --path restore: its size is not known, its temp is
     require_space([(dest.parent, tree_bytes(size) if inner is None else 0),
-                   (host_cache(settings), work_bytes(settings.target.volsize))], size,
+                   (host_cache(settings), work_bytes(sets))], size,
                   f"the set of {format_stamp(backup_set.time)}", host, "restore",
                   "free space there or restore into a folder with room")
     with secret_keyring(host, secret_keys_file) as gnupg_home:

@@ -11,8 +11,9 @@ times its volumes. A set sealed before seals recorded it is judged by the stored
 sets the restore reads, a lower bound, and the message says so.
 
 Needed = restored bytes + one filesystem block per file (each file's last block is partly
-empty) + two volumes (duplicity downloads and decrypts one volume at a time into its temp
-folder) + a fixed margin for duplicity's signatures and the filesystem's own reserve.
+empty) + twice the largest volume the restore reads (duplicity downloads one volume at a time
+into its temp folder) + a fixed margin for duplicity's signatures and the filesystem's own
+reserve.
 """
 from __future__ import annotations
 
@@ -25,8 +26,7 @@ from typing import Sequence
 from offsite.errors import NoRestoreSpace
 from offsite.target.catalog import BackupSet
 
-MIB = 1024 * 1024
-MARGIN_BYTES = 64 * MIB
+MARGIN_BYTES = 64 * 1024 * 1024
 BLOCK_BYTES = 4096
 
 
@@ -51,9 +51,11 @@ def tree_bytes(size: RestoreSize) -> int:
     return size.bytes + size.files * BLOCK_BYTES
 
 
-def work_bytes(volsize_mb: int) -> int:
-    """duplicity's own while it restores: two volumes and the margin."""
-    return 2 * volsize_mb * MIB + MARGIN_BYTES
+def work_bytes(sets: Sequence[BackupSet]) -> int:
+    """duplicity's own while it restores `sets`: twice their largest volume, and the margin."""
+    largest = max((backup_set.sizes.get(name, 0) for backup_set in sets
+                   for name in backup_set.volume_names), default=0)
+    return 2 * largest + MARGIN_BYTES
 
 
 def _existing(folder: Path) -> Path:

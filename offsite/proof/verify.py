@@ -77,7 +77,7 @@ def verify_backup(settings: HostSettings, at: datetime | None,
     workspace = settings.scratch   # `verify.scratch`
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
     size = restore_size(needed)   # the tree and duplicity's temp both go in the workspace
-    require_space([(workspace, tree_bytes(size) + work_bytes(settings.target.volsize))], size,
+    require_space([(workspace, tree_bytes(size) + work_bytes(needed))], size,
                   f"the set of {outcome.backup_set}", host, VERIFY_STEP,
                   "free space there, or set verify.scratch to a folder with room (not the "
                   "Redis volume)")
