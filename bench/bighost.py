@@ -1,7 +1,8 @@
 """A big host, measured with a real worker and control node at default settings (lease_ttl 60 s).
 
 `.venv/bin/python -m bench.bighost [--dump-mb 1000] [--compare-files 200000]
- [--drill-files 20000] [--repeat 3] [--phases dump,compare,drill] [--keep]`
+ [--drill-files 20000] [--tree-files 100000] [--repeat 3] [--phases dump,compare,drill]
+ [--keep]` (the phase `paths` runs only when named)
 
 Phases, each printed side by side with its baseline (medians of the repeats, min-max):
 - dump: a dump host (a script `cp -a`s a tree, half random, half text, into staging): a full,
@@ -9,6 +10,9 @@ Phases, each printed side by side with its baseline (medians of the repeats, min
   worker, against plain duplicity with offsite's own command line on the tree itself. The
   upload step is shown apart (the incremental's goal is on it). While offsite runs, the host's
   lease is read 10 times a second: its lowest remaining time against lease_ttl.
+- paths: a `paths:` host of N files of 2-8 KB read in place: a full, then an incremental after
+  rewriting 1% of the files, through `offsite backup --wait`, against plain duplicity with
+  offsite's own command line on the tree itself (no selection); the upload step is shown apart.
 - compare: a drill's compare of a restored tree of N small files, the streaming compare
   (offsite.proof.compare) against the dict-and-list one it replaced, each in a fresh process:
   seconds and peak RSS.
@@ -85,7 +89,8 @@ def write_config(work: Path, broker_url: str, dump_src: Path, tree_src: Path) ->
     passphrase_file.write_text(PASSPHRASE + "\n")
     passphrase_file.chmod(0o600)
     hosts = {DUMP_HOST: {"scripts": {"data": {"bash": f"cp -a {dump_src}/. ."}}},
-             TREE_HOST: {"scripts": {"none": {"bash": "true"}}, "paths": {"data": str(tree_src)}}}
+             TREE_HOST: {"scripts": {"stamp": {"bash": "date > stamp"}},
+                         "paths": {"data": str(tree_src)}}}
     data = {"broker_url": broker_url, "staging_root": str(work / "offsite" / "staging"),
             "cache_root": str(work / "offsite" / "cache"),
             "target": {"url": f"file://{work / 'target' / 'offsite'}"},
@@ -133,6 +138,37 @@ def phase_dump(args: argparse.Namespace, work: Path, config_path: Path, broker_u
     return lines
 
 
+def phase_paths(args: argparse.Namespace, work: Path, config_path: Path,
+                env: dict[str, str]) -> list[str]:
+    source = work / "src" / "tree"
+    shutil.rmtree(source, ignore_errors=True)
+    make_small_files(source, args.tree_files)
+    shutil.rmtree(source / ".offsite")   # the tree is read in place: no manifest of its own
+    files = sorted(path for path in source.rglob("f*") if path.is_file())
+    config = load_config(config_path)
+    rng = random.Random(7)
+    rows: dict[str, list[float]] = {}
+    for repeat in range(args.repeat):
+        plain = plain_config(config, work / f"plain-tree{repeat}",
+                             f"file://{work / 'target' / f'plain-tree{repeat}'}")
+        for kind in (BackupType.FULL, BackupType.INCR):
+            if kind == BackupType.INCR:
+                for path in rng.sample(files, k=max(1, len(files) // 100)):
+                    path.write_bytes(rng.randbytes(path.stat().st_size))
+            base = run_plain(plain, DUMP_HOST, kind, source, env, work)
+            ours = run_offsite(config_path, TREE_HOST, kind, env)
+            rows.setdefault(f"{kind.value} offsite upload step", []).append(ours.upload_s)
+            rows.setdefault(f"{kind.value} plain duplicity", []).append(base.seconds)
+            rows.setdefault(f"{kind.value} ratio upload/plain", []).append(
+                ours.upload_s / base.seconds)
+            print(f"  paths {kind.value} #{repeat + 1}: offsite upload {ours.upload_s:.1f} s, "
+                  f"plain {base.seconds:.1f} s", flush=True)
+    lines = [f"paths: host: {len(files)} files of 2-8 KB read in place"]
+    lines += [f"  {name:<28} {spread(values, '' if 'ratio' in name else 's')}"
+              for name, values in rows.items()]
+    return lines
+
+
 def phase_compare(args: argparse.Namespace, work: Path) -> list[str]:
     root = work / "compare"
     started = time.monotonic()
@@ -156,6 +192,7 @@ def phase_compare(args: argparse.Namespace, work: Path) -> list[str]:
 def phase_drill(args: argparse.Namespace, work: Path, config_path: Path, broker_url: str,
                 env: dict[str, str], control: Service) -> list[str]:
     source = work / "src" / "tree"
+    shutil.rmtree(source, ignore_errors=True)
     make_small_files(source, args.drill_files)
     shutil.rmtree(source / ".offsite")   # the tree is read in place: no manifest of its own
     run_offsite(config_path, TREE_HOST, BackupType.FULL, env)
@@ -207,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dump-mb", type=float, default=1000)
     parser.add_argument("--compare-files", type=int, default=200_000)
     parser.add_argument("--drill-files", type=int, default=20_000)
+    parser.add_argument("--tree-files", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--phases", default="dump,compare,drill")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
@@ -228,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             control.wait_until(lambda: control.logged("ready."), 60)
             if "dump" in phases:
                 report += phase_dump(args, work, config_path, broker_url, env, worker)
+            if "paths" in phases:
+                report += phase_paths(args, work, config_path, env)
             if "compare" in phases:
                 report += phase_compare(args, work)
             if "drill" in phases:

@@ -80,3 +80,10 @@ class PassphraseError(OffsiteError):
     """The encryption passphrase is missing, unreadable or empty on this machine."""
 
     failure_class = "encryption_failed"
+
+
+class NoRestoreSpace(OffsiteError):
+    """A restore's folder has less free space than the set restores to (offsite.proof.space):
+    refused before duplicity starts."""
+
+    failure_class = "verify_no_space"   # the class a drill refused for it fails with

@@ -166,6 +166,19 @@ def test_a_seal_round_trips_and_must_match_its_name() -> None:
         parse_seal(seal.to_bytes(), seal_name("full", parse_stamp(T1), None))
 
 
+@pytest.mark.parametrize("restored", ["1 GB", [], {"files": 1}, {"files": 1, "bytes": -1},
+                                      {"files": True, "bytes": 1}, {"files": 1, "bytes": 2**64},
+                                      {"files": 1, "bytes": 1.5}])
+def test_a_seals_restored_size_that_is_not_two_counts_is_refused(restored: Any) -> None:
+    seal, _ = sealed_set("full", T1)
+    body = json.loads(seal.to_bytes())
+    body["restored"] = restored
+    with pytest.raises(SealUnreadable, match="bad field"):
+        parse_seal(json.dumps(body).encode(), seal.name)
+    body["restored"] = {"files": 3, "bytes": 2**40}   # what a drill needs room for
+    assert parse_seal(json.dumps(body).encode(), seal.name).restored_bytes == 2**40
+
+
 # --------------------------------------------------------------------------- prune
 
 

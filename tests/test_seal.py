@@ -1,6 +1,7 @@
 """The seal of every uploaded set (offsite.target.seal, offsite.run.sealing): its round trip on
 S3 (moto) and file://, symmetric and public-key (the host writes a seal it cannot decrypt
-anything from; a node without any key judges it), and its digest in the run record."""
+anything from; a node without any key judges it), made from the upload's own hashes without
+reading the set back (moto's request log), and its digest in the run record."""
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,8 @@ def _read_target(aws: Any, tmp_path: Path, store: str) -> dict[str, bytes]:
 @pytest.mark.parametrize("store", ["s3", "file"])
 @pytest.mark.parametrize("mode", ["symmetric", "public-key"])
 def test_every_set_is_sealed_with_the_sha256_of_its_stored_objects(
-        store: str, mode: str, make_config: Any, run_offsite: Any, aws: Any, tmp_path: Path,
-        keys: KeyPair) -> None:
+        store: str, mode: str, make_config: Any, run_offsite: Any, aws: Any, moto: Any,
+        tmp_path: Path, keys: KeyPair) -> None:
     data = tmp_path / "data"
     data.mkdir()
     (data / "big.bin").write_bytes(os.urandom(1_500_000))
@@ -59,11 +60,19 @@ def test_every_set_is_sealed_with_the_sha256_of_its_stored_objects(
         env = {"GNUPGHOME": str(keys.public_home), "PASSPHRASE": None}
     config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
                          **overrides)
+    requests_before = moto.log_path.stat().st_size
     for kind in ("full", "incr"):
         (data / f"{kind}.txt").write_text(kind)
         result = run_offsite("backup", "carcosa", "--type", kind, "--local", config=config,
                              env_extra=env, timeout=180)
         assert result.returncode == 0 and "succeeded" in result.stdout, describe(result)
+    with open(moto.log_path, "rb") as log:
+        log.seek(requests_before)
+        requests = log.read().decode(errors="replace").splitlines()
+    # sealing hashed what duplicity uploaded: no volume or signatures was read back
+    read_back = [line for line in requests if f"GET /{aws.bucket}/carcosa/" in line
+                 and ("difftar" in line or "sigtar" in line)]
+    assert read_back == []
     stored = _read_target(aws, tmp_path, store)
     seals = [parse_seal(body, name) for name, body in stored.items()
              if name.startswith("offsite-seal.")]
@@ -71,6 +80,9 @@ def test_every_set_is_sealed_with_the_sha256_of_its_stored_objects(
         ("full", 0), ("incr", 1)]
     sealed = {o.name for seal in seals for o in seal.objects}
     assert sealed == {name for name in stored if name.startswith(("duplicity-", "data-"))}
+    staged = [p.stat().st_size for p in data.iterdir()]
+    assert [(s.restored_files, s.restored_bytes) for s in sorted(seals, key=lambda s: s.time)] \
+        == [(len(staged) - 1, sum(staged) - len("incr")), (len(staged), sum(staged))]
     for seal in seals:
         assert seal.chain_start == min(s.time for s in seals)
         for obj in seal.objects:

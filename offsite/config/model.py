@@ -163,6 +163,11 @@ class Config(StrictModel):
                                         "neither inside the other"))
         elif (problem := system_dir_problem(self.cache_dir)) is not None:
             problems.append(PathProblem(cache_key, problem))
+        scratch = self.verify.scratch
+        if scratch is not None and overlap(scratch, self.staging_root):
+            problems.append(PathProblem("verify.scratch", f"{scratch} and staging_root "
+                                        f"{self.staging_root} overlap: staging is emptied on "
+                                        "every run; keep them apart"))
         secret = self.encryption.passphrase_file
         for key, folder in (("staging_root", self.staging_root), ("cache_root", self.cache_dir)):
             if secret is not None and overlap(secret, folder):

@@ -10,8 +10,9 @@ from pydantic import (AfterValidator, AliasChoices, AwareDatetime, BaseModel, Co
                       PrivateAttr, model_validator)
 
 from offsite.config.rules import check_target_url
-from offsite.config.types import (EPOCH, AbsolutePath, Duration, HttpUrl, Rate, Region,
-                                  Schedule, ScriptCode, check_timezone, check_topic_arn)
+from offsite.config.types import (EPOCH, AbsolutePath, DataRoot, Duration, HttpUrl, Rate,
+                                  Region, Schedule, ScriptCode, check_timezone,
+                                  check_topic_arn)
 from offsite.constants import DEFAULT_SCRIPT_TIMEOUT_S, DEFAULT_UPLOAD_TIMEOUT_S, MIN_LEASE_TTL_S
 from offsite.schedule.specs import CronSpec, EverySpec
 from offsite.config.security import Layout
@@ -236,6 +237,10 @@ class VerifyConfig(StrictModel):
         None, min_length=1, max_length=17,
         description="the targets drills rotate over (primary and replica names); default: "
                     "primary and each of the host's replicas")
+    scratch: DataRoot | None = Field(
+        None, description="the folder drills restore into (a whole set: checked for free "
+                          "space first); default <cache_root>/.verify-tmp. Not the Redis "
+                          "volume: a drill must never fill the disk the ledger lives on")
 
     @model_validator(mode="before")
     @classmethod

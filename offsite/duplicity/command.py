@@ -17,6 +17,7 @@ from offsite.duplicity.errors import describe_failure, read_log_tail
 from offsite.duplicity.bandwidth import ENV as LIMIT_ENV
 from offsite.duplicity.launch import launch_argv
 from offsite.duplicity.progress import ProgressDeadline
+from offsite.duplicity.uploaded import DIGESTS_ENV, record_path
 from offsite.errors import CommandError, CommandTimedOut, OffsiteError
 from offsite.host.sources import (Sources, archive_path, host_cache, host_sources,
                                   record_uploaded, relocate, scan_problems, write_manifest)
@@ -183,9 +184,12 @@ def explain(error: CommandError, log_path: Path) -> CommandError:
 
 def upload(settings: HostSettings, backup_type: BackupType,
            on_tick: Callable[[], None] | None = None,
-           passphrase: str | None = None) -> UploadStats:
+           passphrase: str | None = None,
+           walked: Sequence[str] | None = None) -> UploadStats:
     """duplicity full/incremental of the host's staging dir; raises CommandError on failure.
-    `passphrase`: the one the caller read (else duplicity's is read here)."""
+    `passphrase`: the one the caller read (else duplicity's is read here). `walked`: the
+    problems of the `paths:` sources found by the caller's walk of them (the digest manifest's,
+    offsite.run.manifest), so they are not walked again; None: walked here."""
     host = settings.name
     archive_dir = host_cache(settings)
     tempdir = upload_tempdir(archive_dir)
@@ -197,12 +201,15 @@ def upload(settings: HostSettings, backup_type: BackupType,
                            exit_code=None, stderr_tail="")
     sources = host_sources(settings)
     write_manifest(sources)
-    problems = tuple(scan_problems(sources))
+    problems = tuple(scan_problems(sources) if walked is None else walked)
+    uploaded = record_path(archive_dir)   # see offsite.duplicity.uploaded
+    uploaded.unlink(missing_ok=True)
     try:
         with public_keyring(settings) as gnupg_home:
             result = _run_duplicity(settings, "upload",
                                     backup_argv(settings, backup_type, archive_dir, sources),
-                                    on_tick, gnupg_home=gnupg_home, passphrase=passphrase)
+                                    on_tick, gnupg_home=gnupg_home, passphrase=passphrase,
+                                    extra_env={DIGESTS_ENV: str(uploaded)})
     finally:
         # duplicity's own clean-up can leave a volume's temp file behind (seen when it resumes
         # a full cut short); nothing uses the folder between uploads
@@ -292,7 +299,8 @@ def _run_duplicity(settings: HostSettings, step: str, argv: list[str],
                    gnupg_home: Path | None = None,
                    passphrase: str | None = None,
                    identity: str = UPLOAD_IDENTITY,
-                   stdout_max_bytes: int | None = None) -> CommandResult:
+                   stdout_max_bytes: int | None = None,
+                   extra_env: dict[str, str] | None = None) -> CommandResult:
     """Run duplicity with the passphrase and one identity's keys in its environment only; a
     failure is explained from duplicity's own log (see offsite.duplicity.errors)."""
     env = duplicity_env(settings, "", dict(os.environ), identity)
@@ -300,6 +308,7 @@ def _run_duplicity(settings: HostSettings, step: str, argv: list[str],
     env.pop(LIMIT_ENV, None)
     if step == "upload" and settings.upload_limit:   # offsite.duplicity.bandwidth
         env[LIMIT_ENV] = str(settings.upload_limit)
+    env.update(extra_env or {})
     log_file = Path(argv[argv.index("--log-file") + 1])
     log_file.unlink(missing_ok=True)
     argv = launch_argv(argv)   # duplicity that cannot hang on its gpg (offsite.duplicity.launch)

@@ -24,15 +24,21 @@ restore of the newest time then silently gives the set before it. A restore read
 manifests and volumes, so for `restore` the launcher puts the cut set back (a backup still sees
 duplicity's own pairing; offsite promotes such a chain to full before one runs).
 
-The launcher also applies an upload's bandwidth cap (offsite.duplicity.bandwidth). Everything
-else is duplicity's own `dup_run`, unchanged.
+The launcher also applies an upload's bandwidth cap (offsite.duplicity.bandwidth), and with
+OFFSITE_UPLOAD_DIGESTS in its environment (an upload) hashes every file duplicity hands its
+backend, just before the transfer, and records it once the transfer succeeded (see
+offsite.duplicity.uploaded): the seal is made from that, not by reading the set back.
+Everything else is duplicity's own `dup_run`, unchanged.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
+
+from offsite.duplicity.uploaded import DIGESTS_ENV, UploadRecord, file_digest
 
 
 class _DaemonThreads:
@@ -77,6 +83,27 @@ def launch_argv(argv: list[str]) -> list[str]:
     return [sys.executable, "-m", "offsite.duplicity.launch", *argv[1:]]
 
 
+def _recorded(transfer: Callable[..., Any], record: UploadRecord) -> Callable[..., Any]:
+    """A BackendWrapper transfer (put, move: `(self, source_path, remote_filename=None)`)
+    that hashes the local file before it goes (move may rename or delete it) and records it
+    once the transfer returned."""
+    @functools.wraps(transfer)
+    def wrapper(self: Any, source_path: Any, remote_filename: Any = None) -> Any:
+        name = os.fsdecode(remote_filename or source_path.get_filename())
+        size, sha256 = file_digest(source_path.name)
+        result = transfer(self, source_path, remote_filename)
+        record.add(name, size, sha256)
+        return result
+    return wrapper
+
+
+def record_transfers(path: str) -> None:
+    from duplicity.backend import BackendWrapper
+    record = UploadRecord(path)
+    for method in ("put", "move"):
+        setattr(BackendWrapper, method, _recorded(getattr(BackendWrapper, method), record))
+
+
 def main() -> int:
     from offsite.duplicity.bandwidth import install, limit_from_env
     if (rate := limit_from_env()) is not None:
@@ -86,6 +113,8 @@ def main() -> int:
         gpginterface.threading = _DaemonThreads()   # type: ignore[assignment]
     from duplicity import dup_collections
     keep_unsigned_last_set(dup_collections.CollectionsStatus)
+    if digests := os.environ.get(DIGESTS_ENV):
+        record_transfers(digests)
     from duplicity.__main__ import dup_run
     sys.argv[0] = "duplicity"
     return int(dup_run() or 0)

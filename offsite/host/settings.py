@@ -111,6 +111,13 @@ class HostSettings:
     # the host's replicas (offsite.config.replicas), each as a target; see offsite.host.targets
     replicas: Mapping[str, TargetSettings] = field(
         default_factory=lambda: MappingProxyType({}))
+    verify_scratch: Path | None = None   # `verify.scratch`; see the property `scratch`
+
+    @property
+    def scratch(self) -> Path:
+        """Where drills restore (offsite.proof.verify): `verify.scratch`, else
+        `<cache_root>/.verify-tmp` (no host name starts with a dot)."""
+        return self.verify_scratch or self.cache_root / ".verify-tmp"
 
     @property
     def staging(self) -> Path:
@@ -164,4 +171,5 @@ def resolve_host(config: Config, name: str) -> HostSettings:
         verify_schedule=config.verify_schedule(name),
         promote_to_full=config.promote_to_full(name),
         max_full_interval=config.max_full_interval(name), max_run_s=config.max_run_s(name),
-        priority=Priority(nice=config.host_priority(name).nice, io=config.host_priority(name).io))
+        priority=Priority(nice=config.host_priority(name).nice, io=config.host_priority(name).io),
+        verify_scratch=config.verify.scratch)

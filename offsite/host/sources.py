@@ -161,28 +161,62 @@ def _names(paths: dict[str, str]) -> str:
     return "{" + ", ".join(f"{name}: {path}" for name, path in sorted(paths.items())) + "}"
 
 
+class PathProblems:
+    """The files of the `paths:` sources duplicity will not back up as they are (symlink
+    loops, files or folders this process cannot read), gathered by whichever walk reads the
+    sources (the digest manifest's, offsite.run.manifest, or scan_problems): the first
+    _MAX_PROBLEMS named, so the run's warning says which."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.more = False
+
+    @property
+    def full(self) -> bool:
+        return len(self.lines) >= _MAX_PROBLEMS
+
+    def add(self, name: str, problem: str) -> None:
+        if self.full:
+            self.more = True
+        else:
+            self.lines.append(f"path {name}: {problem}")
+
+    def check(self, name: str, path: str) -> None:
+        """One entry (a file, a link or a folder) as the walk finds it."""
+        problem = _problem(path)
+        if problem:
+            self.add(name, f"{problem} {path}")
+
+    def top(self, name: str, top: str) -> bool:
+        """Whether a source's top folder can be walked (else named)."""
+        if os.path.isdir(top):
+            return True
+        self.add(name, f"{top} is not a readable folder")
+        return False
+
+    def result(self) -> list[str]:
+        return self.lines + (["(more not listed)"] if self.more else [])
+
+
 def scan_problems(sources: Sources) -> list[str]:
-    """Files of the paths duplicity will not back up as they are: symlink loops and files or
-    folders this process cannot read. Named, so the run's warning says which."""
-    problems: list[str] = []
+    """PathProblems of the sources by a walk of their own (a caller that walks them anyway
+    gathers them on that walk instead)."""
+    found = PathProblems()
     for name, top in sorted(sources.paths.items()):
-        if not os.path.isdir(top):
-            problems.append(f"path {name}: {top} is not a readable folder")
+        if not found.top(name, top):
             continue
         left_out = exclusion(sources.excludes.get(name, ()))
-        for folder, dirs, files in os.walk(top, onerror=lambda error: problems.append(
-                f"path {name}: cannot read {error.filename}")):
+        for folder, dirs, files in os.walk(top, onerror=lambda error: found.add(
+                name, f"cannot read {error.filename}")):
             if left_out is not None:
                 dirs[:] = [d for d in dirs if not left_out(os.path.join(folder, d))]
                 files = [f for f in files if not left_out(os.path.join(folder, f))]
             for entry in dirs + files:
-                full = os.path.join(folder, entry)
-                problem = _problem(full)
-                if problem:
-                    problems.append(f"path {name}: {problem} {full}")
-            if len(problems) >= _MAX_PROBLEMS:
-                return problems[:_MAX_PROBLEMS] + ["(more not listed)"]
-    return problems
+                found.check(name, os.path.join(folder, entry))
+            if found.full:
+                found.more = True
+                return found.result()
+    return found.result()
 
 
 def _problem(path: str) -> str | None:

@@ -14,6 +14,7 @@ from offsite.duplicity.command import run_restore
 from offsite.crypto.encryption import secret_keyring
 from offsite.errors import CommandError, OffsiteError, UsageError
 from offsite.proof.diagnose import explain_failure, volume_order
+from offsite.proof.space import require_space, restore_size, tree_bytes, work_bytes
 from offsite.host.sources import host_cache
 from offsite.target.thaw import (archived_volumes, check_thaw_days, refuse_if_frozen, request_thaw,
                           sets_needed)
@@ -131,7 +132,9 @@ def restore_host(settings: HostSettings, dest: Path, time: str | None = None,
     Archived volumes it needs are named (VolumesArchived), or with thaw_days requested from
     S3 (the returned text says when to come back; nothing is restored then). In public-key mode
     the secret key comes from secret_keys_file or GNUPGHOME, never from the host. The set
-    restored is appended to `chosen` (see choose_set)."""
+    restored is appended to `chosen` (see choose_set). Raises NoRestoreSpace before duplicity
+    starts when DEST's filesystem (or the cache's, for duplicity's temp) has less room than
+    the set restores to (offsite.proof.space)."""
     host = settings.name
     at = parse_backup_time(time, datetime.now(timezone.utc), host) if time else None
     inner = restore_subpath(path, host) if path is not None else None
@@ -157,6 +160,11 @@ def _restore(settings: HostSettings, dest: Path, at: datetime | None,
     refuse_if_frozen(host, volumes)
     if sets and sets[-1].manifest:
         check_readable(settings, sets[-1].manifest)   # a denied key named at once
+    size = restore_size(sets)   # a --path restore: its size is not known, its temp is
+    require_space([(dest.parent, tree_bytes(size) if inner is None else 0),
+                   (host_cache(settings), work_bytes(sets))], size,
+                  f"the set of {format_stamp(backup_set.time)}", host, "restore",
+                  "free space there or restore into a folder with room")
     if inner is None:
         into = dest
         if dest.is_dir():

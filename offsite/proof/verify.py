@@ -26,6 +26,7 @@ from offsite.ledger.records import MemoryRunStore, RunStore
 from offsite.ledger.run_record import RunRecord, VerifyRecord
 from offsite.proof.diagnose import explain_failure, volume_order
 from offsite.proof.restore import choose_set
+from offsite.proof.space import require_space, restore_size, tree_bytes, work_bytes
 from offsite.run.admission import MustWait, admit
 from offsite.proof.compare import compare
 from offsite.run.context import RunContext, queue_run
@@ -53,9 +54,11 @@ def verify_backup(settings: HostSettings, at: datetime | None,
                   leftovers: list[Path] | None = None) -> VerifyRecord:
     """Restore and compare; returns the outcome (mismatches listed), raises VerifyFailed when
     the set cannot be restored at all (archived volumes not thawed included), RestoreRefused
-    when the target does not cover `at`. In public-key mode the secret key comes from
-    secret_keys_file or this node's GNUPGHOME. With `leftovers`, the drill's private folder is
-    added to it for the caller to remove (after its record is final) instead of removed here."""
+    when the target does not cover `at`, NoRestoreSpace (before duplicity starts) when the
+    scratch folder has less room than the set restores to (offsite.proof.space). In
+    public-key mode the secret key comes from secret_keys_file or this node's GNUPGHOME. With
+    `leftovers`, the drill's private folder is added to it for the caller to remove (after its
+    record is final) instead of removed here."""
     with secret_keyring(settings.name, secret_keys_file) as gnupg_home:
         return _verify(settings, at, on_tick, gnupg_home, leftovers)
 
@@ -78,8 +81,13 @@ def _verify(settings: HostSettings, at: datetime | None, on_tick: Callable[[], N
         raise VerifyFailed(frozen.cause, host=host, step=VERIFY_STEP) from None
     if chosen.manifest:
         check_readable(settings, chosen.manifest)   # a denied key named at once
-    workspace = settings.cache_root / ".verify-tmp"   # no host name starts with a dot
+    workspace = settings.scratch   # `verify.scratch`
     workspace.mkdir(mode=0o700, parents=True, exist_ok=True)
+    size = restore_size(needed)   # the tree and duplicity's temp both go in the workspace
+    require_space([(workspace, tree_bytes(size) + work_bytes(needed))], size,
+                  f"the set of {outcome.backup_set}", host, VERIFY_STEP,
+                  "free space there, or set verify.scratch to a folder with room (not the "
+                  "Redis volume)")
     private = Path(tempfile.mkdtemp(prefix=f"{host}-", dir=workspace))   # mode 0700
     try:
         dest, throwaway_cache = private / "restore", private / "cache"

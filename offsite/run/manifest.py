@@ -17,7 +17,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from offsite.host.sources import exclusion
+from offsite.host.sources import PathProblems, exclusion
 from offsite.run.files_cache import FilesCache
 
 MANIFEST_DIR = ".offsite"
@@ -61,21 +61,29 @@ def file_digest(path: Path) -> str:
 
 def walk(root: Path, prefix: str = "", digests: bool = True,
          cache: FilesCache | None = None,
-         left_out: Callable[[str], bool] | None = None) -> Iterator[Entry]:
+         left_out: Callable[[str], bool] | None = None,
+         problems: PathProblems | None = None) -> Iterator[Entry]:
     """Every regular file and symlink under root (not the manifest's own folder), sorted, with
     what identifies its content (its SHA-256 when `digests`: from `cache` for a file it knows
     unchanged, else read; see offsite.run.files_cache). Other kinds (sockets, fifos) duplicity
     skips too. Paths are relative to root, after `prefix`; a name that is not UTF-8 is kept as
     os.walk gives it (surrogate escapes), so it maps back to the same bytes. `left_out`: the
     absolute paths a `paths:` entry excludes (offsite.host.sources.exclusion), neither walked
-    nor listed, as duplicity leaves them out of the set."""
-    entries = _entries(root, prefix, left_out)
+    nor listed, as duplicity leaves them out of the set. `problems`: what duplicity will not
+    back up as it is, gathered on this walk (a `paths:` source, named by `prefix`; see
+    offsite.host.sources.PathProblems)."""
+    entries = _entries(root, prefix, left_out, problems)
     return _digested(entries, root, prefix, cache) if digests else entries
 
 
-def _entries(root: Path, prefix: str,
-             left_out: Callable[[str], bool] | None = None) -> Iterator[Entry]:
-    for folder, dirs, files in os.walk(root):
+def _entries(root: Path, prefix: str, left_out: Callable[[str], bool] | None = None,
+             problems: PathProblems | None = None) -> Iterator[Entry]:
+    source = prefix.rstrip("/")
+    if problems is not None and not problems.top(source, str(root)):
+        return
+    onerror = None if problems is None else (
+        lambda error: problems.add(source, f"cannot read {error.filename}"))
+    for folder, dirs, files in os.walk(root, onerror=onerror):
         here = Path(folder)
         if here == root and not prefix:
             dirs[:] = [d for d in dirs if d != MANIFEST_DIR]
@@ -83,6 +91,9 @@ def _entries(root: Path, prefix: str,
             dirs[:] = [d for d in dirs if not left_out(os.path.join(folder, d))]
             files = [f for f in files if not left_out(os.path.join(folder, f))]
         dirs.sort()
+        if problems is not None:
+            for entry in dirs + files:
+                problems.check(source, os.path.join(folder, entry))
         for link in sorted(d for d in dirs if (here / d).is_symlink()):
             yield Entry(prefix + str((here / link).relative_to(root)), "symlink",
                         target=os.readlink(here / link))
@@ -145,14 +156,17 @@ def manifest_line(record: dict[str, object]) -> bytes:
 def write_manifest(root: Path, paths: Mapping[str, Path] | None = None,
                    on_tick: Callable[[], None] | None = None,
                    cache: FilesCache | None = None,
-                   excludes: Mapping[str, tuple[str, ...]] | None = None) -> ManifestSummary:
+                   excludes: Mapping[str, tuple[str, ...]] | None = None,
+                   problems: PathProblems | None = None) -> ManifestSummary:
     """Hash every file under root (the staging folder) into root's manifest, and list the
     files of each `paths:` source as `<name>/...` with their size (read in place, often large
     and static: hashing them would read them whole on every run); returns the count, the total
     size and the manifest's own digest. `cache`: the host's files cache (an incremental reads
     only the files that changed; see offsite.run.files_cache). `on_tick` is called every
     TICK_ENTRIES entries (the run checks there that it still holds its host lease). `excludes`:
-    each path's duplicity exclude globs; what they leave out is not listed (not in the set)."""
+    each path's duplicity exclude globs; what they leave out is not listed (not in the set).
+    The walk of the `paths:` sources also gathers their `problems` (one walk before duplicity,
+    not two)."""
     target = manifest_path(root)
     target.parent.mkdir(mode=0o700, exist_ok=True)
     files = total = 0
@@ -163,7 +177,7 @@ def write_manifest(root: Path, paths: Mapping[str, Path] | None = None,
         digest.update(header)
         entries = [walk(root, cache=cache)] + [
             walk(Path(top), prefix=f"{name}/", digests=False,
-                 left_out=exclusion((excludes or {}).get(name, ())))
+                 left_out=exclusion((excludes or {}).get(name, ())), problems=problems)
             for name, top in sorted((paths or {}).items())]
         for count, entry in enumerate(entry for source in entries for entry in source):
             if on_tick is not None and count % TICK_ENTRIES == 0:

@@ -1,12 +1,15 @@
 """Sealing the set an upload wrote (see offsite.target.seal): after duplicity exits 0, the new
-set is found in the target, every object of it is read back and hashed (the SHA-256 of the
-encrypted bytes, as stored), and the seal is written beside it. A set is sealed only when it is
+set is found in the target, every object of it is named with its SHA-256 (of the encrypted
+bytes, as stored: hashed by the launcher as duplicity handed it to the backend, see
+offsite.duplicity.uploaded, and confirmed in the target by its listed size; an object the
+upload did not hash, such as a resumed set's earlier volumes, is read back and hashed), and the
+seal is written beside it. A set is sealed only when it is
 whole by its names (a manifest, volumes 1..N with none empty, signatures): duplicity exiting 0
 on a short write must not be sealed as whole."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable
+from typing import Callable, Mapping
 
 from offsite.constants import BackupType
 from offsite.target.bucket import TargetObject
@@ -43,12 +46,24 @@ def place_in_chain(new: BackupSet, sealed: Catalog) -> tuple[datetime, int]:
     return new.start, 1   # it continues a set this catalog does not chain: say what it knows
 
 
+Digest = Callable[[str], tuple[int, str]]
+
+
+def uploaded_or_read(uploaded: Mapping[str, tuple[int, str]], read_back: Digest) -> Digest:
+    """(size, sha256) of an object: as the upload hashed it, else read back from the target
+    (offsite.target.bucket.object_digest). seal_new_set confirms the size in the listing."""
+    def digest(name: str) -> tuple[int, str]:
+        return uploaded.get(name) or read_back(name)
+    return digest
+
+
 def seal_new_set(host: str, objects: list[TargetObject], sealed: Catalog,
                  backup_type: BackupType, started: datetime, run_id: str,
-                 digest: Callable[[str], tuple[int, str]]) -> Seal:
+                 digest: Digest, restored: tuple[int, int] | None = None) -> Seal:
     """The seal of the set this upload wrote, found among `objects` (the host's prefix listed
-    after the upload), each object read back with `digest(name) -> (size, sha256)`
-    (offsite.target.bucket.object_digest); the caller writes it beside the set. Raises
+    after the upload), each object named with `digest(name) -> (size, sha256)` (see
+    uploaded_or_read) and its size confirmed in the listing; `restored`: the (files, bytes)
+    the set restores to (the digest manifest's); the caller writes it beside the set. Raises
     SealFailed (the set is missing or not whole by its names, an object changed size while it
     was read) or TargetUnreadable."""
     raw = build_catalog(sealed.location, objects)
@@ -70,9 +85,12 @@ def seal_new_set(host: str, objects: list[TargetObject], sealed: Catalog,
     for name, role in roles:
         size, sha256 = digest(name)
         if size != new.sizes.get(name):
-            raise SealFailed(f"{name} changed while it was sealed ({new.sizes.get(name)} bytes "
-                             f"listed, {size} read): not sealed", host=host, step="upload")
+            raise SealFailed(f"{name} is not what was uploaded ({new.sizes.get(name)} bytes "
+                             f"listed, {size} uploaded or read): not sealed", host=host,
+                             step="upload")
         sealed_objects.append(SealedObject(name, size, sha256, role))   # type: ignore[arg-type]
     seal = Seal(kind=new.kind, time=new.time, start=new.start, chain_start=chain_start,
-                position=position, objects=tuple(sealed_objects), run_id=run_id)
+                position=position, objects=tuple(sealed_objects), run_id=run_id,
+                restored_files=restored[0] if restored else None,
+                restored_bytes=restored[1] if restored else None)
     return seal

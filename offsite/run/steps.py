@@ -15,7 +15,7 @@ from offsite.run.chain import (ChainPlan, check_target_before, confirm_uploaded,
 from offsite.constants import BackupType, RunState, RunType
 from offsite.duplicity.command import upload
 from offsite.target.thaw import tag_data_volumes
-from offsite.errors import CommandError, CommandTimedOut, OffsiteError
+from offsite.errors import CommandError, CommandTimedOut, NoRestoreSpace, OffsiteError
 from offsite.duplicity.keycheck import remember_written
 from offsite.ledger.renewer import LeaseLost
 from offsite.run.files_cache import FilesCache
@@ -26,11 +26,13 @@ from offsite.run.context import RunContext
 from offsite.run.working import working
 from offsite.run.replicas import replicate_step
 from offsite.schedule.specs import utcnow
-from offsite.run.sealing import seal_new_set
+from offsite.run.sealing import seal_new_set, uploaded_or_read
+from offsite.duplicity.uploaded import read_uploaded
 from offsite.run.scripts import (EMPTY_OUTPUT_NOTE, ScriptRun, empty_output_note, run_script,
                                  script_step)
 from offsite.process.shutdown import stopping
-from offsite.host.sources import empty_host_staging, host_cache, prepare_host_staging
+from offsite.host.sources import (PathProblems, empty_host_staging, host_cache,
+                                  prepare_host_staging)
 from offsite.target.bucket import (TargetUnreadable, list_host_objects, object_digest,
                                    put_host_object)
 
@@ -191,20 +193,23 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
         return None
     with recorded_step(ctx, UPLOAD_STEP), FilesCache(
             host_cache(ctx.settings), reuse=backup_type == BackupType.INCR) as cache:
+        problems = PathProblems()   # gathered on the manifest's walk of `paths:`
         summary = write_manifest(ctx.settings.staging, ctx.settings.paths,
                                  on_tick=lease_renewer(ctx), cache=cache,
-                                 excludes=ctx.settings.excludes)
+                                 excludes=ctx.settings.excludes, problems=problems)
         before = _planned_listings.take(ctx.run_id) or _catalog_or_none(ctx)
         time.sleep(wait_for_a_new_second(before, utcnow()))
         started = utcnow()
         passphrase = (None if ctx.settings.encryption.public_key
                       else read_passphrase(ctx.settings, step=UPLOAD_STEP))
         stats = upload(ctx.settings, backup_type, on_tick=lease_renewer(ctx),
-                       passphrase=passphrase)
+                       passphrase=passphrase, walked=problems.result())
         objects = list_host_objects(ctx.settings)
         seal = seal_new_set(ctx.host, objects, before or read_keyed_catalog(ctx.settings),
-                            backup_type, started, ctx.run_id,
-                            lambda name: object_digest(ctx.settings, name))
+                            backup_type, started, ctx.run_id, uploaded_or_read(
+                                read_uploaded(host_cache(ctx.settings)),
+                                lambda name: object_digest(ctx.settings, name)),
+                            restored=(summary.files, summary.bytes))
         sealed = seal.to_bytes()
         put_host_object(ctx.settings, seal.name, sealed)   # see offsite.run.sealing
         stored = sum(found.size for found in objects) + len(sealed)   # the fleet page's
@@ -295,8 +300,8 @@ def complete_record(record: RunRecord, now: datetime) -> None:
 
 
 def failure_class(step: str, error: OffsiteError) -> str:
-    if step == "verify":
-        return "verify_failed"   # whatever stopped it, the backup is not proven restorable
+    if step == "verify":   # whatever stopped it, the backup is not proven restorable
+        return str(error.failure_class) if isinstance(error, NoRestoreSpace) else "verify_failed"
     if error.failure_class:
         return error.failure_class
     if step.startswith(script_step("")):

@@ -84,6 +84,10 @@ class Seal:
     position: int                   # 0 for the full, 1 for its first incremental, ...
     objects: tuple[SealedObject, ...]
     run_id: str = ""
+    # what the set restores to (the digest manifest's files and bytes at backup time): the
+    # free space a restore needs (offsite.proof.space); None in seals written before it
+    restored_files: int | None = None
+    restored_bytes: int | None = None
 
     @property
     def name(self) -> str:
@@ -101,6 +105,8 @@ class Seal:
             "run_id": self.run_id,
             "objects": [{"name": o.name, "size": o.size, "sha256": o.sha256, "role": o.role}
                         for o in self.objects]}
+        if self.restored_bytes is not None:
+            body["restored"] = {"files": self.restored_files or 0, "bytes": self.restored_bytes}
         return json.dumps(body, indent=1, sort_keys=True).encode() + b"\n"
 
     @property
@@ -125,10 +131,12 @@ def parse_seal(data: bytes, name: str) -> Seal:
         raise bad(f"no \"format\": \"{SEAL_FORMAT}\"")
     try:
         objects = tuple(_sealed_object(item) for item in body["objects"])
+        restored = _restored(body.get("restored"))
         seal = Seal(kind=str(body["kind"]), time=_parse(body["time"]),
                     start=_parse(body["start"]) if body["start"] else None,
                     chain_start=_parse(body["chain_start"]), position=int(body["position"]),
-                    objects=objects, run_id=str(body.get("run_id", ""))[:200])
+                    objects=objects, run_id=str(body.get("run_id", ""))[:200],
+                    restored_files=restored[0], restored_bytes=restored[1])
     except (KeyError, TypeError, ValueError) as exc:
         raise bad(f"bad field ({str(exc)[:80]})") from None
     if parse_seal_name(name) != seal.key or seal.kind not in ("full", "incr"):
@@ -136,6 +144,19 @@ def parse_seal(data: bytes, name: str) -> Seal:
     if not seal.named("manifest") or not seal.named("volume"):
         raise bad("it names no manifest or no volume")
     return seal
+
+
+def _restored(item: Any) -> tuple[int | None, int | None]:
+    """The optional `restored` record: {"files": N, "bytes": N}, counts a set may hold."""
+    if item is None:
+        return None, None
+    if not isinstance(item, dict):
+        raise TypeError("restored is not a mapping")
+    counts = [item.get("files"), item.get("bytes")]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 2 ** 63
+               for n in counts):
+        raise ValueError("bad restored files or bytes")
+    return counts[0], counts[1]
 
 
 def _sealed_object(item: Any) -> SealedObject:

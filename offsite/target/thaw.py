@@ -7,6 +7,7 @@ signatures stay in STANDARD, so incrementals, `list` and the chain check never n
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,8 @@ ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
 # AWS's Standard retrieval times, used to tell the user when to come back.
 RETRIEVAL_HOURS = {"GLACIER": 5, "DEEP_ARCHIVE": 12}
 MAX_THAW_DAYS = 365
+TAG_THREADS = 8   # PutObjectTagging calls in flight (botocore pools 10 connections a client)
+_NAMED = 3
 
 
 class VolumesArchived(OffsiteError):
@@ -41,23 +44,34 @@ class ArchivedVolume:
 
 
 def tag_data_volumes(settings: HostSettings, written: BackupSet) -> str | None:
-    """Tag the volumes of the set just written so the lifecycle rule may archive them; a note
-    when that fails (the volumes then stay in STANDARD: dearer, never broken)."""
+    """Tag the volumes of the set just written so the lifecycle rule may archive them, up to
+    TAG_THREADS at a time (a 50 GB set has hundreds); a note naming the volumes that could not
+    be tagged (they then stay in STANDARD: dearer, never broken)."""
     bucket, prefix = settings.target.bucket, settings.target.prefix
-    if bucket is None or not written.data_prefix:
+    if bucket is None or not written.data_prefix or not written.volume_names:
         return None
     client = upload_s3_client(settings.target)
-    try:
-        for name in written.volume_names:
+
+    def tag(name: str) -> str | None:
+        try:
             client.put_object_tagging(Bucket=bucket, Key=prefix + name, Tagging={
                 "TagSet": [{"Key": VOLUME_TAG[0], "Value": VOLUME_TAG[1]}]})
-    except (ClientError, BotoCoreError) as exc:
-        log.warning("host %s: cannot tag data volumes: %s", settings.name, exc)
-        return (f"the data volumes could not be tagged for the lifecycle rule ({exc}); they "
-                "stay in STANDARD storage")
+        except (ClientError, BotoCoreError) as exc:
+            return f"{name} ({exc})"
+        return None
+    try:
+        with ThreadPoolExecutor(min(TAG_THREADS, len(written.volume_names))) as pool:
+            failed = [problem for problem in pool.map(tag, written.volume_names) if problem]
     finally:
         client.close()
-    return None
+    if not failed:
+        return None
+    log.warning("host %s: cannot tag %d data volume(s): %s", settings.name, len(failed),
+                "; ".join(failed[:_NAMED]))
+    more = f" and {len(failed) - _NAMED} more" if len(failed) > _NAMED else ""
+    return (f"{len(failed)} of {len(written.volume_names)} data volume(s) could not be tagged "
+            f"for the lifecycle rule: {'; '.join(failed[:_NAMED])}{more}; they stay in "
+            "STANDARD storage")
 
 
 def sets_needed(catalog: Catalog, at: datetime | None) -> list[BackupSet]:
