@@ -126,6 +126,7 @@ def _settings(tmp_path: Path, staging: Path, paths: dict[str, Path]) -> Any:
     settings = Settings()
     settings.staging = staging   # type: ignore[attr-defined]
     settings.paths = paths       # type: ignore[attr-defined]
+    settings.excludes = {}       # type: ignore[attr-defined]
     return settings
 
 
