@@ -73,7 +73,7 @@ def test_the_worker_sees_the_data_its_config_backs_up(compose: dict[str, Any]) -
     config = parse_config(yaml.safe_load((ROOT / "deploy/offsite.yaml.example").read_text()))
     host = config.host(worker["hostname"])
     mounts = {v.split(":")[1]: v for v in worker["volumes"]}
-    for name, path in host.paths.items():
+    for name, path in host.folders().items():
         assert str(path) in mounts, f"paths.{name} {path} is not mounted into the worker"
         assert mounts[str(path)].endswith(":ro")
     assert str(config.staging_root) in mounts and str(config.cache_dir) in mounts
