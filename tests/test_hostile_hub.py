@@ -166,11 +166,11 @@ def test_malformed_headers_on_host_and_control_queues_are_refused_and_workers_li
 
 
 @pytest.mark.slow
-def test_a_waiting_start_retried_by_celery_passes_the_screening(
+def test_a_waiting_start_sent_again_passes_the_screening(
         make_config: Any, start_worker: Any, run_offsite: Any, redis_client: redis.Redis,
         tmp_path: Path) -> None:
-    """Celery's own retry (a start waiting for its host) carries eta, retries, parent ids:
-    all within what offsite sends."""
+    """A start that finds its host busy is parked, then sent again once the host is free
+    (offsite.wire.outgoing): the message sent again passes the screening like the first."""
     gate = tmp_path / "go"
     config = make_config({HOST: {"scripts": {"s": {
         "bash": f"touch {tmp_path}/started; while [ ! -e {gate} ]; do sleep 0.1; done; "
@@ -179,7 +179,7 @@ def test_a_waiting_start_retried_by_celery_passes_the_screening(
     first = run_offsite("backup", HOST, "--type", "full", config=config, timeout=60)
     assert first.returncode == 0, describe(first)
     wait_until((tmp_path / "started").exists, timeout=60, what="the first run's script")
-    # queued before the first run's upload: it finds the host busy and waits (is retried)
+    # queued before the first run's upload: it finds the host busy and waits (is parked)
     second = run_offsite("backup", HOST, "--type", "full", config=config, timeout=60)
     assert second.returncode == 0, describe(second)
     gate.touch()
@@ -188,7 +188,8 @@ def test_a_waiting_start_retried_by_celery_passes_the_screening(
         wait_until(lambda: (r := store.get(run_id)) is not None and r.is_final, timeout=180,
                    what=f"run {run_id} to end")
         assert store.get(run_id).state == RunState.SUCCEEDED  # type: ignore[union-attr]
-    assert "retry: Retry in" in worker.log_text(), worker.log_text()[-3000:]
+    second_id = second.stdout.split()[1]
+    assert f"sent run {second_id} again" in worker.log_text(), worker.log_text()[-3000:]
     assert rejected_entries(redis_client) == []
     assert "refusing a message" not in worker.log_text()
 

@@ -28,8 +28,8 @@ from offsite.crypto.passphrase import read_passphrase
 from offsite.errors import OffsiteError
 from offsite.host.settings import HostSettings
 from offsite.process.execute import run_command
-from offsite.target.bucket import fetch_host_object
-from offsite.target.catalog import Catalog, ManifestCount, read_catalog
+from offsite.target.bucket import fetch_host_object, list_host_objects
+from offsite.target.catalog import Catalog, ManifestCount, catalog_of
 
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 GPG_TIMEOUT_S = 60
@@ -47,7 +47,8 @@ def read_keyed_catalog(settings: HostSettings, gnupg_home: Path | None = None) -
     """offsite.target.catalog.read_catalog, with unsealed sets' manifests counted where this
     node holds the key (`gnupg_home`: a keyring with the secret key, public-key mode)."""
     with ManifestCounter(settings, gnupg_home) as counter:
-        return read_catalog(settings, counter)
+        return catalog_of(settings.target.url, list_host_objects(settings),
+                          lambda name, most: fetch_host_object(settings, name, most), counter)
 
 
 def volumes_listed(text: str) -> int | None:

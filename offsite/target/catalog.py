@@ -378,7 +378,14 @@ def read_catalog(settings: HostSettings,
     """List the host's prefix in the target and read its seals; raises TargetUnreadable.
     Readers that may hold the key use offsite.crypto.manifest_count.read_keyed_catalog, which
     gives `read_manifest`."""
-    objects = list_host_objects(settings)
-    seals, problems = read_seals(lambda name, most: fetch_host_object(settings, name, most),
-                                 [obj.name for obj in objects])
-    return build_catalog(settings.target.url, objects, seals, problems, read_manifest)
+    return catalog_of(settings.target.url, list_host_objects(settings),
+                      lambda name, most: fetch_host_object(settings, name, most), read_manifest)
+
+
+def catalog_of(location: str, objects: list[TargetObject],
+               fetch: Callable[[str, int], bytes],
+               read_manifest: ManifestReader | None = None) -> Catalog:
+    """The catalog of a listing: its seals read with `fetch(name, most_bytes)`, then judged.
+    The reading stays with the caller, so this module is handed names, not a host's settings."""
+    seals, problems = read_seals(fetch, [obj.name for obj in objects])
+    return build_catalog(location, objects, seals, problems, read_manifest)
