@@ -182,10 +182,12 @@ class SlotScheduler(RedBeatScheduler):
         with client.pipeline(transaction=False) as pipe:
             for key in expected:
                 pipe.hget(key, "meta")
-            metas = pipe.execute()
+                pipe.hexists(key, "definition")
+            answers = pipe.execute()
+        metas, defined = answers[0::2], answers[1::2]
         broken: list[str] = []
         missing: list[str] = []
-        for key, meta in zip(expected, metas):
+        for key, meta, has_definition in zip(expected, metas, defined):
             try:
                 decode_meta(meta)
                 if not make_missing and meta is not None:
@@ -200,7 +202,9 @@ class SlotScheduler(RedBeatScheduler):
                 log.error("beat: entry %s: its definition does not decode (%s); removed and "
                           "made again from the config", key, type(exc).__name__)
             else:
-                if key not in stored:
+                # a tick that saves an entry just deleted writes its meta back, not its
+                # definition: as missing as an entry that is not there at all
+                if key not in stored or not has_definition:
                     missing.append(key)
         if broken:
             client.delete(*broken)
