@@ -77,8 +77,7 @@ def wait_for_host(ctx: RunContext, message: Outgoing, holder: str | None) -> Non
     client = cast(RedisRunStore, ctx.store).client
     config = ctx.config
     park(client, message, holder, utcnow())
-    wake_when_free(client, ctx.store, ctx.lease, config.broker_url,
-                   config.broker_sentinel_master, message.run_id)
+    wake_when_free(client, ctx.store, ctx.lease, config, message.run_id)
 
 
 def verify_queue(config: Config, host: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import redis
 
+from offsite.config.model import parse_config
 from offsite.constants import RunState, RunType, host_queue
 from offsite.ledger.lease import RedisHostLease
 from offsite.ledger.records import RedisRunStore
@@ -106,8 +107,11 @@ def test_the_watchdog_sends_only_queued_runs_whose_wait_is_over(
     assert lease.acquire("carcosa", DRILL)
     store.update(ids[2], lambda record: setattr(record, "state", RunState.EXPIRED))
 
+    config = parse_config({"broker_url": redis_url, "target": {"url": "file:///srv/backups"},
+                           "hosts": {"carcosa": {"scripts": {"s": {"bash": "true"}}}}})
+
     def resend() -> list[str]:
-        return resend_due(redis_client, store, lease, redis_url, None, utcnow())
+        return resend_due(redis_client, store, lease, config, utcnow())
 
     assert resend() == []   # the drill holds the host; ids[2] is no longer queued: dropped
     assert sorted(redis_client.hkeys(UNSENT_KEY)) == ids[:2]

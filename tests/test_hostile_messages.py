@@ -272,10 +272,13 @@ def test_control_worker_alerts_only_for_runs_recorded_failed(
 # ------------------------------------------------------------------ the pure checks
 
 
+_FLEET = {"target": {"url": "file:///srv/backups"},
+          "hosts": {HOST: {"scripts": {"s": {"bash": "true"}}},
+                    "hali": {"scripts": {"s": {"bash": "true"}}}}}
+
+
 def fleet() -> Any:
-    return parse_config({"target": {"url": "file:///srv/backups"},
-                         "hosts": {HOST: {"scripts": {"s": {"bash": "true"}}},
-                                   "hali": {"scripts": {"s": {"bash": "true"}}}}})
+    return parse_config(_FLEET)
 
 
 @pytest.mark.parametrize("run_id", [
@@ -410,13 +413,19 @@ def _entry(**changes: Any) -> str:
     ("another task", _entry(task=NOTIFY_FAILURE)),
     ("args that are not a list", _entry(args="carcosa")),
     ("filed under another run id", _entry(run_id=f"{HOST}-full-20261129T120001Z")),
+    ("routed to another host's queue", _entry(queue="backup.hali")),
+    ("routed to the control queue", _entry(queue="offsite.control")),
+    ("a host the config does not hold", _entry(host="yhtill", args=["yhtill", "full", RUN])),
+    ("args naming another host", _entry(args=["hali", "full", RUN])),
+    ("args that are not the task's", _entry(args=[HOST, "full", RUN, "rm -rf /"])),
+    ("a verify for the host's queue", _entry(task=VERIFY, args=[HOST, RUN])),
 ])
 def test_hostile_unsent_entries_are_dropped_without_sending_anything(
         redis_client: redis.Redis, redis_url: str, what: str, value: str) -> None:
     store = RedisRunStore(redis_client)
     queue_run(store, HOST, RunType.FULL, RUN)
     redis_client.hset(UNSENT_KEY, RUN, value)
-    sent = resend_due(redis_client, store, RedisHostLease(redis_client, 60), redis_url, None,
-                      utcnow())
+    config = parse_config({**_FLEET, "broker_url": redis_url})
+    sent = resend_due(redis_client, store, RedisHostLease(redis_client, 60), config, utcnow())
     assert sent == [], what
     assert not redis_client.exists(UNSENT_KEY) and not redis_client.exists(QUEUE), what

@@ -101,8 +101,7 @@ class Watchdog:
         view = read_fleet(self.client, hosts)
         running = self.find_lost_runs(view.running, now)
         self.handle_attention(now)
-        resend_due(self.client, self.store, self.lease, self.config.broker_url,
-                   self.config.broker_sentinel_master, now)   # offsite.wire.outgoing
+        resend_due(self.client, self.store, self.lease, self.config, now)   # wire.outgoing
         observed: dict[str, tuple[bool, AlertText, AlertText]] = {}
         self.check_overdue(running, view.active, observed, now)
         check_stuck(self.client, self.store, self.config, view.active, observed, now)

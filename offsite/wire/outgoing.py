@@ -9,7 +9,9 @@ as a retry with an ETA. On each watchdog tick the control node re-sends (resend_
 - a parked entry once the run it waits for no longer holds the host lease (the worker that
   parked it does so itself within a second, wake_when_free; the tick is the fallback).
 
-A re-send is idempotent by run id: the worker starts a run only from `queued` and claims it
+A re-send is routed again from the config (route_of), never by the queue the entry names: an
+entry a Redis writer edited to reach another queue, or whose message a worker would refuse, is
+dropped unsent. A re-send is idempotent by run id: the worker starts a run only from `queued` and claims it
 (offsite.run.admission), so a message sent twice still makes one run. Entries of runs no longer
 `queued` are dropped unsent. Entries are replaced and dropped only if unchanged (a worker
 parking the run again while the watchdog re-sends it keeps its entry)."""
@@ -26,11 +28,12 @@ from typing import Any, cast
 
 import redis
 
-from offsite.constants import RunState
+from offsite.config.model import Config
+from offsite.constants import CONTROL_QUEUE, RunState, host_queue
 from offsite.ledger.lease import HostLease
 from offsite.ledger.records import RunStore
 from offsite.schedule.specs import utcnow
-from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
+from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY, MessageRejected, validate_message
 from offsite.wire.publish import failure_callback, publish_task
 
 log = logging.getLogger(__name__)
@@ -132,17 +135,42 @@ def park(client: redis.Redis, message: Outgoing, waiting_for: str | None,
              waiting_for or "the host")
 
 
-def resend_due(client: redis.Redis, store: RunStore, lease: HostLease, broker_url: str,
-               sentinel_master: str | None, now: datetime) -> list[str]:
+def route_of(entry: Outgoing, config: Config) -> str:
+    """The queue offsite publishes the entry's message to, derived from the config as the
+    sender derived it; raises ValueError for an entry whose message a worker would refuse, or
+    that names another queue (a Redis writer's edit to route a run elsewhere)."""
+    if entry.host not in config.hosts:
+        raise ValueError(f"host {entry.host[:80]!r} is not in this config")
+    worker: str | None = None
+    queue = CONTROL_QUEUE
+    if entry.task == START_BACKUP:
+        worker = entry.host
+        queue = host_queue(worker)
+    elif entry.task == VERIFY and (on := config.verify_on(entry.host)) != "control":
+        worker = on
+        queue = host_queue(worker)
+    try:
+        message = validate_message(entry.task, entry.args, entry.kwargs, config, worker)
+    except MessageRejected as exc:
+        raise ValueError(f"its message would be refused: {exc}") from None
+    if (message.host, message.run_id) != (entry.host, entry.run_id):
+        raise ValueError("its message names another host or run")
+    if entry.queue != queue:
+        raise ValueError(f"it names queue {entry.queue[:80]!r}, not the host's {queue!r}")
+    return queue
+
+
+def resend_due(client: redis.Redis, store: RunStore, lease: HostLease, config: Config,
+               now: datetime) -> list[str]:
     """Send what is due (see the module's docstring); returns the run ids sent. A publish that
     fails leaves its entry due for the next tick."""
     raw = cast("dict[bytes, bytes]", client.hgetall(UNSENT_KEY))
     return [key.decode() if isinstance(key, bytes) else key for key, value in raw.items()
-            if _resend(client, store, lease, broker_url, sentinel_master, key, value, now)]
+            if _resend(client, store, lease, config, key, value, now)]
 
 
-def wake_when_free(client: redis.Redis, store: RunStore, lease: HostLease, broker_url: str,
-                   sentinel_master: str | None, run_id: str) -> threading.Thread:
+def wake_when_free(client: redis.Redis, store: RunStore, lease: HostLease, config: Config,
+                   run_id: str) -> threading.Thread:
     """In the worker that parked a run: send it again the moment its host is free (the
     watchdog's tick does it otherwise: this worker stopped, Redis was away)."""
     def watch() -> None:
@@ -150,8 +178,7 @@ def wake_when_free(client: redis.Redis, store: RunStore, lease: HostLease, broke
             while (value := client.hget(UNSENT_KEY, run_id)) is not None:
                 entry = Outgoing.decoded(value)
                 if not entry.waiting_for or lease.holder(entry.host) != entry.waiting_for:
-                    _resend(client, store, lease, broker_url, sentinel_master, run_id, value,
-                            utcnow())
+                    _resend(client, store, lease, config, run_id, value, utcnow())
                     return
                 time.sleep(WAKE_POLL_S)
         except (redis.RedisError, ValueError, TypeError, RecursionError) as exc:
@@ -162,21 +189,21 @@ def wake_when_free(client: redis.Redis, store: RunStore, lease: HostLease, broke
     return thread
 
 
-def _resend(client: redis.Redis, store: RunStore, lease: HostLease, broker_url: str,
-            sentinel_master: str | None, key: bytes | str, value: bytes | str,
-            now: datetime) -> bool:
+def _resend(client: redis.Redis, store: RunStore, lease: HostLease, config: Config,
+            key: bytes | str, value: bytes | str, now: datetime) -> bool:
     """Send one entry again if it is due and still unchanged; whether it was sent."""
     try:
         entry = Outgoing.decoded(value)
         if entry.run_id != (key.decode() if isinstance(key, bytes) else key):
             raise ValueError("filed under another run id")
+        route_of(entry, config)
     except (ValueError, TypeError, RecursionError) as exc:
         log.warning("dropping an unsent entry under %.80r: %s", key, exc)
         client.hdel(UNSENT_KEY, key)
         return False
     swap = client.register_script(_SWAP)
     record = store.get(entry.run_id)
-    if record is None or record.state != RunState.QUEUED:
+    if record is None or record.state != RunState.QUEUED or record.host != entry.host:
         swap(keys=[UNSENT_KEY], args=[entry.run_id, value, ""])
         return False
     if entry.due > now.timestamp() or (
@@ -186,7 +213,8 @@ def _resend(client: redis.Redis, store: RunStore, lease: HostLease, broker_url: 
     if not swap(keys=[UNSENT_KEY], args=[entry.run_id, value, claimed.encoded()]):
         return False   # parked again or sent by another meanwhile
     try:
-        _publish_then_drop(client, broker_url, sentinel_master, claimed, now)
+        _publish_then_drop(client, config.broker_url, config.broker_sentinel_master, claimed,
+                           now)
     except Exception as exc:
         log.warning("could not send run %s again (%s); the next watchdog tick retries",
                     entry.run_id, exc)
