@@ -73,6 +73,12 @@ def test_every_set_is_sealed_with_the_sha256_of_its_stored_objects(
     read_back = [line for line in requests if f"GET /{aws.bucket}/carcosa/" in line
                  and ("difftar" in line or "sigtar" in line)]
     assert read_back == []
+    if store == "s3":   # each run lists the host twice (before and after duplicity, which lists
+        # on its own too) and reads each seal once: the one it wrote, and the full's in the incr
+        ours = [line for line in requests if "list-type=2&prefix=carcosa/&delimiter" in line]
+        seal_reads = [line for line in requests if f"GET /{aws.bucket}/carcosa/offsite-seal"
+                      in line]
+        assert (len(ours), len(seal_reads)) == (4, 3), "\n".join(requests)
     stored = _read_target(aws, tmp_path, store)
     seals = [parse_seal(body, name) for name, body in stored.items()
              if name.startswith("offsite-seal.")]

@@ -22,14 +22,16 @@ import stat
 import tempfile
 from pathlib import Path
 from types import TracebackType
+from typing import Mapping
 
 from offsite.crypto.encryption import holds_secret_key, stop_agent
 from offsite.crypto.passphrase import read_passphrase
 from offsite.errors import OffsiteError
 from offsite.host.settings import HostSettings
 from offsite.process.execute import run_command
-from offsite.target.bucket import fetch_host_object, list_host_objects
+from offsite.target.bucket import TargetObject, fetch_host_object, list_host_objects
 from offsite.target.catalog import Catalog, ManifestCount, catalog_of
+from offsite.target.seal import Seal
 
 MANIFEST_MAX_BYTES = 16 * 1024 * 1024
 GPG_TIMEOUT_S = 60
@@ -43,12 +45,18 @@ STEP = "catalog"
 _remembered: dict[tuple[str, str, int, bytes], int] = {}
 
 
-def read_keyed_catalog(settings: HostSettings, gnupg_home: Path | None = None) -> Catalog:
+def read_keyed_catalog(settings: HostSettings, gnupg_home: Path | None = None,
+                       objects: list[TargetObject] | None = None,
+                       known: Mapping[str, Seal] | None = None) -> Catalog:
     """offsite.target.catalog.read_catalog, with unsealed sets' manifests counted where this
-    node holds the key (`gnupg_home`: a keyring with the secret key, public-key mode)."""
+    node holds the key (`gnupg_home`: a keyring with the secret key, public-key mode).
+    `objects`: the host's prefix as the caller just listed it (else listed here); `known`: seals
+    the caller just read (offsite.target.seal.read_seals)."""
+    listed = list_host_objects(settings) if objects is None else objects
     with ManifestCounter(settings, gnupg_home) as counter:
-        return catalog_of(settings.target.url, list_host_objects(settings),
-                          lambda name, most: fetch_host_object(settings, name, most), counter)
+        return catalog_of(settings.target.url, listed,
+                          lambda name, most: fetch_host_object(settings, name, most), counter,
+                          known)
 
 
 def volumes_listed(text: str) -> int | None:

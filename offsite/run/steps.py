@@ -33,8 +33,8 @@ from offsite.run.scripts import (EMPTY_OUTPUT_NOTE, ScriptRun, empty_output_note
 from offsite.process.shutdown import stopping
 from offsite.host.sources import (PathProblems, empty_host_staging, host_cache,
                                   prepare_host_staging)
-from offsite.target.bucket import (TargetUnreadable, list_host_objects, object_digest,
-                                   put_host_object)
+from offsite.target.bucket import (TargetObject, TargetUnreadable, list_host_objects,
+                                   object_digest, put_host_object)
 
 log = logging.getLogger(__name__)
 
@@ -204,17 +204,20 @@ def upload_step(ctx: RunContext, backup_type: BackupType) -> RunRecord | None:
                       else read_passphrase(ctx.settings, step=UPLOAD_STEP))
         stats = upload(ctx.settings, backup_type, on_tick=lease_renewer(ctx),
                        passphrase=passphrase, walked=problems.result())
-        objects = list_host_objects(ctx.settings)
-        seal = seal_new_set(ctx.host, objects, before or read_keyed_catalog(ctx.settings),
-                            backup_type, started, ctx.run_id, uploaded_or_read(
-                                read_uploaded(host_cache(ctx.settings)),
-                                lambda name: object_digest(ctx.settings, name)),
+        objects = list_host_objects(ctx.settings)   # the one listing after the upload
+        judged = before or read_keyed_catalog(ctx.settings, objects=objects)
+        seal = seal_new_set(ctx.host, objects, judged, backup_type, started, ctx.run_id,
+                            uploaded_or_read(read_uploaded(host_cache(ctx.settings)),
+                                             lambda name: object_digest(ctx.settings, name)),
                             restored=(summary.files, summary.bytes))
         sealed = seal.to_bytes()
         put_host_object(ctx.settings, seal.name, sealed)   # see offsite.run.sealing
         stored = sum(found.size for found in objects) + len(sealed)   # the fleet page's
-        written = confirm_uploaded(before, read_keyed_catalog(ctx.settings), backup_type,
-                                   ctx.host, started)
+        # judged again with the seal just written, on that listing and the seals already read:
+        # this run holds the host, so nothing else wrote to its prefix meanwhile
+        after = read_keyed_catalog(ctx.settings, objects=objects + [
+            TargetObject(seal.name, len(sealed))], known=judged.seals_by_name())
+        written = confirm_uploaded(before, after, backup_type, ctx.host, started)
         remember_written(ctx.host, written.manifest, passphrase)   # see offsite.duplicity.keycheck
         cache.commit()   # the digests of a confirmed set: the next incremental's files cache
     tag_note = tag_data_volumes(ctx.settings, written)   # for the lifecycle rule

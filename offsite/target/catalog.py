@@ -166,6 +166,11 @@ class Catalog:
                 "ignored": [{"name": name, "reason": why}
                             for name, why in sorted(self.ignored.items())]}
 
+    def seals_by_name(self) -> dict[str, Seal]:
+        """The seals this catalog was judged with, by object name (see read_seals' `known`)."""
+        sets = [s for chain in self.chains for s in chain.sets] + self.orphans + self.unfinished
+        return {s.seal.name: s.seal for s in sets if s.seal is not None}
+
     @property
     def newest_chain(self) -> Chain | None:
         return self.chains[-1] if self.chains else None
@@ -384,8 +389,10 @@ def read_catalog(settings: HostSettings,
 
 def catalog_of(location: str, objects: list[TargetObject],
                fetch: Callable[[str, int], bytes],
-               read_manifest: ManifestReader | None = None) -> Catalog:
-    """The catalog of a listing: its seals read with `fetch(name, most_bytes)`, then judged.
-    The reading stays with the caller, so this module is handed names, not a host's settings."""
-    seals, problems = read_seals(fetch, [obj.name for obj in objects])
+               read_manifest: ManifestReader | None = None,
+               known: Mapping[str, Seal] | None = None) -> Catalog:
+    """The catalog of a listing: its seals read with `fetch(name, most_bytes)` (but those
+    `known`, see read_seals), then judged. The reading stays with the caller, so this module
+    is handed names, not a host's settings."""
+    seals, problems = read_seals(fetch, [obj.name for obj in objects], known)
     return build_catalog(location, objects, seals, problems, read_manifest)

@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Literal
+from typing import Any, Callable, Iterable, Literal, Mapping
 
 from offsite.errors import OffsiteError
 from offsite.target.bucket import TargetUnreadable
@@ -174,15 +174,19 @@ def _sealed_object(item: Any) -> SealedObject:
     return SealedObject(name, size, digest, role)
 
 
-def read_seals(fetch: Callable[[str, int], bytes],
-               names: Iterable[str]) -> tuple[dict[SetKey, Seal], list[str]]:
+def read_seals(fetch: Callable[[str, int], bytes], names: Iterable[str],
+               known: Mapping[str, Seal] | None = None) -> tuple[dict[SetKey, Seal], list[str]]:
     """The seals among the host's object names, read with `fetch(name, max_bytes)`, and a
     problem line for each one that is not a seal (raises TargetUnreadable when the target
-    cannot be read at all)."""
+    cannot be read at all). `known`: seals this caller read a moment ago while it held the
+    host (an upload's listing before and after), by object name, taken as they are."""
     seals: dict[SetKey, Seal] = {}
     problems: list[str] = []
     for name in names:
         if parse_seal_name(name) is None:
+            continue
+        if known and name in known:
+            seals[known[name].key] = known[name]
             continue
         try:
             seal = parse_seal(fetch(name, MAX_SEAL_BYTES), name)
