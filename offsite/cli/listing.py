@@ -87,18 +87,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     ls.add_argument("path", nargs="?", default=None,
                     help="only what is under this path (as restore --path names it)")
     ls.add_argument("--time", help="the set a restore as of this time gives (default latest)")
-    ls.add_argument("--secret-keys-file", default=None,
-                    help="public-key mode: the secret key (else this machine's GNUPGHOME)")
-    ls.add_argument("--json", action="store_true")
+    _add_key_and_json(ls)
     ls.set_defaults(action=cmd_ls)
     find = sub.add_parser("find", parents=[common],
                           help="which sets of HOST hold a path matching PATTERN")
     find.add_argument("host")
     find.add_argument("pattern", help="a glob on the file name ('*.sql') or the path "
                                       "('db/dump.*')")
-    find.add_argument("--secret-keys-file", default=None,
-                      help="public-key mode: the secret key (else this machine's GNUPGHOME)")
-    find.add_argument("--json", action="store_true")
+    _add_key_and_json(find)
     find.set_defaults(action=cmd_find)
     listing = sub.add_parser("list", parents=[common],
                              help="the backup chains and sets in the target")
@@ -106,3 +102,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     listing.add_argument("--json", action="store_true")
     add_target_argument(listing)
     listing.set_defaults(action=cmd_list)
+
+
+def _add_key_and_json(parser: Any) -> None:
+    """What `ls` and `find` share: the secret key of public-key mode, and JSON output."""
+    parser.add_argument("--secret-keys-file", default=None,
+                        help="public-key mode: the secret key (else this machine's GNUPGHOME)")
+    parser.add_argument("--json", action="store_true")
