@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,10 +187,9 @@ def list_host_objects(settings: HostSettings) -> list[TargetObject]:
 
 def fetch_host_object(settings: HostSettings, name: str, max_bytes: int) -> bytes:
     """One object of the host (a manifest), at most max_bytes; raises TargetUnreadable."""
-    from botocore.exceptions import BotoCoreError, ClientError
     host, target = settings.name, settings.target
     folder = target.file_dir
-    try:
+    with _named_failures(f"cannot read {name}", host, "catalog", _reading_problem):
         if folder is not None:
             with open(folder / name, "rb") as handle:
                 data = handle.read(max_bytes + 1)
@@ -200,13 +200,6 @@ def fetch_host_object(settings: HostSettings, name: str, max_bytes: int) -> byte
                 data = body.read(max_bytes + 1)
             finally:
                 client.close()
-    except ClientError as exc:
-        raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
-                               step="catalog") from None
-    except (BotoCoreError, OSError) as exc:
-        problem = reading_credentials_problem(exc) or str(exc)
-        raise TargetUnreadable(f"cannot read {name}: {problem}", host=host,
-                               step="catalog") from None
     if len(data) > max_bytes:
         raise TargetUnreadable(f"{name} is larger than {max_bytes} bytes", host=host,
                                step="catalog")
@@ -216,10 +209,9 @@ def fetch_host_object(settings: HostSettings, name: str, max_bytes: int) -> byte
 def object_digest(settings: HostSettings, name: str) -> tuple[int, str]:
     """(size, SHA-256) of one of the host's objects as stored, read in chunks (a seal's
     record, offsite.target.seal); raises TargetUnreadable."""
-    from botocore.exceptions import BotoCoreError, ClientError
     digest, size = hashlib.sha256(), 0
     host, target = settings.name, settings.target
-    try:
+    with _named_failures(f"cannot read {name}", host, "seal"):
         if target.file_dir is not None:
             with open(target.file_dir / name, "rb") as handle:
                 while chunk := handle.read(_CHUNK):
@@ -234,20 +226,14 @@ def object_digest(settings: HostSettings, name: str) -> tuple[int, str]:
                 size += len(chunk)
         finally:
             client.close()
-    except ClientError as exc:
-        raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
-                               step="seal") from None
-    except (BotoCoreError, OSError) as exc:
-        raise TargetUnreadable(f"cannot read {name}: {exc}", host=host, step="seal") from None
     return size, digest.hexdigest()
 
 
 def put_host_object(settings: HostSettings, name: str, data: bytes) -> None:
     """Write one small object of the host (a seal), replacing it whole; raises
     TargetUnreadable naming it."""
-    from botocore.exceptions import BotoCoreError, ClientError
     host, target = settings.name, settings.target
-    try:
+    with _named_failures(f"cannot write {name}", host, "upload"):
         if target.file_dir is not None:
             partial = target.file_dir / f".{name}.part"
             partial.write_bytes(data)
@@ -258,11 +244,6 @@ def put_host_object(settings: HostSettings, name: str, data: bytes) -> None:
             client.put_object(Bucket=target.bucket, Key=target.prefix + name, Body=data)
         finally:
             client.close()
-    except ClientError as exc:
-        raise TargetUnreadable(f"cannot write {name}: {_client_problem(exc)}", host=host,
-                               step="upload") from None
-    except (BotoCoreError, OSError) as exc:
-        raise TargetUnreadable(f"cannot write {name}: {exc}", host=host, step="upload") from None
 
 
 def check_readable(settings: HostSettings, name: str) -> None:
@@ -272,19 +253,31 @@ def check_readable(settings: HostSettings, name: str) -> None:
     host, target = settings.name, settings.target
     if target.file_dir is not None:
         return
-    from botocore.exceptions import BotoCoreError, ClientError
     client = read_s3_client(target)
     try:
-        client.head_object(Bucket=target.bucket, Key=target.prefix + name)
-    except ClientError as exc:
-        raise TargetUnreadable(f"cannot read {name}: {_client_problem(exc)}", host=host,
-                               step="catalog") from None
-    except BotoCoreError as exc:
-        problem = reading_credentials_problem(exc) or str(exc)
-        raise TargetUnreadable(f"cannot read {name}: {problem}", host=host,
-                               step="catalog") from None
+        with _named_failures(f"cannot read {name}", host, "catalog", _reading_problem):
+            client.head_object(Bucket=target.bucket, Key=target.prefix + name)
     finally:
         client.close()
+
+
+@contextmanager
+def _named_failures(doing: str, host: str, step: str,
+                    problem: Callable[[Exception], str] = str) -> Iterator[None]:
+    """The target's failures (botocore's, the file system's) as one TargetUnreadable line:
+    `doing` ("cannot read NAME") and why, with `problem(exc)` for all but S3's answers."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    try:
+        yield
+    except ClientError as exc:
+        raise TargetUnreadable(f"{doing}: {_client_problem(exc)}", host=host,
+                               step=step) from None
+    except (BotoCoreError, OSError) as exc:
+        raise TargetUnreadable(f"{doing}: {problem(exc)}", host=host, step=step) from None
+
+
+def _reading_problem(exc: Exception) -> str:
+    return reading_credentials_problem(exc) or str(exc)
 
 
 def _client_problem(exc: Any, identity: str | None = None) -> str:
