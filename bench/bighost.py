@@ -179,9 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in phases:
                 phase_started = time.monotonic()
                 print(f"phase {name} ...", flush=True)
-                report += PHASES[name](bench)
-                report.append(f"  (phase {name}: {time.monotonic() - phase_started:.0f} s, "
-                              f"load average now {os.getloadavg()[0]:.1f})")
+                lines = PHASES[name](bench)
+                lines.append(f"  (phase {name}: {time.monotonic() - phase_started:.0f} s, "
+                             f"load average now {os.getloadavg()[0]:.1f})")
+                print("\n".join(lines), flush=True)   # again in the report at the end
+                report += lines
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1

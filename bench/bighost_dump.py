@@ -52,7 +52,8 @@ class DumpRuns:
         return result
 
     def plain(self, config: Config, kind: BackupType, tree: Tree) -> PlainResult:
-        result = run_plain(config, self.host, kind, tree.root, self.bench.env, self.bench.work)
+        """Plain duplicity with the dump host's command line (no selection) on the tree."""
+        result = run_plain(config, DUMP_HOST, kind, tree.root, self.bench.env, self.bench.work)
         self.plain_rss_kib = max(self.plain_rss_kib, result.peak_rss_kib)
         self.add(f"{kind.value} plain duplicity", result.seconds)
         return result

@@ -21,7 +21,7 @@ from statistics import median
 from bench.bighost_compare import make as make_small_files, measure as measure_compare
 from bench.bighost_dump import DumpRuns, rss_lines
 from bench.bighost_plain import clean_host, clean_plain, plain_restore_check
-from bench.bighost_setup import TREE_HOST, Bench, lease_line, verdict
+from bench.bighost_setup import DUMP_HOST, TREE_HOST, Bench, lease_line, verdict
 from bench.bighost_watch import DiskWatch, spread
 from bench.overhead import plain_config
 from bench.overhead_data import MB, Tree
@@ -111,12 +111,12 @@ def phase_drill(bench: Bench) -> list[str]:
         bench.state["tree_backed_up"] = 1
     plain_root = work / "plain-drill"
     plain = plain_config(bench.config, plain_root, f"file://{work / 'target' / 'plain-drill'}")
-    run_plain(plain, TREE_HOST, BackupType.FULL, tree.root, bench.env, work)
+    run_plain(plain, DUMP_HOST, BackupType.FULL, tree.root, bench.env, work)   # no selection
     drills, checks = [], []
     with DiskWatch(work) as disk:
         for repeat in range(args.repeat):
             drills.append(runs.verify())
-            checks.append(plain_restore_check(plain, TREE_HOST, tree.root, work, bench.env))
+            checks.append(plain_restore_check(plain, DUMP_HOST, tree.root, work, bench.env))
             print(f"  drill #{repeat + 1}: offsite verify {drills[-1]:.1f} s, plain restore "
                   f"{checks[-1].restore_s:.1f} s + digest compare {checks[-1].digest_s:.1f} s "
                   f"({checks[-1].mismatches} mismatches)", flush=True)
