@@ -96,7 +96,9 @@ def _is_duplicity(pid: int) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(os.path.basename(arg) == b"duplicity" for arg in argv[:2])
+    # offsite starts it as `python -m offsite.duplicity.launch ...` (offsite/duplicity/launch.py)
+    return (any(os.path.basename(arg) == b"duplicity" for arg in argv[:2])
+            or b"offsite.duplicity.launch" in argv[:3])
 
 
 class DescendantRss(_Sampler):
