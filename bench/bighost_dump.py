@@ -90,6 +90,7 @@ def phase_dump(bench: Bench) -> list[str]:
     size_mb = tree.total_bytes / MB
     runs = DumpRuns(bench, DUMP_HOST)
     rates: dict[str, list[float]] = {}
+    written: dict[str, list[float]] = {}   # MB a full wrote: the same compression?
     checks, verifies = [], []
     with DiskWatch(work) as disk:
         for repeat in range(args.repeat):
@@ -114,6 +115,9 @@ def phase_dump(bench: Bench) -> list[str]:
                     out = work / "target" / "tar" / "dump.tar.gpg"
                     tar_s = tar_gpg(tree.root, out, bench.passphrase_file, work / "gnupg-tar",
                                     bench.env)
+                    written.setdefault("tar | gpg", []).append(out.stat().st_size / MB)
+                    written.setdefault("plain duplicity", []).append(base.bytes_uploaded / MB)
+                    written.setdefault("offsite", []).append(ours.bytes_uploaded / MB)
                     out.unlink()
                     runs.add("full tar | gpg", tar_s)
                     for name, seconds in (("tar | gpg", tar_s), ("plain duplicity", base.seconds),
@@ -139,6 +143,8 @@ def phase_dump(bench: Bench) -> list[str]:
                  f"upload/plain {incr_ratio:.2f} ({verdict(incr_ratio, 1.5)})")
     lines.append("  full throughput: " + ", ".join(f"{name} {spread(values, 'MB/s')}"
                                                    for name, values in rates.items()))
+    lines.append("  full MB written: " + ", ".join(f"{name} {spread(values, 'MB')}"
+                                                  for name, values in written.items()))
     plain_tar = [p / t for p, t in zip(rates["plain duplicity"], rates["tar | gpg"])]
     ours_plain = [o / p for o, p in zip(rates["offsite upload step"], rates["plain duplicity"])]
     lines.append(f"  plain duplicity / tar | gpg MB/s {spread(plain_tar, '')} "
