@@ -1,282 +1,203 @@
-"""A big host, measured with a real worker and control node at default settings (lease_ttl 60 s).
+"""A big host at the sizes of issue 18, with a real worker per host and a real control node at
+default settings (lease_ttl 60 s), file:// target; figures side by side, medians of the
+repeats (min-max). Prints figures and their goals; asserts nothing.
 
-`.venv/bin/python -m bench.bighost [--dump-mb 1000] [--compare-files 200000]
- [--drill-files 20000] [--tree-files 100000] [--repeat 3] [--phases dump,compare,drill]
- [--keep]` (the phase `paths` runs only when named)
+`.venv/bin/python -m bench.bighost [--phases dump,paths,compare,drill,options,fit]
+ [--dump-mb 8000] [--tree-files 500000] [--drill-files 500000] [--compare-files 500000]
+ [--options-mb 1000] [--fit-mb 200,2000,8000] [--repeat 3] [--keep]`
 
-Phases, each printed side by side with its baseline (medians of the repeats, min-max):
+Phases (default: all; each cleans its targets and restores after every repeat):
 - dump: a dump host (a script `cp -a`s a tree, half random, half text, into staging): a full,
   then an incremental after rewriting 1% of the bytes, through `offsite backup --wait` and its
-  worker, against plain duplicity with offsite's own command line on the tree itself. The
-  upload step is shown apart (the incremental's goal is on it). While offsite runs, the host's
-  lease is read 10 times a second: its lowest remaining time against lease_ttl.
-- paths: a `paths:` host of N files of 2-8 KB read in place: a full, then an incremental after
-  rewriting 1% of the files, through `offsite backup --wait`, against plain duplicity with
-  offsite's own command line on the tree itself (no selection); the upload step is shown apart.
-- compare: a drill's compare of a restored tree of N small files, the streaming compare
-  (offsite.proof.compare) against the dict-and-list one it replaced, each in a fresh process:
-  seconds and peak RSS.
-- drill: a `paths:` host of N files of 2-8 KB backed up, then `offsite verify --wait` run by the
-  control node; the drill's seconds, the control node's peak RSS, the lease's lowest remaining
-  time, against plain `duplicity restore` of the same set.
-Worker and control peak RSS are their processes' VmHWM (duplicity is a child, counted apart).
+  worker (every step of the run record), against plain duplicity with offsite's own command
+  line on the tree and, for the full, `tar | gpg` (gpg's defaults, the same passphrase): seconds,
+  MB/s and the goals' ratios; then `offsite verify --wait` of the newest set on the control node
+  against plain `duplicity restore` + a sha256 compare of every restored file with the source.
+- paths: a `paths:` host of N files of 2-8 KB read in place, full then incremental after
+  rewriting 1% of the files, against plain duplicity on the tree.
+- compare: a drill's compare of N restored files, streaming against the dict-and-list one it
+  replaced, each in a fresh process: seconds and peak RSS.
+- drill: `offsite verify --wait` of the `paths:` host (the tree `paths` left when its size is
+  the same) against plain restore + digest compare.
+- options: plain duplicity fulls of a dump tree, one of duplicity's options changed at a time
+  (asynchronous upload, gpg compression off or level 1, another volume size): what moves the
+  throughput ceiling.
+- fit: fulls at several sizes, offsite - plain = a + b*size (b as % of plain's per-GB time).
+Everywhere: the host lease's lowest remaining time (read 10x/s), the worker's and the control
+node's peak RSS (VmHWM), duplicity's own (sampled below them 2x/s from /proc), and the peak
+disk used under the work folder over each phase (sampled 2x/s, minus its starting level).
 """
 from __future__ import annotations
 
 import argparse
-import random
+import os
 import re
 import shutil
-import subprocess
+import signal
 import sys
 import tempfile
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from statistics import median
-from typing import Any, Sequence
+from typing import Callable, Sequence
 
-import redis
-import yaml
-
-from bench.bighost_compare import make as make_small_files, measure as measure_compare
-from bench.overhead import plain_config
-from bench.overhead_data import MB, TextSource, change_tree, generate_tree
-from bench.overhead_runs import PASSPHRASE, run_offsite, run_plain
-from bench.services import OFFSITE, Service, child_env, start_redis, start_worker
+from bench.bighost_dump import phase_dump, phase_fit
+from bench.bighost_options import phase_options
+from bench.bighost_setup import DUMP_HOST, TREE_HOST, Bench, write_config
+from bench.bighost_tree import phase_compare, phase_drill, phase_paths
+from bench.overhead_data import MB
+from bench.services import OFFSITE, BenchError, Service, child_env, start_redis, start_worker
 from offsite.config.model import load_config
-from offsite.constants import LEASE_KEY, BackupType
-from offsite.duplicity.command import duplicity_env, restore_argv
-from offsite.host.settings import resolve_host
-from offsite.target.catalog import read_catalog
 
-DUMP_HOST, TREE_HOST = "dump", "tree"
+__all__ = ["main", "write_config"]
 
+PHASES: dict[str, Callable[[Bench], list[str]]] = {
+    "dump": phase_dump, "paths": phase_paths, "compare": phase_compare, "drill": phase_drill,
+    "options": lambda bench: phase_options(bench.args, bench.work, bench.config, DUMP_HOST,
+                                           bench.env),
+    "fit": phase_fit}
 
-class LeaseWatch:
-    """The lowest remaining time (PTTL) of a host's lease while it is held, read every 0.1 s."""
-
-    def __init__(self, broker_url: str, host: str) -> None:
-        self.client = redis.Redis.from_url(broker_url)
-        self.key = LEASE_KEY + host
-        self.lowest_ms: int | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> LeaseWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            remaining = int(self.client.pttl(self.key))
-            if remaining > 0 and (self.lowest_ms is None or remaining < self.lowest_ms):
-                self.lowest_ms = remaining
+# Rates behind the estimate: a quiet 2-core machine, from issue 18's own figures (8 GB: plain
+# duplicity full 252 s, tar | gpg 210 s; 500,000 files: restore ~109 s, compare ~31 s, rmtree
+# ~68 s). The small runs on the shared machine (load 5-9) went 2-3x slower for bytes, up to 10x
+# for small files.
+GEN_MBPS = 60.0        # generating the dump tree
+DUP_MBPS = 32.0        # duplicity full of the dump tree (gpg's zlib is the ceiling)
+TAR_MBPS = 38.0        # tar | gpg
+RESTORE_MBPS = 50.0    # duplicity restore
+HASH_MBPS = 300.0      # sha256 of a tree, both sides
+FILES_MADE_PS = 10000.0    # small files made
+FILES_BACKUP_PS = 2000.0   # small files through a duplicity full
+FILES_RESTORE_PS = 2500.0  # small files restored and removed
+FILES_COMPARE_PS = 16000.0  # small files compared (one compare process)
+COMPRESSED = 0.55      # a set's size over its tree's (half random, half text)
+SMALL_FILE = 5000      # bytes, 2-8 KB
 
 
-def spread(values: Sequence[float], unit: str = "s", scale: float = 1.0) -> str:
-    scaled = [value / scale for value in values]
-    return f"{median(scaled):.2f} {unit} ({min(scaled):.2f}-{max(scaled):.2f})"
+def estimate(args: argparse.Namespace, phases: list[str]) -> dict[str, tuple[float, float]]:
+    """Per phase: (seconds, peak disk bytes) from the sizes and the rates above."""
+    out: dict[str, tuple[float, float]] = {}
+    r = args.repeat
+    size = args.dump_mb * MB
+    mb = args.dump_mb
+    if "dump" in phases:
+        full = mb / 200 + 2 * mb / DUP_MBPS + mb / TAR_MBPS   # copy, offsite, plain, tar|gpg
+        incr = mb / 200 + 2 * 0.05 * mb / DUP_MBPS + 10
+        verify = 2 * (mb / RESTORE_MBPS + 2 * mb / HASH_MBPS)
+        out["dump"] = (mb / GEN_MBPS + r * (full + incr + verify),
+                       size * (3 + 3 * COMPRESSED))   # source, staging, restore; targets, tar
+    tree = args.tree_files
+    if "paths" in phases:
+        # a full and an incremental (about half a full: every file is walked), offsite and plain
+        out["paths"] = (tree / FILES_MADE_PS + r * 3 * tree / FILES_BACKUP_PS,
+                        tree * SMALL_FILE * 3)
+    if "compare" in phases:
+        files = args.compare_files
+        out["compare"] = (files / FILES_MADE_PS + r * 2 * files / FILES_COMPARE_PS,
+                          files * SMALL_FILE * 1.2)
+    if "drill" in phases:
+        files = args.drill_files
+        made = 0 if ("paths" in phases and files == tree) else files / FILES_MADE_PS
+        out["drill"] = (made + 2 * files / FILES_BACKUP_PS
+                        + r * 2 * (files / FILES_RESTORE_PS + files / FILES_COMPARE_PS),
+                        files * SMALL_FILE * 4)
+    if "options" in phases:
+        out["options"] = (args.options_mb / GEN_MBPS + r * 5 * args.options_mb / DUP_MBPS,
+                          args.options_mb * MB * (1 + COMPRESSED * 1.3))
+    if "fit" in phases:
+        sizes = [float(value) for value in args.fit_mb.split(",")]
+        out["fit"] = (sum(s / GEN_MBPS + r * (s / 200 + 2 * s / DUP_MBPS) for s in sizes),
+                      max(sizes) * MB * (2 + 2 * COMPRESSED))
+    return out
 
 
-def write_config(work: Path, broker_url: str, dump_src: Path, tree_src: Path) -> Path:
-    passphrase_file = work / "passphrase"
-    passphrase_file.write_text(PASSPHRASE + "\n")
-    passphrase_file.chmod(0o600)
-    hosts = {DUMP_HOST: {"scripts": {"data": {"bash": f"cp -a {dump_src}/. ."}}},
-             TREE_HOST: {"scripts": {"stamp": {"bash": "date > stamp"}},
-                         "paths": {"data": str(tree_src)}}}
-    data = {"broker_url": broker_url, "staging_root": str(work / "offsite" / "staging"),
-            "cache_root": str(work / "offsite" / "cache"),
-            "target": {"url": f"file://{work / 'target' / 'offsite'}"},
-            "encryption": {"passphrase_file": str(passphrase_file)}, "hosts": hosts}
-    path = work / "offsite.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench.bighost", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated, of {', '.join(PHASES)} (default: all)")
+    parser.add_argument("--dump-mb", type=float, default=8000,
+                        help="the dump host's tree, MB (default 8000)")
+    parser.add_argument("--tree-files", type=int, default=500_000,
+                        help="files of the paths: host (default 500000)")
+    parser.add_argument("--drill-files", type=int, default=500_000,
+                        help="files of the drilled paths: host (default 500000)")
+    parser.add_argument("--compare-files", type=int, default=500_000,
+                        help="files of the compare phase (default 500000)")
+    parser.add_argument("--options-mb", type=float, default=1000,
+                        help="the options phase's tree, MB (default 1000)")
+    parser.add_argument("--fit-mb", default="200,2000,8000",
+                        help="the fit phase's sizes, MB (default 200,2000,8000)")
+    parser.add_argument("--repeat", type=int, default=3, help="repeats per phase (>= 3 for "
+                        "the figures; default 3)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where to make the work folder (default: the temp dir)")
+    return parser
 
 
-def phase_dump(args: argparse.Namespace, work: Path, config_path: Path, broker_url: str,
-               env: dict[str, str], worker: Service) -> list[str]:
-    rng = random.Random(5)
-    text = TextSource(rng)
-    tree = generate_tree(work / "src" / "dump", int(args.dump_mb * MB), rng, text)
-    config = load_config(config_path)
-    rows: dict[str, list[float]] = {}
-    lowest: list[int] = []
-    for repeat in range(args.repeat):
-        plain = plain_config(config, work / f"plain{repeat}",
-                             f"file://{work / 'target' / f'plain{repeat}'}")
-        for kind in (BackupType.FULL, BackupType.INCR):
-            if kind == BackupType.INCR:
-                change_tree(tree, int(tree.total_bytes * 0.01), rng, text)
-            base = run_plain(plain, DUMP_HOST, kind, tree.root, env, work)
-            with LeaseWatch(broker_url, DUMP_HOST) as watch:
-                ours = run_offsite(config_path, DUMP_HOST, kind, env)
-            if watch.lowest_ms is not None:
-                lowest.append(watch.lowest_ms)
-            rows.setdefault(f"{kind.value} offsite run", []).append(ours.run_s)
-            rows.setdefault(f"{kind.value} offsite upload step", []).append(ours.upload_s)
-            rows.setdefault(f"{kind.value} plain duplicity", []).append(base.seconds)
-            rows.setdefault(f"{kind.value} ratio upload/plain", []).append(
-                ours.upload_s / base.seconds)
-            print(f"  dump {kind.value} #{repeat + 1}: offsite {ours.run_s:.1f} s (upload "
-                  f"{ours.upload_s:.1f} s), plain {base.seconds:.1f} s", flush=True)
-    ttl_ms = config.watchdog.lease_ttl * 1000
-    lines = [f"dump host: {len(tree.files)} files, {tree.total_bytes / MB:.0f} MB "
-             f"(half random, half text)"]
-    lines += [f"  {name:<28} {spread(values, '' if 'ratio' in name else 's')}"
-              for name, values in rows.items()]
-    if lowest:
-        lines.append(f"  lease lowest remaining       {min(lowest) / 1000:.1f} s of "
-                     f"{ttl_ms / 1000:.0f} s ({min(lowest) / ttl_ms:.2f} of lease_ttl)")
-    lines.append(f"  worker peak RSS (VmHWM)      {(worker.peak_rss_kib() or 0) / 1024:.0f} MiB")
-    return lines
-
-
-def phase_paths(args: argparse.Namespace, work: Path, config_path: Path,
-                env: dict[str, str]) -> list[str]:
-    source = work / "src" / "tree"
-    shutil.rmtree(source, ignore_errors=True)
-    make_small_files(source, args.tree_files)
-    shutil.rmtree(source / ".offsite")   # the tree is read in place: no manifest of its own
-    files = sorted(path for path in source.rglob("f*") if path.is_file())
-    config = load_config(config_path)
-    rng = random.Random(7)
-    rows: dict[str, list[float]] = {}
-    for repeat in range(args.repeat):
-        plain = plain_config(config, work / f"plain-tree{repeat}",
-                             f"file://{work / 'target' / f'plain-tree{repeat}'}")
-        for kind in (BackupType.FULL, BackupType.INCR):
-            if kind == BackupType.INCR:
-                for path in rng.sample(files, k=max(1, len(files) // 100)):
-                    path.write_bytes(rng.randbytes(path.stat().st_size))
-            base = run_plain(plain, DUMP_HOST, kind, source, env, work)
-            ours = run_offsite(config_path, TREE_HOST, kind, env)
-            rows.setdefault(f"{kind.value} offsite upload step", []).append(ours.upload_s)
-            rows.setdefault(f"{kind.value} plain duplicity", []).append(base.seconds)
-            rows.setdefault(f"{kind.value} ratio upload/plain", []).append(
-                ours.upload_s / base.seconds)
-            print(f"  paths {kind.value} #{repeat + 1}: offsite upload {ours.upload_s:.1f} s, "
-                  f"plain {base.seconds:.1f} s", flush=True)
-    lines = [f"paths: host: {len(files)} files of 2-8 KB read in place"]
-    lines += [f"  {name:<28} {spread(values, '' if 'ratio' in name else 's')}"
-              for name, values in rows.items()]
-    return lines
-
-
-def phase_compare(args: argparse.Namespace, work: Path) -> list[str]:
-    root = work / "compare"
-    started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "bench.bighost_compare", "make", str(root),
-                    str(args.compare_files)], check=True, cwd=Path(__file__).parent.parent)
-    print(f"  {args.compare_files} files made in {time.monotonic() - started:.0f} s", flush=True)
-    results: dict[str, list[tuple[float, int, int]]] = {"new": [], "before": []}
-    for _ in range(args.repeat):
-        for how in ("new", "before"):
-            results[how].append(measure_compare(root, how))
-    shutil.rmtree(root)
-    lines = [f"drill compare of {args.compare_files} restored files (fresh process each)"]
-    for how, label in (("new", "streaming (offsite now)"), ("before", "dict + list (before)")):
-        samples = results[how]
-        lines.append(f"  {label:<28} {spread([s[0] for s in samples])}, peak RSS "
-                     f"{spread([s[1] for s in samples], 'MiB', 1024)}, "
-                     f"mismatches {samples[0][2]}")
-    return lines
-
-
-def phase_drill(args: argparse.Namespace, work: Path, config_path: Path, broker_url: str,
-                env: dict[str, str], control: Service) -> list[str]:
-    source = work / "src" / "tree"
-    shutil.rmtree(source, ignore_errors=True)
-    make_small_files(source, args.drill_files)
-    shutil.rmtree(source / ".offsite")   # the tree is read in place: no manifest of its own
-    run_offsite(config_path, TREE_HOST, BackupType.FULL, env)
-    config = load_config(config_path)
-    drills, plains, lowest = [], [], []
-    for _ in range(args.repeat):
-        with LeaseWatch(broker_url, TREE_HOST) as watch:
-            started = time.monotonic()
-            result = subprocess.run([OFFSITE, "--config", str(config_path), "verify", TREE_HOST,
-                                     "--wait", "--timeout", "3600"], env=env,
-                                    capture_output=True, text=True)
-            drills.append(time.monotonic() - started)
-        if result.returncode != 0:
-            raise RuntimeError(f"the drill failed:\n{result.stdout}\n{result.stderr}")
-        if watch.lowest_ms is not None:
-            lowest.append(watch.lowest_ms)
-        plains.append(_plain_restore(config, work, env))
-    ttl_ms = config.watchdog.lease_ttl * 1000
-    lines = [f"drill of a paths: host of {args.drill_files} files of 2-8 KB (control node)",
-             f"  offsite verify --wait        {spread(drills)}",
-             f"  plain duplicity restore      {spread(plains)} (no compare)",
-             f"  control peak RSS (VmHWM)     {(control.peak_rss_kib() or 0) / 1024:.0f} MiB"]
-    if lowest:
-        lines.append(f"  lease lowest remaining       {min(lowest) / 1000:.1f} s of "
-                     f"{ttl_ms / 1000:.0f} s ({min(lowest) / ttl_ms:.2f} of lease_ttl)")
-    return lines
-
-
-def _plain_restore(config: Any, work: Path, env: dict[str, str]) -> float:
-    settings = resolve_host(config, TREE_HOST)
-    dest, cache = work / "plain-restore", work / "plain-restore-cache"
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.rmtree(cache, ignore_errors=True)
-    cache.mkdir()
-    newest = max((s for chain in read_catalog(settings).chains for s in chain.sets),
-                 key=lambda backup_set: backup_set.time)
-    argv = restore_argv(settings, dest, cache, None, None, newest.data_prefix)
-    started = time.monotonic()
-    subprocess.run(argv, check=True, env=duplicity_env(settings, PASSPHRASE, env),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    seconds = time.monotonic() - started
-    shutil.rmtree(dest, ignore_errors=True)
-    shutil.rmtree(cache, ignore_errors=True)
-    return seconds
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds the ExitStack: every started process is stopped
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench.bighost", description=__doc__.split("\n")[0])
-    parser.add_argument("--dump-mb", type=float, default=1000)
-    parser.add_argument("--compare-files", type=int, default=200_000)
-    parser.add_argument("--drill-files", type=int, default=20_000)
-    parser.add_argument("--tree-files", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--phases", default="dump,compare,drill")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser = build_parser()
     args = parser.parse_args(argv)
-    phases = set(args.phases.split(","))
-    work = Path(tempfile.mkdtemp(prefix="offsite-bighost-"))
+    phases = [name.strip() for name in args.phases.split(",") if name.strip()]
+    unknown = [name for name in phases if name not in PHASES]
+    if unknown or args.repeat < 1:
+        parser.error(f"unknown phase {', '.join(unknown)} (of {', '.join(PHASES)})" if unknown
+                     else "--repeat must be at least 1")
+    work = Path(tempfile.mkdtemp(prefix="offsite-bighost-", dir=args.dir))
+    plan = estimate(args, phases)
+    free = shutil.disk_usage(work).free
+    print(f"estimate at a quiet 2-core machine's rates (2-3x that under load): about "
+          f"{sum(s for s, _ in plan.values()) / 60:.0f} min, peak disk about "
+          f"{max(d for _, d in plan.values()) / 1e9:.1f} GB ({free / 1e9:.0f} GB free under "
+          f"{work})")
+    for name, (seconds, disk) in plan.items():
+        print(f"  {name:<8} ~{seconds / 60:.0f} min, ~{disk / 1e9:.1f} GB", flush=True)
+    if max(d for _, d in plan.values()) > free * 0.9:
+        print("bench: not enough free disk for these sizes", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+        return 1
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     report: list[str] = []
+    started = time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+    load = os.getloadavg()
     try:
         with ExitStack() as stack:
             broker_url = start_redis(stack, work)
             env = child_env(work / "home")
             config_path = write_config(work, broker_url, work / "src" / "dump",
                                        work / "src" / "tree")
-            worker = start_worker(stack, config_path, DUMP_HOST, work, env)
-            start_worker(stack, config_path, TREE_HOST, work, env)
+            workers = {host: start_worker(stack, config_path, host, work, env)
+                       for host in (DUMP_HOST, TREE_HOST)}
             control = Service("control", [OFFSITE, "--config", str(config_path), "control"],
                               work / "control.log", env)
             stack.callback(control.stop)
             control.wait_until(lambda: control.logged("ready."), 60)
-            if "dump" in phases:
-                report += phase_dump(args, work, config_path, broker_url, env, worker)
-            if "paths" in phases:
-                report += phase_paths(args, work, config_path, env)
-            if "compare" in phases:
-                report += phase_compare(args, work)
-            if "drill" in phases:
-                report += phase_drill(args, work, config_path, broker_url, env, control)
+            bench = Bench(args, work, config_path, load_config(config_path), broker_url, env,
+                          workers, control)
+            for name in phases:
+                phase_started = time.monotonic()
+                print(f"phase {name} ...", flush=True)
+                lines = PHASES[name](bench)
+                lines.append(f"  (phase {name}: {time.monotonic() - phase_started:.0f} s, "
+                             f"load average now {os.getloadavg()[0]:.1f})")
+                print("\n".join(lines), flush=True)   # again in the report at the end
+                report += lines
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
     finally:
-        if not args.keep:
+        if args.keep:
+            print(f"kept {work}")
+        else:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"\n{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-          f"{_machine()}, {args.repeat} repeats, file:// target")
+    print(f"\n{started} to {time.strftime('%H:%M UTC', time.gmtime())}, {_machine()}, "
+          f"load average at start {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}, "
+          f"{args.repeat} repeats, file:// target, default settings (lease_ttl 60 s)")
     print("\n".join(report))
     return 0
 

@@ -10,10 +10,10 @@ import shlex
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from bench.services import OFFSITE, BenchError, tail
 from offsite.config.model import Config
@@ -33,6 +33,8 @@ class OffsiteResult:
     script_s: float
     upload_s: float
     bytes_uploaded: int
+    run_id: str = ""
+    steps: dict[str, float] = field(default_factory=dict)   # the run record's step seconds
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,13 @@ def run_offsite(config_path: Path, host: str, backup_type: BackupType,
                          run_s=_seconds(record["created_at"], record["finished_at"]),
                          queue_s=_seconds(record["created_at"], record["started_at"]),
                          script_s=script_s, upload_s=steps.get("upload", 0.0),
-                         bytes_uploaded=int(record["bytes_uploaded"] or 0))
+                         bytes_uploaded=int(record["bytes_uploaded"] or 0),
+                         run_id=match.group(1), steps=steps)
 
 
 def run_plain(config: Config, host: str, backup_type: BackupType, source: Path,
-              env: dict[str, str], log_dir: Path, copy_from: Path | None = None) -> PlainResult:
+              env: dict[str, str], log_dir: Path, copy_from: Path | None = None,
+              edit: Callable[[list[str]], list[str]] | None = None) -> PlainResult:
     """duplicity with offsite's command line on `source`; with `copy_from`, the tree is first
     copied into an emptied `source` (the work a dump script and offsite's staging do), and the
     copy is timed with it."""
@@ -94,6 +98,8 @@ def run_plain(config: Config, host: str, backup_type: BackupType, source: Path,
     copy_s = time.monotonic() - started
     argv = backup_argv(settings, backup_type, archive_dir)
     argv[-2] = str(source)
+    if edit is not None:
+        argv = edit(argv)   # a variant of offsite's flags (bench.bighost_options)
     out_path, err_path = log_dir / "plain.out", log_dir / "plain.err"
     with open(out_path, "w") as out, open(err_path, "w") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
