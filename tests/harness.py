@@ -78,13 +78,20 @@ def free_port() -> int:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.05) -> None:
-    """Polls predicate until true; raises HarnessError naming `what` after timeout seconds."""
+               interval: float | None = None) -> None:
+    """Polls predicate until true; raises HarnessError naming `what` after timeout seconds.
+
+    With no interval the polls start 0.05 s apart and back off to 0.2 s: a condition met at
+    once is seen at once, one that takes seconds (a backup, a worker's start) is not asked
+    twenty times a second all along."""
+    pause = interval if interval is not None else 0.05
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise HarnessError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(pause)
+        if interval is None:
+            pause = min(pause * 1.5, 0.2)
 
 
 _sessions: dict[tuple[str, str, str], Any] = {}
