@@ -11,8 +11,6 @@ from typing import Any
 
 import pytest
 
-from offsite.cli.main import main
-from tests.harness import _SCRUBBED_ENV
 from tests.helpers import describe
 from tests.security_harness import KeyPair, make_key_pair
 from tests.test_hostile_outcomes import data_tree
@@ -29,29 +27,6 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KeyPair]:
         for home in (keys.secret_home, keys.public_home):
             subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"],
                            capture_output=True, timeout=30)
-
-
-@pytest.fixture
-def offsite_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                 tmp_path: Path) -> Any:
-    """offsite_main(*args, config=PATH) -> CompletedProcess: the command's own main() run in
-    this process, for input refused before anything runs (a config or argument error): what
-    run_offsite shows, without a process start (~0.3 CPU-s) per case."""
-    for name in _SCRUBBED_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-    def run(*args: str, config: Path) -> subprocess.CompletedProcess[str]:
-        argv = ["--config", str(config), *args]
-        capsys.readouterr()
-        try:
-            code = main(argv)
-        except SystemExit as exit_:   # argparse's usage errors
-            code = exit_.code if isinstance(exit_.code, int) else 1
-        out, err = capsys.readouterr()
-        return subprocess.CompletedProcess(argv, code, out, err)
-
-    return run
 
 
 def _one_line_failure(result: Any, code: int, *needles: str) -> None:
