@@ -209,8 +209,8 @@ def offsite_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[
                  tmp_path: Path) -> RunOffsite:
     """offsite_main(*args, config=PATH) -> CompletedProcess[str]: offsite's own main() run in
     this process, in tmp_path, with the variables run_offsite's children never get removed.
-    Only for input refused before anything runs (a bad argument, a config error): what
-    run_offsite would show, without a process start (~0.3 CPU-s) per case. The environment
+    Only for input refused before anything runs (a bad argument, a config error) and for a
+    local `check`: what run_offsite would show, without a process start (~0.3 CPU-s) per case. The environment
     (main() points $OFFSITE_CONFIG at the file) is restored after the test."""
     for name in _SCRUBBED_ENV:
         monkeypatch.setenv(name, "")      # recorded, so the undo restores it (or its absence)
