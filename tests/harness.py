@@ -7,6 +7,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -77,13 +78,40 @@ def free_port() -> int:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float, what: str,
-               interval: float = 0.05) -> None:
-    """Polls predicate until true; raises HarnessError naming `what` after timeout seconds."""
+               interval: float | None = None) -> None:
+    """Polls predicate until true; raises HarnessError naming `what` after timeout seconds.
+
+    With no interval the polls start 0.05 s apart and back off to 0.2 s: a condition met at
+    once is seen at once, one that takes seconds (a backup, a worker's start) is not asked
+    twenty times a second all along."""
+    pause = interval if interval is not None else 0.05
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
             raise HarnessError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+        time.sleep(pause)
+        if interval is None:
+            pause = min(pause * 1.5, 0.2)
+
+
+_sessions: dict[tuple[str, str, str], Any] = {}
+_sessions_lock = threading.Lock()
+
+
+def boto_client(service: str, *, key_id: str, secret: str, region: str = REGION,
+                **kwargs: Any) -> Any:
+    """A new boto3 client (kwargs: endpoint_url, config, ...); the caller closes it.
+
+    Made from one boto3 Session per credentials in this process: a new Session loads the
+    service models again (~0.1 CPU-s a client), a client of a kept one costs ~2 ms. A Session
+    is not safe to make clients from in two threads at once, hence the lock."""
+    import boto3
+    with _sessions_lock:
+        session = _sessions.get((key_id, secret, region))
+        if session is None:
+            session = _sessions[(key_id, secret, region)] = boto3.session.Session(
+                aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=region)
+        return session.client(service, **kwargs)
 
 
 def tail(text: str, lines: int = 40) -> str:

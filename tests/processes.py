@@ -97,10 +97,13 @@ class ManagedProcess:
     def log_text(self, since_start: bool = False) -> str:
         """The whole log, or with since_start only what the current start wrote."""
         try:
-            data = self.log_path.read_bytes()
+            with open(self.log_path, "rb") as log:
+                if since_start:
+                    log.seek(self._offset)
+                data = log.read()
         except FileNotFoundError:
             return ""
-        return data[self._offset if since_start else 0:].decode(errors="replace")
+        return data.decode(errors="replace")
 
     def start(self) -> None:
         if self.alive:

@@ -18,12 +18,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.config import Config as BotoConfig
 
 from tests.harness import (REGION, TEST_AWS_KEY_ID, TEST_AWS_SECRET, VENV_BIN, _SCRUBBED_ENV,
-                           HarnessError, _exited_unreaped, free_port, read_tail)
+                           HarnessError, _exited_unreaped, boto_client, free_port, read_tail)
 
 WEED = VENV_BIN / "weed"
 # The S3 servers the core S3 tests run against: the parameter list of the `target_store` fixture.
@@ -126,12 +125,11 @@ class SeaweedServer:
 
 
 def s3_client(endpoint_url: str, **kwargs: Any) -> Any:
-    session = boto3.session.Session(aws_access_key_id=TEST_AWS_KEY_ID,
-                                    aws_secret_access_key=TEST_AWS_SECRET, region_name=REGION)
     config = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
                         request_checksum_calculation="when_required",
                         response_checksum_validation="when_required")
-    return session.client("s3", endpoint_url=endpoint_url, config=config, **kwargs)
+    return boto_client("s3", key_id=TEST_AWS_KEY_ID, secret=TEST_AWS_SECRET, region=REGION,
+                       endpoint_url=endpoint_url, config=config, **kwargs)
 
 
 class S3Store:

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from tests.harness import boto_client
 from tests.helpers import REGION, HarnessError, MotoServer
 
 # create_user, put_user_policy, create_access_key: the administrator; all later calls are
@@ -53,10 +53,8 @@ class StrictAws:
     def client(self, service: str, keys: dict[str, str] | None = None) -> Any:
         """A client with `keys` (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), default the admin's."""
         keys = keys or self.admin
-        session = boto3.session.Session(aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
-                                        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
-                                        region_name=REGION)
-        return session.client(service, endpoint_url=self.endpoint_url, config=BotoConfig(
+        return boto_client(service, key_id=keys["AWS_ACCESS_KEY_ID"],
+                           secret=keys["AWS_SECRET_ACCESS_KEY"], region=REGION, endpoint_url=self.endpoint_url, config=BotoConfig(
             s3={"addressing_style": "path"}, retries={"max_attempts": 1}))
 
 

@@ -11,12 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import boto3
 import redis
 from botocore.config import Config as BotoConfig
 
 from tests.harness import (REGION, TEST_AWS_KEY_ID, TEST_AWS_SECRET, VENV_BIN, _SCRUBBED_ENV,
-                           HarnessError, _exited_unreaped, free_port, read_tail)
+                           HarnessError, _exited_unreaped, boto_client, free_port, read_tail)
 
 
 # --------------------------------------------------------------------------- redis
@@ -170,8 +169,6 @@ class MotoServer:
 
     def client(self, service: str, **kwargs: Any) -> Any:
         """A boto3 client on moto with the test process's fake credentials; the caller closes it."""
-        session = boto3.session.Session(aws_access_key_id=TEST_AWS_KEY_ID,
-                                        aws_secret_access_key=TEST_AWS_SECRET,
-                                        region_name=REGION)
         config = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 2})
-        return session.client(service, endpoint_url=self.endpoint_url, config=config, **kwargs)
+        return boto_client(service, key_id=TEST_AWS_KEY_ID, secret=TEST_AWS_SECRET, region=REGION,
+                           endpoint_url=self.endpoint_url, config=config, **kwargs)

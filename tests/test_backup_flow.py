@@ -3,7 +3,6 @@ failures -> control worker -> SNS -> SQS. Every part is the real one."""
 from __future__ import annotations
 
 import filecmp
-import json
 import os
 import time
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tests.helpers import describe, find_leaks, wait_until
+from tests.helpers import describe, find_leaks, ledger_json, wait_until
 from tests.seaweed import S3_SERVERS
 
 HOSTS = ("carcosa", "nyarlathotep")
@@ -42,9 +41,9 @@ def backup(run_offsite: Callable[..., Any], config: Path, host: str, kind: str,
 
 def record_of(run_offsite: Callable[..., Any], config: Path, host: str,
               run_id: str) -> dict[str, Any]:
-    status = run_offsite("status", host, "--json", config=config)
-    assert status.returncode == 0, describe(status)
-    records = {record["run_id"]: record for record in json.loads(status.stdout)}
+    """The run's record as `offsite status HOST --json` shows it (read in-process: tests.helpers
+    .ledger_json)."""
+    records = {record["run_id"]: record for record in ledger_json(config, host)}
     return records[run_id]
 
 

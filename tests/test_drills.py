@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import describe, offsite_argv, wait_until
+from tests.helpers import describe, ledger_json, offsite_argv, wait_until
 from tests.test_failures import FAST_WATCHDOG, attributes
 
 pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
@@ -19,9 +19,7 @@ YEARLY = "0 0 1 1 *"
 
 
 def runs(run_offsite: Any, config: Path) -> list[dict[str, Any]]:
-    result = run_offsite("status", "carcosa", "--json", "--limit", "200", config=config)
-    assert result.returncode == 0, describe(result)
-    return list(json.loads(result.stdout))
+    return ledger_json(config, "carcosa", limit=200)
 
 
 @pytest.mark.timeout(300)

@@ -26,11 +26,11 @@ def _refused(result: Any, code: int, *needles: str) -> None:
 @pytest.mark.parametrize("host", ["../etc/passwd", "carcosa/../x", "/etc", "", "a\nb",
                                   "carcosa; rm -rf /", "x" * 300, "%i", "-carcosa"])
 def test_install_units_refuses_a_host_that_is_not_in_the_config(
-        tmp_path: Path, run_offsite: Any, host: str) -> None:
+        tmp_path: Path, offsite_main: Any, host: str) -> None:
     config = write_minimal_config(tmp_path)
     dest = tmp_path / "units"
     dest.mkdir()
-    result = run_offsite("install-units", f"--host={host}", "--dest", str(dest), config=config)
+    result = offsite_main("install-units", f"--host={host}", "--dest", str(dest), config=config)
     assert result.returncode in (1, 2), result.stderr
     assert "Traceback" not in result.stderr and result.stderr.strip()
     assert list(dest.iterdir()) == []
@@ -85,13 +85,13 @@ def test_install_units_quotes_a_config_path_with_a_space(tmp_path: Path,
 
 
 @pytest.mark.parametrize("user", ["root;rm", "Root", "a b", "x" * 40, "../x"])
-def test_install_units_refuses_a_bad_user(tmp_path: Path, run_offsite: Any, user: str) -> None:
+def test_install_units_refuses_a_bad_user(tmp_path: Path, offsite_main: Any, user: str) -> None:
     config = write_minimal_config(tmp_path)
     dest = tmp_path / "units"
     dest.mkdir()
-    _refused(run_offsite("install-units", "--user", user, "--dest", str(dest), config=config),
+    _refused(offsite_main("install-units", "--user", user, "--dest", str(dest), config=config),
              1, "is not a system user name")
-    _refused(run_offsite("install-units", "--worker-user", user, "--dest", str(dest),
+    _refused(offsite_main("install-units", "--worker-user", user, "--dest", str(dest),
                          config=config), 1, "is not a system user name")
     assert list(dest.iterdir()) == []
 
@@ -126,10 +126,10 @@ def test_every_config_key_is_in_the_table() -> None:
 
 
 @pytest.mark.parametrize("role", ["garbage", "HOST", "", "all;ls", "../host"])
-def test_check_refuses_a_role_it_does_not_know(tmp_path: Path, run_offsite: Any,
+def test_check_refuses_a_role_it_does_not_know(tmp_path: Path, offsite_main: Any,
                                                role: str) -> None:
     config = write_minimal_config(tmp_path)
-    _refused(run_offsite("check", "--connect", f"--role={role}", config=config), 2,
+    _refused(offsite_main("check", "--connect", f"--role={role}", config=config), 2,
              "invalid choice")
 
 
@@ -144,10 +144,10 @@ def test_check_as_a_host_needs_a_host_of_the_config(tmp_path: Path, run_offsite:
 @pytest.mark.parametrize("args", [["completion", "zsh"], ["completion"],
                                   ["flower", "--port", "0"], ["flower", "--port", "70000"],
                                   ["flower", "--port", "http"]])
-def test_bad_usage_of_the_new_commands_exits_2(tmp_path: Path, run_offsite: Any,
+def test_bad_usage_of_the_new_commands_exits_2(tmp_path: Path, offsite_main: Any,
                                                args: list[str]) -> None:
     config = write_minimal_config(tmp_path)
-    result = run_offsite(*args, config=config)
+    result = offsite_main(*args, config=config)
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
@@ -168,19 +168,19 @@ def test_flower_beyond_loopback_with_empty_auth_is_refused(
     ("rediss://redis.example/0?ssl_check_hostname=false", "unknown option"),
     ("redis://redis.example/0?ssl_ca_certs=/etc/ca.pem", "need a rediss:// URL"),
 ])
-def test_a_broker_url_that_weakens_tls_is_refused(tmp_path: Path, run_offsite: Any,
+def test_a_broker_url_that_weakens_tls_is_refused(tmp_path: Path, offsite_main: Any,
                                                   url: str, needle: str) -> None:
     config = write_minimal_config(tmp_path, extra=f"broker_url: \"{url}\"\n")
-    _refused(run_offsite("check", config=config), 2, "broker_url", needle)
+    _refused(offsite_main("check", config=config), 2, "broker_url", needle)
 
 
 @pytest.mark.parametrize("interpreter", ["python3", "bin/python", "./python3", "", "~/py"])
-def test_python_interpreter_must_be_an_absolute_path(tmp_path: Path, run_offsite: Any,
+def test_python_interpreter_must_be_an_absolute_path(tmp_path: Path, offsite_main: Any,
                                                      interpreter: str) -> None:
     config = tmp_path / "offsite.yaml"
     write_minimal_config(tmp_path)
     config.write_text(config.read_text() + f"    python_interpreter: \"{interpreter}\"\n")
-    _refused(run_offsite("check", config=config), 2, "python_interpreter")
+    _refused(offsite_main("check", config=config), 2, "python_interpreter")
 
 
 def test_a_missing_python_interpreter_fails_the_run_naming_it(tmp_path: Path,

@@ -186,10 +186,10 @@ def test_a_webhook_that_never_answers_fails_within_its_timeout() -> None:
     (("find", "no-such-host", "*.sql"), "unknown host"),
 ])
 def test_bad_ls_and_find_input_is_refused_in_one_line(
-        tmp_path: Path, run_offsite: Any, args: tuple[str, ...], named: str) -> None:
+        tmp_path: Path, offsite_main: Any, args: tuple[str, ...], named: str) -> None:
     from tests.deploy_harness import write_minimal_config
     config = write_minimal_config(tmp_path)
-    result = run_offsite(*args, config=config)
+    result = offsite_main(*args, config=config)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert named in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

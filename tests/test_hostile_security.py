@@ -44,12 +44,11 @@ def _host(data: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("recipients", [
     ["not-a-key"], ["DEADBEEF"], [FPR + "; rm -rf /"], [FPR[:-1] + "G"], [123],
     ["0x" + FPR, FPR], []])
-@pytest.mark.slow
 def test_malformed_recipients_are_refused_by_the_config(
-        make_config: Any, run_offsite: Any, tmp_path: Path, recipients: list[Any]) -> None:
+        make_config: Any, offsite_main: Any, tmp_path: Path, recipients: list[Any]) -> None:
     config = make_config(_host(tmp_path), encryption={"mode": "public-key",
                                                       "recipients": recipients})
-    result = run_offsite("check", config=config)
+    result = offsite_main("check", config=config)
     _one_line_failure(result, 2, "encryption")
     assert "recipient" in result.stderr
 
@@ -126,11 +125,10 @@ def test_a_secret_keys_file_without_a_secret_key_is_refused(
 
 @pytest.mark.parametrize("text", ["yesterday-ish", "", " ", "\x1b[31mred", "9" * 80,
                                   "2026-13-45T99:99:99Z", "-3D"])
-@pytest.mark.slow
-def test_recover_refuses_a_garbage_time(make_config: Any, run_offsite: Any, tmp_path: Path,
+def test_recover_refuses_a_garbage_time(make_config: Any, offsite_main: Any, tmp_path: Path,
                                         text: str) -> None:
     config = make_config(_host(tmp_path))
-    result = run_offsite("recover", "carcosa", f"--time={text}", config=config)
+    result = offsite_main("recover", "carcosa", f"--time={text}", config=config)
     _one_line_failure(result, 2, "bad --time")
 
 
@@ -174,10 +172,10 @@ def test_provision_refuses_what_it_cannot_make(make_config: Any, run_offsite: An
     ({"name_prefix": "x" * 40}, "name_prefix"),
     ({"lifecycle": {"expire": "1d"}}, "unknown key"),
 ])
-def test_bad_provision_settings_are_config_errors(make_config: Any, run_offsite: Any,
+def test_bad_provision_settings_are_config_errors(make_config: Any, offsite_main: Any,
                                                   tmp_path: Path, provision: dict[str, Any],
                                                   needle: str) -> None:
-    result = run_offsite("check", config=make_config(_host(tmp_path), provision=provision))
+    result = offsite_main("check", config=make_config(_host(tmp_path), provision=provision))
     _one_line_failure(result, 2, needle)
 
 

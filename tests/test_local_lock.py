@@ -2,7 +2,6 @@
 command works with no broker at all (the embedded default). Real worker, duplicity, moto."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,7 @@ from offsite.constants import BackupType
 from offsite.host.lock import FileHostLease
 from offsite.run.local import LocalLease, local_run_id
 from tests.harness import free_port
-from tests.helpers import describe, wait_until
+from tests.helpers import describe, ledger_json, wait_until
 from tests.test_backup_flow import same_tree
 
 NOW = datetime(2026, 12, 4, 20, 0, 0, 400_000, tzinfo=timezone.utc)
@@ -74,8 +73,7 @@ def test_a_local_run_beside_the_workers_run_is_refused_naming_it(
     status: list[dict[str, Any]] = []
 
     def ended() -> bool:
-        result = run_offsite("status", "carcosa", "--json", config=config)
-        status[:] = json.loads(result.stdout)
+        status[:] = ledger_json(config, "carcosa")
         return all(record["state"] not in ("queued", "running") for record in status)
     wait_until(ended, timeout=120, what="the worker's run to end", interval=1)
     assert [(r["run_id"], r["state"]) for r in status] == [(run_id, "succeeded")]

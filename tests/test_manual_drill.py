@@ -9,14 +9,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import describe, wait_until
+from tests.helpers import describe, ledger_json, wait_until
 from tests.test_failures import FAST_WATCHDOG, attributes
 
 
 def _verifies(run_offsite: Any, config: Path) -> list[dict[str, Any]]:
-    status = run_offsite("status", "carcosa", "--json", config=config)
-    assert status.returncode == 0, describe(status)
-    return [run for run in json.loads(status.stdout) if run["type"] == "verify"]
+    return [run for run in ledger_json(config, "carcosa") if run["type"] == "verify"]
 
 
 def _ledger_claimed(redis_url: str) -> None:

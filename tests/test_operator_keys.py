@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import describe, offsite_argv, wait_until
+from tests.helpers import describe, ledger_json, offsite_argv, wait_until
 from tests.security_harness import (StrictAws, copy_host, denied, grant_head_bucket, keys_of,
                                     read_env_file, unique_prefix, write_config)
 from tests.test_backup_flow import same_tree
@@ -113,9 +113,7 @@ def test_each_role_works_with_exactly_the_keys_provision_gives_it(
     start_process("beat", offsite_argv(config, "beat"), BEAT_LOCKED, env_extra=control)
 
     def drills() -> list[dict[str, Any]]:
-        status = run_offsite("status", "alpha", "--json", "--limit", "50", config=config)
-        assert status.returncode == 0, describe(status)
-        return [run for run in json.loads(status.stdout) if run["type"] == "verify"]
+        return [run for run in ledger_json(config, "alpha", limit=50) if run["type"] == "verify"]
     wait_until(lambda: any(run["state"] in ("succeeded", "failed") for run in drills()),
                timeout=180, what="a scheduled drill on the control node", interval=1)
     done = [run for run in drills() if run["state"] in ("succeeded", "failed")]

@@ -63,11 +63,11 @@ UNUSABLE: list[tuple[str, Callable[[Path], Path], str]] = [
                          ids=[name for name, _, _ in UNUSABLE])
 def test_check_reports_an_unusable_passphrase_file(make: Callable[[Path], Path], expected: str,
                                                    tmp_path: Path,
-                                                   run_offsite: RunOffsite) -> None:
+                                                   offsite_main: RunOffsite) -> None:
     path = make(tmp_path)
     config, _ = config_with_passphrase(tmp_path, path)
 
-    result = run_offsite("check", config=config, timeout=30)
+    result = offsite_main("check", config=config)
 
     assert result.returncode == 1, describe(result)
     assert f"problem: passphrase: {expected.format(path=path)}" in result.stderr
@@ -97,11 +97,11 @@ def test_check_accepts_the_passphrase_from_the_environment(tmp_path: Path,
 
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
 def test_check_warns_about_a_passphrase_file_others_can_read(mode: int, tmp_path: Path,
-                                                             run_offsite: RunOffsite) -> None:
+                                                             offsite_main: RunOffsite) -> None:
     path = private_file(tmp_path / "shared-passphrase", "secret words\n", mode)
     config, _ = config_with_passphrase(tmp_path, path)
 
-    result = run_offsite("check", config=config)
+    result = offsite_main("check", config=config)
 
     assert result.returncode == 0, describe(result)
     assert (f"warning: passphrase file {path} is readable or writable by group or others "

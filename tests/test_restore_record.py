@@ -4,19 +4,16 @@ a run of its own kind (`restore`, never ending a backup's or a drill's failure s
 all the same. Real redis-server, real duplicity, a file:// target."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import describe
+from tests.helpers import describe, ledger_json
 
 
 def runs(run_offsite: Any, config: Path, kind: str) -> list[dict[str, Any]]:
-    status = run_offsite("status", "carcosa", "--json", config=config)
-    assert status.returncode == 0, describe(status)
-    return [run for run in json.loads(status.stdout) if run["type"] == kind]
+    return [run for run in ledger_json(config, "carcosa") if run["type"] == kind]
 
 
 @pytest.mark.slow

@@ -20,8 +20,8 @@ import redis
 from offsite.constants import LEASE_KEY, REJECTED_KEY
 from offsite.ledger.records import RedisRunStore
 from offsite.schedule.specs import utcnow
-from tests.helpers import (VENV_BIN, ManagedProcess, describe, offsite_argv, run_command,
-                           wait_until)
+from tests.helpers import (VENV_BIN, ManagedProcess, describe, ledger_json, offsite_argv,
+                           run_command, wait_until)
 
 BEAT_LOCKED = "beat: Acquired lock"
 BEAT_STARTING = "beat: Starting..."
@@ -51,9 +51,7 @@ def start_beat(start_process: StartProcess, config: Path, name: str = "beat",
 
 
 def records(run_offsite: Any, config: Path) -> list[Record]:
-    result = run_offsite("status", "--json", "--limit", "500", config=config, timeout=60)
-    assert result.returncode == 0, describe(result)
-    return list(json.loads(result.stdout))
+    return ledger_json(config, limit=500)
 
 
 def when(text: str | None) -> datetime:
