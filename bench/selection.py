@@ -14,7 +14,6 @@ also runs the full from `/` under cProfile, plain and patched, and prints the to
 from __future__ import annotations
 
 import argparse
-import cProfile
 import os
 import pstats
 import random
