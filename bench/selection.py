@@ -118,11 +118,49 @@ def profile(settings: HostSettings, work: Path, env: dict[str, str]) -> list[str
     return lines
 
 
+def walk(settings: HostSettings, repeat: int) -> list[str]:
+    """duplicity's selection alone, in this process at duplicity's default verbosity: its
+    `Select` iterated over the tree as the root, from `/` with offsite's selection, and from
+    `/` with the patched class (offsite.duplicity.selection); CPU seconds, medians of `repeat`."""
+    from duplicity import log, selection
+    from duplicity.path import Path as DupPath
+
+    from offsite.duplicity.selection import install
+
+    class Patched(selection.Select):
+        pass
+
+    log.setup()
+    log.setverbosity(log.NOTICE)
+    install(Patched, lambda: False)
+    sources = host_sources(settings)
+    ways = {"tree": (selection.Select, sources.paths["data"], ()),
+            "/+selection": (selection.Select, "/", sources.selection),
+            "patched": (Patched, "/", sources.selection)}
+    rows: dict[str, list[float]] = {}
+    counts: dict[str, int] = {}
+    for turn in range(repeat):
+        for way in WAYS[turn % 3:] + WAYS[:turn % 3]:   # rotated: no way always runs first
+            select_class, root, args = ways[way]
+            started = time.process_time()
+            select = select_class(DupPath(root))
+            for option, pattern in zip(args[::2], args[1::2]):
+                select.add_pattern(pattern, 1 if option == "--include" else 0)
+            counts[way] = sum(1 for _ in select.set_iter())
+            rows.setdefault(way, []).append(time.process_time() - started)
+    base = rows["tree"]
+    return [f"  selection walk alone {way:<13} {spread(values)} cpu, {counts[way]} paths   "
+            f"x tree {spread([v / b for v, b in zip(values, base)], '')}"
+            for way, values in ((way, rows[way]) for way in WAYS)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench.selection", description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--walk-only", action="store_true",
+                        help="only the selection walk, in-process (no duplicity runs)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="offsite-selection-"))
@@ -137,6 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         host_cache(settings)
         (prepare_host_staging(settings) / "stamp" / "stamp").write_text("stamp\n")
         env = child_env(work / "home")
+        walked = walk(settings, args.repeat)
+        if args.walk_only:
+            args.repeat = 0
         if args.profile:
             report += profile(settings, work, env)
         rows: dict[str, list[float]] = {}
@@ -156,7 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(f"  {kind.value} {way} #{repeat + 1}: {seconds:.2f} s, "
                           f"cpu {cpu:.2f} s", flush=True)
         report.append(f"selection: {len(files)} files of 2-8 KB, `paths:` read in place")
-        for kind in (BackupType.FULL, BackupType.INCR):
+        report += walked
+        for kind in (BackupType.FULL, BackupType.INCR) if args.repeat else ():
             for figure in ("", " cpu"):
                 base = rows[f"{kind.value} tree{figure}"]
                 for way in WAYS:
