@@ -6,7 +6,8 @@ every file it walks, duplicity's `Select.Select` runs the selection functions in
 one decides, and each of them is a regular expression made from its glob (`^<glob>($|/)`, and
 for an include a second one matching the folders above it), with a debug log line formatted
 per function per file even when nothing logs at debug level. On a tree of small files that is
-the larger part of the 13-17% that selecting from `/` cost over the tree as the root (docs/performance.md).
+the larger part of the 13-17% that selecting from `/` cost over the tree as the root
+(docs/performance.md).
 
 Two changes, neither changing a decision:
 - a glob with no wildcard (`*`, `?`, `[`), the plain paths offsite passes, is tested as the
