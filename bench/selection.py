@@ -107,7 +107,8 @@ def profile(settings: HostSettings, work: Path, env: dict[str, str]) -> list[str
             argv = [sys.executable, "-m", "cProfile", "-o", str(out), *argv]
         run(argv, settings, env, work / f"{chain.name}.log")
         stats = pstats.Stats(str(out))
-        rows = sorted(stats.stats.items(), key=lambda item: item[1][2], reverse=True)  # type: ignore[attr-defined]
+        entries = stats.stats.items()   # type: ignore[attr-defined]
+        rows = sorted(entries, key=lambda item: item[1][2], reverse=True)
         total = sum(row[1][2] for row in rows)
         lines.append(f"profile, full from / ({way}): {total:.1f} s of own time; top 12, then "
                      "selection's own functions:")
