@@ -164,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="only the selection walk, in-process (no duplicity runs)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     work = Path(tempfile.mkdtemp(prefix="offsite-selection-"))
     report: list[str] = []
     load = os.getloadavg()
