@@ -28,7 +28,9 @@ The launcher also applies an upload's bandwidth cap (offsite.duplicity.bandwidth
 OFFSITE_UPLOAD_DIGESTS in its environment (an upload) hashes every file duplicity hands its
 backend, just before the transfer, and records it once the transfer succeeded (see
 offsite.duplicity.uploaded): the seal is made from that, not by reading the set back.
-Everything else is duplicity's own `dup_run`, unchanged.
+Its file selection decides as duplicity's own, at the cost of the tree itself when a `paths:`
+host is selected from `/` (offsite.duplicity.selection). Everything else is duplicity's own
+`dup_run`, unchanged.
 """
 from __future__ import annotations
 
@@ -111,6 +113,8 @@ def main() -> int:
     from duplicity import gpginterface
     if hasattr(gpginterface, "threading"):
         gpginterface.threading = _DaemonThreads()   # type: ignore[assignment]
+    from offsite.duplicity.selection import install_in_duplicity
+    install_in_duplicity()   # selection from `/` at the tree's cost (offsite.duplicity.selection)
     from duplicity import dup_collections
     keep_unsigned_last_set(dup_collections.CollectionsStatus)
     if digests := os.environ.get(DIGESTS_ENV):
