@@ -74,10 +74,10 @@ def test_full_and_incr_through_the_worker_reach_the_replica_which_restores_alone
     config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
                          replicas={"second": replica.target()})
     worker = start_worker(config, "carcosa", env_extra=SECOND_KEYS)
-    ledger = Ledger(redis_client)
-    full = backup(run_offsite, config, "carcosa", "full", ledger=ledger)
+    runs = Ledger(redis_client)
+    full = backup(run_offsite, config, "carcosa", "full", ledger=runs)
     (data / "later.txt").write_text("after the full\n")
-    incr = backup(run_offsite, config, "carcosa", "incr", ledger=ledger)
+    incr = backup(run_offsite, config, "carcosa", "incr", ledger=runs)
 
     for record in (full, incr):
         assert record["state"] == "succeeded", record
