@@ -14,8 +14,8 @@ import pytest
 
 from tests.helpers import describe, wait_until
 from tests.procfs import descendants, duplicity_uploading
-from tests.test_backup_flow import backup, record_of, same_tree
-from tests.test_failures import FAST_WATCHDOG, attributes, only_alert, records
+from tests.test_backup_flow import record_of, same_tree
+from tests.test_failures import FAST_WATCHDOG, Ledger, attributes, backup, only_alert, records
 
 pytestmark = pytest.mark.slow   # every test here takes more than ~3 s
 
@@ -43,15 +43,16 @@ def restore(run_offsite: Any, config: Path, dest: Path, *args: str) -> Any:
 
 def test_incremental_after_the_target_was_emptied_becomes_a_full_naming_the_target(
         make_config: Any, start_worker: Any, run_offsite: Any, aws: Any,
-        tmp_path: Path) -> None:
+        tmp_path: Path, redis_client: Any) -> None:
+    ledger = Ledger(redis_client)
     data = data_tree(tmp_path / "data")
     config = host_config(make_config, data)
     start_worker(config, "carcosa")
-    assert backup(run_offsite, config, "carcosa", "full")["state"] == "succeeded"
+    assert backup(run_offsite, config, "carcosa", "full", ledger=ledger)["state"] == "succeeded"
     for key in aws.object_keys("carcosa/"):
         aws.s3.delete_object(Bucket=aws.bucket, Key=key)   # a delete marker: versioned bucket
 
-    incr = backup(run_offsite, config, "carcosa", "incr")
+    incr = backup(run_offsite, config, "carcosa", "incr", ledger=ledger)
     assert incr["state"] == "succeeded" and incr["type"] == "full", incr
     assert incr["notes"] == [f"promoted to full: the target boto3+s3://{aws.bucket}/carcosa "
                              "holds no complete backup chain"]
@@ -63,17 +64,19 @@ def test_incremental_after_the_target_was_emptied_becomes_a_full_naming_the_targ
 
 
 def test_a_lost_cache_with_the_chain_present_resyncs_and_stays_incremental(
-        make_config: Any, start_worker: Any, run_offsite: Any, tmp_path: Path) -> None:
+        make_config: Any, start_worker: Any, run_offsite: Any, tmp_path: Path,
+        redis_client: Any) -> None:
+    ledger = Ledger(redis_client)
     data = data_tree(tmp_path / "data")
     config = host_config(make_config, data)
     start_worker(config, "carcosa")
-    backup(run_offsite, config, "carcosa", "full")
+    backup(run_offsite, config, "carcosa", "full", ledger=ledger)
     (data / "new.txt").write_text("after the full")
     cache = tmp_path / "cache" / "carcosa"
     for entry in (cache / "carcosa").iterdir():
         entry.unlink()
 
-    incr = backup(run_offsite, config, "carcosa", "incr")
+    incr = backup(run_offsite, config, "carcosa", "incr", ledger=ledger)
     assert incr["state"] == "succeeded" and incr["type"] == "incr", incr
     (note,) = incr["notes"]
     assert "the local cache held no chain" in note and "resynced" in note
@@ -84,18 +87,20 @@ def test_a_lost_cache_with_the_chain_present_resyncs_and_stays_incremental(
 
 def test_a_changed_passphrase_fails_the_incremental_before_its_scripts_run(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any, aws: Any,
-        tmp_path: Path) -> None:
+        tmp_path: Path, redis_client: Any) -> None:
+    ledger = Ledger(redis_client)
     data = data_tree(tmp_path / "data")
     marker = tmp_path / "dump-ran"
     config = host_config(make_config, data, marker)
     start_worker(config, "carcosa")
     start_control(config)
-    backup(run_offsite, config, "carcosa", "full")
+    backup(run_offsite, config, "carcosa", "full", ledger=ledger)
     assert marker.read_text() == "ran\n"
     passphrase = tmp_path / "passphrase"
     passphrase.write_text("not the passphrase of this chain\n")
 
-    failed = backup(run_offsite, config, "carcosa", "incr", expect_rc=1)
+    failed = backup(run_offsite, config, "carcosa", "incr", expect_rc=1,
+                    ledger=ledger)
     assert failed["state"] == "failed"
     assert failed["error"]["step"] == "start"
     assert failed["error"]["failure_class"] == "encryption_failed"
@@ -113,13 +118,15 @@ def test_a_changed_passphrase_fails_the_incremental_before_its_scripts_run(
 
 def test_without_promotion_an_incremental_with_no_chain_fails_as_chain_missing(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any, aws: Any,
-        tmp_path: Path) -> None:
+        tmp_path: Path, redis_client: Any) -> None:
+    ledger = Ledger(redis_client)
     marker = tmp_path / "dump-ran"
     config = host_config(make_config, data_tree(tmp_path / "data"), marker,
                          schedule={"promote_to_full": False})
     start_worker(config, "carcosa")
     start_control(config)
-    failed = backup(run_offsite, config, "carcosa", "incr", expect_rc=1)
+    failed = backup(run_offsite, config, "carcosa", "incr", expect_rc=1,
+                    ledger=ledger)
     assert failed["error"]["failure_class"] == "chain_missing", failed
     assert "holds no complete backup chain" in failed["error"]["message"]
     assert not marker.exists()
@@ -128,13 +135,15 @@ def test_without_promotion_an_incremental_with_no_chain_fails_as_chain_missing(
 
 
 def test_restore_times_the_target_cannot_answer_are_refused_in_one_line(
-        make_config: Any, start_worker: Any, run_offsite: Any, tmp_path: Path) -> None:
+        make_config: Any, start_worker: Any, run_offsite: Any, tmp_path: Path,
+        redis_client: Any) -> None:
+    ledger = Ledger(redis_client)
     config = host_config(make_config, data_tree(tmp_path / "data"))
     nothing = restore(run_offsite, config, tmp_path / "none")
     assert nothing.returncode == 1 and "no backup yet" in nothing.stderr, describe(nothing)
 
     start_worker(config, "carcosa")
-    full = backup(run_offsite, config, "carcosa", "full")
+    full = backup(run_offsite, config, "carcosa", "full", ledger=ledger)
     before = restore(run_offsite, config, tmp_path / "early", "--time", "2001-01-01")
     assert before.returncode == 1, describe(before)
     assert "no backup at or before 2001-01-01T00:00:00Z" in before.stderr
@@ -157,10 +166,11 @@ def test_restore_times_the_target_cannot_answer_are_refused_in_one_line(
 
 def test_an_archived_volume_is_named_as_archived_not_as_bad_credentials(
         make_config: Any, start_worker: Any, run_offsite: Any, aws: Any,
-        tmp_path: Path) -> None:
+        tmp_path: Path, redis_client: Any) -> None:
+    ledger = Ledger(redis_client)
     config = host_config(make_config, data_tree(tmp_path / "data"))
     start_worker(config, "carcosa")
-    backup(run_offsite, config, "carcosa", "full")
+    backup(run_offsite, config, "carcosa", "full", ledger=ledger)
     for key in aws.object_keys("carcosa/"):
         if ".difftar." in key:   # what the lifecycle rule does to data volumes after 64 days
             aws.s3.copy_object(Bucket=aws.bucket, Key=key, StorageClass="GLACIER",
@@ -172,7 +182,9 @@ def test_an_archived_volume_is_named_as_archived_not_as_bad_credentials(
 
 
 def _big_upload_config(make_config: Any, aws: Any, tmp_path: Path) -> tuple[Path, Path]:
-    data = data_tree(tmp_path / "data", files=5, size=16_000_000)
+    """Six volumes of 5 MB: the signal follows duplicity's upload seen running
+    (tests.procfs, polled every 50 ms) by one `offsite status`, long before its last volume."""
+    data = data_tree(tmp_path / "data", files=3, size=10_000_000)
     return data, host_config(make_config, data, watchdog=FAST_WATCHDOG,
                              target={"url": f"boto3+s3://{aws.bucket}",
                                      "endpoint_url": aws.endpoint_url, "region": "eu-west-1",
@@ -216,7 +228,8 @@ def test_sigterm_to_the_worker_during_an_upload_lets_the_backup_finish(
 @pytest.mark.timeout(300)
 def test_sigterm_to_the_whole_worker_tree_during_an_upload_is_lost_once_and_rerun(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any, aws: Any,
-        tmp_path: Path) -> None:
+        tmp_path: Path, redis_client: Any) -> None:
+    ledger = Ledger(redis_client)
     data, config = _big_upload_config(make_config, aws, tmp_path)
     worker = start_worker(config, "carcosa")
     start_control(config)
@@ -238,8 +251,7 @@ def test_sigterm_to_the_whole_worker_tree_during_an_upload_is_lost_once_and_reru
 
     worker.restart()
     rerun_id = run_id + "-rerun"
-    wait_until(lambda: record_of(run_offsite, config, "carcosa", rerun_id)["state"]
-               not in ("queued", "running"), timeout=150, what="the re-run to finish")
+    wait_until(lambda: ledger.ended(rerun_id), timeout=150, what="the re-run to finish")
     assert record_of(run_offsite, config, "carcosa", rerun_id)["state"] == "succeeded"
     restored = tmp_path / "restored"
     assert restore(run_offsite, config, restored).returncode == 0

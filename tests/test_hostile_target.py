@@ -209,7 +209,10 @@ def test_once_drills_exist_a_chain_goes_only_when_a_newer_one_holds_a_verified_s
 
 # --------------------------------------------------------------------------- the matrix
 # A chain full + incr + incr (volsize 1, the full has 3 volumes) is made once per module; each
-# case copies its target and cache, tampers with one object and asks every reader.
+# case copies its target and cache, tampers with one object and asks every reader. The cases
+# share the module's bucket, topic and queue (no command of theirs reaches S3 or SNS: their
+# target is a folder), and the backup after the tampering copies a small folder of the case's
+# own: what it proves is that it runs, promoted to a full, not how much it writes.
 
 
 POSITIONS = {"full": 0, "middle": 1, "newest": 2}
@@ -221,6 +224,17 @@ class Template:
     def __init__(self, root: Path, factory: ConfigFactory, data: Path, env: dict[str, str]):
         self.root, self.factory, self.data, self.env = root, factory, data, env
         self.sets: list[dict[str, Any]] = []
+
+    def case_config(self, folder: Path, broker_url: str, source: Path) -> Path:
+        """A case's config: its own copy of the target and cache under `folder`, the
+        template's passphrase and staging, the module's AWS resources, `source` backed up."""
+        factory = ConfigFactory(folder, broker_url, self.factory.aws)
+        return factory({"carcosa": {"scripts": {"files": {"bash": f"cp -a {source}/. ."}}}},
+                       target={"url": f"file://{folder}/target", "volsize": 1},
+                       encryption={"mode": "symmetric",
+                                   "passphrase_file": str(self.factory.passphrase_file)},
+                       staging_root=str(self.root / "staging"),
+                       retention={"keep_full_chains": 1})
 
 
 @pytest.fixture(scope="module")
@@ -308,16 +322,14 @@ CASES = [(where, role, operation) for where in POSITIONS for role in ("volume", 
 
 
 def test_a_tampered_target_is_never_reported_whole_nor_loses_what_restores(
-        where: str, role: str, operation: str, template: Template, make_config: Any,
+        where: str, role: str, operation: str, template: Template, redis_url: str,
         run_offsite: Any, tmp_path: Path) -> None:
     position = POSITIONS[where]
     shutil.copytree(template.root / "target", tmp_path / "target", symlinks=True)
     shutil.copytree(template.root / "cache", tmp_path / "cache", symlinks=True)
-    config = make_config({"carcosa": {"scripts": {"files": {
-        "bash": f"cp -a {template.data}/. ."}}}},
-        target={"url": f"file://{tmp_path}/target", "volsize": 1},
-        encryption={"mode": "symmetric", "passphrase_file": str(template.factory.passphrase_file)},
-        staging_root=str(template.root / "staging"), retention={"keep_full_chains": 1})
+    following_data = tmp_path / "following"
+    following_data.mkdir()
+    config = template.case_config(tmp_path, redis_url, following_data)
     folder = tmp_path / "target" / "carcosa"
     name = tamper(folder, position, role, operation)
     tampered_time = template.sets[position]["time"]
@@ -363,11 +375,8 @@ def test_a_tampered_target_is_never_reported_whole_nor_loses_what_restores(
         assert drill.returncode == 1 and name in drill.stdout, describe(drill)
         assert "succeeded" not in drill.stdout
 
-    (template.data / "next.txt").write_text(f"after {where} {role} {operation}")
-    try:
-        following = run("backup", "carcosa", "--type", "incr", "--local")
-    finally:
-        (template.data / "next.txt").unlink()
+    (following_data / "next.txt").write_text(f"after {where} {role} {operation}")
+    following = run("backup", "carcosa", "--type", "incr", "--local")
     assert following.returncode == 0, describe(following)
     if detected_by_size:
         assert "promoted to full" in following.stdout, describe(following)
@@ -375,17 +384,13 @@ def test_a_tampered_target_is_never_reported_whole_nor_loses_what_restores(
 
 @pytest.mark.slow
 def test_an_unsealed_chain_whose_last_volume_is_gone_is_judged_by_its_manifest(
-        template: Template, make_config: Any, run_offsite: Any, tmp_path: Path) -> None:
+        template: Template, redis_url: str, run_offsite: Any, tmp_path: Path) -> None:
     """Plain duplicity (no seals): chain A (the template's) and a newer full B whose last
     volume was deleted. Contiguity sees 1..2 whole; the manifest (decrypted: this node holds
     the passphrase) lists 3: B is broken, named, and prune keeps chain A."""
     shutil.copytree(template.root / "target", tmp_path / "target", symlinks=True)
     shutil.copytree(template.root / "cache", tmp_path / "cache", symlinks=True)
-    config = make_config({"carcosa": {"scripts": {"files": {
-        "bash": f"cp -a {template.data}/. ."}}}},
-        target={"url": f"file://{tmp_path}/target", "volsize": 1},
-        encryption={"mode": "symmetric", "passphrase_file": str(template.factory.passphrase_file)},
-        staging_root=str(template.root / "staging"), retention={"keep_full_chains": 1})
+    config = template.case_config(tmp_path, redis_url, template.data)
     folder = tmp_path / "target" / "carcosa"
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:

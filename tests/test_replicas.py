@@ -15,7 +15,8 @@ import pytest
 
 from tests.helpers import describe, find_leaks, wait_until
 from tests.seaweed import S3Store, SeaweedServer
-from tests.test_backup_flow import backup, same_tree, write_tree
+from tests.test_backup_flow import same_tree, write_tree
+from tests.test_failures import Ledger, backup
 
 SECOND_KEYS = {"SECOND_AWS_ACCESS_KEY_ID": "AKIASECONDREPLICA1",
                "SECOND_AWS_SECRET_ACCESS_KEY": "second-replica-secret-0123456789"}
@@ -73,9 +74,10 @@ def test_full_and_incr_through_the_worker_reach_the_replica_which_restores_alone
     config = make_config({"carcosa": {"scripts": {"files": {"bash": f"cp -a {data}/. ."}}}},
                          replicas={"second": replica.target()})
     worker = start_worker(config, "carcosa", env_extra=SECOND_KEYS)
-    full = backup(run_offsite, config, "carcosa", "full")
+    runs = Ledger(redis_client)
+    full = backup(run_offsite, config, "carcosa", "full", ledger=runs)
     (data / "later.txt").write_text("after the full\n")
-    incr = backup(run_offsite, config, "carcosa", "incr")
+    incr = backup(run_offsite, config, "carcosa", "incr", ledger=runs)
 
     for record in (full, incr):
         assert record["state"] == "succeeded", record
@@ -211,7 +213,8 @@ def alert_classes(aws: Any, expected: int, timeout: float) -> list[tuple[str, st
 @pytest.mark.slow
 def test_replica_stopped_raises_replica_behind_and_the_control_node_catches_it_up(
         make_config: Any, start_worker: Any, start_control: Any, run_offsite: Any, aws: Any,
-        target_store: S3Store, own_seaweed: SeaweedServer, tmp_path: Path) -> None:
+        target_store: S3Store, own_seaweed: SeaweedServer, tmp_path: Path,
+        redis_client: Any) -> None:
     data = data_tree(tmp_path / "data")
     replica = S3Store("seaweedfs", own_seaweed.endpoint_url)
     try:
@@ -222,15 +225,17 @@ def test_replica_stopped_raises_replica_behind_and_the_control_node_catches_it_u
         own_seaweed.stop()
         start_worker(config, "carcosa", env_extra=SECOND_KEYS)
         control = start_control(config, env_extra={**SECOND_KEYS, **READ_KEYS})
-        full = backup(run_offsite, config, "carcosa", "full")
+        full = backup(run_offsite, config, "carcosa", "full", ledger=Ledger(redis_client))
         assert full["state"] == "succeeded", full
         assert full["replicas"]["second"]["state"] == "behind", full
         assert full["replicas"]["second"]["lacking"] == 1
 
-        wait_until(lambda: "replica_behind" in classes_of(aws), 60, "replica_behind")
+        wait_until(lambda: "replica_behind" in classes_of(aws), 60, "replica_behind",
+                   interval=0.5)   # each poll is an SQS receive
         own_seaweed.start()   # no new backup: the control node copies what the replica lacks
         wait_until(lambda: "recovered from replica behind" in " ".join(
-            a["Subject"] for a in aws.alerts(0, 0)), 60, "the recovery from replica_behind")
+            a["Subject"] for a in aws.alerts(0, 0)), 60, "the recovery from replica_behind",
+            interval=0.5)
         assert replica.object_keys("carcosa/") == target_store.object_keys("carcosa/")
         assert "replica second of host carcosa caught up" in control.log_text()
         listed = json.loads(run_offsite("hosts", "--json", config=config).stdout)

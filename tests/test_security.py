@@ -20,7 +20,8 @@ from offsite.config.model import load_config
 from tests.helpers import describe, wait_until
 from tests.security_harness import (KeyPair, StrictAws, denied, grant_head_bucket, keys_of,
                                     make_key_pair, read_env_file)
-from tests.test_backup_flow import backup, same_tree
+from tests.test_backup_flow import same_tree
+from tests.test_failures import Ledger, backup
 from tests.test_hostile_outcomes import data_tree
 from tests.test_provision import _as, _fleet, _operator, strict  # noqa: F401 (fixture)
 
@@ -195,7 +196,8 @@ def test_changing_the_layout_starts_a_new_full_chain_and_both_restore(
 
 def test_public_key_hosts_back_up_but_cannot_decrypt(
         make_config: Any, start_worker: Any, run_offsite: Any, aws: Any, tmp_path: Path,
-        keys: dict[str, KeyPair]) -> None:
+        keys: dict[str, KeyPair], redis_client: Any) -> None:
+    ledger = Ledger(redis_client)
     pair = keys["backup"]
     data = data_tree(tmp_path / "data", files=2, size=80_000)
     config = _carcosa(make_config, data, encryption={
@@ -203,9 +205,9 @@ def test_public_key_hosts_back_up_but_cannot_decrypt(
         "public_keys_file": str(pair.public_file)})
     host_env: dict[str, str | None] = {"GNUPGHOME": str(pair.public_home), "PASSPHRASE": None}
     start_worker(config, "carcosa", env_extra=host_env)
-    assert backup(run_offsite, config, "carcosa", "full")["state"] == "succeeded"
+    assert backup(run_offsite, config, "carcosa", "full", ledger=ledger)["state"] == "succeeded"
     (data / "more.bin").write_bytes(os.urandom(30_000))
-    incr = backup(run_offsite, config, "carcosa", "incr")
+    incr = backup(run_offsite, config, "carcosa", "incr", ledger=ledger)
     assert (incr["state"], incr["type"]) == ("succeeded", "incr"), incr
 
     on_host = run_offsite("restore", "carcosa", str(tmp_path / "r0"), config=config,
@@ -238,7 +240,7 @@ def test_public_key_hosts_back_up_but_cannot_decrypt(
     assert "escrow: host carcosa: no secret key held here decrypts" in lost.stderr
 
     shutil.rmtree(tmp_path / "cache" / "carcosa" / "carcosa")
-    after_loss = backup(run_offsite, config, "carcosa", "incr")
+    after_loss = backup(run_offsite, config, "carcosa", "incr", ledger=ledger)
     assert (after_loss["state"], after_loss["type"]) == ("succeeded", "full"), after_loss
     assert any("holds only public keys" in note for note in after_loss["notes"])
 
