@@ -8,6 +8,7 @@ import os
 import pwd
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -93,6 +94,23 @@ def test_one_200mb_line_on_stderr_keeps_memory_records_results_alerts_and_logs_b
         assert peak_rss_bytes(process.pid) < 300 * MiB, (process.name, peak_rss_bytes(process.pid))
         assert process.log_path.stat().st_size < 512 * KiB, process.name
         assert "x" * 20 * KiB not in process.log_text()
+
+
+def test_a_command_whose_whole_tree_is_terminated_is_seen_killed_by_the_signal() -> None:
+    """A SIGTERM to the worker's whole tree reaches the command's reaper too: the reaper ends
+    what the command left and dies of the signal, so the worker sees -15 (a stopped command,
+    given its grace to be recorded lost), not the exit code 143 of a command that failed."""
+    marker = "31.4159"
+    sent: list[int] = []
+
+    def terminate_the_tree() -> None:
+        if not sent and (found := live_pids_with(marker)):   # the reaper and the command:
+            sent.append(found[0])                              # one group
+            os.killpg(os.getpgid(found[0]), signal.SIGTERM)
+    with pytest.raises(CommandError) as caught:
+        run_command(["sleep", marker], timeout_s=60, host="h", step="s",
+                    on_tick=terminate_the_tree, tick_s=0.1)
+    assert sent and caught.value.returncode == -signal.SIGTERM
 
 
 def test_run_command_keeps_only_the_ends_of_huge_outputs() -> None:

@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         _report(spec, _sweep())
     except _Stop:
         _report(spec, _sweep())
-        os._exit(128 + signal.SIGTERM)
+        _exit_like(signal.SIGTERM)   # die of it: the worker sees a stopped command (-15)
     _exit_like(status)
 
 
@@ -237,7 +237,8 @@ def _reap() -> bool:
 
 
 def _exit_like(status: int | None) -> NoReturn:
-    """Exit with the command's code, or die of its signal (so the worker sees -signal)."""
+    """Exit with the command's code, or die of its signal (so the worker sees -signal): a
+    wait status, or a bare signal number (the wait status of a death by that signal)."""
     if status is None:
         os._exit(EXIT_CANNOT_START)
     if os.WIFSIGNALED(status):
