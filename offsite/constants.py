@@ -23,7 +23,7 @@ RUN_RECORD_TTL_S = 400 * 24 * 3600
 KEEP_RUNS_PER_HOST = 500                 # the ledger keeps each host's newest runs...
 KEEP_RUNS_DAYS = 400                     # ...and none older than this
 SNS_SUBJECT_MAX = 100
-LEASE_RENEWALS_PER_TTL = 3               # a run's lease is renewed at least every third of it
+LEASE_RENEWALS_PER_TTL = 4               # a run's lease is renewed every quarter of it
 MIN_LEASE_TTL_S = 2                      # shorter leases are refused by the config
 
 

@@ -207,7 +207,7 @@ class WatchdogConfig(StrictModel):
                           "request) raises run_stuck")
     lease_ttl: Duration = Field(
         60, ge=MIN_LEASE_TTL_S, description="a run whose lease is not renewed for this long is "
-        f"lost; renewed every third of it, so at least {MIN_LEASE_TTL_S}s")
+        f"lost; renewed every quarter of it, so at least {MIN_LEASE_TTL_S}s")
     worker_timeout: Duration = Field(300, description="a silent host worker is reported down")
     stale_after: Duration | None = Field(
         None, description="alert when a host had no successful backup for this long; "
