@@ -4,7 +4,6 @@ then duplicity on it). Every duplicity here is built by offsite's own `backup_ar
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
@@ -15,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bench.services import OFFSITE, BenchError, tail
+from bench.services import OFFSITE, BenchError, run_waited, tail
 from offsite.config.model import Config
 from offsite.constants import BackupType
 from offsite.duplicity.command import backup_argv, duplicity_env, parse_stats, upload_tempdir
@@ -101,18 +100,10 @@ def run_plain(config: Config, host: str, backup_type: BackupType, source: Path,
     if edit is not None:
         argv = edit(argv)   # a variant of offsite's flags (bench.bighost_options)
     out_path, err_path = log_dir / "plain.out", log_dir / "plain.err"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                env=duplicity_env(settings, PASSPHRASE, env))
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)  # wait4: the child's own peak RSS
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        seconds = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise BenchError(f"{shlex.join(argv)} exited {proc.returncode}:\n{tail(err_path)}")
+    err_path.write_text("")
+    code, usage = run_waited(argv, duplicity_env(settings, PASSPHRASE, env), out_path, err_path)
+    seconds = time.monotonic() - started
+    if code != 0:
+        raise BenchError(f"{shlex.join(argv)} exited {code}:\n{tail(err_path)}")
     stats = parse_stats(out_path.read_text())
     return PlainResult(seconds, copy_s, stats.bytes_uploaded, usage.ru_maxrss)

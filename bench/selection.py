@@ -18,7 +18,6 @@ import os
 import pstats
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,10 +26,11 @@ from typing import Sequence
 
 import yaml
 
-from bench.bighost import _machine, spread
+from bench.bighost import _machine
+from bench.bighost_watch import spread
 from bench.bighost_compare import make as make_small_files
 from bench.overhead_runs import PASSPHRASE
-from bench.services import BenchError, child_env, tail
+from bench.services import BenchError, child_env, run_waited, tail
 from offsite.config.model import load_config
 from offsite.constants import BackupType
 from offsite.duplicity.command import backup_argv, duplicity_env, upload_tempdir
@@ -78,19 +78,10 @@ def run(argv: list[str], settings: HostSettings, env: dict[str, str],
     """Wall seconds, and CPU seconds of duplicity and the children it waited for (gpg): on a
     shared machine the CPU time is the steadier figure."""
     started = time.monotonic()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                env=duplicity_env(settings, PASSPHRASE, env))
-        try:
-            _, status, usage = os.wait4(proc.pid, 0)
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+    code, usage = run_waited(argv, duplicity_env(settings, PASSPHRASE, env), log)
     seconds = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise BenchError(f"{argv[:3]} exited {proc.returncode}:\n{tail(log)}")
+    if code != 0:
+        raise BenchError(f"{argv[:3]} exited {code}:\n{tail(log)}")
     return seconds, usage.ru_utime + usage.ru_stime
 
 

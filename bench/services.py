@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -38,6 +39,23 @@ def tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def run_waited(argv: Sequence[str], env: dict[str, str], stdout: Path,
+               stderr: Path | None = None) -> tuple[int, resource.struct_rusage]:
+    """Run argv to its end (stdout and stderr to files; stderr to stdout's without one); its
+    exit code and its own rusage from wait4 (peak RSS, CPU of it and the children it waited
+    for), which subprocess does not give."""
+    with open(stdout, "w") as out, open(stderr or stdout, "a") as err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err if stderr else out, env=env)
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    return os.waitstatus_to_exitcode(status), usage
 
 
 class Service:
