@@ -11,7 +11,7 @@ from offsite.config.model import Config
 from offsite.errors import MessageUnsent
 from offsite.constants import CONTROL_QUEUE, BackupType, RunState, RunType, host_queue
 from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY
-from offsite.wire.outgoing import Outgoing, drop, park, send_many, wake_when_free
+from offsite.wire.outgoing import Outgoing, drop, park, route, send_many, wake_when_free
 from offsite.wire.outgoing import send as send_message
 from offsite.wire.publish import failure_callback
 from offsite.ledger.records import RedisRunStore
@@ -81,8 +81,7 @@ def wait_for_host(ctx: RunContext, message: Outgoing, holder: str | None) -> Non
 
 
 def verify_queue(config: Config, host: str) -> str:
-    on = config.verify_on(host)
-    return CONTROL_QUEUE if on == "control" else host_queue(on)
+    return route(config, VERIFY, host)[1]
 
 
 def enqueue_verify(config: Config, store: RedisRunStore, host: str, at: datetime | None = None,

@@ -429,3 +429,12 @@ def test_hostile_unsent_entries_are_dropped_without_sending_anything(
     sent = resend_due(redis_client, store, RedisHostLease(redis_client, 60), config, utcnow())
     assert sent == [], what
     assert not redis_client.exists(UNSENT_KEY) and not redis_client.exists(QUEUE), what
+    # an entry that decodes but is not a message offsite would send is refused as a worker
+    # refuses one: listed, and the run it names failed (which alerts), not left queued
+    refused = what.startswith(("routed", "a host the", "args naming", "args that are not the",
+                               "a verify for"))
+    record = store.get(RUN)
+    assert record is not None
+    assert (record.state == RunState.FAILED and record.error is not None
+            and record.error.failure_class == "message_refused") == refused, what
+    assert bool(rejected_entries(redis_client)) == refused, what

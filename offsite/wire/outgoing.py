@@ -11,7 +11,9 @@ as a retry with an ETA. On each watchdog tick the control node re-sends (resend_
 
 A re-send is routed again from the config (route_of), never by the queue the entry names: an
 entry a Redis writer edited to reach another queue, or whose message a worker would refuse, is
-dropped unsent. A re-send is idempotent by run id: the worker starts a run only from `queued` and claims it
+dropped unsent and refused as a worker refuses a message (offsite.wire.rejections: the run it
+names fails `message_refused`, which alerts). A re-send is idempotent by run id: the worker
+starts a run only from `queued` and claims it
 (offsite.run.admission), so a message sent twice still makes one run. Entries of runs no longer
 `queued` are dropped unsent. Entries are replaced and dropped only if unchanged (a worker
 parking the run again while the watchdog re-sends it keeps its entry)."""
@@ -35,6 +37,7 @@ from offsite.ledger.records import RunStore
 from offsite.schedule.specs import utcnow
 from offsite.wire.messages import PRUNE, START_BACKUP, VERIFY, MessageRejected, validate_message
 from offsite.wire.publish import failure_callback, publish_task
+from offsite.wire.rejections import fail_refused_run, refuse
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +138,22 @@ def park(client: redis.Redis, message: Outgoing, waiting_for: str | None,
              waiting_for or "the host")
 
 
+def route(config: Config, task: str, host: str) -> tuple[str | None, str]:
+    """Where offsite sends a run's message for `host`: (the host whose worker takes it, None
+    for the control node; its queue). A backup goes to the host's own queue, a drill where
+    `verify.where` says, a prune to the control queue."""
+    node = (host if task == START_BACKUP
+            else on if task == VERIFY and (on := config.verify_on(host)) != "control" else None)
+    return node, CONTROL_QUEUE if node is None else host_queue(node)
+
+
 def route_of(entry: Outgoing, config: Config) -> str:
     """The queue offsite publishes the entry's message to, derived from the config as the
-    sender derived it; raises ValueError for an entry whose message a worker would refuse, or
-    that names another queue (a Redis writer's edit to route a run elsewhere)."""
+    sender derived it (route); raises ValueError for an entry whose message a worker would
+    refuse, or that names another queue (a Redis writer's edit to route a run elsewhere)."""
     if entry.host not in config.hosts:
         raise ValueError(f"host {entry.host[:80]!r} is not in this config")
-    worker: str | None = None
-    queue = CONTROL_QUEUE
-    if entry.task == START_BACKUP:
-        worker = entry.host
-        queue = host_queue(worker)
-    elif entry.task == VERIFY and (on := config.verify_on(entry.host)) != "control":
-        worker = on
-        queue = host_queue(worker)
+    worker, queue = route(config, entry.task, entry.host)
     try:
         message = validate_message(entry.task, entry.args, entry.kwargs, config, worker)
     except MessageRejected as exc:
@@ -196,9 +201,16 @@ def _resend(client: redis.Redis, store: RunStore, lease: HostLease, config: Conf
         entry = Outgoing.decoded(value)
         if entry.run_id != (key.decode() if isinstance(key, bytes) else key):
             raise ValueError("filed under another run id")
-        route_of(entry, config)
     except (ValueError, TypeError, RecursionError) as exc:
         log.warning("dropping an unsent entry under %.80r: %s", key, exc)
+        client.hdel(UNSENT_KEY, key)
+        return False
+    try:
+        route_of(entry, config)
+    except ValueError as exc:   # as a worker refuses a message: logged, listed, the run failed
+        cause = f"its unsent entry was not offsite's: {exc}"
+        refuse(client, now, "re-send", entry.task, entry.run_id, cause)
+        fail_refused_run(store, entry.run_id, cause, now)
         client.hdel(UNSENT_KEY, key)
         return False
     swap = client.register_script(_SWAP)
