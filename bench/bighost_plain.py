@@ -3,7 +3,6 @@ defaults, plain `duplicity restore` of a set and a streaming digest compare of a
 against its source; and the clean-up between repeats."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -18,8 +17,7 @@ from offsite.crypto.encryption import S2K_COUNT
 from offsite.duplicity.command import duplicity_env, restore_argv
 from offsite.host.settings import HostSettings, resolve_host
 from offsite.host.sources import host_cache
-
-CHUNK = 1 << 20
+from offsite.run.manifest import file_digest
 
 
 def tar_gpg(source: Path, out_file: Path, passphrase_file: Path, home: Path,
@@ -56,14 +54,6 @@ class RestoreCheck:
         return self.restore_s + self.digest_s
 
 
-def _sha256(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.digest()
-
-
 def digest_compare(source: Path, restored: Path) -> tuple[int, int]:
     """Streams both trees (one file at a time, nothing kept): (files compared, mismatches,
     a missing, differing or extra file each)."""
@@ -73,7 +63,7 @@ def digest_compare(source: Path, restored: Path) -> tuple[int, int]:
             path = Path(folder) / name
             twin = restored / path.relative_to(source)
             files += 1
-            if not twin.is_file() or _sha256(path) != _sha256(twin):
+            if not twin.is_file() or file_digest(path) != file_digest(twin):
                 mismatches += 1
     restored_files = sum(len(names) for _, _, names in os.walk(restored))
     return files, mismatches + max(0, restored_files - files)
