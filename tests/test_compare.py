@@ -72,6 +72,30 @@ def test_every_kind_of_difference_is_named(tmp_path: Path) -> None:
     assert not (tmp_path / "manifest-index.sqlite").exists()
 
 
+def test_extras_are_counted_as_the_walk_lists_them(tmp_path: Path) -> None:
+    """The count that decides whether anything extra was restored reads folder listings, not
+    each file: it must count what the manifest's walk lists (a link to a folder, a file in a
+    nested `.offsite` folder, a broken link), each alone, and leave out what it skips (a fifo,
+    the root's own manifest folder)."""
+    root = staged(tmp_path / "restore")
+    (root / "d" / "sub" / ".offsite").mkdir(parents=True)
+    os.mkfifo(root / "d" / "fifo")
+    (root / ".offsite" / "scratch").write_text("the manifest's own folder\n")
+    extras = {"d/sub/.offsite/nested": lambda path: path.write_text("not in the manifest\n"),
+              "folder-link": lambda path: os.symlink("d", path),
+              "d/broken": lambda path: os.symlink("nowhere", path)}
+    for name, make in extras.items():
+        make(root / name)
+        outcome = VerifyRecord(backup_set="20261204T000000Z")
+        compare(root, outcome)
+        assert outcome.mismatches == [
+            f"extra: {name} is in the restore but not in the manifest"], name
+        os.unlink(root / name)
+    outcome = VerifyRecord(backup_set="20261204T000000Z")
+    compare(root, outcome)
+    assert outcome.mismatches == [] and outcome.files_checked == 605
+
+
 def test_a_missing_manifest_is_named(tmp_path: Path) -> None:
     (tmp_path / "restore").mkdir()
     outcome = VerifyRecord(backup_set="20261204T000000Z")
