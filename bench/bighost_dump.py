@@ -231,5 +231,6 @@ def phase_fit(bench: Bench) -> list[str]:
         at = [p for p in points if p[0] == size]
         lines.append(f"  {size:.2f} GB: plain {spread([p[1] for p in at])}, upload step "
                      f"{spread([p[2] for p in at])}, whole run {spread([p[3] for p in at])}")
+    lines.append(lease_line(runs.lowest_ms, bench.config.watchdog.lease_ttl))
     lines.append(f"  peak disk over the phase      +{disk.peak_growth / MB:.0f} MB")
     return lines
