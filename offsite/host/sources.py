@@ -181,9 +181,10 @@ class PathProblems:
         else:
             self.lines.append(f"path {name}: {problem}")
 
-    def check(self, name: str, path: str) -> None:
-        """One entry (a file, a link or a folder) as the walk finds it."""
-        problem = _problem(path)
+    def check(self, name: str, path: str, is_link: bool | None = None) -> None:
+        """One entry (a file, a link or a folder) as the walk finds it (`is_link`: whether it
+        is a symlink, when the walk's listing already says)."""
+        problem = _problem(path, is_link)
         if problem:
             self.add(name, f"{problem} {path}")
 
@@ -219,8 +220,8 @@ def scan_problems(sources: Sources) -> list[str]:
     return found.result()
 
 
-def _problem(path: str) -> str | None:
-    if os.path.islink(path):
+def _problem(path: str, is_link: bool | None = None) -> str | None:
+    if os.path.islink(path) if is_link is None else is_link:
         try:
             Path(path).resolve(strict=True)
         except RuntimeError:

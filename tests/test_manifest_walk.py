@@ -1,0 +1,93 @@
+"""The digest manifest's walk (offsite.run.manifest.walk) reads folders with os.scandir, for
+speed on 500,000-file `paths:` sources; what it lists, in which order, and the problems it
+gathers must stay exactly os.walk's. The reference below is the os.walk walk it replaced.
+Real files: nested folders, links to folders, files and nowhere, a link loop, a fifo, a name
+that is not UTF-8, excluded paths and a `.offsite` folder at and below the top."""
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from offsite.host.sources import PathProblems, exclusion
+from offsite.run.manifest import MANIFEST_DIR, Entry, walk
+
+
+def os_walk_entries(root: Path, prefix: str, left_out: Callable[[str], bool] | None = None,
+                    problems: PathProblems | None = None) -> Iterator[Entry]:
+    """The walk before os.scandir (offsite/run/manifest.py at 00d1750), as the reference."""
+    source = prefix.rstrip("/")
+    if problems is not None and not problems.top(source, str(root)):
+        return
+    onerror = None if problems is None else (
+        lambda error: problems.add(source, f"cannot read {error.filename}"))
+    for folder, dirs, files in os.walk(root, onerror=onerror):
+        here = Path(folder)
+        if here == root and not prefix:
+            dirs[:] = [d for d in dirs if d != MANIFEST_DIR]
+        if left_out is not None:
+            dirs[:] = [d for d in dirs if not left_out(os.path.join(folder, d))]
+            files = [f for f in files if not left_out(os.path.join(folder, f))]
+        dirs.sort()
+        if problems is not None:
+            for entry in dirs + files:
+                problems.check(source, os.path.join(folder, entry))
+        for link in sorted(d for d in dirs if (here / d).is_symlink()):
+            yield Entry(prefix + str((here / link).relative_to(root)), "symlink",
+                        target=os.readlink(here / link))
+        for name in sorted(files):
+            path = here / name
+            relative = prefix + str(path.relative_to(root))
+            try:
+                info = path.lstat()
+                if stat.S_ISLNK(info.st_mode):
+                    yield Entry(relative, "symlink", target=os.readlink(path))
+                elif stat.S_ISREG(info.st_mode):
+                    yield Entry(relative, "file", info.st_size, mtime_ns=info.st_mtime_ns)
+            except OSError:
+                continue
+
+
+def hostile_tree(root: Path) -> None:
+    for folder in ("b/deep/er", "a", "a-b", "a.b", "A", "b/cache", "z/.offsite", ".offsite"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    for number, name in enumerate(("a/1", "a/10", "a/2", "a-b/x", "a.b/y", "A/z", "b/deep/f",
+                                   "b/deep/er/g", "b/cache/skip.me", "b/keep.log", "top",
+                                   "z/.offsite/manifest.jsonl", ".offsite/manifest.jsonl")):
+        (root / name).write_text(f"{number}\n" * number)
+    os.symlink("b", root / "link-to-folder")
+    os.symlink("top", root / "b" / "link-to-file")
+    os.symlink("nowhere", root / "dangling")
+    os.symlink("loop-2", root / "a" / "loop-1")
+    os.symlink("loop-1", root / "a" / "loop-2")
+    os.mkfifo(root / "b" / "fifo")
+    (root / os.fsdecode(b"caf\xe9")).write_text("latin-1 name\n")
+
+
+@pytest.mark.parametrize("prefix", ["", "files/"])
+@pytest.mark.parametrize("globs", [(), ("**/cache", "**/*.log")])
+def test_the_walk_lists_what_os_walk_lists_in_its_order(
+        tmp_path: Path, prefix: str, globs: tuple[str, ...]) -> None:
+    root = tmp_path / "tree"
+    hostile_tree(root)
+    left_out = exclusion(globs)
+    found, expected = PathProblems(), PathProblems()
+    listed = list(walk(root, prefix=prefix, digests=False, left_out=left_out, problems=found))
+    reference = list(os_walk_entries(root, prefix, left_out, expected))
+    assert listed == reference
+    assert found.result() == expected.result()
+    assert any(entry.kind == "symlink" and entry.path == f"{prefix}link-to-folder"
+               for entry in listed)
+    assert (f"{prefix}.offsite/manifest.jsonl" in {entry.path for entry in listed}) == bool(
+        prefix)
+    assert sorted(found.result()) == [f"path {prefix.rstrip('/')}: symlink loop {root}/a/loop-1",
+                                      f"path {prefix.rstrip('/')}: symlink loop {root}/a/loop-2"]
+
+
+def test_a_missing_top_is_named_and_lists_nothing(tmp_path: Path) -> None:
+    found = PathProblems()
+    assert list(walk(tmp_path / "gone", prefix="files/", digests=False, problems=found)) == []
+    assert found.result() == [f"path files: {tmp_path / 'gone'} is not a readable folder"]
