@@ -5,6 +5,7 @@ Real files: nested folders, links to folders, files and nowhere, a link loop, a 
 that is not UTF-8, excluded paths and a `.offsite` folder at and below the top."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Callable, Iterator
 import pytest
 
 from offsite.host.sources import PathProblems, exclusion
-from offsite.run.manifest import MANIFEST_DIR, Entry, walk
+from offsite.run.manifest import MANIFEST_DIR, Entry, entry_line, manifest_line, walk
 
 
 def os_walk_entries(root: Path, prefix: str, left_out: Callable[[str], bool] | None = None,
@@ -91,3 +92,23 @@ def test_a_missing_top_is_named_and_lists_nothing(tmp_path: Path) -> None:
     found = PathProblems()
     assert list(walk(tmp_path / "gone", prefix="files/", digests=False, problems=found)) == []
     assert found.result() == [f"path files: {tmp_path / 'gone'} is not a readable folder"]
+
+
+@pytest.mark.parametrize("path", [
+    "d00001/f0000001", "a b/c~d", "quote\"d", "back\\slash", "tab\there", "new\nline",
+    "del\x7f", "caf\u00e9", os.fsdecode(b"caf\xe9"), "\u2028sep", "{}[]:,", ""])
+@pytest.mark.parametrize("sha256", [None, "ab" * 32, 'not"hex'])
+def test_a_files_line_is_the_bytes_json_writes(path: str, sha256: str | None) -> None:
+    """The direct format of a plain file's line gives exactly json's bytes, and a line that
+    needs escapes still goes through json."""
+    record: dict[str, object] = {"path": path, "kind": "file", "size": 4096}
+    if sha256 is not None:
+        record["sha256"] = sha256
+    line = entry_line(Entry(path, "file", 4096, sha256))
+    assert line == manifest_line(record)
+    assert json.loads(line) == record
+
+
+def test_a_links_line_is_the_bytes_json_writes() -> None:
+    line = entry_line(Entry("a/link", "symlink", target="../t\"x"))
+    assert line == manifest_line({"path": "a/link", "kind": "symlink", "target": '../t"x'})

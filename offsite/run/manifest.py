@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -31,6 +32,7 @@ TICK_ENTRIES = 256
 # json.dumps with ensure_ascii=False builds an encoder per call: one each, made once
 _UTF8_JSON = json.JSONEncoder(ensure_ascii=False)
 _ASCII_JSON = json.JSONEncoder()
+_WRITTEN_AS_IS = re.compile(r'[ !#-\[\]-~]*')   # what json.dumps writes unescaped, in ASCII
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,25 @@ def manifest_line(record: dict[str, object]) -> bytes:
         return (_ASCII_JSON.encode(record) + "\n").encode()
 
 
+def entry_line(entry: Entry) -> bytes:
+    """An entry's manifest line: the bytes manifest_line writes for its record. A file whose
+    path JSON writes as it is (printable ASCII but `"` and `\\`) is formatted directly: most
+    of a 500,000-file source, where json's encoder was a third of the manifest's time."""
+    if entry.kind == "file" and _WRITTEN_AS_IS.fullmatch(entry.path) and (
+            entry.sha256 is None or _WRITTEN_AS_IS.fullmatch(entry.sha256)):
+        digest = "" if entry.sha256 is None else f', "sha256": "{entry.sha256}"'
+        return f'{{"path": "{entry.path}", "kind": "file", "size": {entry.size}{digest}}}\n' \
+            .encode()
+    record: dict[str, object] = {"path": entry.path, "kind": entry.kind}
+    if entry.kind == "file":
+        record["size"] = entry.size
+        if entry.sha256 is not None:
+            record["sha256"] = entry.sha256
+    else:
+        record["target"] = entry.target
+    return manifest_line(record)
+
+
 def write_manifest(root: Path, paths: Mapping[str, Path] | None = None,
                    on_tick: Callable[[], None] | None = None,
                    cache: FilesCache | None = None,
@@ -207,16 +228,10 @@ def write_manifest(root: Path, paths: Mapping[str, Path] | None = None,
         for count, entry in enumerate(entry for source in entries for entry in source):
             if on_tick is not None and count % TICK_ENTRIES == 0:
                 on_tick()
-            record: dict[str, object] = {"path": entry.path, "kind": entry.kind}
             if entry.kind == "file":
-                record["size"] = entry.size
-                if entry.sha256 is not None:
-                    record["sha256"] = entry.sha256
                 files += 1
                 total += entry.size
-            else:
-                record["target"] = entry.target
-            line = manifest_line(record)
+            line = entry_line(entry)
             handle.write(line)
             digest.update(line)
     return ManifestSummary(files, total, digest.hexdigest())
