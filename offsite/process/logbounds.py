@@ -7,6 +7,10 @@ import logging
 from offsite.bounded import LOG_MESSAGE_MAX_BYTES, head_bytes, tail_bytes
 
 _TRACEBACKS = logging.Formatter()
+# Warnings of a retry that goes on (a broker failing over, a result write retried): the
+# traceback of an expected, handled error says nothing the line does not, so it is one line
+# with the error, as Celery's consumer already logs a lost connection.
+_RETRIES_IN_ONE_LINE = {("celery.backends.base", "Failed operation %s. Retrying %s more times.")}
 
 
 class BoundedRecords(logging.Filter):
@@ -24,6 +28,10 @@ class BoundedRecords(logging.Filter):
             return True
         if len(message) > self.limit // 4 and len(message.encode(errors="replace")) > self.limit:
             record.msg, record.args = head_bytes(message, self.limit), None
+        if record.exc_info and (record.name, record.msg) in _RETRIES_IN_ONE_LINE:
+            error = record.exc_info[1]
+            record.msg, record.args = f"{message} ({type(error).__name__}: {error})", None
+            record.exc_info, record.exc_text = None, None
         if record.exc_info and not record.exc_text:
             record.exc_text = _TRACEBACKS.formatException(record.exc_info)
         if record.exc_text:
