@@ -37,6 +37,9 @@ from offsite.config.model import Config, load_config
 from offsite.constants import BackupType
 
 SCRIPT_HOST, PATHS_HOST, EMPTY_HOST = "bench", "bench-paths", "empty"
+# A script that writes nothing makes its run a warning (nothing of it backed up), so the
+# "empty" host's script and the plain baseline's folder hold one 2-byte file.
+STAMP = "echo x > stamp"
 CHANGED_FRACTION = 0.01
 WAYS = ("script", "paths", "plain", "by hand")
 
@@ -56,8 +59,8 @@ def write_config(work: Path, broker_url: str, target: dict[str, str | None],
     passphrase_file.write_text(PASSPHRASE + "\n")
     passphrase_file.chmod(0o600)
     hosts = {SCRIPT_HOST: {"scripts": {"data": {"bash": f"cp -a {source}/. ."}}},
-             PATHS_HOST: {"scripts": {"none": {"bash": "true"}}, "paths": {"data": str(source)}},
-             EMPTY_HOST: {"scripts": {"none": {"bash": "true"}}}}
+             PATHS_HOST: {"scripts": {"stamp": {"bash": STAMP}}, "paths": {"data": str(source)}},
+             EMPTY_HOST: {"scripts": {"stamp": {"bash": STAMP}}}}
     data = {"broker_url": broker_url, "staging_root": str(work / "offsite" / "staging"),
             "cache_root": str(work / "offsite" / "cache"), "target": target,
             "encryption": {"passphrase_file": str(passphrase_file)}, "hosts": hosts}
@@ -114,6 +117,7 @@ def measure_empty(setup: Setup, kind: BackupType) -> list[Sample]:
     result = run_offsite(setup.config_path, EMPTY_HOST, kind, setup.env)
     empty = setup.work / "empty-source"
     empty.mkdir(exist_ok=True)
+    (empty / "stamp").write_text("x\n")
     plain = run_plain(setup.empty, EMPTY_HOST, kind, empty, setup.env, setup.work)
     print(f"  offsite {result.end_to_end_s:.2f}s   plain {plain.seconds:.2f}s  [{phase}]",
           flush=True)
