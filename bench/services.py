@@ -44,8 +44,9 @@ def tail(path: Path, lines: int = 30) -> str:
 def run_waited(argv: Sequence[str], env: dict[str, str], stdout: Path,
                stderr: Path | None = None) -> tuple[int, resource.struct_rusage]:
     """Run argv to its end (stdout and stderr to files; stderr to stdout's without one); its
-    exit code and its own rusage from wait4 (peak RSS, CPU of it and the children it waited
-    for), which subprocess does not give."""
+    exit code and its own rusage from wait4 (CPU of it and the children it waited for; peak
+    RSS an upper bound: Linux carries this process's peak over exec into the child's
+    ru_maxrss), which subprocess does not give."""
     with open(stdout, "w") as out, open(stderr or stdout, "a") as err:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=err if stderr else out, env=env)

@@ -13,6 +13,9 @@ from celery.backends.base import Backend
 
 from offsite.process.logbounds import bound_handlers
 
+KiB, MiB = 1024, 1024 * 1024
+CUT_MARKER = "cut by offsite"   # as tests/test_hostile_processes.py
+
 RETRY_MESSAGE = "Failed operation %s. Retrying %s more times."
 
 
@@ -32,6 +35,10 @@ def test_celerys_backend_retry_warning_is_one_line_with_its_error(tmp_path: Path
             raise ValueError("a real fault")
         except ValueError:
             celery_logger.error("something else failed", exc_info=True)
+        try:
+            raise ConnectionError("x" * (5 * MiB))
+        except ConnectionError:
+            celery_logger.warning(RETRY_MESSAGE, "_store_result", 28, exc_info=True)
     finally:
         celery_logger.removeHandler(handler)
         handler.close()
@@ -40,3 +47,7 @@ def test_celerys_backend_retry_warning_is_one_line_with_its_error(tmp_path: Path
                         "(ConnectionError: No master found for 'offsite')")
     # any other record keeps its traceback
     assert lines[1] == "something else failed" and lines[2] == "Traceback (most recent call last):"
+    # the error's text is bounded as any message is
+    last = lines[-1]
+    assert last.startswith("Failed operation _store_result. Retrying 28 more times. ")
+    assert CUT_MARKER in last and len(last.encode()) < 64 * KiB

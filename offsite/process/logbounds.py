@@ -26,12 +26,13 @@ class BoundedRecords(logging.Filter):
             message = record.getMessage()
         except Exception:  # a bad format string: leave it to the handler's own error path
             return True
+        if record.exc_info and (record.name, record.msg) in _RETRIES_IN_ONE_LINE:
+            error = record.exc_info[1]   # its text is bounded with the message, below
+            message = f"{message} ({type(error).__name__}: {error})"
+            record.msg, record.args = message, None
+            record.exc_info, record.exc_text = None, None
         if len(message) > self.limit // 4 and len(message.encode(errors="replace")) > self.limit:
             record.msg, record.args = head_bytes(message, self.limit), None
-        if record.exc_info and (record.name, record.msg) in _RETRIES_IN_ONE_LINE:
-            error = record.exc_info[1]
-            record.msg, record.args = f"{message} ({type(error).__name__}: {error})", None
-            record.exc_info, record.exc_text = None, None
         if record.exc_info and not record.exc_text:
             record.exc_text = _TRACEBACKS.formatException(record.exc_info)
         if record.exc_text:

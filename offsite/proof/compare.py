@@ -71,11 +71,11 @@ def compare(restored: Path, outcome: VerifyRecord,
 def _checked(pool: ThreadPoolExecutor, root: Path, batch: list[Entry]) -> list[_Checked]:
     """The batch's checks in its order, each thread taking every _THREADS-th entry (a few large
     files in a row are then spread over the threads)."""
+    shares = [batch[start::_THREADS] for start in range(_THREADS)]
     results: list[_Checked] = [_Checked(False, None)] * len(batch)
-    for offset, part in enumerate(pool.map(
-            lambda share: [_check(root, wanted) for wanted in share],
-            [batch[offset::_THREADS] for offset in range(_THREADS)])):
-        results[offset::_THREADS] = part
+    for start, checked in enumerate(pool.map(
+            lambda share: [_check(root, wanted) for wanted in share], shares)):
+        results[start::_THREADS] = checked
     return results
 
 
@@ -86,8 +86,8 @@ def _check(root: Path, wanted: Entry) -> _Checked:
         kind = ("symlink" if stat.S_ISLNK(info.st_mode) else
                 "file" if stat.S_ISREG(info.st_mode) else "folder or other")
         if kind != wanted.kind:
-            return _Checked(kind != "folder or other", f"different: {wanted.path} is a {kind}, the manifest says "
-                                  f"{wanted.kind}")
+            return _Checked(kind != "folder or other", f"different: {wanted.path} is a {kind}, "
+                                                       f"the manifest says {wanted.kind}")
         if kind == "symlink":
             target = os.readlink(path)
             return _Checked(True, None if target == wanted.target else (

@@ -101,48 +101,61 @@ def _entries(root: Path, prefix: str, left_out: Callable[[str], bool] | None = N
     pending = [(str(root), prefix)]
     while pending:
         folder, inside = pending.pop()
-        try:
-            with os.scandir(folder) as listing:
-                items = list(listing)
-        except OSError as error:
+        listed = _listing(folder)
+        if listed is None:
             if problems is not None:
-                problems.add(source, f"cannot read {error.filename}")
+                problems.add(source, f"cannot read {folder}")
             continue
-        dirs: list[os.DirEntry[str]] = []
-        files: list[os.DirEntry[str]] = []
-        for item in items:
-            try:
-                is_dir = item.is_dir()
-            except OSError:
-                is_dir = False
-            (dirs if is_dir else files).append(item)
+        dirs, files, links = listed
         if inside == "":
-            dirs = [d for d in dirs if d.name != MANIFEST_DIR]
+            dirs = [name for name in dirs if name != MANIFEST_DIR]
         if left_out is not None:
-            dirs = [d for d in dirs if not left_out(d.path)]
-            files = [f for f in files if not left_out(f.path)]
-        dirs.sort(key=_name)
+            dirs = [name for name in dirs if not left_out(os.path.join(folder, name))]
+            files = [name for name in files if not left_out(os.path.join(folder, name))]
+        dirs.sort()
         if problems is not None:
-            for item in dirs + files:
-                problems.check(source, item.path, item.is_symlink())
-        for link in (d for d in dirs if d.is_symlink()):
-            yield Entry(inside + link.name, "symlink", target=os.readlink(link.path))
-        for item in sorted(files, key=_name):
+            for name in dirs + files:
+                problems.check(source, os.path.join(folder, name), name in links)
+        for name in (name for name in dirs if name in links):
+            yield Entry(inside + name, "symlink", target=os.readlink(os.path.join(folder, name)))
+        for name in sorted(files):
+            path = os.path.join(folder, name)
             try:
-                info = item.stat(follow_symlinks=False)
+                info = os.lstat(path)
                 if stat.S_ISLNK(info.st_mode):
-                    yield Entry(inside + item.name, "symlink", target=os.readlink(item.path))
+                    yield Entry(inside + name, "symlink", target=os.readlink(path))
                 elif stat.S_ISREG(info.st_mode):
-                    yield Entry(inside + item.name, "file", info.st_size,
-                                mtime_ns=info.st_mtime_ns)
+                    yield Entry(inside + name, "file", info.st_size, mtime_ns=info.st_mtime_ns)
             except OSError:
                 continue   # unreadable or gone: duplicity names it in the run's warning
-        pending += [(d.path, f"{inside}{d.name}/") for d in reversed(dirs)
-                    if not d.is_symlink()]
+        pending += [(os.path.join(folder, name), f"{inside}{name}/") for name in reversed(dirs)
+                    if name not in links]
 
 
-def _name(item: os.DirEntry[str]) -> str:
-    return item.name
+def _listing(folder: str) -> tuple[list[str], list[str], set[str]] | None:
+    """A folder's names as os.walk splits them (folders, links to folders among them; the rest),
+    and which of them are links, from the listing's file types; None when it cannot be listed.
+    Names only, as os.walk keeps: a folder of a million files holds a million strings, not a
+    million DirEntry objects and their stat results."""
+    dirs: list[str] = []
+    files: list[str] = []
+    links: set[str] = set()
+    try:
+        with os.scandir(folder) as listing:
+            for item in listing:
+                try:
+                    is_dir = item.is_dir()   # follows a link, as os.walk does
+                except OSError:   # a link loop, or gone meanwhile: os.walk lists it with the files
+                    is_dir = False
+                (dirs if is_dir else files).append(item.name)
+                try:
+                    if item.is_symlink():
+                        links.add(item.name)
+                except OSError:
+                    continue   # gone meanwhile: its lstat below says so
+    except OSError:
+        return None
+    return dirs, files, links
 
 
 def _digested(entries: Iterator[Entry], root: Path, prefix: str,
