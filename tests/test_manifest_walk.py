@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
+import struct
+import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -33,8 +36,8 @@ def os_walk_entries(root: Path, prefix: str, left_out: Callable[[str], bool] | N
             dirs[:] = [d for d in dirs if not left_out(os.path.join(folder, d))]
             files = [f for f in files if not left_out(os.path.join(folder, f))]
         dirs.sort()
-        if problems is not None:
-            for entry in dirs + files:
+        if problems is not None:   # the folders, then the other entries sorted (the walk's order)
+            for entry in dirs + sorted(files):
                 problems.check(source, os.path.join(folder, entry))
         for link in sorted(d for d in dirs if (here / d).is_symlink()):
             yield Entry(prefix + str((here / link).relative_to(root)), "symlink",
@@ -133,3 +136,71 @@ def test_a_large_flat_folder_is_walked_in_names_not_listing_objects(tmp_path: Pa
         tracemalloc.stop()
     assert listed == files
     assert peak < 150 * files, peak   # bytes a file: a name and its list slot, not a DirEntry
+
+
+NOBODY = 65534
+_ACL_READ_FOR_NOBODY = b"".join(  # system.posix_acl_access: owner rw, user nobody r, mask r
+    [struct.pack("<I", 2)] + [struct.pack("<HHI", tag, perm, ident) for tag, perm, ident in (
+        (0x01, 6, 0xFFFFFFFF), (0x02, 4, NOBODY), (0x04, 0, 0xFFFFFFFF),
+        (0x10, 4, 0xFFFFFFFF), (0x20, 0, 0xFFFFFFFF))])
+
+
+def _named_and_judged(root: Path) -> tuple[list[str], list[str]]:
+    """What the walk names unreadable under root, and what os.access says is not readable."""
+    found = PathProblems()
+    listed = list(walk(root, prefix="t/", digests=False, problems=found))
+    named = sorted(line.rsplit("/", 1)[1] for line in found.result() if "unreadable" in line)
+    judged = sorted(entry.path[2:] for entry in listed
+                    if not os.access(root / entry.path[2:], os.R_OK))
+    return named, judged
+
+
+def _as_nobody(root: Path) -> tuple[list[str], list[str]]:
+    """_named_and_judged in a child that is user and group nobody, with no other groups."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:   # pragma: no cover - the child reports through the pipe
+        code = 1
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os.write(write_end, json.dumps(_named_and_judged(root)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        reported = pipe.read()
+    assert os.waitpid(child, 0)[1] == 0
+    named, judged = json.loads(reported)
+    return named, judged
+
+
+def test_unreadable_files_are_named_as_os_access_judges_them(tmp_path: Path) -> None:
+    """The walk takes "readable" from the lstat's mode bits where they grant it and asks
+    os.access only where they do not (root's capabilities, an ACL's grant): what it names is
+    what os.access says, for the file's owner, the others and root."""
+    if os.geteuid() != 0:
+        root = tmp_path / "tree"
+        root.mkdir()
+        for name, mode in (("mine-0000", 0o000), ("mine-0400", 0o400)):
+            (root / name).touch(mode)
+        assert _named_and_judged(root) == (["mine-0000"], ["mine-0000"])
+        return
+    root = Path(tempfile.mkdtemp(prefix="offsite-walk-"))   # nobody must reach it: not tmp_path
+    try:
+        root.chmod(0o755)
+        for name, owner, mode in (("root-0600", 0, 0o600), ("root-0640", 0, 0o640),
+                                  ("root-0644", 0, 0o644), ("nobody-0000", NOBODY, 0o000),
+                                  ("nobody-0400", NOBODY, 0o400), ("root-0600-acl", 0, 0o600)):
+            (root / name).touch()
+            os.chown(root / name, owner, owner)
+            (root / name).chmod(mode)
+        os.setxattr(root / "root-0600-acl", "system.posix_acl_access", _ACL_READ_FOR_NOBODY)
+        assert _named_and_judged(root) == ([], [])   # root: the capabilities read everything
+        unreadable = ["nobody-0000", "root-0600", "root-0640"]
+        assert _as_nobody(root) == (unreadable, unreadable)   # the ACL grants nobody its file
+    finally:
+        shutil.rmtree(root)
