@@ -13,7 +13,7 @@ from duplicity.globmatch import select_fn_from_glob
 from duplicity.path import Path as DupPath
 
 from offsite.config.model import parse_config
-from offsite.duplicity.selection import install, plain_glob, plain_path_test
+from offsite.duplicity.selection import install, joined_index, plain_glob, plain_path_test
 from offsite.host.settings import resolve_host
 from offsite.host.sources import host_sources, prepare_host_staging
 
@@ -85,3 +85,21 @@ def test_a_plain_glob_answers_as_duplicitys_regular_expressions_for_any_name() -
                 assert ours(path) == theirs(path), (glob, include, name)
     assert not plain_glob("/srv/*.log", 0, False) and not plain_glob("/srv/", 1, False)
     assert not plain_glob("/srv/x", 1, True) and not plain_glob("/s[r]v", 1, False)
+
+
+def test_a_joined_index_is_duplicitys_uindex_for_any_names() -> None:
+    """The one-decode uindex gives duplicity's string for every index: names of any bytes
+    (invalid UTF-8 split across names, surrogates, newlines, spaces), one name or many; and
+    what it does not take (no names, an empty name, a name as str) goes to duplicity's own."""
+    import random
+    from duplicity import util
+    ours = joined_index(util.uindex)
+    rng = random.Random(18)
+    alphabet = [b"a", b"Z", b"0", b" ", b"\n", b"\\", b"\xc3", b"\xa9", b"\xff", b"\x80",
+                b"\xe2\x82\xac", b"caf\xc3\xa9", b".", b"..", b"'"]
+    indexes: list[Any] = [(), (b"a",), (b"\xc3", b"\xa9"), (b"", b"x"), (b"x", b""), ("a", "b"),
+                          (b"a", "b")]
+    indexes += [tuple(b"".join(rng.choices(alphabet, k=rng.randint(1, 6)))
+                      for _ in range(rng.randint(1, 9))) for _ in range(2000)]
+    for index in indexes:
+        assert ours(index) == util.uindex(index), index
