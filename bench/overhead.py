@@ -8,7 +8,9 @@ Phases: a full, an incremental after changing ~1% of the bytes, and a full and a
 of an empty host, whose difference from plain duplicity on an empty folder is offsite's fixed
 cost per run. Medians of the repeats, with min and max. Prints figures; asserts nothing.
 
-Goals: script full <= 1.05 x by hand; paths incremental <= 1.1 x plain; fixed cost <= 0.5 s.
+Goals: fixed cost <= 0.3 s (issue 18; it was 0.5 s before); the fleet-scale issue's ratios
+at this size, which issue 18 replaced with bench.bighost's at real size: script full <= 1.05 x
+by hand, paths incremental <= 1.1 x plain.
 
     .venv/bin/python -m bench.overhead [--size-mb 200] [--target file|s3] [--repeat 3] [--keep]
 """
@@ -217,7 +219,7 @@ def print_report(samples: list[Sample], repeat: int, idle_rss: list[int],
         costs = [a.seconds - b.seconds for a, b in zip(offsite, plain)]
         print(f"fixed cost, empty host {kind}: offsite {_spread([s.seconds for s in offsite])}"
               f" - plain {_spread([s.seconds for s in plain])} = {_spread(costs)} "
-              f"({_verdict(median(costs), 0.5)})")
+              f"({_verdict(median(costs), 0.3)})")
         details = [s.detail for s in offsite if isinstance(s.detail, OffsiteResult)]
         print("  where: client start, dispatch and wake-up "
               f"{_spread([d.end_to_end_s - d.run_s for d in details])}, queue "
