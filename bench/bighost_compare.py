@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.services import status_kib
 from offsite.ledger.run_record import VerifyRecord
 from offsite.proof.compare import compare
 from offsite.run.manifest import Entry, ManifestUnreadable, manifest_path, read_manifest, walk
@@ -60,16 +61,6 @@ def compare_before(restored: Path, outcome: VerifyRecord) -> None:
         outcome.add(f"missing: {missing}")
 
 
-def _own_peak_kib() -> int:
-    """This process's peak RSS since it started: VmHWM of its own memory map. Not getrusage's
-    ru_maxrss, which Linux carries over exec from the forked image: a compare started by the
-    bench after it made 500,000 files read the bench's 301 MiB as its own."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmHWM in /proc/self/status")
-
-
 def run(root: Path, how: str) -> None:
     outcome = VerifyRecord(backup_set="bench")
     started = time.monotonic()
@@ -78,7 +69,11 @@ def run(root: Path, how: str) -> None:
     else:
         compare_before(root, outcome)
     seconds = time.monotonic() - started
-    peak_kib = _own_peak_kib()
+    # its own VmHWM, not getrusage's ru_maxrss, which Linux carries over exec from the forked
+    # image: a compare started after the bench made 500,000 files read the bench's 301 MiB
+    peak_kib = status_kib("self", "VmHWM")
+    if peak_kib is None:
+        raise RuntimeError("no VmHWM in /proc/self/status")
     print(f"{seconds:.3f} {peak_kib} {outcome.mismatch_count}")
 
 

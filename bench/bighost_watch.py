@@ -4,7 +4,6 @@ figures' formatting (medians with min-max)."""
 from __future__ import annotations
 
 import os
-import re
 import threading
 from pathlib import Path
 from statistics import median
@@ -12,6 +11,7 @@ from typing import Sequence, TypeVar
 
 import redis
 
+from bench.services import status_kib
 from offsite.constants import LEASE_KEY
 
 S = TypeVar("S", bound="_Sampler")
@@ -68,15 +68,6 @@ class LeaseWatch(_Sampler):
             self.lowest_ms = remaining
 
 
-def _vm_hwm_kib(pid: int) -> int:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-    return int(match.group(1)) if match else 0
-
-
 def _children_map() -> dict[int, list[int]]:
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -121,7 +112,7 @@ class DescendantRss(_Sampler):
             seen.add(pid)
             todo += children.get(pid, [])
             if _is_duplicity(pid):
-                self.peak_kib = max(self.peak_kib, _vm_hwm_kib(pid))
+                self.peak_kib = max(self.peak_kib, status_kib(pid, "VmHWM") or 0)
 
 
 def used_bytes(path: Path) -> int:

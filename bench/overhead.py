@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import re
 import shutil
 import signal
 import sys
@@ -34,7 +33,7 @@ import yaml
 from bench.overhead_data import MB, TextSource, Tree, change_tree, generate_tree
 from bench.overhead_runs import PASSPHRASE, OffsiteResult, PlainResult, run_offsite, run_plain
 from bench.services import (REGION, BenchError, Service, child_env, create_bucket,
-                            start_moto, start_redis, start_worker)
+                            start_moto, start_redis, start_worker, status_kib)
 from offsite.config.model import Config, load_config
 from offsite.constants import BackupType
 
@@ -168,9 +167,7 @@ def run_benchmark(args: argparse.Namespace, work: Path, stack: ExitStack) -> Non
 
 
 def _rss_kib(service: Service, field: str) -> int:
-    status = Path(f"/proc/{service.proc.pid}/status").read_text()
-    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
-    return int(match.group(1)) if match else 0
+    return status_kib(service.proc.pid, field) or 0
 
 
 # --------------------------------------------------------------------------- the report

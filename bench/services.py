@@ -41,6 +41,17 @@ def tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def status_kib(pid: int | str, field: str) -> int | None:
+    """A memory figure of /proc/<pid>/status in KiB (VmRSS, VmHWM...; `pid` "self" for this
+    process), None when the process or the field is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
+    return int(match.group(1)) if match else None
+
+
 def run_waited(argv: Sequence[str], env: dict[str, str], stdout: Path,
                stderr: Path | None = None) -> tuple[int, resource.struct_rusage]:
     """Run argv to its end (stdout and stderr to files; stderr to stdout's without one); its
@@ -86,12 +97,7 @@ class Service:
         return text in self.log_path.read_text(errors="replace")
 
     def peak_rss_kib(self) -> int | None:
-        try:
-            status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        except OSError:
-            return None
-        match = re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE)
-        return int(match.group(1)) if match else None
+        return status_kib(self.proc.pid, "VmHWM")
 
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc.poll() is None:

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import pytest
 
 from offsite.host.sources import PathProblems, exclusion
-from offsite.run.manifest import MANIFEST_DIR, Entry, entry_line, manifest_line, walk
+from offsite.run.manifest import MANIFEST_DIR, Entry, line_of, manifest_line, walk
 
 
 def os_walk_entries(root: Path, prefix: str, left_out: Callable[[str], bool] | None = None,
@@ -107,13 +107,13 @@ def test_a_files_line_is_the_bytes_json_writes(path: str, sha256: str | None) ->
     record: dict[str, object] = {"path": path, "kind": "file", "size": 4096}
     if sha256 is not None:
         record["sha256"] = sha256
-    line = entry_line(Entry(path, "file", 4096, sha256))
+    line = line_of(path, "file", 4096, sha256, None)
     assert line == manifest_line(record)
     assert json.loads(line) == record
 
 
 def test_a_links_line_is_the_bytes_json_writes() -> None:
-    line = entry_line(Entry("a/link", "symlink", target="../t\"x"))
+    line = line_of("a/link", "symlink", 0, None, "../t\"x")
     assert line == manifest_line({"path": "a/link", "kind": "symlink", "target": '../t"x'})
 
 
@@ -199,8 +199,11 @@ def test_unreadable_files_are_named_as_os_access_judges_them(tmp_path: Path) -> 
             os.chown(root / name, owner, owner)
             (root / name).chmod(mode)
         os.setxattr(root / "root-0600-acl", "system.posix_acl_access", _ACL_READ_FOR_NOBODY)
+        (root / "listed-not-searched").mkdir(0o744)   # nobody lists its names, cannot lstat them
+        (root / "listed-not-searched" / "inside").touch(0o644)
         assert _named_and_judged(root) == ([], [])   # root: the capabilities read everything
         unreadable = ["nobody-0000", "root-0600", "root-0640"]
-        assert _as_nobody(root) == (unreadable, unreadable)   # the ACL grants nobody its file
+        # the ACL grants nobody its file; "inside" is named though the walk cannot list it
+        assert _as_nobody(root) == (sorted(unreadable + ["inside"]), unreadable)
     finally:
         shutil.rmtree(root)

@@ -94,7 +94,7 @@ def walk(root: Path, prefix: str = "", digests: bool = True,
 # what the walk finds of an entry, an Entry's fields as a tuple: (path, kind, size, symlink
 # target, mtime_ns). The manifest formats a `paths:` source's lines from these directly: an
 # Entry object costs 0.8 µs, a sixth of a file's walk.
-Walked = tuple[str, str, int, "str | None", "int | None"]
+Walked = tuple[str, str, int, str | None, int | None]
 
 
 def _walked(root: Path, prefix: str, left_out: Callable[[str], bool] | None = None,
@@ -148,14 +148,19 @@ def _folder(fd: int, folder: str, inside: str, listed: tuple[list[str], list[str
     for name in sorted(files):
         try:
             info = os.lstat(name, dir_fd=fd)
-            if problems is not None:
-                problems.check_walked(source, folder, fd, name, info)
-            if stat.S_ISLNK(info.st_mode):
+        except OSError as error:   # gone meanwhile, or in a folder this process cannot search
+            if problems is not None and not isinstance(error, FileNotFoundError):
+                problems.add(source, f"unreadable {os.path.join(folder, name)}")
+            continue
+        if problems is not None:
+            problems.check_walked(source, folder, fd, name, info)
+        if stat.S_ISLNK(info.st_mode):
+            try:
                 yield inside + name, "symlink", 0, os.readlink(name, dir_fd=fd), None
-            elif stat.S_ISREG(info.st_mode):
-                yield inside + name, "file", info.st_size, None, info.st_mtime_ns
-        except OSError:
-            continue   # unreadable or gone: duplicity names it in the run's warning
+            except OSError:
+                continue   # replaced meanwhile: duplicity names it in the run's warning
+        elif stat.S_ISREG(info.st_mode):
+            yield inside + name, "file", info.st_size, None, info.st_mtime_ns
     return [name for name in dirs if name not in links]
 
 
@@ -228,15 +233,11 @@ def manifest_line(record: dict[str, object]) -> bytes:
         return (_ASCII_JSON.encode(record) + "\n").encode()
 
 
-def entry_line(entry: Entry) -> bytes:
-    """An entry's manifest line: the bytes manifest_line writes for its record."""
-    return line_of(entry.path, entry.kind, entry.size, entry.sha256, entry.target)
-
-
 def line_of(path: str, kind: str, size: int, sha256: str | None, target: str | None) -> bytes:
-    """entry_line from an entry's fields. A file whose path JSON writes as it is (printable
-    ASCII but `"` and `\\`) is formatted directly: most of a 500,000-file source, where json's
-    encoder was a third of the manifest's time."""
+    """An entry's manifest line from its fields: the bytes manifest_line writes for its record.
+    A file whose path JSON writes as it is (printable ASCII but `"` and `\\`) is formatted
+    directly: most of a 500,000-file source, where json's encoder was a third of the
+    manifest's time."""
     if kind == "file" and _WRITTEN_AS_IS.fullmatch(path) and (
             sha256 is None or _WRITTEN_AS_IS.fullmatch(sha256)):
         digest = "" if sha256 is None else f', "sha256": "{sha256}"'
