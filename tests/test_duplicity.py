@@ -41,10 +41,10 @@ def test_backup_argv_targets_the_host_prefix_with_endpoint(kind: BackupType, act
     assert argv[0].endswith("duplicity")
     assert argv[1:] == [action, "--archive-dir", "/cache/carcosa", "--name", "carcosa",
                     "--log-timestamp", "--log-file", "/cache/carcosa/upload.log",
+                    "--gpg-options", "--s2k-count 65011712",
                     "--s3-endpoint-url", "http://minio:9000", "--s3-region-name", "eu-west-1",
                     "--tempdir", "/cache/carcosa/.upload-tmp",
                     "--volsize", "200", "--num-retries", "3", "--backend-retry-delay", "10",
-                    "--gpg-options", "--s2k-count 65011712",
                     "--file-prefix-archive", "data-",
                     "/var/lib/offsite/staging/carcosa",
                     "boto3+s3://bucket/prefix/carcosa"]

@@ -39,19 +39,29 @@ def test_wait_returns_once_the_run_has_finished(
 
 
 @pytest.mark.slow
-def test_an_upload_leaves_no_gpg_agent_behind_and_keeps_the_strongest_key_derivation(
+def test_no_duplicity_command_starts_a_gpg_agent_and_sets_keep_the_strongest_key_derivation(
         make_config: Any, start_worker: Any, run_offsite: Any, offsite_env: Any,
         tmp_path: Path) -> None:
     """Left to itself gpg asks an agent for the key-derivation count; the agent it starts times
-    ~0.7 s of hashing, and dies with the upload (offsite.process.reaper): every upload paid it. With
-    the count on duplicity's gpg command line no agent starts, and the sets keep the count gpg
-    picked before (the largest OpenPGP can encode)."""
+    ~0.7 s of hashing, and dies with the command (offsite.process.reaper): every command paid
+    it, a restore and a listing too (duplicity's loopback check encrypts a test message before
+    any action). With the count on duplicity's gpg command line no agent starts, and the sets
+    keep the count gpg picked before (the largest OpenPGP can encode). With the count given,
+    duplicity's loopback test never reaches an agent, so the launcher skips it: no gpg runs
+    it (a `gpg` first on PATH notes every run, then runs the real one)."""
     target = tmp_path / "target"
     config = make_config({"carcosa": {"scripts": {"s": {"bash": "echo hi > hi"}}}},
                          target={"url": f"file://{target}"})
-    worker = start_worker(config, "carcosa")
+    noted = tmp_path / "gpg-runs"
+    wrapper = tmp_path / "bin" / "gpg"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {noted}\nexec /usr/bin/gpg "$@"\n')
+    wrapper.chmod(0o755)
+    path = {"PATH": f"{wrapper.parent}:{offsite_env['PATH']}"}
+    worker = start_worker(config, "carcosa", env_extra=path)
     for kind in ("full", "incr"):
-        result = run_offsite("backup", "carcosa", "--type", kind, "--wait", config=config)
+        result = run_offsite("backup", "carcosa", "--type", kind, "--wait", config=config,
+                             env_extra=path)
         assert result.returncode == 0, describe(result)
     assert "left behind by command" not in worker.log_text(), worker.log_text()[-3000:]
     manifests = sorted((target / "carcosa").glob("duplicity-*.manifest.gpg"))
@@ -63,6 +73,14 @@ def test_an_upload_leaves_no_gpg_agent_behind_and_keeps_the_strongest_key_deriva
              "loopback", "--passphrase", passphrase, "--list-packets", str(manifest)],
             capture_output=True, text=True, timeout=60)
         assert f"count {S2K_COUNT} " in packets.stdout, packets.stdout + packets.stderr
+    for command in (("restore", "carcosa", str(tmp_path / "restored")), ("ls", "carcosa")):
+        result = run_offsite(*command, "--loglevel", "INFO", config=config, env_extra=path)
+        assert result.returncode == 0, describe(result)
+        assert "left behind by command" not in result.stderr, describe(result)
+    assert (tmp_path / "restored" / "s" / "hi").read_text() == "hi\n"
+    runs = noted.read_text().splitlines()
+    assert sum("--symmetric" in run for run in runs) >= 6, runs   # 3 files a set, 2 sets
+    assert not [run for run in runs if "--passphrase test" in run], runs
 
 
 def test_a_set_this_process_wrote_is_not_decrypted_again_with_the_same_passphrase(

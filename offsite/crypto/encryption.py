@@ -32,15 +32,25 @@ class KeyringError(OffsiteError):
 # The passphrase's key-derivation count, written out so gpg need not ask an agent for it: left
 # unset, gpg starts a gpg-agent, which times SHA-1 runs for ~0.7 s to pick a count (then
 # clamped to this maximum on any current CPU; duplicity's earlier sets say `count 65011712`),
-# and that agent dies with the upload (offsite.process.reaper), so every upload paid it again.
+# and that agent dies with the command (offsite.process.reaper), so every command paid it
+# again. Every duplicity command pays it, not only an upload: before any action duplicity
+# checks gpg's loopback pinentry by encrypting a test message symmetrically with the
+# --gpg-options it was given (duplicity.gpg), so a restore, a drill or a listing started an
+# agent too (~1 s of CPU and of wall time each).
 S2K_COUNT = 65011712
 
 
+def gpg_count_flags() -> list[str]:
+    """duplicity's flags for every command (see S2K_COUNT): the count, so neither its loopback
+    check nor a symmetric encryption starts a gpg-agent."""
+    return ["--gpg-options", f"--s2k-count {S2K_COUNT}"]
+
+
 def encrypt_flags(settings: EncryptionSettings) -> list[str]:
-    """duplicity's flags for writing: one --encrypt-key per recipient in public-key mode; in
-    symmetric mode the strongest key-derivation count (see S2K_COUNT)."""
+    """duplicity's flags for writing: one --encrypt-key per recipient in public-key mode (in
+    symmetric mode the passphrase and gpg_count_flags are all it needs)."""
     if not settings.public_key:
-        return ["--gpg-options", f"--s2k-count {S2K_COUNT}"]
+        return []
     return [flag for fpr in settings.recipients for flag in ("--encrypt-key", fpr)]
 
 

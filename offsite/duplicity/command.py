@@ -12,7 +12,8 @@ import tempfile
 
 from offsite.host.settings import HostSettings
 from offsite.constants import BackupType
-from offsite.crypto.encryption import decryption_env, encrypt_flags, public_keyring
+from offsite.crypto.encryption import (decryption_env, encrypt_flags, gpg_count_flags,
+                                       public_keyring)
 from offsite.duplicity.errors import describe_failure, read_log_tail
 from offsite.duplicity.bandwidth import ENV as LIMIT_ENV
 from offsite.duplicity.launch import launch_argv
@@ -59,7 +60,8 @@ def log_path(archive_dir: Path, step: str) -> Path:
 
 def common_flags(settings: HostSettings, archive_dir: Path, step: str) -> list[str]:
     flags = ["--archive-dir", str(archive_dir), "--name", settings.name,
-             "--log-timestamp", "--log-file", str(log_path(archive_dir, step))]
+             "--log-timestamp", "--log-file", str(log_path(archive_dir, step)),
+             *gpg_count_flags()]
     if settings.target.endpoint_url:
         flags += ["--s3-endpoint-url", settings.target.endpoint_url]
     if settings.target.region:

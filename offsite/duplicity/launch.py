@@ -28,7 +28,12 @@ The launcher also applies an upload's bandwidth cap (offsite.duplicity.bandwidth
 OFFSITE_UPLOAD_DIGESTS in its environment (an upload) hashes every file duplicity hands its
 backend, just before the transfer, and records it once the transfer succeeded (see
 offsite.duplicity.uploaded): the seal is made from that, not by reading the set back.
-Its file selection decides as duplicity's own, at the cost of the tree itself when a `paths:`
+It skips duplicity's check that gpg-agent allows loopback pinentry (`duplicity.gpg.check_gpg`
+encrypts a test message with `--passphrase test` before every action): offsite gives gpg the
+key-derivation count on every command (offsite.crypto.encryption.S2K_COUNT), with which that
+test never reaches an agent, so it can no longer fail for the reason it exists and only hashes
+the test passphrase 65 million times (~0.2 s of CPU and wall time a command; gpg's own checks
+of its binary and version still run). Its file selection decides as duplicity's own, at the cost of the tree itself when a `paths:`
 host is selected from `/` (offsite.duplicity.selection). Everything else is duplicity's own
 `dup_run`, unchanged.
 """
@@ -76,6 +81,23 @@ def keep_unsigned_last_set(collection_status: Any) -> None:
     collection_status.set_matched_chain_pair = set_matched_chain_pair
 
 
+def skip_loopback_test(gpg_module: Any) -> None:
+    """Make duplicity's `check_gpg` skip its loopback pinentry test (see the module docstring):
+    the test runs only without `use_agent`, so the check runs with it set."""
+    from duplicity import config
+    original = gpg_module.check_gpg
+
+    def check_gpg() -> None:
+        use_agent = config.use_agent
+        config.use_agent = True
+        try:
+            original()
+        finally:
+            config.use_agent = use_agent
+
+    gpg_module.check_gpg = check_gpg
+
+
 def launch_argv(argv: list[str]) -> list[str]:
     """duplicity's argv run through this launcher, when argv[0] is the duplicity installed
     beside this interpreter (the launcher imports that one); else unchanged."""
@@ -115,7 +137,8 @@ def main() -> int:
         gpginterface.threading = _DaemonThreads()   # type: ignore[assignment]
     from offsite.duplicity.selection import install_in_duplicity
     install_in_duplicity()   # selection from `/` at the tree's cost (offsite.duplicity.selection)
-    from duplicity import dup_collections
+    from duplicity import dup_collections, gpg
+    skip_loopback_test(gpg)
     keep_unsigned_last_set(dup_collections.CollectionsStatus)
     if digests := os.environ.get(DIGESTS_ENV):
         record_transfers(digests)
