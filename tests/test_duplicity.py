@@ -1,14 +1,18 @@
 """Pure builders of duplicity's command lines and environment, and its statistics parser."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from offsite.config.model import parse_config
+from offsite.config.rules import TARGET_SCHEMES
 from offsite.constants import BackupType
 from offsite.host.settings import resolve_host
 from offsite.duplicity.command import backup_argv, duplicity_env, parse_stats, restore_argv
+from offsite.duplicity.launch import TARGET_BACKENDS
 
 S3_CONFIG = parse_config({
     "staging_root": "/var/lib/offsite/staging",
@@ -89,3 +93,18 @@ def test_parse_stats_reads_the_statistics_block() -> None:
 def test_parse_stats_without_block_is_an_error() -> None:
     with pytest.raises(ValueError):
         parse_stats("Duplicity backup complete.\n")
+
+
+def test_the_launcher_loads_the_backend_of_every_target_scheme_and_no_other() -> None:
+    """duplicity imports all its ~40 backends before every action; offsite's launcher only
+    those of the schemes a target may name (offsite.config.rules.TARGET_SCHEMES)."""
+    code = ("import sys; from duplicity import backend; "
+            "from offsite.duplicity.launch import import_target_backends; "
+            "import_target_backends(backend); backend.import_backends(); "
+            "print(' '.join(sorted(backend._backends))); "
+            "print(' '.join(m for m in sys.modules if m.startswith('duplicity.backends.')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=60, check=True)
+    schemes, modules = result.stdout.splitlines()
+    assert set(TARGET_SCHEMES) <= set(schemes.split()), schemes
+    assert set(modules.split()) == set(TARGET_BACKENDS), modules

@@ -69,6 +69,10 @@ def overlap(first: Path, second: Path) -> bool:
     return False
 
 
+# The schemes of a target's url (offsite.duplicity.launch loads duplicity's backends of these).
+TARGET_SCHEMES = ("file", "boto3+s3", "s3")
+
+
 def check_target_url(value: str) -> str:
     """A duplicity URL naming a place: file:///abs/path, or boto3+s3:// / s3:// with a bucket."""
     if not value.isprintable() or any(char.isspace() for char in value):
@@ -76,7 +80,7 @@ def check_target_url(value: str) -> str:
     if len(value) > MAX_PATH_CHARS:
         raise ValueError(f"target url is longer than {MAX_PATH_CHARS} characters")
     scheme, _, rest = value.partition("://")
-    if scheme not in ("file", "boto3+s3", "s3") or not _:
+    if scheme not in TARGET_SCHEMES or not _:
         raise ValueError(f"target url {value!r} must start with file://, boto3+s3:// or s3://")
     if "?" in rest or "#" in rest:
         raise ValueError(f"target url {value!r} must not have a query or fragment")

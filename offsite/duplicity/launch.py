@@ -33,13 +33,16 @@ encrypts a test message with `--passphrase test` before every action): offsite g
 key-derivation count on every command (offsite.crypto.encryption.S2K_COUNT), with which that
 test never reaches an agent, so it can no longer fail for the reason it exists and only hashes
 the test passphrase 65 million times (~0.2 s of CPU and wall time a command; gpg's own checks
-of its binary and version still run). Its file selection decides as duplicity's own, at the cost of the tree itself when a `paths:`
+of its binary and version still run). It imports only the backends of the schemes an offsite
+target may name (offsite.config.rules: file, boto3+s3 and s3), not duplicity's ~40 (~60 ms a
+command; Dropbox's alone loads requests). Its file selection decides as duplicity's own, at the cost of the tree itself when a `paths:`
 host is selected from `/` (offsite.duplicity.selection). Everything else is duplicity's own
 `dup_run`, unchanged.
 """
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 import threading
@@ -98,6 +101,20 @@ def skip_loopback_test(gpg_module: Any) -> None:
     gpg_module.check_gpg = check_gpg
 
 
+# The duplicity backends of offsite.config.rules.TARGET_SCHEMES.
+TARGET_BACKENDS = ("duplicity.backends.localbackend", "duplicity.backends.s3_boto3_backend")
+
+
+def import_target_backends(backend_module: Any) -> None:
+    """Make duplicity's `import_backends` (run before every action) import TARGET_BACKENDS
+    only, each of which registers its schemes as it loads."""
+    def import_backends() -> None:
+        for name in TARGET_BACKENDS:
+            importlib.import_module(name)
+
+    backend_module.import_backends = import_backends
+
+
 def launch_argv(argv: list[str]) -> list[str]:
     """duplicity's argv run through this launcher, when argv[0] is the duplicity installed
     beside this interpreter (the launcher imports that one); else unchanged."""
@@ -137,8 +154,9 @@ def main() -> int:
         gpginterface.threading = _DaemonThreads()   # type: ignore[assignment]
     from offsite.duplicity.selection import install_in_duplicity
     install_in_duplicity()   # selection from `/` at the tree's cost (offsite.duplicity.selection)
-    from duplicity import dup_collections, gpg
+    from duplicity import backend, dup_collections, gpg
     skip_loopback_test(gpg)
+    import_target_backends(backend)
     keep_unsigned_last_set(dup_collections.CollectionsStatus)
     if digests := os.environ.get(DIGESTS_ENV):
         record_transfers(digests)
