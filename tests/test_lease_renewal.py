@@ -147,6 +147,10 @@ def test_a_backup_whose_in_process_steps_outlive_the_lease_succeeds_and_keeps_th
         with LeaseWatch(redis_client, "carcosa") as watch:
             done = run_offsite(kind, "carcosa", *args, "--wait", "--timeout", "240",
                                config=config, timeout=260)
+            # the run frees the host just after its final record, which wakes the wait
+            # (offsite.run.steps.end_run): the next run's window starts with the host free
+            wait_until(lambda: redis_client.get(LEASE_KEY + "carcosa") is None, timeout=30,
+                       what=f"the {kind} run to free its host")
         assert done.returncode == 0, describe(done)
         run_id = done.stdout.split()[1]
         assert [holder for holder in watch.holders if holder] == [run_id], watch.holders

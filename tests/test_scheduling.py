@@ -389,7 +389,8 @@ def test_lease_of_a_killed_worker_expires_and_the_next_full_proceeds(
     # the dead run's full does not cover later incrementals: only a live lease does
     after = rows[run_id_of(incr.stdout)]
     assert after["state"] == "succeeded" and after["type"] == "incr", after
-    assert redis_client.get(LEASE_KEY + "carcosa") is None
+    wait_until(lambda: redis_client.get(LEASE_KEY + "carcosa") is None, timeout=30,
+               what="the incremental to free its host after its final record")
     assert store.get(dead_id) is not None
 
 
