@@ -34,7 +34,7 @@ key-derivation count on every command (offsite.crypto.encryption.S2K_COUNT), wit
 test never reaches an agent, so it can no longer fail for the reason it exists and only hashes
 the test passphrase 65 million times (~0.2 s of CPU and wall time a command; gpg's own checks
 of its binary and version still run). It imports only the backends of the schemes an offsite
-target may name (offsite.config.rules: file, boto3+s3 and s3), not duplicity's ~40 (~60 ms a
+target may name (offsite.config.rules: file, boto3+s3 and s3), not duplicity's ~40 (60-100 ms a
 command; Dropbox's alone loads requests). Its file selection decides as duplicity's own, at
 the cost of the tree itself when a `paths:` host is selected from `/`
 (offsite.duplicity.selection). Everything else is duplicity's own `dup_run`, unchanged.
