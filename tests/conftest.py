@@ -37,6 +37,27 @@ def own_gnupg_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
             os.environ.pop("GNUPGHOME", None)
         else:
             os.environ["GNUPGHOME"] = before
+        _stop_gpg_agent(home)
+
+
+def _stop_gpg_agent(home: Path) -> None:
+    """A gpg-agent that gpg started for `home` (its socket is there) must not outlive the
+    test: it is a daemon, so nothing else ends it."""
+    if (home / "S.gpg-agent").exists():
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"],
+                       capture_output=True, timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def no_gpg_agent_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The children of a test run with HOME in its tmp_path (tests.helpers.build_offsite_env);
+    a gpg that a test runs by hand there (plain duplicity, as the docs' recovery does) may
+    start an agent: it is ended with the test."""
+    tmp_path = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames \
+        else None
+    yield
+    if tmp_path is not None:
+        _stop_gpg_agent(tmp_path / "home" / ".gnupg")
 
 
 @pytest.fixture(scope="session")
