@@ -207,3 +207,31 @@ def test_unreadable_files_are_named_as_os_access_judges_them(tmp_path: Path) -> 
         assert _as_nobody(root) == (sorted(unreadable + ["inside"]), unreadable)
     finally:
         shutil.rmtree(root)
+
+
+def test_a_folder_swapped_for_a_link_during_the_walk_is_not_followed(tmp_path: Path) -> None:
+    """Between a folder's listing and its walk, a folder becomes a link to another tree, and a
+    link to a folder becomes a folder: the walk neither follows the new link out of the source
+    (it names the folder it cannot read) nor fails on the old link."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "kept").write_text("x")
+    outside.mkdir()
+    (outside / "secret").write_text("not in the source")
+    (root / "was-link").symlink_to(outside)
+
+    def swap(path: str) -> bool:   # the walk asks this of every name, after the listing
+        if path.endswith("/sub"):
+            shutil.rmtree(path)
+            os.symlink(outside, path)
+        elif path.endswith("/was-link"):
+            os.unlink(path)
+            os.mkdir(path)
+        return False
+
+    found = PathProblems()
+    listed = [entry.path for entry in walk(root, prefix="t/", digests=False, left_out=swap,
+                                           problems=found)]
+    assert not [path for path in listed if "secret" in path or "kept" in path], listed
+    assert "t/was-link" not in listed, listed
+    assert any(f"cannot read {root}/sub" in line for line in found.result()), found.result()

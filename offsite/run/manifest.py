@@ -35,6 +35,8 @@ TICK_ENTRIES = 256
 _UTF8_JSON = json.JSONEncoder(ensure_ascii=False)
 _ASCII_JSON = json.JSONEncoder()
 _FOLDER_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC   # a folder walked by its descriptor
+# a folder below the top, listed as a folder, is not followed if it became a link since
+_BELOW_FLAGS = _FOLDER_FLAGS | os.O_NOFOLLOW
 _WRITTEN_AS_IS = re.compile(r'[ !#-\[\]-~]*')   # what json.dumps writes unescaped, in ASCII
 
 
@@ -110,7 +112,7 @@ def _walked(root: Path, prefix: str, left_out: Callable[[str], bool] | None = No
     while pending:
         folder, inside = pending.pop()
         try:
-            fd = os.open(folder, _FOLDER_FLAGS)
+            fd = os.open(folder, _BELOW_FLAGS if inside != prefix else _FOLDER_FLAGS)
         except OSError:
             fd = -1
         listed = None if fd < 0 else _listing(fd)
@@ -144,7 +146,8 @@ def _folder(fd: int, folder: str, inside: str, listed: tuple[list[str], list[str
         for name in dirs:
             problems.check(source, os.path.join(folder, name), name in links)
     for name in (name for name in dirs if name in links):
-        yield inside + name, "symlink", 0, os.readlink(name, dir_fd=fd), None
+        if (target := _link_target(name, fd)) is not None:
+            yield inside + name, "symlink", 0, target, None
     for name in sorted(files):
         try:
             info = os.lstat(name, dir_fd=fd)
@@ -155,13 +158,20 @@ def _folder(fd: int, folder: str, inside: str, listed: tuple[list[str], list[str
         if problems is not None:
             problems.check_walked(source, folder, fd, name, info)
         if stat.S_ISLNK(info.st_mode):
-            try:
-                yield inside + name, "symlink", 0, os.readlink(name, dir_fd=fd), None
-            except OSError:
-                continue   # replaced meanwhile: duplicity names it in the run's warning
+            if (target := _link_target(name, fd)) is not None:
+                yield inside + name, "symlink", 0, target, None
         elif stat.S_ISREG(info.st_mode):
             yield inside + name, "file", info.st_size, None, info.st_mtime_ns
     return [name for name in dirs if name not in links]
+
+
+def _link_target(name: str, fd: int) -> str | None:
+    """The target of the link `name` in the folder `fd`; None when it is no longer a link
+    (replaced since the listing: duplicity names it in the run's warning)."""
+    try:
+        return os.readlink(name, dir_fd=fd)
+    except OSError:
+        return None
 
 
 def _listing(fd: int) -> tuple[list[str], list[str], set[str]] | None:
